@@ -1,0 +1,54 @@
+# Thin wrapper over CMake so that a newcomer needs two commands:
+#   make demo   install packages, build, run the main job
+#   make test   install packages, build with sanitizers, run every test
+# Plain builds go to build/ (gcc, -Werror); the test build goes to build-san/
+# (clang, ASan+UBSan, libFuzzer targets).
+
+BUILD      ?= build
+SAN_BUILD  ?= build-san
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+CTEST_ARGS ?=
+
+.PHONY: all deps build build-san test demo fuzz soak lint format bench clean docker-test
+
+all: build
+
+deps:
+	@bash scripts/deps.sh
+
+build: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	cmake --build $(BUILD) -j $(JOBS)
+
+build-san: deps
+	CC=clang cmake -S . -B $(SAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DUPK_SANITIZE=ON
+	cmake --build $(SAN_BUILD) -j $(JOBS)
+
+# The gcc build is compiled too, so that -Werror holds for both compilers.
+test: build build-san
+	cd $(SAN_BUILD) && ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)
+
+demo: build
+	@bash scripts/demo.sh $(BUILD)
+
+fuzz: build-san
+	cmake -S . -B $(SAN_BUILD) -DUPK_FUZZ_SECONDS=120
+	cd $(SAN_BUILD) && ctest --output-on-failure -L fuzz
+
+soak: build-san
+	@if [ -x scripts/soak.sh ]; then bash scripts/soak.sh $(SAN_BUILD); else echo "soak: no soak suite yet"; fi
+
+lint: deps build
+	@bash scripts/lint.sh $(BUILD)
+
+format:
+	@git ls-files '*.c' '*.h' | xargs clang-format -i
+
+bench: build
+	@bash bench/run.sh $(BUILD)
+
+docker-test:
+	@bash docker/test.sh
+
+clean:
+	rm -rf $(BUILD) $(SAN_BUILD)

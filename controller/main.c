@@ -1,0 +1,45 @@
+/* `upkeep`: the operator's binary. `upkeep serve` runs the controller daemon;
+ * every other subcommand is an operator command. This file only dispatches:
+ * each subcommand lives in its own cli_<name>.c. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+/* Subcommand entry points (one cli_<name>.c each). Keep this list and the
+ * table below sorted by name. */
+
+static const struct upk_cli_cmd commands[] = {
+    {NULL, NULL, NULL},
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: upkeep COMMAND [ARGS...]\n\ncommands:\n");
+    for (const struct upk_cli_cmd *c = commands; c->name != NULL; c++)
+        fprintf(out, "  %-14s %s\n", c->name, c->summary);
+    fprintf(out, "\n`upkeep COMMAND --help` explains each command.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return UPK_EXIT_USAGE;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return UPK_EXIT_OK;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("upkeep %s\n", UPK_VERSION);
+        return UPK_EXIT_OK;
+    }
+    for (const struct upk_cli_cmd *c = commands; c->name != NULL; c++) {
+        if (strcmp(argv[1], c->name) == 0)
+            return c->fn(argc - 1, argv + 1);
+    }
+    fprintf(stderr, "upkeep: unknown command '%s'; see `upkeep --help`\n", argv[1]);
+    return UPK_EXIT_USAGE;
+}

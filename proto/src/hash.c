@@ -1,0 +1,144 @@
+/* SHA-256, HMAC, hex and base64 over mbedTLS (see hash.h). */
+#include "upkeep/hash.h"
+
+#include <string.h>
+
+#include <mbedtls/base64.h>
+#include <mbedtls/md.h>
+#include <mbedtls/sha256.h>
+
+_Static_assert(sizeof(mbedtls_sha256_context) <= sizeof(((upk_sha256 *)0)->opaque),
+               "upk_sha256 storage too small for mbedtls_sha256_context");
+
+static mbedtls_sha256_context *ctx_of(upk_sha256 *c)
+{
+    return (mbedtls_sha256_context *)(void *)c->opaque;
+}
+
+void upk_sha256_init(upk_sha256 *ctx)
+{
+    mbedtls_sha256_init(ctx_of(ctx));
+    /* With software SHA-256 (as Debian builds mbedTLS) starts cannot fail. */
+    (void)mbedtls_sha256_starts_ret(ctx_of(ctx), 0);
+}
+
+void upk_sha256_update(upk_sha256 *ctx, const void *data, size_t len)
+{
+    if (len == 0)
+        return;
+    (void)mbedtls_sha256_update_ret(ctx_of(ctx), data, len);
+}
+
+void upk_sha256_final(upk_sha256 *ctx, uint8_t out[UPK_SHA256_LEN])
+{
+    (void)mbedtls_sha256_finish_ret(ctx_of(ctx), out);
+}
+
+void upk_sha256_cleanup(upk_sha256 *ctx)
+{
+    mbedtls_sha256_free(ctx_of(ctx));
+}
+
+void upk_sha256_buf(const void *data, size_t len, uint8_t out[UPK_SHA256_LEN])
+{
+    upk_sha256 c;
+    upk_sha256_init(&c);
+    upk_sha256_update(&c, data, len);
+    upk_sha256_final(&c, out);
+    upk_sha256_cleanup(&c);
+}
+
+upk_err upk_hmac_sha256(const void *key, size_t keylen, const void *msg, size_t msglen,
+                        uint8_t out[UPK_SHA256_LEN])
+{
+    const mbedtls_md_info_t *md = mbedtls_md_info_from_type(MBEDTLS_MD_SHA256);
+    if (md == NULL)
+        return UPK_E_CRYPTO;
+    if (mbedtls_md_hmac(md, key, keylen, msg, msglen, out) != 0)
+        return UPK_E_CRYPTO;
+    return UPK_OK;
+}
+
+upk_err upk_hex_encode(const uint8_t *in, size_t len, char *out, size_t cap)
+{
+    static const char digits[] = "0123456789abcdef";
+    if (len > (SIZE_MAX - 1) / 2 || cap < 2 * len + 1)
+        return UPK_E_BUFFER_TOO_SMALL;
+    for (size_t i = 0; i < len; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 0xf];
+    }
+    out[2 * len] = '\0';
+    return UPK_OK;
+}
+
+static int hex_val(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+upk_err upk_hex_decode(const char *hex, size_t hexlen, uint8_t *out, size_t outlen)
+{
+    if (hex == NULL || outlen > SIZE_MAX / 2 || hexlen != 2 * outlen)
+        return UPK_E_FIELD_RANGE;
+    for (size_t i = 0; i < outlen; i++) {
+        int hi = hex_val(hex[2 * i]);
+        int lo = hex_val(hex[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return UPK_E_FIELD_RANGE;
+        out[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return UPK_OK;
+}
+
+bool upk_sha256_hex_valid(const char *s)
+{
+    if (s == NULL || strnlen(s, UPK_SHA256_HEX_LEN + 1) != UPK_SHA256_HEX_LEN)
+        return false;
+    for (size_t i = 0; i < UPK_SHA256_HEX_LEN; i++) {
+        char c = s[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+            return false;
+    }
+    return true;
+}
+
+upk_err upk_base64_encode(const uint8_t *in, size_t len, char *out, size_t cap, size_t *outlen)
+{
+    size_t n = 0;
+    int rc = mbedtls_base64_encode((unsigned char *)out, cap, &n, in, len);
+    if (rc == MBEDTLS_ERR_BASE64_BUFFER_TOO_SMALL)
+        return UPK_E_BUFFER_TOO_SMALL;
+    if (rc != 0)
+        return UPK_E_CRYPTO;
+    *outlen = n;
+    return UPK_OK;
+}
+
+upk_err upk_base64_decode(const char *in, size_t len, uint8_t *out, size_t cap, size_t *outlen)
+{
+    size_t n = 0;
+    int rc = mbedtls_base64_decode(out, cap, &n, (const unsigned char *)in, len);
+    if (rc == MBEDTLS_ERR_BASE64_BUFFER_TOO_SMALL)
+        return UPK_E_BUFFER_TOO_SMALL;
+    if (rc != 0)
+        return UPK_E_FIELD_RANGE;
+    *outlen = n;
+    return UPK_OK;
+}
+
+bool upk_mem_equal_ct(const void *a, const void *b, size_t len)
+{
+    const volatile uint8_t *x = a;
+    const volatile uint8_t *y = b;
+    uint8_t diff = 0;
+    for (size_t i = 0; i < len; i++)
+        diff |= x[i] ^ y[i];
+    return diff == 0;
+}

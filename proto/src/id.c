@@ -1,0 +1,38 @@
+/* Identifier validation (see id.h): the single place that decides what a
+ * device, operator, campaign or release id may look like. */
+#include "upkeep/id.h"
+
+#include <string.h>
+
+static bool id_char_ok(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '.' || c == '_' || c == '-';
+}
+
+bool upk_id_valid_n(const char *s, size_t len)
+{
+    if (s == NULL || len == 0 || len > UPK_ID_MAX)
+        return false;
+    if (s[0] == '.' || s[0] == '-')
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        if (!id_char_ok(s[i]))
+            return false;
+    }
+    return true;
+}
+
+bool upk_id_valid(const char *s)
+{
+    if (s == NULL)
+        return false;
+    /* strnlen bounds the scan: a long string is rejected without reading it all. */
+    size_t len = strnlen(s, UPK_ID_MAX + 1);
+    return upk_id_valid_n(s, len);
+}
+
+upk_err upk_id_check(const char *s)
+{
+    return upk_id_valid(s) ? UPK_OK : UPK_E_ID_INVALID;
+}

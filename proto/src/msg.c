@@ -1,0 +1,1 @@
+/* placeholder: implemented by the proto work in progress */
