@@ -1,0 +1,110 @@
+/* An MQTT 5 client (Paho MQTTAsync) whose callbacks all run on one libuv
+ * loop thread.
+ *
+ * Paho calls back on its own threads; this module copies what arrives into a
+ * queue and wakes the loop with uv_async_send, so agent, controller and CLI
+ * code only ever runs on the loop thread (STYLE.md rule 8). Reconnection is
+ * done here, not by Paho: exponential backoff from reconnect_min_ms doubling
+ * to reconnect_max_ms, each delay drawn uniformly from [d/2, d] ("equal
+ * jitter") so that a broker restart does not bring a whole fleet back in the
+ * same second. Many clients may share one loop (the simulator runs
+ * thousands).
+ *
+ * Threads: every function must be called from the loop thread, except
+ * nothing. Every callback runs on the loop thread. */
+#ifndef UPKEEP_MQTT_H
+#define UPKEEP_MQTT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "upkeep/err.h"
+
+#define UPK_MQTT_SENDER_PROP "upkeep-sender"
+#define UPK_MQTT_SENDER_MAX 128 /* bytes of an upkeep-sender value */
+
+typedef struct upk_mqtt upk_mqtt;
+
+/* A received message; valid only during the on_message callback. */
+typedef struct upk_mqtt_msg {
+    const char *topic; /* NUL-terminated */
+    size_t topic_len;
+    const uint8_t *payload; /* may be NULL when len == 0 */
+    size_t len;
+    int qos;
+    bool retained;
+    /* The broker plugin's "upkeep-sender" user property ("role:name"), or ""
+     * when absent. The only trustworthy statement of who published. */
+    const char *sender;
+} upk_mqtt_msg;
+
+typedef struct upk_mqtt_opts {
+    const char *url;       /* tcp://127.0.0.1:1883 or ssl://host:8883; copied */
+    const char *client_id; /* copied */
+    const char *username;  /* NULL for none; copied */
+    const char *password;  /* NULL for none; copied */
+
+    /* TLS (ssl:// URLs only); NULL to leave unset. Copied. */
+    const char *ca_file;   /* verify the broker against this CA */
+    const char *cert_file; /* client certificate (PEM) */
+    const char *key_file;  /* client private key (PEM) */
+
+    /* Last will, published by the broker when the connection drops. */
+    const char *will_topic; /* NULL for no will; copied */
+    const void *will_payload;
+    size_t will_len;
+    int will_qos;
+    bool will_retained;
+
+    bool clean_start;       /* false: keep the session (subscriptions, QoS 1 queue) */
+    uint32_t session_expiry_s; /* MQTT 5 session expiry when !clean_start */
+    int keepalive_s;        /* 0 means 30 */
+    uint32_t reconnect_min_ms; /* 0 means 1000 */
+    uint32_t reconnect_max_ms; /* 0 means 60000 */
+    int max_inflight;       /* QoS 1/2 messages in flight; 0 means 64 */
+    int max_buffered;       /* messages Paho queues while sending; 0 means 1024 */
+
+    /* After every successful (re)connect. Subscribe here. */
+    void (*on_connect)(upk_mqtt *c, void *userdata);
+    /* After a connection is lost or a connect attempt fails; reconnecting is
+     * already scheduled. err is UPK_E_CONN or UPK_E_AUTH_FAILED. */
+    void (*on_disconnect)(upk_mqtt *c, upk_err err, void *userdata);
+    /* For every message received on a subscription. */
+    void (*on_message)(upk_mqtt *c, const upk_mqtt_msg *msg, void *userdata);
+    void *userdata;
+} upk_mqtt_opts;
+
+/* Creates a client on loop; nothing connects until upk_mqtt_start. Strings
+ * in opts are copied. Caller closes with upk_mqtt_close. */
+UPK_MUST_CHECK upk_err upk_mqtt_new(uv_loop_t *loop, const upk_mqtt_opts *opts, upk_mqtt **out);
+
+/* Starts connecting; keeps reconnecting with backoff until closed. */
+UPK_MUST_CHECK upk_err upk_mqtt_start(upk_mqtt *c);
+
+/* Subscribes (no-local off, retain-as-published off). Returns UPK_E_CONN when
+ * not connected: subscribe from on_connect. */
+UPK_MUST_CHECK upk_err upk_mqtt_subscribe(upk_mqtt *c, const char *filter, int qos);
+
+/* Called on the loop thread once a publish is done: err UPK_OK when QoS 0 was
+ * handed to the socket or QoS 1 was acknowledged, else why it failed
+ * (UPK_E_DENIED when the broker refused it with a reason code >= 0x80). */
+typedef void (*upk_mqtt_done_cb)(upk_mqtt *c, upk_err err, void *cb_data);
+
+/* Publishes len bytes (copied). done may be NULL. If this returns an error,
+ * done is never called. Returns UPK_E_CONN when not connected, UPK_E_BUSY
+ * when Paho's buffer is full. */
+UPK_MUST_CHECK upk_err upk_mqtt_publish(upk_mqtt *c, const char *topic, const void *payload,
+                                        size_t len, int qos, bool retain, upk_mqtt_done_cb done,
+                                        void *cb_data);
+
+bool upk_mqtt_connected(const upk_mqtt *c);
+
+/* Disconnects (the will is not sent) and frees c once Paho has let go;
+ * closed (may be NULL) runs on the loop thread after that, and no other
+ * callback of c runs after upk_mqtt_close returns. NULL is a no-op. */
+void upk_mqtt_close(upk_mqtt *c, void (*closed)(void *userdata), void *userdata);
+
+#endif
