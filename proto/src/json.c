@@ -8,13 +8,33 @@
 #include "upkeep/hash.h"
 #include "upkeep/id.h"
 
-upk_err upk__json_parse_object(const char *json, size_t len, size_t max, int version,
-                               cJSON **out)
+/* True when the len bytes at json hold a NUL byte or a \u0000 escape. cJSON
+ * would unescape either into a C string that silently ends early, so a value
+ * could read differently here than in the sender's JSON. In valid JSON every
+ * backslash starts an escape, so pairing them left to right is exact. */
+static bool has_nul(const char *json, size_t len)
+{
+    if (memchr(json, '\0', len) != NULL)
+        return true;
+    for (size_t i = 0; i < len; i++) {
+        if (json[i] != '\\')
+            continue;
+        if (i + 5 < len && json[i + 1] == 'u' && json[i + 2] == '0' && json[i + 3] == '0' &&
+            json[i + 4] == '0' && json[i + 5] == '0')
+            return true;
+        i++; /* skip the escaped character */
+    }
+    return false;
+}
+
+upk_err upk__json_parse_object(const char *json, size_t len, size_t max, int version, cJSON **out)
 {
     if (json == NULL || out == NULL)
         return UPK_E_INVALID_ARG;
     if (len > max)
         return UPK_E_MSG_TOO_LARGE;
+    if (has_nul(json, len))
+        return UPK_E_JSON_INVALID;
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, false);
     if (root == NULL)

@@ -24,8 +24,8 @@ __attribute__((format(printf, 2, 3)))
 void upk_log(upk_log_level level, const char *fmt, ...);
 
 #define upk_debug(...) upk_log(UPK_LOG_DEBUG, __VA_ARGS__)
-#define upk_info(...) upk_log(UPK_LOG_INFO, __VA_ARGS__)
-#define upk_warn(...) upk_log(UPK_LOG_WARN, __VA_ARGS__)
+#define upk_info(...)  upk_log(UPK_LOG_INFO, __VA_ARGS__)
+#define upk_warn(...)  upk_log(UPK_LOG_WARN, __VA_ARGS__)
 #define upk_error(...) upk_log(UPK_LOG_ERROR, __VA_ARGS__)
 
 #endif

@@ -24,7 +24,7 @@
 #include "upkeep/err.h"
 
 #define UPK_MQTT_SENDER_PROP "upkeep-sender"
-#define UPK_MQTT_SENDER_MAX 128 /* bytes of an upkeep-sender value */
+#define UPK_MQTT_SENDER_MAX  128 /* bytes of an upkeep-sender value */
 
 typedef struct upk_mqtt upk_mqtt;
 
@@ -59,13 +59,13 @@ typedef struct upk_mqtt_opts {
     int will_qos;
     bool will_retained;
 
-    bool clean_start;       /* false: keep the session (subscriptions, QoS 1 queue) */
+    bool clean_start;          /* false: keep the session (subscriptions, QoS 1 queue) */
     uint32_t session_expiry_s; /* MQTT 5 session expiry when !clean_start */
-    int keepalive_s;        /* 0 means 30 */
+    int keepalive_s;           /* 0 means 30 */
     uint32_t reconnect_min_ms; /* 0 means 1000 */
     uint32_t reconnect_max_ms; /* 0 means 60000 */
-    int max_inflight;       /* QoS 1/2 messages in flight; 0 means 64 */
-    int max_buffered;       /* messages Paho queues while sending; 0 means 1024 */
+    int max_inflight;          /* QoS 1/2 messages in flight; 0 means 64 */
+    int max_buffered;          /* messages Paho queues while sending; 0 means 1024 */
 
     /* After every successful (re)connect. Subscribe here. */
     void (*on_connect)(upk_mqtt *c, void *userdata);

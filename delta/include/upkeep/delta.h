@@ -6,6 +6,8 @@
 #ifndef UPKEEP_DELTA_H
 #define UPKEEP_DELTA_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "upkeep/err.h"
@@ -34,5 +36,50 @@ UPK_MUST_CHECK upk_err upk_delta_read_info(const char *patch_path, upk_delta_inf
  * for a corrupt, truncated or hostile patch; UPK_E_IO for I/O errors. */
 UPK_MUST_CHECK upk_err upk_delta_apply(const char *old_path, const char *patch_path,
                                        const char *out_path);
+
+/* ---- Extensions (owned by the delta engineer) ---------------------------- */
+
+/* Limits. A patch's header may not claim sizes above UPK_DELTA_MAX_SIZE;
+ * upk_delta_make refuses an old or new image above UPK_DELTA_MAX_MAKE_SIZE
+ * (UPK_E_FIELD_RANGE), since it holds both plus a suffix array in memory.
+ * Each zstd stream's window is at most 2^UPK_DELTA_WINDOW_LOG_MAX bytes; the
+ * decoder refuses a frame demanding more (UPK_E_DELTA_CORRUPT). */
+#define UPK_DELTA_MAX_SIZE (UINT64_C(1) << 40)
+#define UPK_DELTA_MAX_MAKE_SIZE (UINT64_C(1) << 30)
+#define UPK_DELTA_WINDOW_LOG_MAX 23
+
+/* How upk_delta_make_ex builds a patch. Zero-initialised means the defaults
+ * (those upk_delta_make uses). */
+typedef struct upk_delta_options {
+    int level;          /* zstd level 1..22; 0 = default (19) */
+    bool split_streams; /* true: three zstd streams (control, diff, extra);
+                           false (default): one interleaved stream */
+} upk_delta_options;
+
+/* upk_delta_make with options (opts may be NULL for the defaults). */
+UPK_MUST_CHECK upk_err upk_delta_make_ex(const char *old_path, const char *new_path,
+                                         const char *patch_path, const upk_delta_options *opts);
+
+/* Makes a patch from memory. *patch receives a malloc'd buffer (caller
+ * frees with free()) of *patch_len bytes; both untouched on failure. */
+UPK_MUST_CHECK upk_err upk_delta_make_mem(const uint8_t *old_data, size_t old_len,
+                                          const uint8_t *new_data, size_t new_len,
+                                          const upk_delta_options *opts, uint8_t **patch,
+                                          size_t *patch_len);
+
+/* Parses a patch header from the first len bytes of a patch (at least
+ * UPK_DELTA_HEADER_LEN); checks the header alone, not that the streams it
+ * announces are present. UPK_E_DELTA_CORRUPT when malformed. */
+#define UPK_DELTA_HEADER_LEN 128
+UPK_MUST_CHECK upk_err upk_delta_parse_info(const uint8_t *buf, size_t len, upk_delta_info *out);
+
+/* Applies a patch held in memory to old_data, writing the new image into
+ * out (out_cap bytes; UPK_E_BUFFER_TOO_SMALL when the header's new size does
+ * not fit). Same checks and errors as upk_delta_apply; *out_len receives the
+ * new size on success; out's content is unspecified on failure. This is the
+ * decoder the fuzz target drives. */
+UPK_MUST_CHECK upk_err upk_delta_apply_mem(const uint8_t *old_data, size_t old_len,
+                                           const uint8_t *patch, size_t patch_len, uint8_t *out,
+                                           size_t out_cap, size_t *out_len);
 
 #endif

@@ -10,8 +10,8 @@
 
 #include "upkeep/err.h"
 
-#define UPK_DEVKEY_LEN 64         /* chars of a derived password, without NUL */
-#define UPK_FLEET_SECRET_MIN 16   /* bytes a fleet secret must have at least */
+#define UPK_DEVKEY_LEN       64 /* chars of a derived password, without NUL */
+#define UPK_FLEET_SECRET_MIN 16 /* bytes a fleet secret must have at least */
 
 /* Writes the password of device_id into out (cap > UPK_DEVKEY_LEN).
  * UPK_E_ID_INVALID for a bad id, UPK_E_INVALID_ARG for a secret shorter than

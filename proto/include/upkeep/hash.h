@@ -9,7 +9,7 @@
 
 #include "upkeep/err.h"
 
-#define UPK_SHA256_LEN 32
+#define UPK_SHA256_LEN     32
 #define UPK_SHA256_HEX_LEN 64 /* without NUL */
 
 /* Streaming SHA-256. Embedded struct: init, update*, final; cleanup always.

@@ -17,10 +17,10 @@
 #include "upkeep/err.h"
 #include "upkeep/hash.h"
 
-#define UPK_SIG_MAX 72         /* bytes of a DER ES256 signature, at most */
-#define UPK_KEY_ID_LEN 64      /* hex chars, without NUL */
-#define UPK_KEY_PEM_MAX 4096   /* bytes of PEM text accepted */
-#define UPK_KEYRING_MAX 16     /* pinned keys per keyring */
+#define UPK_SIG_MAX     72   /* bytes of a DER ES256 signature, at most */
+#define UPK_KEY_ID_LEN  64   /* hex chars, without NUL */
+#define UPK_KEY_PEM_MAX 4096 /* bytes of PEM text accepted */
+#define UPK_KEYRING_MAX 16   /* pinned keys per keyring */
 
 typedef struct upk_key upk_key;
 

@@ -21,19 +21,19 @@
 #include "upkeep/key.h"
 
 #define UPK_MANIFEST_VERSION 1
-#define UPK_MANIFEST_MAX 16384   /* bytes of manifest JSON */
-#define UPK_VERSION_STR_MAX 64   /* chars of a release version string */
-#define UPK_HW_MAX 32            /* hardware ids per manifest */
-#define UPK_TEXT_MAX 256         /* chars of free text (support contact etc.) */
+#define UPK_MANIFEST_MAX     16384 /* bytes of manifest JSON */
+#define UPK_VERSION_STR_MAX  64    /* chars of a release version string */
+#define UPK_HW_MAX           32    /* hardware ids per manifest */
+#define UPK_TEXT_MAX         256   /* chars of free text (support contact etc.) */
 
 typedef enum upk_release_type { UPK_RELEASE_FULL, UPK_RELEASE_DELTA } upk_release_type;
 
 /* Signed update-capability disclosure (optional part of a manifest). */
 typedef struct upk_support {
     bool present;
-    int64_t security_until;            /* end of security support, epoch s */
-    char delivery[UPK_ID_MAX + 1];     /* "automatic" or "user-approved" */
-    char notice[UPK_TEXT_MAX + 1];     /* how owners are told */
+    int64_t security_until;        /* end of security support, epoch s */
+    char delivery[UPK_ID_MAX + 1]; /* "automatic" or "user-approved" */
+    char notice[UPK_TEXT_MAX + 1]; /* how owners are told */
     char contact[UPK_TEXT_MAX + 1];
 } upk_support;
 
@@ -43,7 +43,7 @@ typedef struct upk_manifest {
     char version[UPK_VERSION_STR_MAX + 1]; /* printable, no spaces */
     uint64_t security_version;             /* monotonic; anti-rollback */
     size_t hw_count;
-    char hw[UPK_HW_MAX][UPK_ID_MAX + 1];   /* compatible hardware ids */
+    char hw[UPK_HW_MAX][UPK_ID_MAX + 1]; /* compatible hardware ids */
     upk_release_type type;
     char module[UPK_ID_MAX + 1];           /* install module: file, ab-dir, or a module name */
     uint64_t size;                         /* bytes of the artifact (image or patch) */
@@ -85,10 +85,10 @@ UPK_MUST_CHECK upk_err upk_manifest_verify(const upk_keyring *ring, const char *
 
 /* What a device knows about itself when judging a verified manifest. */
 typedef struct upk_device_facts {
-    int64_t now;                       /* epoch s */
-    const char *hw;                    /* this device's hardware id */
+    int64_t now;    /* epoch s */
+    const char *hw; /* this device's hardware id */
     uint64_t installed_security_version;
-    const char *const *modules;        /* install modules this device has */
+    const char *const *modules; /* install modules this device has */
     size_t module_count;
 } upk_device_facts;
 

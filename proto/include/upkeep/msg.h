@@ -22,21 +22,21 @@
 struct cJSON;
 
 #define UPK_MSG_VERSION 1
-#define UPK_MSG_MAX 65536     /* bytes of any JSON message */
-#define UPK_ERRMSG_MAX 256    /* chars of a human error message */
+#define UPK_MSG_MAX     65536 /* bytes of any JSON message */
+#define UPK_ERRMSG_MAX  256   /* chars of a human error message */
 #define UPK_MODULES_MAX 8     /* install modules listed in a state */
 
 /* ---- update status (agent state machine, DESIGN.md "Agent update states") */
-#define UPK_STATUS_MAP(X)                                                                          \
-    X(IDLE, "idle")                                                                                \
-    X(DOWNLOADING, "downloading")                                                                  \
-    X(VERIFYING, "verifying")                                                                      \
-    X(INSTALLING, "installing")                                                                    \
-    X(ACTIVATING, "activating")                                                                    \
-    X(HEALTH_CHECK, "health_check")                                                                \
-    X(COMMITTED, "committed")                                                                      \
-    X(FAILED, "failed")                                                                            \
-    X(ROLLED_BACK, "rolled_back")                                                                  \
+#define UPK_STATUS_MAP(X)           \
+    X(IDLE, "idle")                 \
+    X(DOWNLOADING, "downloading")   \
+    X(VERIFYING, "verifying")       \
+    X(INSTALLING, "installing")     \
+    X(ACTIVATING, "activating")     \
+    X(HEALTH_CHECK, "health_check") \
+    X(COMMITTED, "committed")       \
+    X(FAILED, "failed")             \
+    X(ROLLED_BACK, "rolled_back")   \
     X(REJECTED, "rejected")
 
 typedef enum upk_status {
@@ -55,10 +55,10 @@ bool upk_status_is_final(upk_status s);
 
 /* ---- dev/{d}/state (retained, device -> all) */
 typedef struct upk_capability {
-    bool automatic;  /* applies updates without a person */
-    bool signed_only;/* installs signed releases only ("signed" on the wire) */
-    bool rollback;   /* has a way back */
-    bool delta;      /* can apply delta releases */
+    bool automatic;   /* applies updates without a person */
+    bool signed_only; /* installs signed releases only ("signed" on the wire) */
+    bool rollback;    /* has a way back */
+    bool delta;       /* can apply delta releases */
     size_t module_count;
     char modules[UPK_MODULES_MAX][UPK_ID_MAX + 1];
 } upk_capability;
@@ -69,17 +69,17 @@ typedef struct upk_state_msg {
     char release[UPK_ID_MAX + 1];          /* installed release name; "" if none */
     char version[UPK_VERSION_STR_MAX + 1]; /* installed version; "" if none */
     uint64_t security_version;
-    char slot[UPK_ID_MAX + 1];             /* active slot ("a"/"b") or "" */
+    char slot[UPK_ID_MAX + 1]; /* active slot ("a"/"b") or "" */
     upk_status status;
-    char campaign[UPK_ID_MAX + 1];         /* campaign of the current/last update; "" */
-    upk_err error;                         /* UPK_OK unless the last update failed */
+    char campaign[UPK_ID_MAX + 1]; /* campaign of the current/last update; "" */
+    upk_err error;                 /* UPK_OK unless the last update failed */
     upk_capability cap;
-    int64_t support_until;                 /* epoch s; 0 = unknown */
-    bool support_signed;                   /* true: from a signed manifest; false: config */
-    int64_t last_patched;                  /* epoch s of last commit; 0 = never */
-    uint8_t image_sha256[UPK_SHA256_LEN];  /* installed image; all zero if unknown */
-    char agent[UPK_VERSION_STR_MAX + 1];   /* agent software version */
-    int64_t ts;                            /* epoch s when reported */
+    int64_t support_until;                /* epoch s; 0 = unknown */
+    bool support_signed;                  /* true: from a signed manifest; false: config */
+    int64_t last_patched;                 /* epoch s of last commit; 0 = never */
+    uint8_t image_sha256[UPK_SHA256_LEN]; /* installed image; all zero if unknown */
+    char agent[UPK_VERSION_STR_MAX + 1];  /* agent software version */
+    int64_t ts;                           /* epoch s when reported */
 } upk_state_msg;
 
 UPK_MUST_CHECK upk_err upk_state_encode(const upk_state_msg *m, char **out, size_t *outlen);
@@ -90,11 +90,11 @@ UPK_MUST_CHECK upk_err upk_state_decode(const char *json, size_t len, upk_state_
 typedef struct upk_desired_msg {
     char campaign[UPK_ID_MAX + 1];
     char key_id[UPK_KEY_ID_LEN + 1];
-    char *manifest;          /* exact signed bytes, NUL-terminated; owned */
+    char *manifest; /* exact signed bytes, NUL-terminated; owned */
     size_t manifest_len;
     uint8_t sig[UPK_SIG_MAX];
     size_t sig_len;
-    uint32_t bake_s;         /* post-commit health reporting window; 0 = none */
+    uint32_t bake_s; /* post-commit health reporting window; 0 = none */
 } upk_desired_msg;
 
 /* Encodes m (manifest bytes copied into a JSON string, sig as base64). */
@@ -108,9 +108,9 @@ void upk_desired_cleanup(upk_desired_msg *m);
 /* ---- dev/{d}/events (QoS 1, device -> controller) */
 typedef struct upk_health {
     bool present;
-    uint32_t restarts;       /* agent (re)starts since commit */
-    uint32_t boots;          /* boots since commit */
-    int check_ok;            /* -1 not run, 0 failed, 1 passed */
+    uint32_t restarts; /* agent (re)starts since commit */
+    uint32_t boots;    /* boots since commit */
+    int check_ok;      /* -1 not run, 0 failed, 1 passed */
     size_t metric_count;
     char metric_name[8][UPK_ID_MAX + 1];
     double metric_value[8];
@@ -123,10 +123,10 @@ typedef struct upk_event_msg {
     char release[UPK_ID_MAX + 1];          /* release name; "" when none */
     char version[UPK_VERSION_STR_MAX + 1]; /* release version; "" when none */
     upk_status step;
-    uint32_t progress;                     /* 0..100 */
-    upk_err error;                         /* UPK_OK unless failed/rolled_back/rejected */
-    char message[UPK_ERRMSG_MAX + 1];      /* human text; may be "" */
-    upk_health health;                     /* post-commit health report */
+    uint32_t progress;                /* 0..100 */
+    upk_err error;                    /* UPK_OK unless failed/rolled_back/rejected */
+    char message[UPK_ERRMSG_MAX + 1]; /* human text; may be "" */
+    upk_health health;                /* post-commit health report */
 } upk_event_msg;
 
 UPK_MUST_CHECK upk_err upk_event_encode(const upk_event_msg *m, char **out, size_t *outlen);
@@ -138,7 +138,7 @@ UPK_MUST_CHECK upk_err upk_event_decode(const char *json, size_t len, upk_event_
 typedef struct upk_chunk_req {
     uint8_t artifact[UPK_SHA256_LEN]; /* artifact sha256 */
     uint64_t offset;
-    uint32_t length;                  /* 1..UPK_CHUNK_MAX */
+    uint32_t length; /* 1..UPK_CHUNK_MAX */
 } upk_chunk_req;
 
 UPK_MUST_CHECK upk_err upk_chunk_req_encode(const upk_chunk_req *m, char **out, size_t *outlen);
@@ -154,7 +154,7 @@ UPK_MUST_CHECK upk_err upk_chunk_req_decode(const char *json, size_t len, upk_ch
  *   40   8 offset, big-endian
  *   48   4 data length, big-endian (0 unless status is ok)
  *   52   . data */
-#define UPK_CHUNK_HDR_LEN 52
+#define UPK_CHUNK_HDR_LEN     52
 #define UPK_CHUNK_HDR_VERSION 1
 
 typedef enum upk_chunk_status {
@@ -181,13 +181,13 @@ UPK_MUST_CHECK upk_err upk_chunk_parse(const uint8_t *payload, size_t len, upk_c
                                        const uint8_t **data);
 
 /* ---- ctl/req/{o} and ctl/resp/{o} (operator <-> controller) */
-#define UPK_CMD_MAX 64        /* chars of a command name ("campaign.create") */
-#define UPK_CORR_MAX 64       /* chars of a correlation id (an id) */
+#define UPK_CMD_MAX  64 /* chars of a command name ("campaign.create") */
+#define UPK_CORR_MAX 64 /* chars of a correlation id (an id) */
 
 typedef struct upk_ctl_req {
-    char id[UPK_CORR_MAX + 1];  /* correlation id, an id */
-    char cmd[UPK_CMD_MAX + 1];  /* [a-z0-9._-]+ */
-    struct cJSON *args;         /* JSON object (never NULL after decode); owned */
+    char id[UPK_CORR_MAX + 1]; /* correlation id, an id */
+    char cmd[UPK_CMD_MAX + 1]; /* [a-z0-9._-]+ */
+    struct cJSON *args;        /* JSON object (never NULL after decode); owned */
 } upk_ctl_req;
 
 /* args may be NULL (encoded as {}); it is not consumed. */

@@ -17,8 +17,8 @@
 #include "upkeep/id.h"
 
 #define UPK_TOPIC_PREFIX_DEFAULT "upkeep/v1"
-#define UPK_TOPIC_PREFIX_MAX 128 /* bytes */
-#define UPK_TOPIC_MAX 256        /* bytes of any upkeep topic, without NUL */
+#define UPK_TOPIC_PREFIX_MAX     128 /* bytes */
+#define UPK_TOPIC_MAX            256 /* bytes of any upkeep topic, without NUL */
 
 typedef enum upk_topic_kind {
     UPK_TOPIC_DEV_STATE,
