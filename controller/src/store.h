@@ -1,0 +1,133 @@
+/* Controller store: one SQLite file (WAL) in the data directory plus a
+ * content-addressed blob directory (data_dir/blobs/<sha256 hex>).
+ *
+ * Tables: meta (schema version), devices (registry from retained state and
+ * online, and the desired release the controller last set), releases,
+ * campaigns, campaign_devices, events (dedup on (device, seq)), audit.
+ * Each function that changes state runs as one transaction (BEGIN IMMEDIATE
+ * ... COMMIT), so a kill -9 leaves either the old or the new state.
+ * Single-threaded: a upk_store belongs to the loop thread of `upkeep serve`. */
+#ifndef UPKEEP_CONTROLLER_STORE_H
+#define UPKEEP_CONTROLLER_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine.h"
+#include "upkeep/err.h"
+#include "upkeep/msg.h"
+
+struct cJSON;
+struct sqlite3;
+
+#define UPK_STORE_SCHEMA_VERSION 1
+#define UPK_PATH_MAX             4096
+
+typedef struct upk_store upk_store;
+
+/* Opens (creating when needed) data_dir/upkeep.db and data_dir/blobs, and
+ * migrates the schema to UPK_STORE_SCHEMA_VERSION. A database newer than this
+ * program gives UPK_E_STATE_CORRUPT. Caller closes with upk_store_close. */
+UPK_MUST_CHECK upk_err upk_store_open(const char *data_dir, upk_store **out);
+void upk_store_close(upk_store *s);
+struct sqlite3 *upk_store_db(upk_store *s);
+int upk_store_schema_version(upk_store *s);
+
+/* Path of the blob with the given sha256 hex into buf. */
+UPK_MUST_CHECK upk_err upk_store_blob_path(upk_store *s, const char *sha_hex, char *buf,
+                                           size_t cap);
+const char *upk_store_dir(upk_store *s);
+
+/* ---- devices */
+UPK_MUST_CHECK upk_err upk_store_device_state(upk_store *s, const upk_state_msg *m, int64_t now_ms);
+UPK_MUST_CHECK upk_err upk_store_device_online(upk_store *s, const char *device, bool online,
+                                               int64_t now_ms);
+UPK_MUST_CHECK upk_err upk_store_device_group(upk_store *s, const char *device, const char *group);
+/* Marks the desired of device as acknowledged by the broker when it still
+ * is release (and campaign). */
+UPK_MUST_CHECK upk_err upk_store_desired_acked(upk_store *s, const char *device,
+                                               const char *release, const char *campaign);
+/* True in *ok when device's desired release has an artifact with sha_hex. */
+UPK_MUST_CHECK upk_err upk_store_may_fetch(upk_store *s, const char *device, const char *sha_hex,
+                                           bool *ok);
+
+/* ---- events: applies one device event: dedup on (device, seq) and moves the
+ * device's campaign row. *dup is true when it was seen before (nothing
+ * changed). */
+UPK_MUST_CHECK upk_err upk_store_event_apply(upk_store *s, const char *device,
+                                             const upk_event_msg *e, int64_t now_ms, bool *dup);
+
+/* ---- releases */
+typedef struct upk_release_row {
+    char id[UPK_ID_MAX + 1];
+    char key_id[UPK_KEY_ID_LEN + 1];
+    char *manifest; /* owned; free with upk_release_row_cleanup */
+    size_t manifest_len;
+    uint8_t sig[UPK_SIG_MAX];
+    size_t sig_len;
+    upk_manifest m;
+} upk_release_row;
+
+void upk_release_row_cleanup(upk_release_row *r);
+/* Inserts a verified release; UPK_E_EXISTS if the id is taken. */
+UPK_MUST_CHECK upk_err upk_store_release_insert(upk_store *s, const char *id, const upk_manifest *m,
+                                                const char *manifest, size_t manifest_len,
+                                                const uint8_t *sig, size_t sig_len,
+                                                const char *key_id, const char *by, int64_t now_ms);
+UPK_MUST_CHECK upk_err upk_store_release_get(upk_store *s, const char *id, upk_release_row *out);
+
+/* ---- campaigns */
+/* Inserts c and its target devices (ids with their stages) in one
+ * transaction. UPK_E_EXISTS if the id is taken. */
+UPK_MUST_CHECK upk_err upk_store_campaign_insert(upk_store *s, const upk_campaign *c,
+                                                 const char *const *ids, const uint32_t *stages,
+                                                 size_t n);
+UPK_MUST_CHECK upk_err upk_store_campaign_get(upk_store *s, const char *id, upk_campaign *out);
+/* Device rows of a campaign, in stage and rank order, with online from the
+ * registry. Caller frees *out with free(). */
+UPK_MUST_CHECK upk_err upk_store_campaign_devices(upk_store *s, const char *id, upk_cdev **out,
+                                                  size_t *n);
+/* Ids of campaigns in state running, up to cap. */
+UPK_MUST_CHECK upk_err upk_store_campaigns_running(upk_store *s, char (*ids)[UPK_ID_MAX + 1],
+                                                   size_t cap, size_t *n);
+
+/* Applies one engine step in one transaction: the new campaign row, the
+ * device actions and, for a rollback verdict, the previous desired of every
+ * device the campaign changed. Devices whose desired changed are listed via
+ * changed(device, ud) after the commit. */
+UPK_MUST_CHECK upk_err upk_store_campaign_apply(upk_store *s, const upk_step_result *res,
+                                                const upk_cdev *devs, const upk_action *actions,
+                                                int64_t now_ms,
+                                                void (*changed)(const char *device, void *ud),
+                                                void *ud);
+/* Operator transition: sets state (and reason) of campaign id; for
+ * UPK_CAMP_ROLLED_BACK restores the previous desired of the devices it
+ * changed and calls changed() for each after the commit. UPK_E_STATE_INVALID
+ * when the transition is not allowed from the current state. */
+UPK_MUST_CHECK upk_err upk_store_campaign_transition(upk_store *s, const char *id,
+                                                     upk_camp_state to, const char *reason,
+                                                     int64_t now_ms,
+                                                     void (*changed)(const char *device, void *ud),
+                                                     void *ud);
+
+/* Calls fn for every device whose desired is not yet acknowledged. */
+UPK_MUST_CHECK upk_err upk_store_desired_unacked(upk_store *s,
+                                                 void (*fn)(const char *device, void *ud),
+                                                 void *ud);
+/* The desired of device: release id and campaign ("" when none). */
+UPK_MUST_CHECK upk_err upk_store_device_desired(upk_store *s, const char *device,
+                                                char release[UPK_ID_MAX + 1],
+                                                char campaign[UPK_ID_MAX + 1]);
+
+/* ---- audit */
+UPK_MUST_CHECK upk_err upk_store_audit(upk_store *s, int64_t now_ms, const char *sender,
+                                       const char *cmd, const char *args, const char *result);
+
+/* ---- generic read: runs sql with text binds (NULL binds as NULL) and
+ * returns a JSON array of row objects keyed by column name (integers as
+ * numbers, text as strings, NULL as null). Caller frees with cJSON_Delete. */
+UPK_MUST_CHECK upk_err upk_store_query_json(upk_store *s, const char *sql, const char *const *binds,
+                                            size_t nbinds, struct cJSON **out);
+
+#endif

@@ -1,0 +1,420 @@
+/* Unit tests of the controller store (controller/src/store.c) on a real
+ * SQLite file in a temporary directory: migrations, registry, event dedup,
+ * campaign apply/transition atomicity, rollback restoring previous desired,
+ * chunk-fetch authorization, audit and the generic JSON query. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "engine.h"
+#include "store.h"
+#include "upkeep/key.h"
+#include "upkeep/manifest.h"
+
+struct fx {
+    char dir[256];
+    upk_store *s;
+};
+
+static int setup(void **state)
+{
+    struct fx *f = calloc(1, sizeof(*f));
+    if (f == NULL)
+        return -1;
+    int r = snprintf(f->dir, sizeof(f->dir), "/tmp/upk-store-test-XXXXXX");
+    (void)r;
+    if (mkdtemp(f->dir) == NULL || upk_store_open(f->dir, &f->s) != UPK_OK) {
+        free(f);
+        return -1;
+    }
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+    upk_store_close(f->s);
+    char cmd[512];
+    int r = snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+    (void)r;
+    r = system(cmd);
+    free(f);
+    return 0;
+}
+
+static void add_device(upk_store *s, const char *id, const char *hw, const char *version,
+                       bool online)
+{
+    upk_state_msg m;
+    memset(&m, 0, sizeof(m));
+    int r = snprintf(m.device, sizeof(m.device), "%s", id);
+    r = snprintf(m.hw, sizeof(m.hw), "%s", hw);
+    r = snprintf(m.release, sizeof(m.release), "fw");
+    r = snprintf(m.version, sizeof(m.version), "%s", version);
+    (void)r;
+    m.security_version = 1;
+    m.status = UPK_STATUS_IDLE;
+    assert_int_equal(upk_store_device_state(s, &m, 1000), UPK_OK);
+    assert_int_equal(upk_store_device_online(s, id, online, 1000), UPK_OK);
+}
+
+static void add_release(upk_store *s, const char *id, const char *version, uint8_t fill)
+{
+    upk_manifest m;
+    memset(&m, 0, sizeof(m));
+    int r = snprintf(m.name, sizeof(m.name), "fw");
+    r = snprintf(m.version, sizeof(m.version), "%s", version);
+    r = snprintf(m.hw[0], sizeof(m.hw[0]), "hw-a");
+    r = snprintf(m.module, sizeof(m.module), "file");
+    (void)r;
+    m.hw_count = 1;
+    m.security_version = 2;
+    m.type = UPK_RELEASE_FULL;
+    m.size = m.target_size = 10;
+    memset(m.sha256, fill, sizeof(m.sha256));
+    memcpy(m.target_sha256, m.sha256, sizeof(m.sha256));
+    m.created = 1000;
+    m.expires = 4000000000;
+    char *json = NULL;
+    size_t len = 0;
+    assert_int_equal(upk_manifest_encode(&m, &json, &len), UPK_OK);
+    uint8_t sig[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    assert_int_equal(
+        upk_store_release_insert(s, id, &m, json, len, sig, sizeof(sig), "00", "alice", 1000),
+        UPK_OK);
+    assert_int_equal(
+        upk_store_release_insert(s, id, &m, json, len, sig, sizeof(sig), "00", "alice", 1000),
+        UPK_E_EXISTS);
+    free(json);
+}
+
+static upk_campaign make_campaign(upk_store *s, const char *id, const char *release,
+                                  const char *const *ids, size_t n)
+{
+    upk_campaign c;
+    memset(&c, 0, sizeof(c));
+    int r = snprintf(c.id, sizeof(c.id), "%s", id);
+    r = snprintf(c.release, sizeof(c.release), "%s", release);
+    r = snprintf(c.target, sizeof(c.target), "all");
+    r = snprintf(c.created_by, sizeof(c.created_by), "alice");
+    (void)r;
+    c.state = UPK_CAMP_RUNNING;
+    assert_int_equal(upk_engine_parse_stages("50%,100%", &c), UPK_OK);
+    c.max_fail_bp = 0;
+    c.device_timeout_s = 60;
+    c.created_ms = c.updated_ms = 1000;
+    uint32_t st[16];
+    assert_int_equal(upk_engine_assign_stages(&c, ids, n, st), UPK_OK);
+    assert_int_equal(upk_store_campaign_insert(s, &c, ids, st, n), UPK_OK);
+    assert_int_equal(upk_store_campaign_insert(s, &c, ids, st, n), UPK_E_EXISTS);
+    return c;
+}
+
+static void open_migrates_and_reopens(void **state)
+{
+    struct fx *f = *state;
+    assert_int_equal(upk_store_schema_version(f->s), UPK_STORE_SCHEMA_VERSION);
+    upk_store_close(f->s);
+    assert_int_equal(upk_store_open(f->dir, &f->s), UPK_OK);
+    assert_int_equal(upk_store_schema_version(f->s), UPK_STORE_SCHEMA_VERSION);
+}
+
+static void newer_schema_is_refused(void **state)
+{
+    struct fx *f = *state;
+    assert_int_equal(sqlite3_exec(upk_store_db(f->s),
+                                  "UPDATE meta SET value='99' WHERE key='schema_version'", NULL,
+                                  NULL, NULL),
+                     SQLITE_OK);
+    upk_store_close(f->s);
+    f->s = NULL;
+    upk_store *s2 = NULL;
+    assert_int_equal(upk_store_open(f->dir, &s2), UPK_E_STATE_CORRUPT);
+    assert_null(s2);
+    /* Restore for teardown. */
+    sqlite3 *db = NULL;
+    char path[512];
+    int r = snprintf(path, sizeof(path), "%s/upkeep.db", f->dir);
+    (void)r;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(db, "UPDATE meta SET value='1' WHERE key='schema_version'", NULL, NULL, NULL),
+        SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(upk_store_open(f->dir, &f->s), UPK_OK);
+}
+
+static void open_fails_on_unwritable_dir(void **state)
+{
+    (void)state;
+    upk_store *s = NULL;
+    assert_int_not_equal(upk_store_open("/proc/upk-no-such/dir", &s), UPK_OK);
+    assert_null(s);
+    assert_int_equal(upk_store_open(NULL, &s), UPK_E_INVALID_ARG);
+}
+
+static void registry_tracks_state_and_online(void **state)
+{
+    struct fx *f = *state;
+    add_device(f->s, "d1", "hw-a", "1.0", true);
+    add_device(f->s, "d1", "hw-b", "1.1", false);
+    cJSON *rows = NULL;
+    assert_int_equal(
+        upk_store_query_json(f->s, "SELECT id, hw, version, online FROM devices", NULL, 0, &rows),
+        UPK_OK);
+    assert_int_equal(cJSON_GetArraySize(rows), 1);
+    cJSON *r0 = cJSON_GetArrayItem(rows, 0);
+    assert_string_equal(cJSON_GetObjectItem(r0, "hw")->valuestring, "hw-b");
+    assert_string_equal(cJSON_GetObjectItem(r0, "version")->valuestring, "1.1");
+    assert_int_equal(cJSON_GetObjectItem(r0, "online")->valueint, 0);
+    cJSON_Delete(rows);
+    assert_int_equal(upk_store_device_group(f->s, "d1", "lab"), UPK_OK);
+    assert_int_equal(upk_store_device_group(f->s, "nobody", "lab"), UPK_E_NOT_FOUND);
+    assert_int_not_equal(upk_store_query_json(f->s, "SELECT nonsense FROM", NULL, 0, &rows),
+                         UPK_OK);
+}
+
+static void events_are_deduplicated_and_move_campaign_rows(void **state)
+{
+    struct fx *f = *state;
+    add_release(f->s, "fw-2.0", "2.0", 0xaa);
+    const char *ids[] = {"d1", "d2"};
+    add_device(f->s, "d1", "hw-a", "1.0", true);
+    add_device(f->s, "d2", "hw-a", "1.0", true);
+    upk_campaign c = make_campaign(f->s, "c1", "fw-2.0", ids, 2);
+    upk_cdev *devs = NULL;
+    size_t n = 0;
+    assert_int_equal(upk_store_campaign_devices(f->s, "c1", &devs, &n), UPK_OK);
+    assert_int_equal(n, 2);
+    upk_action acts[4];
+    upk_step_result res;
+    c.stage_bp[0] = 10000; /* everyone in the first stage for this test */
+    c.stage_count = 1;
+    for (size_t i = 0; i < n; i++)
+        devs[i].stage = 0;
+    assert_int_equal(upk_engine_step(&c, devs, n, 2000, acts, 4, &res), UPK_OK);
+    size_t starts = 0;
+    for (size_t i = 0; i < res.action_count; i++)
+        starts += acts[i].kind == UPK_ACT_START;
+    assert_true(starts >= 1);
+    assert_int_equal(upk_store_campaign_apply(f->s, &res, devs, acts, 2000, NULL, NULL), UPK_OK);
+    /* Applying the same step twice assigns no device twice. */
+    assert_int_equal(upk_store_campaign_apply(f->s, &res, devs, acts, 2001, NULL, NULL), UPK_OK);
+    cJSON *rows = NULL;
+    assert_int_equal(upk_store_query_json(f->s,
+                                          "SELECT device, state, assigned_ms FROM campaign_devices"
+                                          " WHERE state='assigned' ORDER BY device",
+                                          NULL, 0, &rows),
+                     UPK_OK);
+    assert_int_equal((size_t)cJSON_GetArraySize(rows), starts);
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(rows, 0), "assigned_ms")->valueint,
+                     2000);
+    cJSON_Delete(rows);
+    char dev[UPK_ID_MAX + 1];
+    memcpy(dev, devs[acts[0].index].device, sizeof(dev));
+    char rel[UPK_ID_MAX + 1], camp[UPK_ID_MAX + 1];
+    assert_int_equal(upk_store_device_desired(f->s, dev, rel, camp), UPK_OK);
+    assert_string_equal(rel, "fw-2.0");
+    assert_string_equal(camp, "c1");
+    /* Chunk fetch allowed only for the desired artifact. */
+    bool ok = false;
+    char sha[65];
+    memset(sha, 'a', 64);
+    sha[64] = '\0';
+    assert_int_equal(upk_store_may_fetch(f->s, dev, sha, &ok), UPK_OK);
+    assert_true(ok);
+    sha[0] = 'b';
+    assert_int_equal(upk_store_may_fetch(f->s, dev, sha, &ok), UPK_OK);
+    assert_false(ok);
+    sha[0] = 'a';
+    assert_int_equal(upk_store_may_fetch(f->s, "stranger", sha, &ok), UPK_OK);
+    assert_false(ok);
+
+    upk_event_msg e;
+    memset(&e, 0, sizeof(e));
+    e.seq = 1;
+    e.ts = 2;
+    int r = snprintf(e.campaign, sizeof(e.campaign), "c1");
+    r = snprintf(e.version, sizeof(e.version), "2.0");
+    (void)r;
+    e.step = UPK_STATUS_DOWNLOADING;
+    bool dup = true;
+    assert_int_equal(upk_store_event_apply(f->s, dev, &e, 3000, &dup), UPK_OK);
+    assert_false(dup);
+    e.seq = 2;
+    e.step = UPK_STATUS_COMMITTED;
+    assert_int_equal(upk_store_event_apply(f->s, dev, &e, 3001, &dup), UPK_OK);
+    assert_false(dup);
+    /* A replay of seq 2 claiming failure changes nothing. */
+    e.step = UPK_STATUS_FAILED;
+    assert_int_equal(upk_store_event_apply(f->s, dev, &e, 3002, &dup), UPK_OK);
+    assert_true(dup);
+    /* An event about another version (the rollback target) changes nothing. */
+    e.seq = 3;
+    r = snprintf(e.version, sizeof(e.version), "1.0");
+    assert_int_equal(upk_store_event_apply(f->s, dev, &e, 3003, &dup), UPK_OK);
+    free(devs);
+    assert_int_equal(upk_store_campaign_devices(f->s, "c1", &devs, &n), UPK_OK);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(devs[i].device, dev) == 0)
+            assert_int_equal(devs[i].state, UPK_CDEV_SUCCEEDED);
+    free(devs);
+}
+
+static int changed_count;
+static void on_changed(const char *device, void *ud)
+{
+    (void)device;
+    (void)ud;
+    changed_count++;
+}
+
+static void rollback_restores_previous_desired(void **state)
+{
+    struct fx *f = *state;
+    add_release(f->s, "fw-1.0", "1.0", 0x11);
+    add_release(f->s, "fw-2.0", "2.0", 0x22);
+    const char *ids[] = {"d1", "d2", "d3", "d4"};
+    for (size_t i = 0; i < 4; i++)
+        add_device(f->s, ids[i], "hw-a", "1.0", true);
+    /* d1..d4 first get fw-1.0 from campaign c0 (all at once). */
+    upk_campaign c0 = make_campaign(f->s, "c0", "fw-1.0", ids, 4);
+    upk_cdev *devs = NULL;
+    size_t n = 0;
+    upk_action acts[16];
+    upk_step_result res;
+    c0.stage = 1; /* start everyone */
+    assert_int_equal(upk_store_campaign_devices(f->s, "c0", &devs, &n), UPK_OK);
+    assert_int_equal(upk_engine_step(&c0, devs, n, 2000, acts, 16, &res), UPK_OK);
+    assert_int_equal(res.action_count, 4);
+    assert_int_equal(upk_store_campaign_apply(f->s, &res, devs, acts, 2000, NULL, NULL), UPK_OK);
+    free(devs);
+    upk_campaign c1 = make_campaign(f->s, "c1", "fw-2.0", ids, 4);
+    assert_int_equal(upk_store_campaign_devices(f->s, "c1", &devs, &n), UPK_OK);
+    assert_int_equal(upk_engine_step(&c1, devs, n, 3000, acts, 16, &res), UPK_OK);
+    assert_int_equal(res.action_count, 2); /* stage 1 = 50% */
+    changed_count = 0;
+    assert_int_equal(upk_store_campaign_apply(f->s, &res, devs, acts, 3000, on_changed, NULL),
+                     UPK_OK);
+    assert_int_equal(changed_count, 2);
+    char started[UPK_ID_MAX + 1];
+    memcpy(started, devs[acts[0].index].device, sizeof(started));
+    free(devs);
+    /* Paused campaigns cannot be paused again; resume works. */
+    assert_int_equal(
+        upk_store_campaign_transition(f->s, "c1", UPK_CAMP_PAUSED, "op", 3100, NULL, NULL), UPK_OK);
+    assert_int_equal(
+        upk_store_campaign_transition(f->s, "c1", UPK_CAMP_PAUSED, "op", 3100, NULL, NULL),
+        UPK_E_STATE_INVALID);
+    assert_int_equal(
+        upk_store_campaign_transition(f->s, "nope", UPK_CAMP_PAUSED, "op", 3100, NULL, NULL),
+        UPK_E_NOT_FOUND);
+    changed_count = 0;
+    assert_int_equal(upk_store_campaign_transition(f->s, "c1", UPK_CAMP_ROLLED_BACK, "bad", 3200,
+                                                   on_changed, NULL),
+                     UPK_OK);
+    assert_int_equal(changed_count, 2);
+    char rel[UPK_ID_MAX + 1], camp[UPK_ID_MAX + 1];
+    assert_int_equal(upk_store_device_desired(f->s, started, rel, camp), UPK_OK);
+    assert_string_equal(rel, "fw-1.0");
+    upk_campaign got;
+    assert_int_equal(upk_store_campaign_get(f->s, "c1", &got), UPK_OK);
+    assert_int_equal(got.state, UPK_CAMP_ROLLED_BACK);
+    assert_string_equal(got.reason, "bad");
+    assert_int_equal(
+        upk_store_campaign_transition(f->s, "c1", UPK_CAMP_RUNNING, "", 3300, NULL, NULL),
+        UPK_E_STATE_INVALID);
+    cJSON *rows = NULL;
+    assert_int_equal(upk_store_query_json(f->s,
+                                          "SELECT count(*) AS n FROM campaign_devices WHERE"
+                                          " campaign='c1' AND state='skipped'",
+                                          NULL, 0, &rows),
+                     UPK_OK);
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(rows, 0), "n")->valueint, 2);
+    cJSON_Delete(rows);
+    /* Unacked desireds are listed for re-publishing; acking clears them. */
+    changed_count = 0;
+    assert_int_equal(upk_store_desired_unacked(f->s, on_changed, NULL), UPK_OK);
+    assert_int_equal(changed_count, 4);
+    assert_int_equal(upk_store_desired_acked(f->s, started, "fw-1.0", "c1"), UPK_OK);
+    changed_count = 0;
+    assert_int_equal(upk_store_desired_unacked(f->s, on_changed, NULL), UPK_OK);
+    assert_int_equal(changed_count, 3);
+}
+
+static void campaign_survives_reopen(void **state)
+{
+    struct fx *f = *state;
+    add_release(f->s, "fw-2.0", "2.0", 0x22);
+    const char *ids[] = {"a", "b", "c"};
+    upk_campaign c = make_campaign(f->s, "c9", "fw-2.0", ids, 3);
+    upk_store_close(f->s);
+    assert_int_equal(upk_store_open(f->dir, &f->s), UPK_OK);
+    upk_campaign got;
+    assert_int_equal(upk_store_campaign_get(f->s, "c9", &got), UPK_OK);
+    assert_memory_equal(&got, &c, sizeof(c));
+    char ids_out[4][UPK_ID_MAX + 1];
+    size_t n = 0;
+    assert_int_equal(upk_store_campaigns_running(f->s, ids_out, 4, &n), UPK_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(ids_out[0], "c9");
+    assert_int_equal(upk_store_campaign_get(f->s, "none", &got), UPK_E_NOT_FOUND);
+}
+
+static void release_round_trips(void **state)
+{
+    struct fx *f = *state;
+    add_release(f->s, "fw-3.0", "3.0", 0x33);
+    upk_release_row r;
+    memset(&r, 0, sizeof(r));
+    assert_int_equal(upk_store_release_get(f->s, "fw-3.0", &r), UPK_OK);
+    assert_string_equal(r.m.version, "3.0");
+    assert_int_equal(r.sig_len, 8);
+    upk_release_row_cleanup(&r);
+    assert_int_equal(upk_store_release_get(f->s, "fw-9", &r), UPK_E_NOT_FOUND);
+    char path[512];
+    assert_int_equal(upk_store_blob_path(f->s, "zz", path, sizeof(path)), UPK_E_INVALID_ARG);
+}
+
+static void audit_is_recorded(void **state)
+{
+    struct fx *f = *state;
+    assert_int_equal(upk_store_audit(f->s, 5, "operator:alice", "campaign.pause", "{}", "OK"),
+                     UPK_OK);
+    cJSON *rows = NULL;
+    const char *b[] = {"operator:alice"};
+    assert_int_equal(
+        upk_store_query_json(f->s, "SELECT cmd, result FROM audit WHERE sender=?", b, 1, &rows),
+        UPK_OK);
+    assert_int_equal(cJSON_GetArraySize(rows), 1);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(rows, 0), "cmd")->valuestring,
+                        "campaign.pause");
+    cJSON_Delete(rows);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(open_migrates_and_reopens, setup, teardown),
+        cmocka_unit_test_setup_teardown(newer_schema_is_refused, setup, teardown),
+        cmocka_unit_test(open_fails_on_unwritable_dir),
+        cmocka_unit_test_setup_teardown(registry_tracks_state_and_online, setup, teardown),
+        cmocka_unit_test_setup_teardown(events_are_deduplicated_and_move_campaign_rows, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(rollback_restores_previous_desired, setup, teardown),
+        cmocka_unit_test_setup_teardown(campaign_survives_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(release_round_trips, setup, teardown),
+        cmocka_unit_test_setup_teardown(audit_is_recorded, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
