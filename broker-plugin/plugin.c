@@ -1,0 +1,493 @@
+/* upkeep_broker.so: the Mosquitto 2.0 glue (plugin API v5). It turns broker
+ * events into calls to the decision core (core.h) and back into Mosquitto
+ * return codes: BASIC_AUTH -> auth, ACL_CHECK -> acl, MESSAGE -> rate limit
+ * and sender stamping, TICK -> kicks, lockout pruning and stats. All state
+ * lives in one struct handed to the broker as userdata; Mosquitto calls every
+ * callback from its single main thread. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <mosquitto.h>
+#include <mosquitto_broker.h> /* before mosquitto_plugin.h in 2.0.11 */
+#include <mosquitto_plugin.h>
+#include <mqtt_protocol.h>
+
+#include "core.h"
+
+#define UPK_EXPORT       __attribute__((visibility("default")))
+#define SENDER_PROP      "upkeep-sender"
+#define KICK_QUEUE_MAX   256
+#define PRUNE_INTERVAL_S 10.0
+#define STATS_JSON_MAX   1024
+
+struct client_rec {
+    const struct mosquitto *client; /* the connection this record was made for */
+    upk_bp_identity who;
+    char sender[UPK_BP_USERNAME_MAX + 16]; /* "role:name" */
+    upk_bp_rate rate;
+};
+
+struct upk_bp_state {
+    mosquitto_plugin_id_t *pid;
+    upk_bp_config cfg;
+    upk_bp_lockout lockout;
+    upk_bp_map clients; /* client id -> struct client_rec */
+    upk_bp_stats stats;
+    char stats_topic[UPK_TOPIC_MAX + 1];
+    double next_stats;
+    double next_prune;
+    char *kicks[KICK_QUEUE_MAX]; /* client ids to disconnect on the next tick */
+    size_t nkicks;
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
+        return 0;
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- client records --------------------------------------------------- */
+
+/* The record of this connection, made (or remade after a session takeover or
+ * a stale entry) from its authenticated username. NULL when the client has no
+ * identity (never authenticated by us), which every caller treats as deny. */
+static struct client_rec *client_get(struct upk_bp_state *st, struct mosquitto *client, double now)
+{
+    const char *id = mosquitto_client_id(client);
+    const char *user = mosquitto_client_username(client);
+    if (id == NULL || user == NULL)
+        return NULL;
+    struct client_rec *r = upk__bp_map_get(&st->clients, id);
+    if (r != NULL && r->client == client && strcmp(r->who.name, user) == 0)
+        return r;
+    upk_bp_identity who;
+    if (!upk__bp_identity_of(&st->cfg, user, &who))
+        return NULL;
+    if (r == NULL) {
+        r = calloc(1, sizeof(*r));
+        if (r == NULL)
+            return NULL;
+        if (upk__bp_map_put(&st->clients, id, r) != UPK_OK) {
+            free(r);
+            return NULL;
+        }
+    }
+    r->client = client;
+    r->who = who;
+    snprintf(r->sender, sizeof(r->sender), "%s:%s", upk__bp_role_str(who.role), who.name);
+    upk__bp_rate_init(&r->rate, &st->cfg.limits[who.role], now);
+    st->stats.clients = st->clients.count;
+    return r;
+}
+
+/* ---- callbacks ---------------------------------------------------------- */
+
+static int on_basic_auth(int event, void *event_data, void *userdata)
+{
+    struct upk_bp_state *st = userdata;
+    struct mosquitto_evt_basic_auth *ed = event_data;
+    const char *why = "";
+    upk_bp_identity who;
+    (void)event;
+    const char *cid = mosquitto_client_id(ed->client);
+    const char *addr = mosquitto_client_address(ed->client);
+    double now = now_s();
+    size_t plen = ed->password != NULL ? strnlen(ed->password, UPK_BP_PASSWORD_MAX + 1) : 0;
+    upk_err err = upk__bp_auth_check(&st->cfg, &st->lockout, ed->username, ed->password, plen, cid,
+                                     addr, now, &who, &why);
+    if (err == UPK_OK) {
+        st->stats.auth_ok++;
+        return MOSQ_ERR_SUCCESS;
+    }
+    /* Log with printable ids only: an unsafe name is shown as '?'. */
+    const char *u = upk__bp_name_safe(ed->username) ? ed->username : "?";
+    const char *c = upk__bp_name_safe(cid) ? cid : "?";
+    if (err == UPK_E_LOCKED_OUT) {
+        st->stats.auth_locked_out++;
+        mosquitto_log_printf(MOSQ_LOG_NOTICE,
+                             "upkeep_broker: login refused user=%s client=%s address=%s "
+                             "error=LOCKED_OUT (%s)",
+                             u, c, addr != NULL ? addr : "?", why);
+        return MOSQ_ERR_AUTH;
+    }
+    st->stats.auth_failed++;
+    mosquitto_log_printf(MOSQ_LOG_NOTICE,
+                         "upkeep_broker: login refused user=%s client=%s address=%s "
+                         "error=%s (%s)",
+                         u, c, addr != NULL ? addr : "?", upk_err_str(err), why);
+    /* A failure never happens while locked, so a lock seen now just began. */
+    if (ed->username != NULL &&
+        upk__bp_lockout_is_locked(&st->lockout, UPK_BP_LOCK_USERNAME, ed->username, now))
+        mosquitto_log_printf(MOSQ_LOG_WARNING,
+                             "upkeep_broker: lockout user=%s for %u s after %u failed logins", u,
+                             st->cfg.lockout.lockout_s, st->cfg.lockout.max_failures_per_username);
+    if (addr != NULL && upk__bp_lockout_is_locked(&st->lockout, UPK_BP_LOCK_ADDRESS, addr, now))
+        mosquitto_log_printf(
+            MOSQ_LOG_WARNING, "upkeep_broker: lockout address=%s for %u s after %u failed logins",
+            addr, st->cfg.lockout.lockout_s, st->cfg.lockout.max_failures_per_address);
+    return MOSQ_ERR_AUTH;
+}
+
+static int on_acl_check(int event, void *event_data, void *userdata)
+{
+    struct upk_bp_state *st = userdata;
+    struct mosquitto_evt_acl_check *ed = event_data;
+    upk_bp_access access;
+    (void)event;
+    switch (ed->access) {
+    case MOSQ_ACL_READ:
+        access = UPK_BP_ACCESS_READ;
+        break;
+    case MOSQ_ACL_WRITE:
+        access = UPK_BP_ACCESS_WRITE;
+        break;
+    case MOSQ_ACL_SUBSCRIBE:
+        access = UPK_BP_ACCESS_SUBSCRIBE;
+        break;
+    case MOSQ_ACL_UNSUBSCRIBE:
+        return MOSQ_ERR_SUCCESS; /* dropping a subscription reveals nothing */
+    default:
+        return MOSQ_ERR_ACL_DENIED;
+    }
+    struct client_rec *r = client_get(st, ed->client, now_s());
+    if (r != NULL && upk__bp_acl_allows(&st->cfg, &r->who, access, ed->topic))
+        return MOSQ_ERR_SUCCESS;
+    st->stats.denied_topic++;
+    if (access != UPK_BP_ACCESS_READ) {
+        const char *u = mosquitto_client_username(ed->client);
+        mosquitto_log_printf(MOSQ_LOG_INFO, "upkeep_broker: %s denied user=%s error=DENIED",
+                             access == UPK_BP_ACCESS_WRITE ? "publish" : "subscribe",
+                             r != NULL ? r->who.name : (upk__bp_name_safe(u) ? u : "?"));
+    }
+    return MOSQ_ERR_ACL_DENIED;
+}
+
+/* Puts the property p into *list; false on failure. Used only to rebuild a
+ * list from which a forged upkeep-sender is being removed. */
+static bool copy_property(const mosquitto_property *p, mosquitto_property **list)
+{
+    int id = mosquitto_property_identifier(p);
+    uint8_t b;
+    uint16_t i16;
+    uint32_t i32;
+    void *bin = NULL;
+    char *s1 = NULL, *s2 = NULL;
+    int rc = MOSQ_ERR_INVAL;
+    switch (id) {
+    case MQTT_PROP_PAYLOAD_FORMAT_INDICATOR:
+        if (mosquitto_property_read_byte(p, id, &b, false) != NULL)
+            rc = mosquitto_property_add_byte(list, id, b);
+        break;
+    case MQTT_PROP_MESSAGE_EXPIRY_INTERVAL:
+        if (mosquitto_property_read_int32(p, id, &i32, false) != NULL)
+            rc = mosquitto_property_add_int32(list, id, i32);
+        break;
+    case MQTT_PROP_SUBSCRIPTION_IDENTIFIER:
+        if (mosquitto_property_read_varint(p, id, &i32, false) != NULL)
+            rc = mosquitto_property_add_varint(list, id, i32);
+        break;
+    case MQTT_PROP_TOPIC_ALIAS:
+        if (mosquitto_property_read_int16(p, id, &i16, false) != NULL)
+            rc = mosquitto_property_add_int16(list, id, i16);
+        break;
+    case MQTT_PROP_CONTENT_TYPE:
+    case MQTT_PROP_RESPONSE_TOPIC:
+        if (mosquitto_property_read_string(p, id, &s1, false) != NULL)
+            rc = mosquitto_property_add_string(list, id, s1);
+        break;
+    case MQTT_PROP_CORRELATION_DATA:
+        if (mosquitto_property_read_binary(p, id, &bin, &i16, false) != NULL)
+            rc = mosquitto_property_add_binary(list, id, bin, i16);
+        break;
+    case MQTT_PROP_USER_PROPERTY:
+        if (mosquitto_property_read_string_pair(p, id, &s1, &s2, false) != NULL)
+            rc = mosquitto_property_add_string_pair(list, id, s1, s2);
+        break;
+    default:
+        rc = MOSQ_ERR_SUCCESS; /* not a PUBLISH property: nothing to keep */
+        break;
+    }
+    mosquitto_free(bin);
+    mosquitto_free(s1);
+    mosquitto_free(s2);
+    return rc == MOSQ_ERR_SUCCESS;
+}
+
+/* True when the list carries a user property named upkeep-sender. */
+static bool has_sender(const mosquitto_property *list)
+{
+    for (const mosquitto_property *p = list; p != NULL; p = mosquitto_property_next(p)) {
+        char *name = NULL, *value = NULL;
+        if (mosquitto_property_identifier(p) != MQTT_PROP_USER_PROPERTY)
+            continue;
+        if (mosquitto_property_read_string_pair(p, MQTT_PROP_USER_PROPERTY, &name, &value, false) ==
+            NULL)
+            continue;
+        bool hit = name != NULL && strcmp(name, SENDER_PROP) == 0;
+        mosquitto_free(name);
+        mosquitto_free(value);
+        if (hit)
+            return true;
+    }
+    return false;
+}
+
+/* Sets upkeep-sender on the message, removing any the client supplied.
+ * Returns a Mosquitto error code. */
+static int stamp(struct mosquitto_evt_message *ed, const char *sender)
+{
+    if (has_sender(ed->properties)) {
+        mosquitto_property *fresh = NULL;
+        for (const mosquitto_property *p = ed->properties; p != NULL;
+             p = mosquitto_property_next(p)) {
+            if (mosquitto_property_identifier(p) == MQTT_PROP_USER_PROPERTY) {
+                char *name = NULL, *value = NULL;
+                if (mosquitto_property_read_string_pair(p, MQTT_PROP_USER_PROPERTY, &name, &value,
+                                                        false) != NULL) {
+                    bool forged = name != NULL && strcmp(name, SENDER_PROP) == 0;
+                    mosquitto_free(name);
+                    mosquitto_free(value);
+                    if (forged)
+                        continue;
+                }
+            }
+            if (!copy_property(p, &fresh)) {
+                mosquitto_property_free_all(&fresh);
+                return MOSQ_ERR_NOMEM;
+            }
+        }
+        mosquitto_property_free_all(&ed->properties);
+        ed->properties = fresh;
+    }
+    return mosquitto_property_add_string_pair(&ed->properties, MQTT_PROP_USER_PROPERTY, SENDER_PROP,
+                                              sender);
+}
+
+static void queue_kick(struct upk_bp_state *st, const char *client_id)
+{
+    if (st->nkicks >= KICK_QUEUE_MAX)
+        return; /* the record stays flagged; its next message is dropped too */
+    char *copy = strdup(client_id);
+    if (copy != NULL)
+        st->kicks[st->nkicks++] = copy;
+}
+
+static int on_message(int event, void *event_data, void *userdata)
+{
+    struct upk_bp_state *st = userdata;
+    struct mosquitto_evt_message *ed = event_data;
+    (void)event;
+    double now = now_s();
+    struct client_rec *r = client_get(st, ed->client, now);
+    if (r == NULL)
+        return MOSQ_ERR_ACL_DENIED;
+    const upk_bp_limits *lim = &st->cfg.limits[r->who.role];
+    upk_bp_rate_verdict v = upk__bp_rate_check(&r->rate, lim, ed->payloadlen, now);
+    switch (v) {
+    case UPK_BP_RATE_PASS:
+        break;
+    case UPK_BP_RATE_TOO_LARGE:
+        st->stats.dropped_too_large++;
+        return MOSQ_ERR_ACL_DENIED;
+    case UPK_BP_RATE_DROP:
+        st->stats.dropped_rate++;
+        return MOSQ_ERR_ACL_DENIED;
+    case UPK_BP_RATE_KICK:
+        st->stats.dropped_rate++;
+        upk__bp_lockout_hold(&st->lockout, UPK_BP_LOCK_HOLDOFF, r->who.name, now,
+                             (double)lim->hold_off_s);
+        mosquitto_log_printf(MOSQ_LOG_WARNING,
+                             "upkeep_broker: flooding user=%s: %u drops; disconnecting and "
+                             "holding off for %u s error=RATE_LIMITED",
+                             r->who.name, r->rate.drops, lim->hold_off_s);
+        queue_kick(st, mosquitto_client_id(ed->client));
+        return MOSQ_ERR_ACL_DENIED;
+    }
+    st->stats.messages++;
+    return stamp(ed, r->sender);
+}
+
+static void publish_stats(struct upk_bp_state *st)
+{
+    char json[STATS_JSON_MAX];
+    size_t len = 0;
+    st->stats.clients = st->clients.count;
+    if (upk__bp_stats_json(&st->stats, json, sizeof(json), &len) != UPK_OK)
+        return;
+    char *payload = mosquitto_malloc(len);
+    if (payload == NULL)
+        return;
+    memcpy(payload, json, len);
+    mosquitto_property *props = NULL;
+    if (mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY, SENDER_PROP,
+                                           "broker:upkeep_broker") != MOSQ_ERR_SUCCESS) {
+        mosquitto_free(payload);
+        return;
+    }
+    /* The broker takes the payload and the properties whatever the result. */
+    (void)mosquitto_broker_publish(NULL, st->stats_topic, (int)len, payload, 0, true, props);
+}
+
+static int on_tick(int event, void *event_data, void *userdata)
+{
+    struct upk_bp_state *st = userdata;
+    (void)event;
+    (void)event_data;
+    double now = now_s();
+    for (size_t i = 0; i < st->nkicks; i++) {
+        if (mosquitto_kick_client_by_clientid(st->kicks[i], false) == MOSQ_ERR_SUCCESS)
+            st->stats.kicked++;
+        free(st->kicks[i]);
+        st->kicks[i] = NULL;
+    }
+    st->nkicks = 0;
+    if (now >= st->next_prune) {
+        (void)upk__bp_lockout_prune(&st->lockout, now);
+        st->next_prune = now + PRUNE_INTERVAL_S;
+    }
+    if (st->cfg.stats_interval_s > 0 && now >= st->next_stats) {
+        publish_stats(st);
+        st->next_stats = now + st->cfg.stats_interval_s;
+    }
+    return MOSQ_ERR_SUCCESS;
+}
+
+static int on_disconnect(int event, void *event_data, void *userdata)
+{
+    struct upk_bp_state *st = userdata;
+    struct mosquitto_evt_disconnect *ed = event_data;
+    (void)event;
+    const char *id = mosquitto_client_id(ed->client);
+    if (id == NULL)
+        return MOSQ_ERR_SUCCESS;
+    struct client_rec *r = upk__bp_map_get(&st->clients, id);
+    /* After a session takeover the record belongs to the new connection. */
+    if (r != NULL && r->client == ed->client)
+        free(upk__bp_map_remove(&st->clients, id));
+    st->stats.clients = st->clients.count;
+    return MOSQ_ERR_SUCCESS;
+}
+
+/* ---- entry points ------------------------------------------------------- */
+
+static const struct {
+    int event;
+    MOSQ_FUNC_generic_callback cb;
+} callbacks[] = {
+    {MOSQ_EVT_BASIC_AUTH, on_basic_auth}, {MOSQ_EVT_ACL_CHECK, on_acl_check},
+    {MOSQ_EVT_MESSAGE, on_message},       {MOSQ_EVT_TICK, on_tick},
+    {MOSQ_EVT_DISCONNECT, on_disconnect},
+};
+#define NCALLBACKS (sizeof(callbacks) / sizeof(callbacks[0]))
+
+static void log_stats(const struct upk_bp_state *st, const char *when)
+{
+    char json[STATS_JSON_MAX];
+    size_t len = 0;
+    if (upk__bp_stats_json(&st->stats, json, sizeof(json), &len) == UPK_OK)
+        mosquitto_log_printf(MOSQ_LOG_NOTICE, "upkeep_broker: stats at %s: %s", when, json);
+}
+
+static void state_free(struct upk_bp_state *st)
+{
+    if (st == NULL)
+        return;
+    for (size_t i = 0; i < st->nkicks; i++)
+        free(st->kicks[i]);
+    upk__bp_map_cleanup(&st->clients, free);
+    upk__bp_lockout_cleanup(&st->lockout);
+    upk__bp_config_cleanup(&st->cfg);
+    free(st);
+}
+
+UPK_EXPORT int mosquitto_plugin_version(int supported_version_count, const int *supported_versions)
+{
+    for (int i = 0; i < supported_version_count; i++) {
+        if (supported_versions[i] == 5)
+            return 5;
+    }
+    return -1;
+}
+
+UPK_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
+                                     struct mosquitto_opt *options, int option_count)
+{
+    char err[UPK_BP_ERRMSG_MAX];
+    const char *path = NULL;
+    size_t registered = 0;
+    for (int i = 0; i < option_count; i++) {
+        if (strcmp(options[i].key, "config") == 0) {
+            path = options[i].value;
+        } else {
+            mosquitto_log_printf(MOSQ_LOG_ERR,
+                                 "upkeep_broker: unknown option plugin_opt_%s (only "
+                                 "plugin_opt_config is known); refusing to start",
+                                 options[i].key);
+            return MOSQ_ERR_INVAL;
+        }
+    }
+    if (path == NULL || path[0] == '\0') {
+        mosquitto_log_printf(MOSQ_LOG_ERR, "upkeep_broker: plugin_opt_config is not set; "
+                                           "refusing to start");
+        return MOSQ_ERR_INVAL;
+    }
+    struct upk_bp_state *st = calloc(1, sizeof(*st));
+    if (st == NULL)
+        return MOSQ_ERR_NOMEM;
+    st->pid = identifier;
+    upk_err e = upk__bp_config_init(&st->cfg);
+    if (e == UPK_OK)
+        e = upk__bp_config_load(&st->cfg, path, err, sizeof(err));
+    if (e != UPK_OK) {
+        mosquitto_log_printf(MOSQ_LOG_ERR, "upkeep_broker: config %s: %s; refusing to start", path,
+                             e == UPK_E_CONFIG_INVALID ? err : upk_err_msg(e));
+        goto fail;
+    }
+    if (upk__bp_lockout_init(&st->lockout, &st->cfg.lockout) != UPK_OK ||
+        upk__bp_map_init(&st->clients, 1024) != UPK_OK ||
+        upk_topic_build(st->stats_topic, sizeof(st->stats_topic), st->cfg.prefix,
+                        UPK_TOPIC_BROKER_STATS, NULL) != UPK_OK)
+        goto fail;
+    double now = now_s();
+    st->next_stats = now + 1.0; /* first stats soon after start, then every interval */
+    st->next_prune = now + PRUNE_INTERVAL_S;
+    for (registered = 0; registered < NCALLBACKS; registered++) {
+        if (mosquitto_callback_register(identifier, callbacks[registered].event,
+                                        callbacks[registered].cb, NULL, st) != MOSQ_ERR_SUCCESS) {
+            mosquitto_log_printf(MOSQ_LOG_ERR, "upkeep_broker: cannot register callback %d",
+                                 callbacks[registered].event);
+            goto fail_callbacks;
+        }
+    }
+    mosquitto_log_printf(
+        MOSQ_LOG_NOTICE, "upkeep_broker: loaded %s: prefix=%s accounts=%zu device_keys=%s", path,
+        st->cfg.prefix, st->cfg.accounts.count, st->cfg.fleet_secret_len > 0 ? "derived" : "off");
+    *userdata = st;
+    return MOSQ_ERR_SUCCESS;
+fail_callbacks:
+    while (registered-- > 0)
+        (void)mosquitto_callback_unregister(identifier, callbacks[registered].event,
+                                            callbacks[registered].cb, NULL);
+fail:
+    state_free(st);
+    return MOSQ_ERR_INVAL;
+}
+
+UPK_EXPORT int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *options,
+                                        int option_count)
+{
+    struct upk_bp_state *st = userdata;
+    (void)options;
+    (void)option_count;
+    if (st == NULL)
+        return MOSQ_ERR_SUCCESS;
+    for (size_t i = 0; i < NCALLBACKS; i++)
+        (void)mosquitto_callback_unregister(st->pid, callbacks[i].event, callbacks[i].cb, NULL);
+    log_stats(st, "shutdown");
+    state_free(st);
+    return MOSQ_ERR_SUCCESS;
+}
