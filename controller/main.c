@@ -8,8 +8,10 @@
 
 /* Subcommand entry points (one cli_<name>.c each). Keep this list and the
  * table below sorted by name. */
+int upk_cli_delta(int argc, char **argv);
 
 static const struct upk_cli_cmd commands[] = {
+    {"delta", upk_cli_delta, "make, apply or inspect binary delta patches"},
     {NULL, NULL, NULL},
 };
 

@@ -44,8 +44,8 @@ UPK_MUST_CHECK upk_err upk_delta_apply(const char *old_path, const char *patch_p
  * (UPK_E_FIELD_RANGE), since it holds both plus a suffix array in memory.
  * Each zstd stream's window is at most 2^UPK_DELTA_WINDOW_LOG_MAX bytes; the
  * decoder refuses a frame demanding more (UPK_E_DELTA_CORRUPT). */
-#define UPK_DELTA_MAX_SIZE (UINT64_C(1) << 40)
-#define UPK_DELTA_MAX_MAKE_SIZE (UINT64_C(1) << 30)
+#define UPK_DELTA_MAX_SIZE       (UINT64_C(1) << 40)
+#define UPK_DELTA_MAX_MAKE_SIZE  (UINT64_C(1) << 30)
 #define UPK_DELTA_WINDOW_LOG_MAX 23
 
 /* How upk_delta_make_ex builds a patch. Zero-initialised means the defaults

@@ -1,0 +1,90 @@
+/* Writes the delta fuzz target's seed corpus (valid patches in both layouts
+ * against fuzz_old.h's image, plus broken ones) into the directory given as
+ * argv[1]. Run by hand when the format changes:
+ *   cmake --build B --target delta_fuzz_gen_corpus && B/fuzz/delta_fuzz_gen_corpus
+ * tests/fuzz/delta/corpus */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fuzz_old.h"
+#include "upkeep/delta.h"
+
+static int put(const char *dir, const char *name, const uint8_t *data, size_t len)
+{
+    char path[512];
+    FILE *f;
+    int n = snprintf(path, sizeof(path), "%s/%s", dir, name);
+    if (n < 0 || (size_t)n >= sizeof(path))
+        return -1;
+    f = fopen(path, "wb");
+    if (f == NULL)
+        return -1;
+    if (len > 0 && fwrite(data, 1, len, f) != len) {
+        fclose(f);
+        return -1;
+    }
+    return fclose(f) == 0 ? 0 : -1;
+}
+
+static int seed(const char *dir, const char *name, const uint8_t *old, const uint8_t *nw,
+                size_t nlen, int split)
+{
+    upk_delta_options opts = {.level = 19, .split_streams = split};
+    uint8_t *p = NULL;
+    size_t plen = 0;
+    char nm[128];
+    int rc;
+    if (upk_delta_make_mem(old, FUZZ_OLD_LEN, nw, nlen, &opts, &p, &plen) != UPK_OK)
+        return -1;
+    snprintf(nm, sizeof(nm), "%s-%s", name, split ? "split" : "one");
+    rc = put(dir, nm, p, plen);
+    if (rc == 0 && plen > 140) { /* a truncated and a bit-flipped variant */
+        snprintf(nm, sizeof(nm), "%s-%s-trunc", name, split ? "split" : "one");
+        rc = put(dir, nm, p, plen - 7);
+        p[plen / 2] ^= 0x20;
+        snprintf(nm, sizeof(nm), "%s-%s-flip", name, split ? "split" : "one");
+        if (rc == 0)
+            rc = put(dir, nm, p, plen);
+    }
+    free(p);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    static uint8_t old[FUZZ_OLD_LEN], nw[FUZZ_OLD_LEN + 600];
+    size_t n;
+    int rc = 0;
+
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s CORPUS_DIR\n", argv[0]);
+        return 2;
+    }
+    fuzz_old_fill(old);
+    for (int split = 0; split <= 1 && rc == 0; split++) {
+        rc |= seed(argv[1], "identical", old, old, FUZZ_OLD_LEN, split);
+        memcpy(nw, old, FUZZ_OLD_LEN);
+        for (int i = 0; i < 12; i++)
+            nw[(size_t)i * 331 % FUZZ_OLD_LEN] ^= 0x5a;
+        rc |= seed(argv[1], "edits", old, nw, FUZZ_OLD_LEN, split);
+        /* insertion, deletion and a moved block */
+        n = 0;
+        memcpy(nw + n, old, 1000);
+        n += 1000;
+        memcpy(nw + n, "inserted text, new in this version", 34);
+        n += 34;
+        memcpy(nw + n, old + 1200, 2000);
+        n += 2000;
+        memcpy(nw + n, old + 100, 300);
+        n += 300;
+        memcpy(nw + n, old + 3200, FUZZ_OLD_LEN - 3200);
+        n += FUZZ_OLD_LEN - 3200;
+        rc |= seed(argv[1], "moves", old, nw, n, split);
+        rc |= seed(argv[1], "empty-new", old, nw, 0, split);
+        for (size_t i = 0; i < 700; i++)
+            nw[i] = (uint8_t)(i * 37 + 11);
+        rc |= seed(argv[1], "unrelated", old, nw, 700, split);
+    }
+    return rc == 0 ? 0 : 1;
+}
