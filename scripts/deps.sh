@@ -6,7 +6,7 @@ set -euo pipefail
 pkgs=(
   build-essential cmake pkg-config git ca-certificates openssl
   clang clang-format clang-tidy cppcheck libclang-rt-dev
-  libpaho-mqtt-dev libmbedtls-dev libcjson-dev libuv1-dev libsqlite3-dev
+  libssl-dev libpaho-mqtt-dev libmbedtls-dev libcjson-dev libuv1-dev libsqlite3-dev
   libzstd-dev zstd libdivsufsort-dev
   mosquitto mosquitto-dev mosquitto-clients libmosquitto-dev
   libcmocka-dev
