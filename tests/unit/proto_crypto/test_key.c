@@ -290,6 +290,55 @@ static void assert_text_rejected(const char *text, size_t len)
     assert_null(key);
 }
 
+static void key_load_rejects_compressed_public_point(void **state)
+{
+    (void)state;
+    /* mbedTLS 2.28 reads only uncompressed points; docs/signing.md says so. */
+    assert_vector_rejected("release-p256.compressed.pub.pem");
+}
+
+static void key_load_rejects_public_point_off_curve(void **state)
+{
+    (void)state;
+    /* Re-armour the vector public key with the last byte of Y changed: the
+     * point is then not on P-256 and must not load. */
+    size_t len = 0;
+    char *pem = ct_read_vector("release-p256.pub.pem", &len);
+    assert_non_null(pem);
+    char b64[256];
+    size_t n = 0;
+    for (size_t i = strlen("-----BEGIN PUBLIC KEY-----"); i < len && pem[i] != '-'; i++) {
+        if (pem[i] != '\n' && pem[i] != '\r') {
+            assert_true(n < sizeof(b64));
+            b64[n++] = pem[i];
+        }
+    }
+    uint8_t der[128];
+    size_t derlen = 0;
+    assert_int_equal(upk_base64_decode(b64, n, der, sizeof(der), &derlen), UPK_OK);
+    assert_int_equal(derlen, 91);
+    der[derlen - 1] ^= 0x01;
+    char body[256];
+    size_t bodylen = 0;
+    assert_int_equal(upk_base64_encode(der, derlen, body, sizeof(body), &bodylen), UPK_OK);
+    char bad[512];
+    int m =
+        snprintf(bad, sizeof(bad), "-----BEGIN PUBLIC KEY-----\n%.*s\n-----END PUBLIC KEY-----\n",
+                 (int)bodylen, body);
+    assert_true(m > 0 && (size_t)m < sizeof(bad));
+    assert_text_rejected(bad, (size_t)m);
+    /* The unchanged DER, re-armoured the same way, loads: the test is sound. */
+    der[derlen - 1] ^= 0x01;
+    assert_int_equal(upk_base64_encode(der, derlen, body, sizeof(body), &bodylen), UPK_OK);
+    m = snprintf(bad, sizeof(bad), "-----BEGIN PUBLIC KEY-----\n%.*s\n-----END PUBLIC KEY-----\n",
+                 (int)bodylen, body);
+    assert_true(m > 0 && (size_t)m < sizeof(bad));
+    upk_key *key = NULL;
+    assert_int_equal(upk_key_load_pem(bad, (size_t)m, &key), UPK_OK);
+    upk_key_free(key);
+    free(pem);
+}
+
 static void key_load_rejects_garbage(void **state)
 {
     (void)state;
@@ -514,6 +563,8 @@ int main(void)
         cmocka_unit_test(key_load_rejects_rsa),
         cmocka_unit_test(key_load_rejects_other_curves),
         cmocka_unit_test(key_load_rejects_encrypted_pem),
+        cmocka_unit_test(key_load_rejects_compressed_public_point),
+        cmocka_unit_test(key_load_rejects_public_point_off_curve),
         cmocka_unit_test(key_load_rejects_garbage),
         cmocka_unit_test(key_load_rejects_der_and_oversized_input),
         cmocka_unit_test(key_load_rejects_mismatched_private_and_public_halves),
