@@ -111,6 +111,14 @@ bool upk_sha256_hex_valid(const char *s)
 
 upk_err upk_base64_encode(const uint8_t *in, size_t len, char *out, size_t cap, size_t *outlen)
 {
+    /* mbedTLS returns early for empty input without writing the NUL. */
+    if (len == 0) {
+        if (cap < 1)
+            return UPK_E_BUFFER_TOO_SMALL;
+        out[0] = '\0';
+        *outlen = 0;
+        return UPK_OK;
+    }
     size_t n = 0;
     int rc = mbedtls_base64_encode((unsigned char *)out, cap, &n, in, len);
     if (rc == MBEDTLS_ERR_BASE64_BUFFER_TOO_SMALL)
@@ -121,8 +129,27 @@ upk_err upk_base64_encode(const uint8_t *in, size_t len, char *out, size_t cap, 
     return UPK_OK;
 }
 
+/* True for the characters of the standard base64 alphabet. */
+static bool b64_char(char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
+           c == '/';
+}
+
 upk_err upk_base64_decode(const char *in, size_t len, uint8_t *out, size_t cap, size_t *outlen)
 {
+    /* Strict RFC 4648: whole 4-character groups, padding only at the end.
+     * mbedTLS alone skips line breaks and silently drops a short last group
+     * ("AQI" decodes to nothing), which would make two texts one signature. */
+    if (in == NULL || len % 4 != 0)
+        return UPK_E_FIELD_RANGE;
+    size_t pad = 0;
+    while (pad < 2 && pad < len && in[len - 1 - pad] == '=')
+        pad++;
+    for (size_t i = 0; i < len - pad; i++) {
+        if (!b64_char(in[i]))
+            return UPK_E_FIELD_RANGE;
+    }
     size_t n = 0;
     int rc = mbedtls_base64_decode(out, cap, &n, (const unsigned char *)in, len);
     if (rc == MBEDTLS_ERR_BASE64_BUFFER_TOO_SMALL)

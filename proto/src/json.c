@@ -8,23 +8,37 @@
 #include "upkeep/hash.h"
 #include "upkeep/id.h"
 
-/* True when the len bytes at json hold a NUL byte or a \u0000 escape. cJSON
- * would unescape either into a C string that silently ends early, so a value
- * could read differently here than in the sender's JSON. In valid JSON every
- * backslash starts an escape, so pairing them left to right is exact. */
-static bool has_nul(const char *json, size_t len)
+/* True when the len bytes at json are free of what RFC 8259 forbids but
+ * cJSON lets through: a NUL byte or a \u0000 escape (which would end a C
+ * string early, so a value could read differently here than in the sender's
+ * JSON) and raw control characters inside strings (which the encoders would
+ * print back six times as long). In valid JSON a '"' outside a string opens
+ * one and every backslash inside starts an escape, so this one pass tracks
+ * strings exactly; on invalid JSON the answer does not matter. */
+static bool raw_text_ok(const char *json, size_t len)
 {
-    if (memchr(json, '\0', len) != NULL)
-        return true;
+    bool in_string = false;
     for (size_t i = 0; i < len; i++) {
-        if (json[i] != '\\')
+        unsigned char c = (unsigned char)json[i];
+        if (c == 0)
+            return false;
+        if (!in_string) {
+            if (c == '"')
+                in_string = true;
             continue;
-        if (i + 5 < len && json[i + 1] == 'u' && json[i + 2] == '0' && json[i + 3] == '0' &&
-            json[i + 4] == '0' && json[i + 5] == '0')
-            return true;
-        i++; /* skip the escaped character */
+        }
+        if (c < 0x20)
+            return false;
+        if (c == '"') {
+            in_string = false;
+        } else if (c == '\\') {
+            if (i + 5 < len && json[i + 1] == 'u' && json[i + 2] == '0' && json[i + 3] == '0' &&
+                json[i + 4] == '0' && json[i + 5] == '0')
+                return false;
+            i++; /* skip the escaped character */
+        }
     }
-    return false;
+    return true;
 }
 
 upk_err upk__json_parse_object(const char *json, size_t len, size_t max, int version, cJSON **out)
@@ -33,7 +47,7 @@ upk_err upk__json_parse_object(const char *json, size_t len, size_t max, int ver
         return UPK_E_INVALID_ARG;
     if (len > max)
         return UPK_E_MSG_TOO_LARGE;
-    if (has_nul(json, len))
+    if (!raw_text_ok(json, len))
         return UPK_E_JSON_INVALID;
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, false);

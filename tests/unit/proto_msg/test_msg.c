@@ -562,6 +562,15 @@ static void state_decode_rejects_nul_bytes_and_escapes(void **state)
         "{\"v\":1,\"device\":\"d\\u0000evil\",\"hw\":\"h\",\"status\":\"idle\",\"ts\":1}",
         UPK_E_JSON_INVALID);
     expect_state_err(ST_HEAD ",\"x\\u0000\":1}", UPK_E_JSON_INVALID);
+    /* RFC 8259: control characters inside strings must be escaped. */
+    expect_state_err("{\"v\":1,\"device\":\"d\nx\",\"hw\":\"h\",\"status\":\"idle\",\"ts\":1}",
+                     UPK_E_JSON_INVALID);
+    expect_state_err(ST_HEAD ",\"future\":\"\x01\"}", UPK_E_JSON_INVALID);
+    /* but whitespace between tokens and raw UTF-8 inside strings are fine */
+    assert_int_equal(state_dec("{\n\t\"v\":1,\"device\":\"d\",\"hw\":\"h\",\"status\":"
+                               "\"idle\",\"ts\":1,\"note\":\"caf\xc3\xa9\"}\n",
+                               &m),
+                     UPK_OK);
 }
 
 static void state_decode_rejects_over_message_limit(void **state)
