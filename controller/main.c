@@ -11,7 +11,14 @@
 int upk_cli_delta(int argc, char **argv);
 
 static const struct upk_cli_cmd commands[] = {
+    {"audit", upk_cli_audit, "who did what on the controller"},
+    {"campaign", upk_cli_campaign, "staged rollouts: create, list, show, watch, pause, ..."},
     {"delta", upk_cli_delta, "make, apply or inspect binary delta patches"},
+    {"devices", upk_cli_devices, "the device registry: list, show, label"},
+    {"keygen", upk_cli_keygen, "make a release signing key pair (offline)"},
+    {"release", upk_cli_release, "sign, import, list and show releases"},
+    {"report", upk_cli_report, "fleet posture report (text, JSON, HTML)"},
+    {"serve", upk_cli_serve, "run the controller daemon"},
     {NULL, NULL, NULL},
 };
 

@@ -1,0 +1,566 @@
+/* `upkeep release`: create (sign locally with an offline key), import
+ * (upload a signed bundle to the controller over MQTT, chunked and
+ * hash-checked), list, show. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "cli.h"
+#include "client.h"
+#include "clifmt.h"
+#include "ctl.h"
+#include "engine.h"
+#include "upkeep/fs.h"
+#include "upkeep/hash.h"
+#include "upkeep/key.h"
+#include "upkeep/manifest.h"
+#include "upkeep/timefmt.h"
+#ifdef UPK_HAVE_DELTA
+#include "upkeep/delta.h"
+#endif
+
+#define BUNDLE_MAX (64 * 1024)
+
+static void usage(FILE *out)
+{
+    fprintf(
+        out,
+        "usage: upkeep release create ARTIFACT --name NAME --version V --security-version N\n"
+        "                             --hw HW [--hw HW...] --module MODULE --expires WHEN\n"
+        "                             --key KEY.key [--delta] [--out DIR] [--upload]\n"
+        "                             [--support-until DATE --delivery automatic|user-approved\n"
+        "                              --notice TEXT --contact TEXT]\n"
+        "       upkeep release import BUNDLE [--id ID]\n"
+        "       upkeep release list [--json]\n"
+        "       upkeep release show ID [--json]\n\n"
+        "create signs a manifest for ARTIFACT on this machine and writes the bundle\n"
+        "DIR/NAME-V.release.json (manifest, signature, artifact path) plus\n"
+        "NAME-V.manifest.json and NAME-V.manifest.sig (DER; `openssl dgst -sha256 -verify\n"
+        "KEY.pub -signature ...` checks it). --delta: ARTIFACT is a patch from `upkeep\n"
+        "delta make`. --expires takes a date (2027-01-01) or a duration from now (365d).\n"
+        "--upload imports the bundle right away. import uploads a bundle to the\n"
+        "controller (any machine that reaches the broker).\n\n" UPK_CLIENT_HELP);
+}
+
+/* ---- upload */
+
+static int upload_bundle(const upk_client_cfg *cfg, const char *bundle_path, const char *id)
+{
+    char *text = NULL;
+    size_t len = 0;
+    int rc = UPK_EXIT_FAIL;
+    cJSON *b = NULL, *args = NULL, *data = NULL;
+    upk_client *c = NULL;
+    FILE *f = NULL;
+    char why[512];
+    if (upk_fs_read(bundle_path, BUNDLE_MAX, &text, &len) != UPK_OK) {
+        fprintf(stderr, "upkeep release import: cannot read bundle %s\n", bundle_path);
+        return UPK_EXIT_FAIL;
+    }
+    b = cJSON_ParseWithLength(text, len);
+    const cJSON *man = cJSON_GetObjectItem(b, "manifest"), *sig = cJSON_GetObjectItem(b, "sig"),
+                *kid = cJSON_GetObjectItem(b, "key_id"), *art = cJSON_GetObjectItem(b, "artifact");
+    if (!cJSON_IsString(man) || !cJSON_IsString(sig) || !cJSON_IsString(kid) ||
+        !cJSON_IsString(art)) {
+        fprintf(stderr,
+                "upkeep release import: %s is not a release bundle (make one with `upkeep "
+                "release create`)\n",
+                bundle_path);
+        goto out;
+    }
+    upk_manifest m;
+    if (upk_manifest_decode(man->valuestring, strlen(man->valuestring), &m) != UPK_OK) {
+        fprintf(stderr, "upkeep release import: the bundle's manifest is malformed\n");
+        goto out;
+    }
+    /* The artifact path is relative to the bundle when not absolute. */
+    char apath[PATH_MAX];
+    int r;
+    if (art->valuestring[0] == '/') {
+        r = snprintf(apath, sizeof(apath), "%s", art->valuestring);
+    } else {
+        const char *slash = strrchr(bundle_path, '/');
+        r = snprintf(apath, sizeof(apath), "%.*s%s", slash ? (int)(slash - bundle_path + 1) : 0,
+                     bundle_path, art->valuestring);
+    }
+    (void)r;
+    f = fopen(apath, "rb");
+    if (f == NULL) {
+        fprintf(stderr, "upkeep release import: cannot open artifact %s: %s\n", apath,
+                strerror(errno));
+        goto out;
+    }
+    if ((args = cJSON_CreateObject()) == NULL)
+        goto out;
+    cJSON_AddStringToObject(args, "manifest", man->valuestring);
+    cJSON_AddStringToObject(args, "sig", sig->valuestring);
+    cJSON_AddStringToObject(args, "key_id", kid->valuestring);
+    if (id != NULL)
+        cJSON_AddStringToObject(args, "id", id);
+    upk_err err = upk_client_connect(cfg, &c, why, sizeof(why));
+    if (err != UPK_OK) {
+        fprintf(stderr, "upkeep: %s\n", why);
+        rc = upk_client_exit_code(err);
+        goto out;
+    }
+    if ((err = upk_client_call(c, "release.upload.begin", args, &data, why, sizeof(why))) !=
+        UPK_OK) {
+        fprintf(stderr, "upkeep release import: %s (%s)\n", why, upk_err_str(err));
+        rc = upk_client_exit_code(err);
+        goto out;
+    }
+    char upload[UPK_ID_MAX + 1], release[UPK_ID_MAX + 1];
+    r = snprintf(upload, sizeof(upload), "%s",
+                 cJSON_GetStringValue(cJSON_GetObjectItem(data, "upload")));
+    r = snprintf(release, sizeof(release), "%s",
+                 cJSON_GetStringValue(cJSON_GetObjectItem(data, "release")));
+    cJSON_Delete(data);
+    data = NULL;
+    static uint8_t buf[UPK_UPLOAD_CHUNK_MAX];
+    static char b64[UPK_UPLOAD_CHUNK_MAX * 4 / 3 + 8];
+    uint64_t off = 0;
+    bool tty = isatty(STDERR_FILENO);
+    for (;;) {
+        size_t n = fread(buf, 1, sizeof(buf), f);
+        if (n == 0)
+            break;
+        size_t blen = 0;
+        if (upk_base64_encode(buf, n, b64, sizeof(b64), &blen) != UPK_OK)
+            goto out;
+        cJSON *a = cJSON_CreateObject();
+        if (a == NULL)
+            goto out;
+        cJSON_AddStringToObject(a, "upload", upload);
+        cJSON_AddNumberToObject(a, "offset", (double)off);
+        cJSON_AddStringToObject(a, "data", b64);
+        err = upk_client_call(c, "release.upload.chunk", a, NULL, why, sizeof(why));
+        cJSON_Delete(a);
+        if (err != UPK_OK) {
+            fprintf(stderr, "\nupkeep release import: upload failed at byte %llu: %s (%s)\n",
+                    (unsigned long long)off, why, upk_err_str(err));
+            rc = upk_client_exit_code(err);
+            goto out;
+        }
+        off += n;
+        if (tty)
+            fprintf(stderr, "\ruploading %s: %llu / %llu bytes", release, (unsigned long long)off,
+                    (unsigned long long)m.size);
+    }
+    if (ferror(f)) {
+        fprintf(stderr, "upkeep release import: read error on %s\n", apath);
+        goto out;
+    }
+    if (tty)
+        fprintf(stderr, "\n");
+    cJSON *a = cJSON_CreateObject();
+    if (a == NULL)
+        goto out;
+    cJSON_AddStringToObject(a, "upload", upload);
+    err = upk_client_call(c, "release.upload.end", a, &data, why, sizeof(why));
+    cJSON_Delete(a);
+    if (err != UPK_OK) {
+        fprintf(stderr, "upkeep release import: %s (%s)\n", why, upk_err_str(err));
+        rc = upk_client_exit_code(err);
+        goto out;
+    }
+    printf("imported release %s (sha256 %s)\n", release,
+           cJSON_GetStringValue(cJSON_GetObjectItem(data, "sha256")));
+    rc = UPK_EXIT_OK;
+out:
+    if (f != NULL)
+        fclose(f);
+    upk_client_close(c);
+    cJSON_Delete(data);
+    cJSON_Delete(args);
+    cJSON_Delete(b);
+    free(text);
+    return rc;
+}
+
+/* ---- create */
+
+static bool parse_when(const char *s, int64_t now, int64_t *out)
+{
+    uint32_t secs;
+    if (upk_time_parse(s, out) == UPK_OK)
+        return true;
+    if (upk_engine_parse_duration(s, &secs) == UPK_OK && secs > 0) {
+        *out = now + secs;
+        return true;
+    }
+    return false;
+}
+
+static int write_file(const char *path, const void *data, size_t len)
+{
+    if (upk_fs_write_atomic(path, data, len) != UPK_OK) {
+        fprintf(stderr, "upkeep release create: cannot write %s\n", path);
+        return -1;
+    }
+    return 0;
+}
+
+static int cmd_create(int argc, char **argv)
+{
+    enum {
+        O_NAME = 1,
+        O_VERSION,
+        O_SECVER,
+        O_HW,
+        O_MODULE,
+        O_EXPIRES,
+        O_KEY,
+        O_DELTA,
+        O_OUT,
+        O_UPLOAD,
+        O_SUPPORT,
+        O_DELIVERY,
+        O_NOTICE,
+        O_CONTACT,
+        O_ID
+    };
+    static const struct option opts[] = {{"name", required_argument, NULL, O_NAME},
+                                         {"version", required_argument, NULL, O_VERSION},
+                                         {"security-version", required_argument, NULL, O_SECVER},
+                                         {"hw", required_argument, NULL, O_HW},
+                                         {"module", required_argument, NULL, O_MODULE},
+                                         {"expires", required_argument, NULL, O_EXPIRES},
+                                         {"key", required_argument, NULL, O_KEY},
+                                         {"delta", no_argument, NULL, O_DELTA},
+                                         {"out", required_argument, NULL, O_OUT},
+                                         {"upload", no_argument, NULL, O_UPLOAD},
+                                         {"support-until", required_argument, NULL, O_SUPPORT},
+                                         {"delivery", required_argument, NULL, O_DELIVERY},
+                                         {"notice", required_argument, NULL, O_NOTICE},
+                                         {"contact", required_argument, NULL, O_CONTACT},
+                                         {"id", required_argument, NULL, O_ID},
+                                         {"help", no_argument, NULL, 'h'},
+                                         UPK_CLIENT_LONG_OPTS,
+                                         {0}};
+    upk_manifest m;
+    memset(&m, 0, sizeof(m));
+    upk_client_cfg cfg;
+    upk_client_cfg_init(&cfg);
+    const char *keypath = NULL, *outdir = ".", *expires = NULL, *id = NULL;
+    bool delta = false, upload = false, have_secver = false;
+    int64_t now = (int64_t)time(NULL);
+    int c, r;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case O_NAME:
+            r = snprintf(m.name, sizeof(m.name), "%s", optarg);
+            break;
+        case O_VERSION:
+            r = snprintf(m.version, sizeof(m.version), "%s", optarg);
+            break;
+        case O_SECVER: {
+            char *end = NULL;
+            errno = 0;
+            unsigned long long v = strtoull(optarg, &end, 10);
+            if (end == optarg || *end != '\0' || errno != 0 || optarg[0] == '-') {
+                fprintf(stderr, "upkeep release create: --security-version takes a number\n");
+                return UPK_EXIT_USAGE;
+            }
+            m.security_version = v;
+            have_secver = true;
+            break;
+        }
+        case O_HW: {
+            /* Repeatable, and comma-separated lists too. */
+            const char *p = optarg;
+            while (*p != '\0') {
+                const char *comma = strchr(p, ',');
+                size_t len = comma ? (size_t)(comma - p) : strlen(p);
+                if (m.hw_count >= UPK_HW_MAX || len == 0 || len > UPK_ID_MAX) {
+                    fprintf(stderr, "upkeep release create: bad --hw list (at most %d ids)\n",
+                            UPK_HW_MAX);
+                    return UPK_EXIT_USAGE;
+                }
+                memcpy(m.hw[m.hw_count], p, len);
+                m.hw[m.hw_count][len] = '\0';
+                m.hw_count++;
+                p = comma ? comma + 1 : p + len;
+            }
+            break;
+        }
+        case O_MODULE:
+            r = snprintf(m.module, sizeof(m.module), "%s", optarg);
+            break;
+        case O_EXPIRES:
+            expires = optarg;
+            break;
+        case O_KEY:
+            keypath = optarg;
+            break;
+        case O_DELTA:
+            delta = true;
+            break;
+        case O_OUT:
+            outdir = optarg;
+            break;
+        case O_UPLOAD:
+            upload = true;
+            break;
+        case O_SUPPORT:
+            if (upk_time_parse(optarg, &m.support.security_until) != UPK_OK) {
+                fprintf(stderr, "upkeep release create: --support-until takes a date\n");
+                return UPK_EXIT_USAGE;
+            }
+            m.support.present = true;
+            break;
+        case O_DELIVERY:
+            r = snprintf(m.support.delivery, sizeof(m.support.delivery), "%s", optarg);
+            break;
+        case O_NOTICE:
+            r = snprintf(m.support.notice, sizeof(m.support.notice), "%s", optarg);
+            break;
+        case O_CONTACT:
+            r = snprintf(m.support.contact, sizeof(m.support.contact), "%s", optarg);
+            break;
+        case O_ID:
+            id = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return UPK_EXIT_OK;
+        default:
+            if (c >= UPK_CLIENT_OPT_BROKER && upk_client_cfg_opt(&cfg, c, optarg))
+                break;
+            usage(stderr);
+            return UPK_EXIT_USAGE;
+        }
+    }
+    (void)r;
+    if (optind + 1 != argc) {
+        fprintf(stderr, "upkeep release create: give exactly one ARTIFACT file\n");
+        return UPK_EXIT_USAGE;
+    }
+    const char *artifact = argv[optind];
+    const char *missing = m.name[0] == '\0'      ? "--name"
+                          : m.version[0] == '\0' ? "--version"
+                          : !have_secver         ? "--security-version"
+                          : m.hw_count == 0      ? "--hw"
+                          : m.module[0] == '\0'  ? "--module"
+                          : expires == NULL      ? "--expires"
+                          : keypath == NULL      ? "--key"
+                                                 : NULL;
+    if (missing != NULL) {
+        fprintf(stderr, "upkeep release create: %s is required (see --help)\n", missing);
+        return UPK_EXIT_USAGE;
+    }
+    if (m.support.present && m.support.delivery[0] == '\0')
+        r = snprintf(m.support.delivery, sizeof(m.support.delivery), "automatic");
+    m.created = now;
+    if (!parse_when(expires, now, &m.expires) || m.expires <= now) {
+        fprintf(stderr, "upkeep release create: --expires must be a future date (2027-01-01) or a "
+                        "duration (365d)\n");
+        return UPK_EXIT_USAGE;
+    }
+    if (upk_fs_sha256(artifact, m.sha256, &m.size) != UPK_OK) {
+        fprintf(stderr, "upkeep release create: cannot read %s\n", artifact);
+        return UPK_EXIT_FAIL;
+    }
+    if (delta) {
+#ifdef UPK_HAVE_DELTA
+        upk_delta_info info;
+        if (upk_delta_read_info(artifact, &info) != UPK_OK) {
+            fprintf(stderr, "upkeep release create: %s is not a patch from `upkeep delta make`\n",
+                    artifact);
+            return UPK_EXIT_FAIL;
+        }
+        m.type = UPK_RELEASE_DELTA;
+        m.target_size = info.new_size;
+        memcpy(m.target_sha256, info.new_sha256, UPK_SHA256_LEN);
+        memcpy(m.base_sha256, info.old_sha256, UPK_SHA256_LEN);
+#else
+        fprintf(stderr, "upkeep release create: this build has no delta support\n");
+        return UPK_EXIT_FAIL;
+#endif
+    } else {
+        m.type = UPK_RELEASE_FULL;
+        m.target_size = m.size;
+        memcpy(m.target_sha256, m.sha256, UPK_SHA256_LEN);
+    }
+    char *pem = NULL, *json = NULL, *bundle = NULL;
+    size_t pemlen = 0, jlen = 0;
+    upk_key *key = NULL;
+    int rc = UPK_EXIT_FAIL;
+    if (upk_fs_read(keypath, UPK_KEY_PEM_MAX, &pem, &pemlen) != UPK_OK ||
+        upk_key_load_pem(pem, pemlen, &key) != UPK_OK || !upk_key_has_private(key)) {
+        fprintf(stderr, "upkeep release create: %s is not a private key from `upkeep keygen`\n",
+                keypath);
+        goto out;
+    }
+    upk_err err = upk_manifest_encode(&m, &json, &jlen);
+    if (err != UPK_OK) {
+        fprintf(stderr,
+                "upkeep release create: the manifest is not valid (%s): check that --name, "
+                "--hw and --module are ids and --version has no spaces\n",
+                upk_err_str(err));
+        goto out;
+    }
+    uint8_t sig[UPK_SIG_MAX];
+    size_t siglen = 0;
+    char sigb64[UPK_SIG_MAX * 2];
+    size_t b64len = 0;
+    if (upk_manifest_sign(key, json, jlen, sig, &siglen) != UPK_OK ||
+        upk_base64_encode(sig, siglen, sigb64, sizeof(sigb64), &b64len) != UPK_OK) {
+        fprintf(stderr, "upkeep release create: signing failed\n");
+        goto out;
+    }
+    char abs_art[PATH_MAX];
+    if (realpath(artifact, abs_art) == NULL) {
+        fprintf(stderr, "upkeep release create: cannot resolve %s\n", artifact);
+        goto out;
+    }
+    cJSON *b = cJSON_CreateObject();
+    if (b == NULL)
+        goto out;
+    cJSON_AddNumberToObject(b, "v", 1);
+    cJSON_AddStringToObject(b, "manifest", json);
+    cJSON_AddStringToObject(b, "sig", sigb64);
+    cJSON_AddStringToObject(b, "key_id", upk_key_id(key));
+    cJSON_AddStringToObject(b, "artifact", abs_art);
+    bundle = cJSON_Print(b);
+    cJSON_Delete(b);
+    if (bundle == NULL)
+        goto out;
+    char path[PATH_MAX + 32], base[PATH_MAX];
+    r = snprintf(base, sizeof(base), "%s/%s-%s", outdir, m.name, m.version);
+    r = snprintf(path, sizeof(path), "%s.manifest.json", base);
+    if (write_file(path, json, jlen) != 0)
+        goto out;
+    r = snprintf(path, sizeof(path), "%s.manifest.sig", base);
+    if (write_file(path, sig, siglen) != 0)
+        goto out;
+    r = snprintf(path, sizeof(path), "%s.release.json", base);
+    if (write_file(path, bundle, strlen(bundle)) != 0)
+        goto out;
+    char hex[UPK_SHA256_HEX_LEN + 1];
+    if (upk_hex_encode(m.sha256, UPK_SHA256_LEN, hex, sizeof(hex)) != UPK_OK)
+        goto out;
+    printf("release bundle: %s\nrelease:        %s-%s (%s, security_version %llu)\n"
+           "artifact:       %s (%llu bytes, sha256 %s)\nsigned by key:  %s\n",
+           path, m.name, m.version, delta ? "delta" : "full",
+           (unsigned long long)m.security_version, abs_art, (unsigned long long)m.size, hex,
+           upk_key_id(key));
+    rc = UPK_EXIT_OK;
+    if (upload)
+        rc = upload_bundle(&cfg, path, id);
+out:
+    if (pem != NULL) {
+        memset(pem, 0, pemlen);
+        free(pem);
+    }
+    upk_key_free(key);
+    free(json);
+    free(bundle);
+    return rc;
+}
+
+/* ---- import, list, show */
+
+static int cmd_remote(int argc, char **argv, int which)
+{
+    static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
+                                         {"id", required_argument, NULL, 'i'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         UPK_CLIENT_LONG_OPTS,
+                                         {0}};
+    upk_client_cfg cfg;
+    upk_client_cfg_init(&cfg);
+    bool json = false;
+    const char *id = NULL;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        if (c == 'j')
+            json = true;
+        else if (c == 'i')
+            id = optarg;
+        else if (c == 'h') {
+            usage(stdout);
+            return UPK_EXIT_OK;
+        } else if (!(c >= UPK_CLIENT_OPT_BROKER && upk_client_cfg_opt(&cfg, c, optarg))) {
+            usage(stderr);
+            return UPK_EXIT_USAGE;
+        }
+    }
+    int want = which == 1 ? 0 : 1; /* list takes no operand */
+    if (argc - optind != want) {
+        usage(stderr);
+        return UPK_EXIT_USAGE;
+    }
+    if (which == 0)
+        return upload_bundle(&cfg, argv[optind], id);
+    cJSON *args = cJSON_CreateObject(), *data = NULL;
+    if (args == NULL)
+        return UPK_EXIT_FAIL;
+    if (which == 2)
+        cJSON_AddStringToObject(args, "id", argv[optind]);
+    int rc = upk_cli_call(&cfg, which == 1 ? "release.list" : "release.show", args, &data);
+    cJSON_Delete(args);
+    if (rc != UPK_EXIT_OK)
+        return rc;
+    if (json) {
+        upk_json_print(stdout, data);
+    } else if (which == 1) {
+        static const upk_col cols[] = {{"id", "ID", UPK_COL_STR},
+                                       {"version", "VERSION", UPK_COL_STR},
+                                       {"security_version", "SECVER", UPK_COL_NUM},
+                                       {"type", "TYPE", UPK_COL_STR},
+                                       {"hw", "HW", UPK_COL_STR},
+                                       {"size", "SIZE", UPK_COL_NUM},
+                                       {"expires", "EXPIRES", UPK_COL_TIME_S},
+                                       {"imported_by", "IMPORTED BY", UPK_COL_STR}};
+        upk_table_print(stdout, data, cols, sizeof(cols) / sizeof(cols[0]));
+    } else {
+        static const upk_col cols[] = {{"id", "id:", UPK_COL_STR},
+                                       {"name", "name:", UPK_COL_STR},
+                                       {"version", "version:", UPK_COL_STR},
+                                       {"security_version", "security_version:", UPK_COL_NUM},
+                                       {"type", "type:", UPK_COL_STR},
+                                       {"module", "module:", UPK_COL_STR},
+                                       {"hw", "hardware:", UPK_COL_STR},
+                                       {"size", "size:", UPK_COL_NUM},
+                                       {"sha256", "sha256:", UPK_COL_STR},
+                                       {"key_id", "key id:", UPK_COL_STR},
+                                       {"created", "created:", UPK_COL_TIME_S},
+                                       {"expires", "expires:", UPK_COL_TIME_S},
+                                       {"imported_ms", "imported:", UPK_COL_TIME_MS},
+                                       {"imported_by", "imported by:", UPK_COL_STR},
+                                       {"desired_by", "desired by:", UPK_COL_NUM}};
+        upk_kv_print(stdout, data, cols, sizeof(cols) / sizeof(cols[0]));
+    }
+    cJSON_Delete(data);
+    return UPK_EXIT_OK;
+}
+
+int upk_cli_release(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? UPK_EXIT_USAGE : UPK_EXIT_OK;
+    }
+    if (strcmp(argv[1], "create") == 0)
+        return cmd_create(argc - 1, argv + 1);
+    if (strcmp(argv[1], "import") == 0)
+        return cmd_remote(argc - 1, argv + 1, 0);
+    if (strcmp(argv[1], "list") == 0)
+        return cmd_remote(argc - 1, argv + 1, 1);
+    if (strcmp(argv[1], "show") == 0)
+        return cmd_remote(argc - 1, argv + 1, 2);
+    fprintf(stderr, "upkeep release: unknown subcommand '%s'; see `upkeep release --help`\n",
+            argv[1]);
+    return UPK_EXIT_USAGE;
+}

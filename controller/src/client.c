@@ -1,0 +1,338 @@
+/* Operator client for ctl/req -> ctl/resp (client.h). */
+#include "client.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <uv.h>
+
+#include "upkeep/fs.h"
+#include "upkeep/hash.h"
+#include "upkeep/log.h"
+#include "upkeep/mqtt.h"
+#include "upkeep/msg.h"
+
+struct upk_client {
+    uv_loop_t loop;
+    upk_mqtt *mqtt;
+    upk_client_cfg cfg;
+    uv_timer_t timer;
+    bool connected, timed_out, closed;
+    upk_err conn_err;
+    char want_id[UPK_CORR_MAX + 1];
+    bool got;
+    upk_ctl_resp resp;
+    upk_err resp_err;
+    unsigned seq;
+};
+
+static void copy_str(char *dst, size_t cap, const char *src)
+{
+    int r = snprintf(dst, cap, "%s", src);
+    (void)r;
+}
+
+void upk_client_cfg_init(upk_client_cfg *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    copy_str(cfg->prefix, sizeof(cfg->prefix), UPK_TOPIC_PREFIX_DEFAULT);
+    cfg->timeout_ms = 15000;
+    const char *home = getenv("HOME");
+    if (home != NULL) {
+        char path[4200];
+        char *text = NULL;
+        size_t len = 0;
+        int r = snprintf(path, sizeof(path), "%s/.config/upkeep/cli.json", home);
+        (void)r;
+        if (upk_fs_read(path, 65536, &text, &len) == UPK_OK) {
+            cJSON *j = cJSON_ParseWithLength(text, len);
+            const cJSON *v;
+            if ((v = cJSON_GetObjectItem(j, "broker")) != NULL && cJSON_IsString(v))
+                copy_str(cfg->broker, sizeof(cfg->broker), v->valuestring);
+            if ((v = cJSON_GetObjectItem(j, "user")) != NULL && cJSON_IsString(v))
+                copy_str(cfg->user, sizeof(cfg->user), v->valuestring);
+            if ((v = cJSON_GetObjectItem(j, "password_file")) != NULL && cJSON_IsString(v))
+                copy_str(cfg->password_file, sizeof(cfg->password_file), v->valuestring);
+            if ((v = cJSON_GetObjectItem(j, "prefix")) != NULL && cJSON_IsString(v))
+                copy_str(cfg->prefix, sizeof(cfg->prefix), v->valuestring);
+            if ((v = cJSON_GetObjectItem(j, "ca_file")) != NULL && cJSON_IsString(v))
+                copy_str(cfg->ca_file, sizeof(cfg->ca_file), v->valuestring);
+            cJSON_Delete(j);
+            free(text);
+        }
+    }
+    const char *e;
+    if ((e = getenv("UPKEEP_BROKER")) != NULL)
+        copy_str(cfg->broker, sizeof(cfg->broker), e);
+    if ((e = getenv("UPKEEP_USER")) != NULL)
+        copy_str(cfg->user, sizeof(cfg->user), e);
+    if ((e = getenv("UPKEEP_PASSWORD_FILE")) != NULL)
+        copy_str(cfg->password_file, sizeof(cfg->password_file), e);
+    if ((e = getenv("UPKEEP_PREFIX")) != NULL)
+        copy_str(cfg->prefix, sizeof(cfg->prefix), e);
+    if ((e = getenv("UPKEEP_CA_FILE")) != NULL)
+        copy_str(cfg->ca_file, sizeof(cfg->ca_file), e);
+}
+
+bool upk_client_cfg_opt(upk_client_cfg *cfg, int code, const char *value)
+{
+    switch (code) {
+    case UPK_CLIENT_OPT_BROKER:
+        copy_str(cfg->broker, sizeof(cfg->broker), value);
+        return true;
+    case UPK_CLIENT_OPT_USER:
+        copy_str(cfg->user, sizeof(cfg->user), value);
+        return true;
+    case UPK_CLIENT_OPT_PASSWORD_FILE:
+        copy_str(cfg->password_file, sizeof(cfg->password_file), value);
+        return true;
+    case UPK_CLIENT_OPT_PREFIX:
+        copy_str(cfg->prefix, sizeof(cfg->prefix), value);
+        return true;
+    case UPK_CLIENT_OPT_CA_FILE:
+        copy_str(cfg->ca_file, sizeof(cfg->ca_file), value);
+        return true;
+    case UPK_CLIENT_OPT_TIMEOUT: {
+        char *end = NULL;
+        unsigned long s = strtoul(value, &end, 10);
+        if (end == value || *end != '\0' || s == 0 || s > 3600) {
+            fprintf(stderr, "upkeep: --timeout takes seconds from 1 to 3600\n");
+            return false;
+        }
+        cfg->timeout_ms = (unsigned)s * 1000;
+        return true;
+    }
+    default:
+        return false;
+    }
+}
+
+int upk_client_exit_code(upk_err err)
+{
+    return (err == UPK_E_CONN || err == UPK_E_TIMEOUT || err == UPK_E_AUTH_FAILED ||
+            err == UPK_E_CONFIG_INVALID)
+               ? 3
+               : 1;
+}
+
+static void on_connect(upk_mqtt *m, void *ud)
+{
+    upk_client *c = ud;
+    char topic[UPK_TOPIC_MAX + 1];
+    if (upk_topic_build(topic, sizeof(topic), c->cfg.prefix, UPK_TOPIC_CTL_RESP, c->cfg.user) !=
+            UPK_OK ||
+        upk_mqtt_subscribe(m, topic, 1) != UPK_OK) {
+        c->conn_err = UPK_E_CONN;
+        return;
+    }
+    c->connected = true;
+}
+
+static void on_disconnect(upk_mqtt *m, upk_err err, void *ud)
+{
+    (void)m;
+    upk_client *c = ud;
+    c->connected = false;
+    c->conn_err = err;
+}
+
+static void on_message(upk_mqtt *m, const upk_mqtt_msg *msg, void *ud)
+{
+    (void)m;
+    upk_client *c = ud;
+    upk_ctl_resp r;
+    memset(&r, 0, sizeof(r));
+    if (upk_ctl_resp_decode((const char *)msg->payload, msg->len, &r) != UPK_OK)
+        return;
+    /* Only the controller's replies count (the plugin stamps it). */
+    if (c->got || strcmp(r.id, c->want_id) != 0 || strncmp(msg->sender, "controller:", 11) != 0) {
+        upk_ctl_resp_cleanup(&r);
+        return;
+    }
+    c->resp = r;
+    c->got = true;
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    upk_client *c = t->data;
+    c->timed_out = true;
+}
+
+/* Runs the loop until *flag, an error or the timeout. */
+static void wait_for(upk_client *c, const bool *flag, bool stop_on_conn_err)
+{
+    c->timed_out = false;
+    uv_timer_start(&c->timer, on_timer, c->cfg.timeout_ms, 0);
+    while (!*flag && !c->timed_out && !(stop_on_conn_err && c->conn_err == UPK_E_AUTH_FAILED))
+        uv_run(&c->loop, UV_RUN_ONCE);
+    uv_timer_stop(&c->timer);
+}
+
+upk_err upk_client_connect(const upk_client_cfg *cfg, upk_client **out, char *why, size_t whycap)
+{
+    int r;
+    if (cfg->broker[0] == '\0' || cfg->user[0] == '\0') {
+        r = snprintf(why, whycap,
+                     "no broker or user: pass --broker URL --user NAME --password-file F, set "
+                     "UPKEEP_BROKER/UPKEEP_USER/UPKEEP_PASSWORD_FILE, or write "
+                     "~/.config/upkeep/cli.json (docs/operator-guide.md)");
+        return UPK_E_CONFIG_INVALID;
+    }
+    if (!upk_id_valid(cfg->user) || !upk_topic_prefix_valid(cfg->prefix)) {
+        r = snprintf(why, whycap, "user must be an id and prefix a topic prefix");
+        return UPK_E_CONFIG_INVALID;
+    }
+    char *pw = NULL;
+    size_t pwlen = 0;
+    if (cfg->password_file[0] != '\0') {
+        if (upk_fs_read(cfg->password_file, 1024, &pw, &pwlen) != UPK_OK) {
+            r = snprintf(why, whycap, "cannot read the password file %s", cfg->password_file);
+            return UPK_E_CONFIG_INVALID;
+        }
+        while (pwlen > 0 && (pw[pwlen - 1] == '\n' || pw[pwlen - 1] == '\r'))
+            pw[--pwlen] = '\0';
+    }
+    upk_client *c = calloc(1, sizeof(*c));
+    upk_err err = UPK_E_NOMEM;
+    if (c == NULL)
+        goto out_pw;
+    c->cfg = *cfg;
+    if (uv_loop_init(&c->loop) != 0) {
+        free(c);
+        goto out_pw;
+    }
+    uv_timer_init(&c->loop, &c->timer);
+    c->timer.data = c;
+    char cid[UPK_ID_MAX + 1];
+    uint8_t rnd[4];
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    unsigned long mix = (unsigned long)ts.tv_nsec ^ ((unsigned long)getpid() << 16);
+    memcpy(rnd, &mix, sizeof(rnd));
+    r = snprintf(cid, sizeof(cid), "%.40s-cli-%02x%02x%02x%02x", cfg->user, rnd[0], rnd[1], rnd[2],
+                 rnd[3]);
+    upk_mqtt_opts o;
+    memset(&o, 0, sizeof(o));
+    o.url = cfg->broker;
+    o.client_id = cid;
+    o.username = cfg->user;
+    o.password = pw;
+    o.ca_file = cfg->ca_file[0] ? cfg->ca_file : NULL;
+    o.clean_start = true;
+    o.reconnect_min_ms = 200;
+    o.reconnect_max_ms = 2000;
+    o.on_connect = on_connect;
+    o.on_disconnect = on_disconnect;
+    o.on_message = on_message;
+    o.userdata = c;
+    if ((err = upk_mqtt_new(&c->loop, &o, &c->mqtt)) != UPK_OK ||
+        (err = upk_mqtt_start(c->mqtt)) != UPK_OK) {
+        r = snprintf(why, whycap, "cannot start the MQTT client (%s)", upk_err_str(err));
+        upk_client_close(c);
+        goto out_pw;
+    }
+    wait_for(c, &c->connected, true);
+    if (!c->connected) {
+        err = c->conn_err == UPK_E_AUTH_FAILED ? UPK_E_AUTH_FAILED : UPK_E_CONN;
+        r = snprintf(why, whycap,
+                     err == UPK_E_AUTH_FAILED
+                         ? "broker %s refused user '%s': check --user and --password-file"
+                         : "cannot reach the broker at %s as '%s': check --broker and that it "
+                           "runs",
+                     cfg->broker, cfg->user);
+        upk_client_close(c);
+        goto out_pw;
+    }
+    *out = c;
+    err = UPK_OK;
+out_pw:
+    if (pw != NULL) {
+        memset(pw, 0, pwlen);
+        free(pw);
+    }
+    (void)r;
+    return err;
+}
+
+upk_err upk_client_call(upk_client *c, const char *cmd, const cJSON *args, cJSON **data, char *msg,
+                        size_t msgcap)
+{
+    upk_ctl_req req;
+    memset(&req, 0, sizeof(req));
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int r = snprintf(req.id, sizeof(req.id), "r%lx%lx-%u", (unsigned long)ts.tv_sec,
+                     (unsigned long)ts.tv_nsec, ++c->seq);
+    r = snprintf(req.cmd, sizeof(req.cmd), "%s", cmd);
+    req.args = (cJSON *)args;
+    char *payload = NULL;
+    size_t len = 0;
+    char topic[UPK_TOPIC_MAX + 1];
+    msg[0] = '\0';
+    upk_err err = upk_ctl_req_encode(&req, &payload, &len);
+    if (err != UPK_OK) {
+        r = snprintf(msg, msgcap, "request could not be encoded (%s)", upk_err_str(err));
+        return err;
+    }
+    if ((err = upk_topic_build(topic, sizeof(topic), c->cfg.prefix, UPK_TOPIC_CTL_REQ,
+                               c->cfg.user)) != UPK_OK)
+        goto out;
+    memcpy(c->want_id, req.id, sizeof(c->want_id));
+    c->got = false;
+    if ((err = upk_mqtt_publish(c->mqtt, topic, payload, len, 1, false, NULL, NULL)) != UPK_OK) {
+        r = snprintf(msg, msgcap, "could not send to the broker (%s)", upk_err_str(err));
+        goto out;
+    }
+    wait_for(c, &c->got, false);
+    if (!c->got) {
+        err = UPK_E_TIMEOUT;
+        r = snprintf(msg, msgcap,
+                     "no reply from the controller within %us: is `upkeep serve` running and "
+                     "connected to this broker, and may '%s' send commands?",
+                     c->cfg.timeout_ms / 1000, c->cfg.user);
+        goto out;
+    }
+    err = c->resp.error;
+    if (err == UPK_OK) {
+        if (data != NULL) {
+            *data = c->resp.data;
+            c->resp.data = NULL;
+        }
+    } else {
+        r = snprintf(msg, msgcap, "%s", c->resp.message);
+    }
+    upk_ctl_resp_cleanup(&c->resp);
+    memset(&c->resp, 0, sizeof(c->resp));
+out:
+    (void)r;
+    free(payload);
+    return err;
+}
+
+static void mqtt_closed(void *ud)
+{
+    upk_client *c = ud;
+    c->closed = true;
+}
+
+void upk_client_close(upk_client *c)
+{
+    if (c == NULL)
+        return;
+    if (c->mqtt != NULL) {
+        upk_mqtt_close(c->mqtt, mqtt_closed, c);
+        c->mqtt = NULL;
+        for (int i = 0; i < 1000 && !c->closed; i++)
+            uv_run(&c->loop, UV_RUN_ONCE);
+    }
+    uv_close((uv_handle_t *)&c->timer, NULL);
+    uv_run(&c->loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&c->loop) != 0)
+        upk_debug("client: loop closed with handles open");
+    free(c);
+}

@@ -1,0 +1,82 @@
+/* The operator side of ctl/req/{o} -> ctl/resp/{o}: connection settings
+ * (flags, then UPKEEP_* environment, then ~/.config/upkeep/cli.json), and a
+ * blocking request/response call with a correlation id and a timeout over
+ * upk_mqtt on a private libuv loop. For the `upkeep` CLI; one thread. */
+#ifndef UPKEEP_CONTROLLER_CLIENT_H
+#define UPKEEP_CONTROLLER_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "upkeep/err.h"
+#include "upkeep/id.h"
+#include "upkeep/topic.h"
+
+struct cJSON;
+
+typedef struct upk_client_cfg {
+    char broker[512];
+    char user[UPK_ID_MAX + 1];
+    char password_file[4096];
+    char prefix[UPK_TOPIC_PREFIX_MAX + 1];
+    char ca_file[4096];
+    unsigned timeout_ms;
+} upk_client_cfg;
+
+/* getopt_long codes of the connection options every remote command takes. */
+enum {
+    UPK_CLIENT_OPT_BROKER = 1000,
+    UPK_CLIENT_OPT_USER,
+    UPK_CLIENT_OPT_PASSWORD_FILE,
+    UPK_CLIENT_OPT_PREFIX,
+    UPK_CLIENT_OPT_CA_FILE,
+    UPK_CLIENT_OPT_TIMEOUT,
+};
+
+#define UPK_CLIENT_LONG_OPTS                                                      \
+    {"broker", required_argument, NULL, UPK_CLIENT_OPT_BROKER},                   \
+        {"user", required_argument, NULL, UPK_CLIENT_OPT_USER},                   \
+        {"password-file", required_argument, NULL, UPK_CLIENT_OPT_PASSWORD_FILE}, \
+        {"prefix", required_argument, NULL, UPK_CLIENT_OPT_PREFIX},               \
+        {"ca-file", required_argument, NULL, UPK_CLIENT_OPT_CA_FILE},             \
+    {                                                                             \
+        "timeout", required_argument, NULL, UPK_CLIENT_OPT_TIMEOUT                \
+    }
+
+#define UPK_CLIENT_HELP                                                                 \
+    "connection (or UPKEEP_BROKER, UPKEEP_USER, UPKEEP_PASSWORD_FILE, UPKEEP_PREFIX,\n" \
+    "UPKEEP_CA_FILE, or ~/.config/upkeep/cli.json):\n"                                  \
+    "  --broker URL          tcp://host:1883 or ssl://host:8883\n"                      \
+    "  --user NAME           your operator name\n"                                      \
+    "  --password-file F     file holding your MQTT password\n"                         \
+    "  --prefix P            topic prefix (default upkeep/v1)\n"                        \
+    "  --ca-file F           CA for ssl:// brokers\n"                                   \
+    "  --timeout SECONDS     reply timeout (default 15)\n"
+
+/* Fills defaults, then the config file, then the environment. */
+void upk_client_cfg_init(upk_client_cfg *cfg);
+/* Applies one connection option; false when code is not one of them or the
+ * value is unusable (message on stderr). */
+bool upk_client_cfg_opt(upk_client_cfg *cfg, int code, const char *value);
+
+typedef struct upk_client upk_client;
+
+/* Connects and subscribes to ctl/resp/{user}. On failure why says what to
+ * fix; returns UPK_E_CONFIG_INVALID (settings missing), UPK_E_CONN,
+ * UPK_E_AUTH_FAILED or UPK_E_TIMEOUT. Close with upk_client_close. */
+UPK_MUST_CHECK upk_err upk_client_connect(const upk_client_cfg *cfg, upk_client **out, char *why,
+                                          size_t whycap);
+
+/* Sends cmd with args (borrowed; NULL for {}) and waits for the reply. On
+ * UPK_OK *data (may be NULL) is the reply's data, caller frees with
+ * cJSON_Delete. Otherwise msg holds the controller's message or why it was
+ * not reached (UPK_E_TIMEOUT, UPK_E_CONN). */
+UPK_MUST_CHECK upk_err upk_client_call(upk_client *c, const char *cmd, const struct cJSON *args,
+                                       struct cJSON **data, char *msg, size_t msgcap);
+void upk_client_close(upk_client *c);
+
+/* Exit status for a client error: 3 when the controller or broker was not
+ * reached, else 1. */
+int upk_client_exit_code(upk_err err);
+
+#endif

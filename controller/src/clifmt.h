@@ -1,0 +1,41 @@
+/* Terminal output helpers of the `upkeep` CLI: aligned tables from JSON rows,
+ * times, durations, progress bars. Print to the given FILE; one thread. */
+#ifndef UPKEEP_CONTROLLER_CLIFMT_H
+#define UPKEEP_CONTROLLER_CLIFMT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+struct cJSON;
+
+typedef enum upk_col_kind {
+    UPK_COL_STR,
+    UPK_COL_NUM,
+    UPK_COL_TIME_MS, /* epoch ms as RFC 3339, "-" for 0 */
+    UPK_COL_TIME_S,  /* epoch s */
+    UPK_COL_BOOL,    /* 1/0 as yes/no */
+    UPK_COL_BP,      /* basis points as percent */
+} upk_col_kind;
+
+typedef struct upk_col {
+    const char *key;
+    const char *header;
+    upk_col_kind kind;
+} upk_col;
+
+/* Prints rows (a JSON array of objects) as an aligned table with a header. */
+void upk_table_print(FILE *out, const struct cJSON *rows, const upk_col *cols, size_t ncols);
+/* Prints one object as "key: value" lines in the order of cols. */
+void upk_kv_print(FILE *out, const struct cJSON *obj, const upk_col *cols, size_t ncols);
+/* Formats one cell into buf. */
+void upk_cell_format(const struct cJSON *v, upk_col_kind kind, char *buf, size_t cap);
+/* "1h02m", "45s", "-" for negative. */
+void upk_duration_format(double seconds, char *buf, size_t cap);
+/* A bar like "[#####.....]" of width cells for done/total. */
+void upk_bar_format(double done, double total, int width, char *buf, size_t cap);
+/* Prints JSON (pretty) and a newline. */
+void upk_json_print(FILE *out, const struct cJSON *v);
+
+#endif

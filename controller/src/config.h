@@ -1,0 +1,51 @@
+/* `upkeep serve` configuration: a JSON file (-c PATH). A bad file is refused
+ * with the offending field named, so an operator knows what to fix.
+ *   data_dir        (string, required) where upkeep.db and blobs/ live
+ *   broker          (string, required) tcp://host:port or ssl://host:port
+ *   username        (string) MQTT user of the controller role
+ *   password_file   (string) file holding the MQTT password (first line)
+ *   client_id       (string, default "upkeep-controller")
+ *   topic_prefix    (string, default "upkeep/v1")
+ *   release_keys    (array of PEM public key paths, required, >= 1)
+ *   tick_ms         (integer 50..60000, default 1000)
+ *   readonly_operators (array of operator ids that may only read)
+ *   ca_file, cert_file, key_file (strings, TLS)
+ * Loaded on the main thread before the loop starts. */
+#ifndef UPKEEP_CONTROLLER_CONFIG_H
+#define UPKEEP_CONTROLLER_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store.h"
+#include "upkeep/err.h"
+#include "upkeep/id.h"
+#include "upkeep/key.h"
+#include "upkeep/topic.h"
+
+#define UPK_READONLY_MAX 64
+
+typedef struct upk_serve_config {
+    char data_dir[UPK_PATH_MAX];
+    char broker[512];
+    char username[UPK_ID_MAX + 1];
+    char password[256];
+    char client_id[UPK_ID_MAX + 1];
+    char prefix[UPK_TOPIC_PREFIX_MAX + 1];
+    char ca_file[UPK_PATH_MAX], cert_file[UPK_PATH_MAX], key_file[UPK_PATH_MAX];
+    uint32_t tick_ms;
+    size_t readonly_count;
+    char readonly[UPK_READONLY_MAX][UPK_ID_MAX + 1];
+    upk_keyring *ring; /* owned */
+} upk_serve_config;
+
+/* Parses the JSON text (len bytes; path files inside are read). On failure
+ * writes "field: what is wrong" into why and returns UPK_E_CONFIG_INVALID
+ * (or the read error). Release the config with upk_serve_config_cleanup. */
+UPK_MUST_CHECK upk_err upk_serve_config_parse(const char *json, size_t len, upk_serve_config *out,
+                                              char *why, size_t whycap);
+UPK_MUST_CHECK upk_err upk_serve_config_load(const char *path, upk_serve_config *out, char *why,
+                                             size_t whycap);
+void upk_serve_config_cleanup(upk_serve_config *c);
+
+#endif

@@ -1,0 +1,493 @@
+/* `upkeep serve` wiring (serve.h): registry updates from retained state and
+ * online messages, event application, chunk serving to devices whose desired
+ * names the artifact, operator commands, and the engine tick that advances
+ * every running campaign. Everything runs on the loop thread. */
+#include "serve.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "ctl.h"
+#include "engine.h"
+#include "store.h"
+#include "upkeep/hash.h"
+#include "upkeep/log.h"
+#include "upkeep/mqtt.h"
+#include "upkeep/msg.h"
+#include "upkeep/topic.h"
+
+#define RUNNING_MAX        256   /* campaigns advanced per tick */
+#define REPUBLISH_EVERY_MS 10000 /* retry of desired publishes that failed */
+
+typedef struct srv {
+    uv_loop_t loop;
+    const upk_serve_config *cfg;
+    upk_store *store;
+    upk_ctl *ctl;
+    upk_mqtt *mqtt;
+    uv_timer_t tick;
+    uv_signal_t sigint, sigterm;
+    bool stopping;
+    bool republish;
+    int64_t last_republish_ms;
+    /* Cache of the last encoded desired payload (release, campaign). */
+    char cache_release[UPK_ID_MAX + 1], cache_campaign[UPK_ID_MAX + 1];
+    char *cache_payload;
+    size_t cache_len;
+    uint8_t *chunk_buf;
+    uint64_t events, chunks, desired_sent;
+} srv;
+
+struct pub_ctx {
+    srv *s;
+    char device[UPK_ID_MAX + 1];
+    char release[UPK_ID_MAX + 1];
+    char campaign[UPK_ID_MAX + 1];
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* True when sender is exactly "<role>:<id>". */
+static bool stamped(const char *sender, const char *role, const char *id)
+{
+    size_t rl = strlen(role);
+    return sender != NULL && strncmp(sender, role, rl) == 0 && sender[rl] == ':' &&
+           strcmp(sender + rl + 1, id) == 0;
+}
+
+static void desired_done(upk_mqtt *c, upk_err err, void *cb_data)
+{
+    (void)c;
+    struct pub_ctx *p = cb_data;
+    if (err == UPK_OK) {
+        if (upk_store_desired_acked(p->s->store, p->device, p->release, p->campaign) != UPK_OK)
+            upk_error("serve: could not record desired ack device=%s", p->device);
+    } else {
+        upk_warn("serve: desired publish failed device=%s release=%s err=%s", p->device, p->release,
+                 upk_err_str(err));
+        p->s->republish = true;
+    }
+    free(p);
+}
+
+static upk_err desired_payload(srv *s, const char *release, const char *campaign)
+{
+    if (s->cache_payload != NULL && strcmp(s->cache_release, release) == 0 &&
+        strcmp(s->cache_campaign, campaign) == 0)
+        return UPK_OK;
+    upk_release_row r;
+    memset(&r, 0, sizeof(r));
+    upk_err err = upk_store_release_get(s->store, release, &r);
+    if (err != UPK_OK)
+        return err;
+    upk_desired_msg m;
+    memset(&m, 0, sizeof(m));
+    int n = snprintf(m.campaign, sizeof(m.campaign), "%s", campaign);
+    n = snprintf(m.key_id, sizeof(m.key_id), "%s", r.key_id);
+    (void)n;
+    m.manifest = r.manifest;
+    m.manifest_len = r.manifest_len;
+    memcpy(m.sig, r.sig, r.sig_len);
+    m.sig_len = r.sig_len;
+    char *out = NULL;
+    size_t len = 0;
+    err = upk_desired_encode(&m, &out, &len);
+    upk_release_row_cleanup(&r);
+    if (err != UPK_OK)
+        return err;
+    free(s->cache_payload);
+    s->cache_payload = out;
+    s->cache_len = len;
+    memcpy(s->cache_release, release, sizeof(s->cache_release));
+    memcpy(s->cache_campaign, campaign, sizeof(s->cache_campaign));
+    return UPK_OK;
+}
+
+/* Publishes the current desired of device (retained, QoS 1); the store
+ * records it as acknowledged on PUBACK. */
+static void publish_desired(const char *device, void *ud)
+{
+    srv *s = ud;
+    char release[UPK_ID_MAX + 1], campaign[UPK_ID_MAX + 1], topic[UPK_TOPIC_MAX + 1];
+    if (upk_store_device_desired(s->store, device, release, campaign) != UPK_OK ||
+        upk_topic_build(topic, sizeof(topic), s->cfg->prefix, UPK_TOPIC_DEV_DESIRED, device) !=
+            UPK_OK)
+        return;
+    const void *payload = "";
+    size_t len = 0;
+    if (release[0] != '\0') {
+        upk_err err = desired_payload(s, release, campaign);
+        if (err != UPK_OK) {
+            upk_error("serve: cannot build desired device=%s release=%s err=%s", device, release,
+                      upk_err_str(err));
+            return;
+        }
+        payload = s->cache_payload;
+        len = s->cache_len;
+    }
+    struct pub_ctx *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return;
+    p->s = s;
+    memcpy(p->device, device, strlen(device) + 1);
+    memcpy(p->release, release, sizeof(p->release));
+    memcpy(p->campaign, campaign, sizeof(p->campaign));
+    upk_err err = upk_mqtt_publish(s->mqtt, topic, payload, len, 1, true, desired_done, p);
+    if (err != UPK_OK) {
+        free(p);
+        s->republish = true;
+        return;
+    }
+    s->desired_sent++;
+    upk_debug("serve: desired device=%s release=%s campaign=%s", device,
+              release[0] ? release : "(none)", campaign);
+}
+
+static void republish_all(srv *s)
+{
+    s->republish = false;
+    s->last_republish_ms = now_ms();
+    if (upk_store_desired_unacked(s->store, publish_desired, s) != UPK_OK)
+        upk_error("serve: cannot list unacknowledged desired releases");
+}
+
+static void on_connect(upk_mqtt *c, void *ud)
+{
+    srv *s = ud;
+    static const char *const subs[] = {"dev/+/state", "dev/+/online", "dev/+/events",
+                                       "dev/+/chunk/req", "ctl/req/+"};
+    for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
+        char filter[UPK_TOPIC_MAX + 1];
+        int r = snprintf(filter, sizeof(filter), "%s/%s", s->cfg->prefix, subs[i]);
+        (void)r;
+        upk_err err = upk_mqtt_subscribe(c, filter, 1);
+        if (err != UPK_OK)
+            upk_error("serve: subscribe %s failed: %s", filter, upk_err_str(err));
+    }
+    upk_info("serve: connected to %s", s->cfg->broker);
+    republish_all(s);
+}
+
+static void on_disconnect(upk_mqtt *c, upk_err err, void *ud)
+{
+    (void)c;
+    srv *s = ud;
+    upk_warn("serve: broker %s: %s; reconnecting", s->cfg->broker, upk_err_str(err));
+}
+
+static void handle_chunk(srv *s, const char *device, const upk_mqtt_msg *m)
+{
+    upk_chunk_req req;
+    upk_chunk_hdr h;
+    memset(&h, 0, sizeof(h));
+    char topic[UPK_TOPIC_MAX + 1], hex[UPK_SHA256_HEX_LEN + 1], path[UPK_PATH_MAX];
+    if (upk_chunk_req_decode((const char *)m->payload, m->len, &req) != UPK_OK) {
+        upk_warn("serve: malformed chunk request device=%s", device);
+        return;
+    }
+    if (upk_topic_build(topic, sizeof(topic), s->cfg->prefix, UPK_TOPIC_DEV_CHUNK_DATA, device) !=
+            UPK_OK ||
+        upk_hex_encode(req.artifact, UPK_SHA256_LEN, hex, sizeof(hex)) != UPK_OK)
+        return;
+    memcpy(h.artifact, req.artifact, UPK_SHA256_LEN);
+    h.offset = req.offset;
+    bool ok = false;
+    size_t n = 0;
+    if (upk_store_may_fetch(s->store, device, hex, &ok) != UPK_OK) {
+        h.status = UPK_CHUNK_BUSY;
+    } else if (!ok) {
+        h.status = UPK_CHUNK_NOT_FOUND;
+        upk_warn("serve: chunk refused device=%s artifact=%.16s: not in its desired", device, hex);
+    } else if (upk_store_blob_path(s->store, hex, path, sizeof(path)) == UPK_OK) {
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        struct stat st;
+        if (fd < 0 || fstat(fd, &st) != 0) {
+            h.status = UPK_CHUNK_NOT_FOUND;
+        } else if (req.length == 0 || req.length > UPK_CHUNK_MAX ||
+                   req.offset >= (uint64_t)st.st_size) {
+            h.status = UPK_CHUNK_RANGE;
+        } else {
+            size_t want = req.length;
+            if ((uint64_t)want > (uint64_t)st.st_size - req.offset)
+                want = (size_t)((uint64_t)st.st_size - req.offset);
+            while (n < want) {
+                ssize_t r = pread(fd, s->chunk_buf + UPK_CHUNK_HDR_LEN + n, want - n,
+                                  (off_t)(req.offset + n));
+                if (r < 0 && errno == EINTR)
+                    continue;
+                if (r <= 0)
+                    break;
+                n += (size_t)r;
+            }
+            h.status = n == want ? UPK_CHUNK_OK : UPK_CHUNK_BUSY;
+        }
+        if (fd >= 0)
+            close(fd);
+    }
+    if (h.status != UPK_CHUNK_OK)
+        n = 0;
+    h.length = (uint32_t)n;
+    upk_chunk_hdr_write(&h, s->chunk_buf);
+    if (upk_mqtt_publish(s->mqtt, topic, s->chunk_buf, UPK_CHUNK_HDR_LEN + n, 1, false, NULL,
+                         NULL) != UPK_OK)
+        upk_warn("serve: chunk reply dropped device=%s (broker busy)", device);
+    else
+        s->chunks++;
+}
+
+static void handle_ctl(srv *s, const char *op, const upk_mqtt_msg *m)
+{
+    char *out = NULL;
+    size_t len = 0;
+    char topic[UPK_TOPIC_MAX + 1];
+    if (upk_ctl_handle(s->ctl, op, m->sender, m->payload, m->len, now_ms(), &out, &len) != UPK_OK)
+        return;
+    if (upk_topic_build(topic, sizeof(topic), s->cfg->prefix, UPK_TOPIC_CTL_RESP, op) == UPK_OK &&
+        upk_mqtt_publish(s->mqtt, topic, out, len, 1, false, NULL, NULL) != UPK_OK)
+        upk_warn("serve: reply to operator %s dropped (broker busy)", op);
+    free(out);
+}
+
+static void on_message(upk_mqtt *c, const upk_mqtt_msg *m, void *ud)
+{
+    (void)c;
+    srv *s = ud;
+    upk_topic t;
+    if (upk_topic_parse(m->topic, m->topic_len, s->cfg->prefix, &t) != UPK_OK) {
+        upk_debug("serve: ignoring topic %s", m->topic);
+        return;
+    }
+    if (t.kind == UPK_TOPIC_CTL_REQ) {
+        handle_ctl(s, t.id, m);
+        return;
+    }
+    /* Device reports count only when the plugin stamped that very device.
+     * An offline will may arrive unstamped; "0" cannot harm. */
+    bool from_device = stamped(m->sender, "device", t.id);
+    if (!from_device && !(t.kind == UPK_TOPIC_DEV_ONLINE && m->sender[0] == '\0' && m->len == 1 &&
+                          m->payload[0] == '0')) {
+        upk_warn("serve: dropped %s of device=%s from sender=%s", upk_topic_kind_str(t.kind), t.id,
+                 m->sender[0] ? m->sender : "(none)");
+        return;
+    }
+    switch (t.kind) {
+    case UPK_TOPIC_DEV_STATE: {
+        if (m->len == 0)
+            return;
+        upk_state_msg st;
+        upk_err err = upk_state_decode((const char *)m->payload, m->len, &st);
+        if (err != UPK_OK || strcmp(st.device, t.id) != 0) {
+            upk_warn("serve: bad state device=%s err=%s", t.id,
+                     err != UPK_OK ? upk_err_str(err) : "device id differs from topic");
+            return;
+        }
+        if (upk_store_device_state(s->store, &st, now_ms()) != UPK_OK)
+            upk_error("serve: could not record state device=%s", t.id);
+        break;
+    }
+    case UPK_TOPIC_DEV_ONLINE: {
+        bool online = m->len == 1 && m->payload[0] == '1';
+        if (upk_store_device_online(s->store, t.id, online, now_ms()) != UPK_OK)
+            upk_error("serve: could not record online device=%s", t.id);
+        break;
+    }
+    case UPK_TOPIC_DEV_EVENTS: {
+        upk_event_msg e;
+        upk_err err = upk_event_decode((const char *)m->payload, m->len, &e);
+        if (err != UPK_OK) {
+            upk_warn("serve: bad event device=%s err=%s", t.id, upk_err_str(err));
+            return;
+        }
+        bool dup = false;
+        if (upk_store_event_apply(s->store, t.id, &e, now_ms(), &dup) != UPK_OK)
+            upk_error("serve: could not record event device=%s seq=%llu", t.id,
+                      (unsigned long long)e.seq);
+        else if (!dup)
+            s->events++;
+        upk_debug("serve: event device=%s seq=%llu step=%s campaign=%s%s", t.id,
+                  (unsigned long long)e.seq, upk_status_str(e.step), e.campaign,
+                  dup ? " (duplicate)" : "");
+        break;
+    }
+    case UPK_TOPIC_DEV_CHUNK_REQ:
+        handle_chunk(s, t.id, m);
+        break;
+    default:
+        break;
+    }
+}
+
+static void advance(srv *s, const char *id, int64_t now)
+{
+    upk_campaign c;
+    upk_cdev *devs = NULL;
+    size_t n = 0;
+    upk_action *acts = NULL;
+    if (upk_store_campaign_get(s->store, id, &c) != UPK_OK ||
+        upk_store_campaign_devices(s->store, id, &devs, &n) != UPK_OK)
+        return;
+    size_t cap = 2 * n + 1;
+    acts = calloc(cap, sizeof(*acts));
+    upk_step_result res;
+    if (acts == NULL || upk_engine_step(&c, devs, n, now, acts, cap, &res) != UPK_OK)
+        goto done;
+    if (res.verdict == UPK_VERDICT_NONE && res.action_count == 0 &&
+        memcmp(&res.next, &c, sizeof(c)) == 0)
+        goto done;
+    if (upk_store_campaign_apply(s->store, &res, devs, acts, now, publish_desired, s) != UPK_OK) {
+        upk_error("serve: campaign=%s step not applied", id);
+        goto done;
+    }
+    switch (res.verdict) {
+    case UPK_VERDICT_ADVANCE:
+        upk_info("serve: campaign=%s stage %u started", id, res.next.stage + 1);
+        break;
+    case UPK_VERDICT_SOAKING:
+        upk_info("serve: campaign=%s stage %u done; soaking %us", id, res.next.stage + 1,
+                 res.next.soak_s);
+        break;
+    case UPK_VERDICT_COMPLETE:
+        upk_info("serve: campaign=%s completed", id);
+        break;
+    case UPK_VERDICT_HALT:
+        upk_warn("serve: campaign=%s halted: %s", id, res.next.reason);
+        break;
+    case UPK_VERDICT_ROLLBACK:
+        upk_warn("serve: campaign=%s rolled back: %s", id, res.next.reason);
+        break;
+    default:
+        break;
+    }
+done:
+    free(acts);
+    free(devs);
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    srv *s = t->data;
+    int64_t now = now_ms();
+    char(*ids)[UPK_ID_MAX + 1] = calloc(RUNNING_MAX, sizeof(*ids));
+    size_t n = 0;
+    if (ids != NULL && upk_store_campaigns_running(s->store, ids, RUNNING_MAX, &n) == UPK_OK) {
+        for (size_t i = 0; i < n; i++)
+            advance(s, ids[i], now);
+    }
+    free(ids);
+    upk_ctl_expire(s->ctl, now);
+    if (s->republish && upk_mqtt_connected(s->mqtt) &&
+        now - s->last_republish_ms >= REPUBLISH_EVERY_MS)
+        republish_all(s);
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void mqtt_closed(void *ud)
+{
+    (void)ud;
+}
+
+static void on_signal(uv_signal_t *sig, int signum)
+{
+    srv *s = sig->data;
+    if (s->stopping)
+        return;
+    s->stopping = true;
+    upk_info("serve: signal %d; stopping", signum);
+    uv_timer_stop(&s->tick);
+    uv_close((uv_handle_t *)&s->tick, on_closed);
+    uv_close((uv_handle_t *)&s->sigint, on_closed);
+    uv_close((uv_handle_t *)&s->sigterm, on_closed);
+    upk_mqtt_close(s->mqtt, mqtt_closed, s);
+    s->mqtt = NULL;
+}
+
+upk_err upk_serve_run(const upk_serve_config *cfg)
+{
+    srv *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return UPK_E_NOMEM;
+    s->cfg = cfg;
+    upk_err err = UPK_OK;
+    s->chunk_buf = malloc(UPK_CHUNK_HDR_LEN + UPK_CHUNK_MAX);
+    if (s->chunk_buf == NULL || uv_loop_init(&s->loop) != 0) {
+        free(s->chunk_buf);
+        free(s);
+        return UPK_E_NOMEM;
+    }
+    if ((err = upk_store_open(cfg->data_dir, &s->store)) != UPK_OK) {
+        upk_error("serve: cannot open the store in %s: %s", cfg->data_dir, upk_err_str(err));
+        goto out_loop;
+    }
+    if ((err = upk_ctl_new(s->store, cfg, publish_desired, s, &s->ctl)) != UPK_OK)
+        goto out_store;
+    upk_mqtt_opts o;
+    memset(&o, 0, sizeof(o));
+    o.url = cfg->broker;
+    o.client_id = cfg->client_id;
+    o.username = cfg->username[0] ? cfg->username : NULL;
+    o.password = cfg->password[0] ? cfg->password : NULL;
+    o.ca_file = cfg->ca_file[0] ? cfg->ca_file : NULL;
+    o.cert_file = cfg->cert_file[0] ? cfg->cert_file : NULL;
+    o.key_file = cfg->key_file[0] ? cfg->key_file : NULL;
+    /* A persistent session: events published while we are down wait in the
+     * broker (QoS 1) and are applied, deduplicated, after a restart. */
+    o.clean_start = false;
+    o.session_expiry_s = 7 * 24 * 3600;
+    o.max_inflight = 512;
+    o.max_buffered = 65535;
+    o.reconnect_min_ms = 500;
+    o.reconnect_max_ms = 10000;
+    o.on_connect = on_connect;
+    o.on_disconnect = on_disconnect;
+    o.on_message = on_message;
+    o.userdata = s;
+    if ((err = upk_mqtt_new(&s->loop, &o, &s->mqtt)) != UPK_OK)
+        goto out_ctl;
+    if ((err = upk_mqtt_start(s->mqtt)) != UPK_OK)
+        goto out_mqtt;
+    uv_timer_init(&s->loop, &s->tick);
+    s->tick.data = s;
+    uv_timer_start(&s->tick, on_tick, cfg->tick_ms, cfg->tick_ms);
+    uv_signal_init(&s->loop, &s->sigint);
+    uv_signal_init(&s->loop, &s->sigterm);
+    s->sigint.data = s->sigterm.data = s;
+    uv_signal_start(&s->sigint, on_signal, SIGINT);
+    uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+    upk_info("serve: data_dir=%s broker=%s prefix=%s tick=%ums", cfg->data_dir, cfg->broker,
+             cfg->prefix, cfg->tick_ms);
+    uv_run(&s->loop, UV_RUN_DEFAULT);
+    upk_info("serve: stopped (events=%llu chunks=%llu desired=%llu)", (unsigned long long)s->events,
+             (unsigned long long)s->chunks, (unsigned long long)s->desired_sent);
+    goto out_ctl;
+out_mqtt:
+    upk_mqtt_close(s->mqtt, NULL, NULL);
+    uv_run(&s->loop, UV_RUN_DEFAULT);
+out_ctl:
+    upk_ctl_free(s->ctl);
+out_store:
+    upk_store_close(s->store);
+out_loop:
+    if (uv_loop_close(&s->loop) != 0)
+        upk_warn("serve: loop closed with handles open");
+    free(s->cache_payload);
+    free(s->chunk_buf);
+    free(s);
+    return err;
+}

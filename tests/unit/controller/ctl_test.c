@@ -1,0 +1,463 @@
+/* Unit tests of operator command dispatch (controller/src/ctl.c) without
+ * MQTT: sender-stamp authorization, read-only operators, malformed requests,
+ * release upload with signature and hash checks, campaign commands, target
+ * expressions, audit. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <cmocka.h>
+
+#include "config.h"
+#include "ctl.h"
+#include "store.h"
+#include "upkeep/hash.h"
+#include "upkeep/key.h"
+#include "upkeep/manifest.h"
+#include "upkeep/msg.h"
+
+struct fx {
+    char dir[256];
+    upk_store *s;
+    upk_serve_config cfg;
+    upk_ctl *ctl;
+    upk_key *key;
+    int changed;
+};
+
+static void on_changed(const char *device, void *ud)
+{
+    (void)device;
+    struct fx *f = ud;
+    f->changed++;
+}
+
+static int setup(void **state)
+{
+    struct fx *f = calloc(1, sizeof(*f));
+    if (f == NULL)
+        return -1;
+    int r = snprintf(f->dir, sizeof(f->dir), "/tmp/upk-ctl-test-XXXXXX");
+    (void)r;
+    if (mkdtemp(f->dir) == NULL || upk_store_open(f->dir, &f->s) != UPK_OK ||
+        upk_key_generate(&f->key) != UPK_OK || upk_keyring_new(&f->cfg.ring) != UPK_OK ||
+        upk_keyring_add(f->cfg.ring, f->key) != UPK_OK)
+        return -1;
+    r = snprintf(f->cfg.readonly[0], sizeof(f->cfg.readonly[0]), "viewer");
+    f->cfg.readonly_count = 1;
+    if (upk_ctl_new(f->s, &f->cfg, on_changed, f, &f->ctl) != UPK_OK)
+        return -1;
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+    upk_ctl_free(f->ctl);
+    upk_store_close(f->s);
+    upk_serve_config_cleanup(&f->cfg);
+    upk_key_free(f->key);
+    char cmd[512];
+    int r = snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+    (void)r;
+    r = system(cmd);
+    free(f);
+    return 0;
+}
+
+/* Sends cmd with args (JSON text) as sender on ctl/req/op; returns the
+ * reply's error and leaves its data in *data (may be NULL). */
+static upk_err call(struct fx *f, const char *op, const char *sender, const char *cmd,
+                    const char *args, cJSON **data, char *msg)
+{
+    upk_ctl_req req;
+    memset(&req, 0, sizeof(req));
+    int r = snprintf(req.id, sizeof(req.id), "req-1");
+    r = snprintf(req.cmd, sizeof(req.cmd), "%s", cmd);
+    (void)r;
+    req.args = cJSON_Parse(args != NULL ? args : "{}");
+    assert_non_null(req.args);
+    char *json = NULL, *out = NULL;
+    size_t len = 0, outlen = 0;
+    assert_int_equal(upk_ctl_req_encode(&req, &json, &len), UPK_OK);
+    cJSON_Delete(req.args);
+    assert_int_equal(
+        upk_ctl_handle(f->ctl, op, sender, (const uint8_t *)json, len, 1000000, &out, &outlen),
+        UPK_OK);
+    free(json);
+    upk_ctl_resp resp;
+    memset(&resp, 0, sizeof(resp));
+    assert_int_equal(upk_ctl_resp_decode(out, outlen, &resp), UPK_OK);
+    free(out);
+    assert_string_equal(resp.id, "req-1");
+    if (msg != NULL) {
+        int rr = snprintf(msg, UPK_ERRMSG_MAX + 1, "%s", resp.message);
+        (void)rr;
+    }
+    if (data != NULL) {
+        *data = resp.data;
+        resp.data = NULL;
+    }
+    upk_err err = resp.error;
+    upk_ctl_resp_cleanup(&resp);
+    return err;
+}
+
+static void add_device(struct fx *f, const char *id, const char *hw)
+{
+    upk_state_msg m;
+    memset(&m, 0, sizeof(m));
+    int r = snprintf(m.device, sizeof(m.device), "%s", id);
+    r = snprintf(m.hw, sizeof(m.hw), "%s", hw);
+    r = snprintf(m.version, sizeof(m.version), "1.0");
+    (void)r;
+    assert_int_equal(upk_store_device_state(f->s, &m, 1), UPK_OK);
+    assert_int_equal(upk_store_device_online(f->s, id, true, 1), UPK_OK);
+}
+
+/* Uploads a release of len bytes through the three upload commands. */
+static upk_err upload(struct fx *f, const char *op, size_t len, bool corrupt, char *msg)
+{
+    uint8_t *art = malloc(len);
+    assert_non_null(art);
+    for (size_t i = 0; i < len; i++)
+        art[i] = (uint8_t)(i * 7);
+    upk_manifest m;
+    memset(&m, 0, sizeof(m));
+    int r = snprintf(m.name, sizeof(m.name), "fw");
+    r = snprintf(m.version, sizeof(m.version), "2.0");
+    r = snprintf(m.hw[0], sizeof(m.hw[0]), "hw-a");
+    r = snprintf(m.module, sizeof(m.module), "file");
+    (void)r;
+    m.hw_count = 1;
+    m.security_version = 3;
+    m.size = m.target_size = len;
+    upk_sha256_buf(art, len, m.sha256);
+    memcpy(m.target_sha256, m.sha256, 32);
+    m.created = 1;
+    m.expires = 4000000000;
+    char *json = NULL;
+    size_t jlen = 0;
+    uint8_t sig[UPK_SIG_MAX];
+    size_t siglen = 0;
+    char b64[200], *args = NULL;
+    size_t blen = 0;
+    assert_int_equal(upk_manifest_encode(&m, &json, &jlen), UPK_OK);
+    assert_int_equal(upk_manifest_sign(f->key, json, jlen, sig, &siglen), UPK_OK);
+    assert_int_equal(upk_base64_encode(sig, siglen, b64, sizeof(b64), &blen), UPK_OK);
+    cJSON *a = cJSON_CreateObject();
+    cJSON_AddStringToObject(a, "manifest", json);
+    cJSON_AddStringToObject(a, "sig", b64);
+    cJSON_AddStringToObject(a, "key_id", upk_key_id(f->key));
+    args = cJSON_PrintUnformatted(a);
+    cJSON_Delete(a);
+    cJSON *data = NULL;
+    upk_err err = call(f, op, "operator:alice", "release.upload.begin", args, &data, msg);
+    free(args);
+    free(json);
+    if (err != UPK_OK) {
+        free(art);
+        return err;
+    }
+    char up[80];
+    r = snprintf(up, sizeof(up), "%s", cJSON_GetObjectItem(data, "upload")->valuestring);
+    cJSON_Delete(data);
+    if (corrupt)
+        art[len / 2] ^= 1;
+    static char chunk[UPK_UPLOAD_CHUNK_MAX * 2];
+    for (size_t off = 0; off < len; off += UPK_UPLOAD_CHUNK_MAX) {
+        size_t n = len - off < UPK_UPLOAD_CHUNK_MAX ? len - off : UPK_UPLOAD_CHUNK_MAX;
+        assert_int_equal(upk_base64_encode(art + off, n, chunk, sizeof(chunk), &blen), UPK_OK);
+        cJSON *c = cJSON_CreateObject();
+        cJSON_AddStringToObject(c, "upload", up);
+        cJSON_AddNumberToObject(c, "offset", (double)off);
+        cJSON_AddStringToObject(c, "data", chunk);
+        char *ca = cJSON_PrintUnformatted(c);
+        cJSON_Delete(c);
+        err = call(f, op, "operator:alice", "release.upload.chunk", ca, NULL, msg);
+        free(ca);
+        assert_int_equal(err, UPK_OK);
+    }
+    char end[160];
+    r = snprintf(end, sizeof(end), "{\"upload\":\"%s\"}", up);
+    err = call(f, op, "operator:alice", "release.upload.end", end, NULL, msg);
+    free(art);
+    return err;
+}
+
+static size_t audit_count(struct fx *f, const char *result)
+{
+    cJSON *rows = NULL;
+    const char *b[] = {result};
+    assert_int_equal(
+        upk_store_query_json(f->s, "SELECT count(*) AS n FROM audit WHERE result=?", b, 1, &rows),
+        UPK_OK);
+    size_t n = (size_t)cJSON_GetObjectItem(cJSON_GetArrayItem(rows, 0), "n")->valueint;
+    cJSON_Delete(rows);
+    return n;
+}
+
+static void ping_answers_operators_and_admins(void **state)
+{
+    struct fx *f = *state;
+    cJSON *data = NULL;
+    assert_int_equal(call(f, "alice", "operator:alice", "ping", NULL, &data, NULL), UPK_OK);
+    assert_string_equal(cJSON_GetObjectItem(data, "operator")->valuestring, "alice");
+    cJSON_Delete(data);
+    assert_int_equal(call(f, "root", "admin:root", "ping", NULL, NULL, NULL), UPK_OK);
+}
+
+static void forged_or_foreign_senders_are_denied(void **state)
+{
+    struct fx *f = *state;
+    char msg[UPK_ERRMSG_MAX + 1];
+    const char *bad[] = {"operator:bob", "device:alice", "controller:alice", "",
+                         "alice",        "operator:",    "operatorx:alice"};
+    add_device(f, "d1", "hw-a");
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(call(f, "alice", bad[i], "device.label",
+                              "{\"id\":\"d1\",\"group\":\"lab\"}", NULL, msg),
+                         UPK_E_DENIED);
+        assert_non_null(strstr(msg, "may not send"));
+    }
+    cJSON *rows = NULL;
+    assert_int_equal(upk_store_query_json(f->s, "SELECT grp FROM devices", NULL, 0, &rows), UPK_OK);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(rows, 0), "grp")->valuestring, "");
+    cJSON_Delete(rows);
+    assert_int_equal(audit_count(f, "DENIED"), sizeof(bad) / sizeof(bad[0]));
+}
+
+static void readonly_operator_may_read_only(void **state)
+{
+    struct fx *f = *state;
+    char msg[UPK_ERRMSG_MAX + 1];
+    add_device(f, "d1", "hw-a");
+    assert_int_equal(call(f, "viewer", "operator:viewer", "device.list", NULL, NULL, NULL), UPK_OK);
+    assert_int_equal(call(f, "viewer", "operator:viewer", "device.label",
+                          "{\"id\":\"d1\",\"group\":\"lab\"}", NULL, msg),
+                     UPK_E_DENIED);
+    assert_non_null(strstr(msg, "read-only"));
+    /* An admin of the same name is not limited. */
+    assert_int_equal(call(f, "viewer", "admin:viewer", "device.label",
+                          "{\"id\":\"d1\",\"group\":\"lab\"}", NULL, NULL),
+                     UPK_OK);
+}
+
+static void malformed_requests_get_error_replies(void **state)
+{
+    struct fx *f = *state;
+    const char *bad[] = {"",
+                         "not json",
+                         "{\"v\":1}",
+                         "{\"v\":2,\"id\":\"x\",\"cmd\":\"ping\"}",
+                         "{\"v\":1,\"id\":\"x\",\"cmd\":\"ping\",\"args\":5}",
+                         "[1,2]"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char *out = NULL;
+        size_t outlen = 0;
+        assert_int_equal(upk_ctl_handle(f->ctl, "alice", "operator:alice", (const uint8_t *)bad[i],
+                                        strlen(bad[i]), 1, &out, &outlen),
+                         UPK_OK);
+        upk_ctl_resp resp;
+        memset(&resp, 0, sizeof(resp));
+        assert_int_equal(upk_ctl_resp_decode(out, outlen, &resp), UPK_OK);
+        assert_int_not_equal(resp.error, UPK_OK);
+        assert_true(strlen(resp.message) > 0);
+        upk_ctl_resp_cleanup(&resp);
+        free(out);
+    }
+    char msg[UPK_ERRMSG_MAX + 1];
+    assert_int_equal(call(f, "alice", "operator:alice", "no.such", NULL, NULL, msg),
+                     UPK_E_NOT_FOUND);
+    assert_int_equal(call(f, "alice", "operator:alice", "device.show", "{\"id\":5}", NULL, msg),
+                     UPK_E_FIELD_TYPE);
+    assert_int_equal(
+        call(f, "alice", "operator:alice", "device.show", "{\"id\":\"../x\"}", NULL, msg),
+        UPK_E_ID_INVALID);
+    assert_int_equal(call(f, "alice", "operator:alice", "campaign.pause", "{}", NULL, msg),
+                     UPK_E_FIELD_MISSING);
+}
+
+static void release_upload_checks_signature_and_hash(void **state)
+{
+    struct fx *f = *state;
+    char msg[UPK_ERRMSG_MAX + 1];
+    assert_int_equal(upload(f, "alice", 100000, true, msg), UPK_E_HASH_MISMATCH);
+    assert_int_equal(upload(f, "alice", 100000, false, msg), UPK_OK);
+    assert_int_equal(upload(f, "alice", 100000, false, msg), UPK_E_EXISTS);
+    cJSON *data = NULL;
+    assert_int_equal(
+        call(f, "alice", "operator:alice", "release.show", "{\"id\":\"fw-2.0\"}", &data, NULL),
+        UPK_OK);
+    assert_int_equal(cJSON_GetObjectItem(data, "size")->valueint, 100000);
+    cJSON_Delete(data);
+    /* A signature by an unknown key is refused. */
+    upk_key *other = NULL;
+    assert_int_equal(upk_key_generate(&other), UPK_OK);
+    upk_key *keep = f->key;
+    f->key = other;
+    assert_int_equal(upload(f, "alice", 10, false, msg), UPK_E_KEY_UNKNOWN);
+    f->key = keep;
+    upk_key_free(other);
+    /* A tampered manifest does not verify. */
+    assert_int_equal(call(f, "alice", "operator:alice", "release.upload.begin",
+                          "{\"manifest\":\"{}\",\"sig\":\"AAAA\",\"key_id\":\"00\"}", NULL, msg),
+                     UPK_E_KEY_UNKNOWN);
+}
+
+static void campaign_commands_follow_state_rules(void **state)
+{
+    struct fx *f = *state;
+    char msg[UPK_ERRMSG_MAX + 1];
+    for (int i = 0; i < 10; i++) {
+        char id[16];
+        int r = snprintf(id, sizeof(id), "d%d", i);
+        (void)r;
+        add_device(f, id, i < 8 ? "hw-a" : "hw-b");
+    }
+    assert_int_equal(upload(f, "alice", 1000, false, msg), UPK_OK);
+    assert_int_equal(call(f, "alice", "operator:alice", "campaign.create",
+                          "{\"release\":\"fw-2.0\",\"stages\":\"bogus\"}", NULL, msg),
+                     UPK_E_FIELD_RANGE);
+    assert_int_equal(
+        call(f, "alice", "operator:alice", "campaign.create", "{\"release\":\"nope\"}", NULL, msg),
+        UPK_E_NOT_FOUND);
+    assert_int_equal(call(f, "alice", "operator:alice", "campaign.create",
+                          "{\"release\":\"fw-2.0\",\"target\":\"color=red\"}", NULL, msg),
+                     UPK_E_FIELD_RANGE);
+    assert_non_null(strstr(msg, "color"));
+    cJSON *data = NULL;
+    assert_int_equal(call(f, "alice", "operator:alice", "campaign.create",
+                          "{\"release\":\"fw-2.0\",\"id\":\"c1\",\"stages\":\"10%,100%\","
+                          "\"target\":\"id=d*\",\"auto_rollback\":true}",
+                          &data, msg),
+                     UPK_OK);
+    assert_int_equal(cJSON_GetObjectItem(data, "devices")->valueint, 8);
+    assert_int_equal(cJSON_GetObjectItem(data, "incompatible")->valueint, 2);
+    cJSON_Delete(data);
+    /* Devices busy in c1 are not taken by a second campaign. */
+    assert_int_equal(call(f, "alice", "operator:alice", "campaign.create",
+                          "{\"release\":\"fw-2.0\",\"id\":\"c2\"}", NULL, msg),
+                     UPK_E_NOT_FOUND);
+    assert_non_null(strstr(msg, "8 busy"));
+    assert_int_equal(
+        call(f, "alice", "operator:alice", "campaign.resume", "{\"id\":\"c1\"}", NULL, msg),
+        UPK_E_STATE_INVALID);
+    assert_non_null(strstr(msg, "running"));
+    assert_int_equal(call(f, "alice", "operator:alice", "campaign.pause",
+                          "{\"id\":\"c1\",\"reason\":\"lunch\"}", NULL, NULL),
+                     UPK_OK);
+    assert_int_equal(
+        call(f, "alice", "operator:alice", "campaign.show", "{\"id\":\"c1\"}", &data, NULL),
+        UPK_OK);
+    assert_string_equal(cJSON_GetObjectItem(data, "state")->valuestring, "paused");
+    assert_non_null(strstr(cJSON_GetObjectItem(data, "reason")->valuestring, "lunch"));
+    cJSON_Delete(data);
+    assert_int_equal(
+        call(f, "alice", "operator:alice", "campaign.resume", "{\"id\":\"c1\"}", NULL, NULL),
+        UPK_OK);
+    assert_int_equal(
+        call(f, "alice", "operator:alice", "campaign.abort", "{\"id\":\"c1\"}", NULL, NULL),
+        UPK_OK);
+    assert_int_equal(
+        call(f, "alice", "operator:alice", "campaign.abort", "{\"id\":\"c1\"}", NULL, msg),
+        UPK_E_STATE_INVALID);
+    assert_int_equal(call(f, "alice", "operator:alice", "campaign.list", NULL, &data, NULL),
+                     UPK_OK);
+    assert_int_equal(cJSON_GetArraySize(data), 1);
+    cJSON_Delete(data);
+    assert_int_equal(call(f, "alice", "operator:alice", "audit.list", NULL, &data, NULL), UPK_OK);
+    assert_true(cJSON_GetArraySize(data) >= 5);
+    cJSON_Delete(data);
+    assert_int_equal(
+        call(f, "alice", "operator:alice", "report.posture", "{\"days\":0}", &data, NULL), UPK_OK);
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(data, "summary"), "total")->valueint,
+                     10);
+    assert_int_equal(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(data, "summary"), "unpatched")->valueint, 8);
+    cJSON_Delete(data);
+}
+
+static void target_expressions(void **state)
+{
+    (void)state;
+    char where[512], copy[600], why[200];
+    const char *b[8];
+    size_t nb = 99;
+    assert_int_equal(upk_ctl_target_sql("all", where, sizeof(where), copy, sizeof(copy), b, &nb,
+                                        why, sizeof(why)),
+                     UPK_OK);
+    assert_int_equal(nb, 0);
+    assert_int_equal(upk_ctl_target_sql("hw=a,version=1.0,id=x*,group=g,online=1", where,
+                                        sizeof(where), copy, sizeof(copy), b, &nb, why,
+                                        sizeof(why)),
+                     UPK_OK);
+    assert_int_equal(nb, 5);
+    assert_string_equal(b[2], "x*");
+    assert_non_null(strstr(where, "id GLOB ?"));
+    const char *bad[] = {"hw", "=x", "hw=", "nope=1", "online=yes", "hw=a;DROP"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        upk_err e = upk_ctl_target_sql(bad[i], where, sizeof(where), copy, sizeof(copy), b, &nb,
+                                       why, sizeof(why));
+        /* "hw=a;DROP" is a harmless bound value, not SQL. */
+        if (strcmp(bad[i], "hw=a;DROP") == 0)
+            assert_int_equal(e, UPK_OK);
+        else
+            assert_int_equal(e, UPK_E_FIELD_RANGE);
+    }
+}
+
+static void config_names_the_bad_field(void **state)
+{
+    (void)state;
+    upk_serve_config c;
+    char why[256];
+    struct {
+        const char *json, *field;
+    } cases[] = {
+        {"[]", "config"},
+        {"{}", "data_dir"},
+        {"{\"data_dir\":\"/tmp/x\"}", "broker"},
+        {"{\"data_dir\":\"/tmp/x\",\"broker\":\"http://x\"}", "broker"},
+        {"{\"data_dir\":\"/tmp/x\",\"broker\":\"tcp://127.0.0.1:1\"}", "release_keys"},
+        {"{\"data_dir\":\"/tmp/x\",\"broker\":\"tcp://127.0.0.1:1\",\"release_keys\":[\"/no\"]}",
+         "release_keys"},
+        {"{\"data_dir\":\"/tmp/x\",\"broker\":\"tcp://127.0.0.1:1\",\"tick_ms\":1}", "tick_ms"},
+        {"{\"data_dir\":\"/tmp/x\",\"broker\":\"tcp://127.0.0.1:1\",\"username\":\"a b\"}",
+         "username"},
+        {"{\"data_dir\":\"/tmp/x\",\"broker\":\"tcp://127.0.0.1:1\",\"password_file\":\"/no\"}",
+         "password_file"},
+        {"{\"data_dir\":\"/tmp/x\",\"broker\":\"tcp://127.0.0.1:1\",\"topic_prefix\":\"a/#\"}",
+         "topic_prefix"},
+        {"{\"data_dir\":\"/tmp/x\",\"broker\":\"tcp://127.0.0.1:1\",\"readonly_operators\":[1]}",
+         "readonly_operators"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        assert_int_equal(
+            upk_serve_config_parse(cases[i].json, strlen(cases[i].json), &c, why, sizeof(why)),
+            UPK_E_CONFIG_INVALID);
+        assert_non_null(strstr(why, cases[i].field));
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(ping_answers_operators_and_admins, setup, teardown),
+        cmocka_unit_test_setup_teardown(forged_or_foreign_senders_are_denied, setup, teardown),
+        cmocka_unit_test_setup_teardown(readonly_operator_may_read_only, setup, teardown),
+        cmocka_unit_test_setup_teardown(malformed_requests_get_error_replies, setup, teardown),
+        cmocka_unit_test_setup_teardown(release_upload_checks_signature_and_hash, setup, teardown),
+        cmocka_unit_test_setup_teardown(campaign_commands_follow_state_rules, setup, teardown),
+        cmocka_unit_test(target_expressions),
+        cmocka_unit_test(config_names_the_bad_field),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
