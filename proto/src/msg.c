@@ -73,12 +73,13 @@ static upk_err check_opt_id(const char *s)
     return UPK_E_ID_INVALID;
 }
 
-/* A version text (release version, agent version): printable, no spaces or
- * control characters; bytes >= 0x80 pass so UTF-8 is not mangled. */
+/* A version text (release version, agent version): printable ASCII without
+ * spaces (0x21-0x7e), the rule manifests apply to their version, so that a
+ * device can always report the version it installed. */
 static bool version_text_ok(const char *s)
 {
     for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
-        if (*p <= 0x20 || *p == 0x7f)
+        if (*p < 0x21 || *p > 0x7e)
             return false;
     }
     return true;

@@ -490,6 +490,8 @@ static void state_decode_rejects_out_of_range_values(void **state)
     expect_state_err(ST_HEAD ",\"last_patched\":-5}", UPK_E_FIELD_RANGE);
     expect_state_err(ST_HEAD ",\"version\":\"1.0 beta\"}", UPK_E_FIELD_RANGE);
     expect_state_err(ST_HEAD ",\"agent\":\"a\\tb\"}", UPK_E_FIELD_RANGE);
+    expect_state_err(ST_HEAD ",\"version\":\"1.0-\xc3\xa9\"}", UPK_E_FIELD_RANGE);
+    expect_state_err(ST_HEAD ",\"version\":\"1.0\x7f\"}", UPK_E_FIELD_RANGE);
     expect_state_err("{\"v\":1,\"device\":\"d\",\"hw\":\"h\",\"status\":\"idle\",\"ts\":-1}",
                      UPK_E_FIELD_RANGE);
     expect_state_err("{\"v\":1,\"device\":\"d\",\"hw\":\"h\",\"status\":\"idle\",\"ts\":1e999}",
