@@ -1,0 +1,207 @@
+/* Controller stand-in for the agent's integration tests (see standin.h). */
+#include "standin.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "upkeep/topic.h"
+
+static void on_connect(upk_mqtt *c, void *ud)
+{
+    standin *s = ud;
+    s->connected = true;
+    if (upk_mqtt_subscribe(c, s->t_req, 0) != UPK_OK ||
+        upk_mqtt_subscribe(c, s->t_events, 1) != UPK_OK ||
+        upk_mqtt_subscribe(c, s->t_state, 1) != UPK_OK ||
+        upk_mqtt_subscribe(c, s->t_online, 1) != UPK_OK)
+        fprintf(stderr, "standin: subscribe failed\n");
+}
+
+static void on_disconnect(upk_mqtt *c, upk_err err, void *ud)
+{
+    (void)c;
+    (void)err;
+    standin *s = ud;
+    s->connected = false;
+}
+
+static void serve(standin *s, const upk_chunk_req *r)
+{
+    s->req_count++;
+    if (!s->saw_req) {
+        s->saw_req = true;
+        s->first_req_off = r->offset;
+    }
+    if (s->stall)
+        return;
+    if (s->drop_every != 0 && s->req_count % s->drop_every == 0)
+        return;
+    upk_chunk_hdr h;
+    memset(&h, 0, sizeof(h));
+    memcpy(h.artifact, r->artifact, UPK_SHA256_LEN);
+    h.offset = r->offset;
+    if (s->art == NULL || memcmp(r->artifact, s->art_sha, UPK_SHA256_LEN) != 0) {
+        h.status = UPK_CHUNK_NOT_FOUND;
+    } else if (r->offset >= s->art_len) {
+        h.status = UPK_CHUNK_RANGE;
+    } else {
+        h.status = UPK_CHUNK_OK;
+        uint64_t left = s->art_len - r->offset;
+        h.length = left < r->length ? (uint32_t)left : r->length;
+    }
+    size_t total = UPK_CHUNK_HDR_LEN + h.length;
+    uint8_t *buf = malloc(total);
+    if (buf == NULL)
+        return;
+    upk_chunk_hdr_write(&h, buf);
+    if (h.length > 0) {
+        memcpy(buf + UPK_CHUNK_HDR_LEN, s->art + r->offset, h.length);
+        if (s->corrupt && s->corrupt_off == r->offset)
+            buf[UPK_CHUNK_HDR_LEN] ^= 0x5a;
+        if (r->offset + h.length > s->max_served_end)
+            s->max_served_end = r->offset + h.length;
+    }
+    if (upk_mqtt_publish(s->mqtt, s->t_data, buf, total, 0, false, NULL, NULL) != UPK_OK)
+        fprintf(stderr, "standin: chunk publish failed\n");
+    free(buf);
+}
+
+static void on_message(upk_mqtt *c, const upk_mqtt_msg *m, void *ud)
+{
+    (void)c;
+    standin *s = ud;
+    if (strcmp(m->topic, s->t_req) == 0) {
+        upk_chunk_req r;
+        if (upk_chunk_req_decode((const char *)m->payload, m->len, &r) == UPK_OK)
+            serve(s, &r);
+    } else if (strcmp(m->topic, s->t_events) == 0) {
+        upk_event_msg ev;
+        if (upk_event_decode((const char *)m->payload, m->len, &ev) != UPK_OK) {
+            fprintf(stderr, "standin: undecodable event\n");
+            return;
+        }
+        for (size_t i = 0; i < s->event_count; i++) {
+            if (s->events[i].seq == ev.seq) {
+                s->dup_events++;
+                return;
+            }
+        }
+        if (s->event_count < STANDIN_EVENTS_MAX)
+            s->events[s->event_count++] = ev;
+    } else if (strcmp(m->topic, s->t_state) == 0) {
+        if (m->len > 0 && upk_state_decode((const char *)m->payload, m->len, &s->state) == UPK_OK)
+            s->have_state = true;
+    } else if (strcmp(m->topic, s->t_online) == 0) {
+        s->online = m->len > 0 ? (char)m->payload[0] : '?';
+    }
+}
+
+int standin_init(standin *s, uv_loop_t *loop, const char *url, const char *device)
+{
+    memset(s, 0, sizeof(*s));
+    s->loop = loop;
+    (void)snprintf(s->device, sizeof(s->device), "%s", device);
+    const char *p = UPK_TOPIC_PREFIX_DEFAULT;
+    if (upk_topic_build(s->t_desired, sizeof(s->t_desired), p, UPK_TOPIC_DEV_DESIRED, device) ||
+        upk_topic_build(s->t_data, sizeof(s->t_data), p, UPK_TOPIC_DEV_CHUNK_DATA, device) ||
+        upk_topic_build(s->t_events, sizeof(s->t_events), p, UPK_TOPIC_DEV_EVENTS, device) ||
+        upk_topic_build(s->t_state, sizeof(s->t_state), p, UPK_TOPIC_DEV_STATE, device) ||
+        upk_topic_build(s->t_online, sizeof(s->t_online), p, UPK_TOPIC_DEV_ONLINE, device) ||
+        upk_topic_build(s->t_req, sizeof(s->t_req), p, UPK_TOPIC_DEV_CHUNK_REQ, device))
+        return -1;
+    char id[UPK_ID_MAX + 16];
+    (void)snprintf(id, sizeof(id), "standin-%s", device);
+    upk_mqtt_opts o;
+    memset(&o, 0, sizeof(o));
+    o.url = url;
+    o.client_id = id;
+    o.clean_start = true;
+    o.reconnect_min_ms = 100;
+    o.reconnect_max_ms = 500;
+    o.max_inflight = 64;
+    o.max_buffered = 4096;
+    o.on_connect = on_connect;
+    o.on_disconnect = on_disconnect;
+    o.on_message = on_message;
+    o.userdata = s;
+    if (upk_mqtt_new(loop, &o, &s->mqtt) != UPK_OK)
+        return -1;
+    return upk_mqtt_start(s->mqtt) == UPK_OK ? 0 : -1;
+}
+
+void standin_set_artifact(standin *s, const void *data, size_t len)
+{
+    free(s->art);
+    s->art = malloc(len > 0 ? len : 1);
+    if (s->art == NULL) {
+        s->art_len = 0;
+        return;
+    }
+    memcpy(s->art, data, len);
+    s->art_len = len;
+    upk_sha256_buf(data, len, s->art_sha);
+}
+
+int standin_publish_desired(standin *s, const upk_manifest *m, const char *campaign,
+                            const upk_key *key, bool break_sig)
+{
+    char *json = NULL;
+    size_t len = 0;
+    if (upk_manifest_encode(m, &json, &len) != UPK_OK)
+        return -1;
+    upk_desired_msg d;
+    memset(&d, 0, sizeof(d));
+    (void)snprintf(d.campaign, sizeof(d.campaign), "%s", campaign);
+    (void)snprintf(d.key_id, sizeof(d.key_id), "%s", upk_key_id(key));
+    d.manifest = json;
+    d.manifest_len = len;
+    if (upk_manifest_sign(key, json, len, d.sig, &d.sig_len) != UPK_OK) {
+        free(json);
+        return -1;
+    }
+    if (break_sig)
+        d.sig[d.sig_len / 2] ^= 0x01;
+    char *out = NULL;
+    size_t outlen = 0;
+    upk_err err = upk_desired_encode(&d, &out, &outlen);
+    free(json);
+    if (err != UPK_OK)
+        return -1;
+    err = upk_mqtt_publish(s->mqtt, s->t_desired, out, outlen, 1, true, NULL, NULL);
+    free(out);
+    return err == UPK_OK ? 0 : -1;
+}
+
+int standin_clear_desired(standin *s)
+{
+    return upk_mqtt_publish(s->mqtt, s->t_desired, "", 0, 1, true, NULL, NULL) == UPK_OK ? 0 : -1;
+}
+
+const upk_event_msg *standin_last_event(const standin *s)
+{
+    return s->event_count > 0 ? &s->events[s->event_count - 1] : NULL;
+}
+
+bool standin_saw(const standin *s, upk_status step, upk_err err)
+{
+    for (size_t i = 0; i < s->event_count; i++)
+        if (s->events[i].step == step && s->events[i].error == err)
+            return true;
+    return false;
+}
+
+static void closed_cb(void *ud)
+{
+    *(bool *)ud = true;
+}
+
+void standin_close(standin *s)
+{
+    bool closed = false;
+    upk_mqtt_close(s->mqtt, closed_cb, &closed);
+    for (int i = 0; i < 1000 && !closed; i++)
+        (void)uv_run(s->loop, UV_RUN_ONCE);
+    free(s->art);
+    s->art = NULL;
+}
