@@ -15,12 +15,12 @@ int upk_cli_delta(int argc, char **argv);
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: upkeep delta make [--level N] [--split] OLD NEW PATCH\n"
+    fprintf(out, "usage: upkeep delta make [--level N] OLD NEW PATCH\n"
                  "       upkeep delta apply OLD PATCH OUT\n"
                  "       upkeep delta info PATCH\n"
                  "\n"
                  "make   writes PATCH, turning image OLD into image NEW (zstd level N,\n"
-                 "       1-22, default 19; --split uses three streams instead of one)\n"
+                 "       1-22, default 19)\n"
                  "apply  rebuilds OUT from OLD and PATCH, checking OLD's and OUT's\n"
                  "       sizes and sha256 against PATCH's header\n"
                  "info   prints PATCH's header\n");
@@ -66,9 +66,7 @@ static int cmd_make(int argc, char **argv)
     upk_err err;
 
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--split") == 0) {
-            opts.split_streams = true;
-        } else if (strcmp(argv[i], "--level") == 0 && i + 1 < argc) {
+        if (strcmp(argv[i], "--level") == 0 && i + 1 < argc) {
             char *end = NULL;
             long v;
             errno = 0;

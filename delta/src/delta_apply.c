@@ -273,16 +273,89 @@ static upk_err zr_finish(zreader *z)
     return UPK_OK;
 }
 
+/* True when the stream has ended cleanly (frame complete, everything
+ * read); false when more bytes follow. */
+static upk_err zr_at_end(zreader *z, bool *at_end)
+{
+    while (z->out_pos == z->out_len && !z->frame_done) {
+        upk_err err = zr_step(z);
+        if (err != UPK_OK)
+            return err;
+    }
+    *at_end = z->out_pos == z->out_len;
+    return UPK_OK;
+}
+
+/* The diff bytes, rebuilt from the sparse gaps/lens/vals streams. */
+typedef struct diffsrc {
+    zreader *gaps, *lens, *vals;
+    uint64_t zeros;   /* zero bytes left in the current gap */
+    uint64_t nonzero; /* non-zero bytes left in the current run */
+    bool done;        /* no runs left: only zeros from here */
+    bool first;       /* the first gap may be 0; later ones may not */
+    uint64_t limit;   /* new_size: no run can be longer */
+} diffsrc;
+
+static upk_err diff_read(diffsrc *d, uint8_t *dst, size_t len)
+{
+    upk_err err;
+
+    while (len > 0) {
+        if (d->zeros > 0 || d->done) {
+            size_t n = (d->done || d->zeros >= len) ? len : (size_t)d->zeros;
+            memset(dst, 0, n);
+            if (!d->done)
+                d->zeros -= n;
+            dst += n;
+            len -= n;
+        } else if (d->nonzero > 0) {
+            size_t n = d->nonzero >= len ? len : (size_t)d->nonzero;
+            err = zr_read(d->vals, dst, n);
+            if (err != UPK_OK)
+                return err;
+            /* A run is maximal and non-zero by construction; enforcing it
+             * keeps one diff byte from having two encodings. */
+            for (size_t i = 0; i < n; i++) {
+                if (dst[i] == 0)
+                    return UPK_E_DELTA_CORRUPT;
+            }
+            d->nonzero -= n;
+            dst += n;
+            len -= n;
+        } else {
+            bool end;
+            err = zr_at_end(d->gaps, &end);
+            if (err != UPK_OK)
+                return err;
+            if (end) {
+                d->done = true;
+                continue;
+            }
+            if ((err = zr_varint(d->gaps, &d->zeros)) != UPK_OK ||
+                (err = zr_varint(d->lens, &d->nonzero)) != UPK_OK)
+                return err;
+            /* Every run makes progress, so a stream of empty runs (a bomb
+             * of another kind) cannot spin; both are bounded by new_size. */
+            if (d->nonzero == 0 || (d->zeros == 0 && !d->first) || d->zeros > d->limit ||
+                d->nonzero > d->limit)
+                return UPK_E_DELTA_CORRUPT;
+            d->first = false;
+        }
+    }
+    return UPK_OK;
+}
+
 /* Decodes the records after the header. */
 static upk_err decode(io *x, const upk__delta_header *h)
 {
-    bool split = (h->flags & UPK__DELTA_FLAG_SPLIT) != 0;
-    zreader zr[3];
-    zreader *zc = &zr[0], *zd = &zr[0], *ze = &zr[0];
+    zreader zr[UPK__DS_COUNT];
+    zreader *zc = &zr[UPK__DS_CTRL], *ze = &zr[UPK__DS_EXTRA];
+    diffsrc ds = {&zr[UPK__DS_GAPS], &zr[UPK__DS_LENS], &zr[UPK__DS_VALS], 0, 0, false, true,
+                  h->info.new_size};
     uint8_t *buf = NULL, *obuf = NULL;
-    uint64_t np = 0, op = 0;
+    uint64_t np = 0, op = 0, off = UPK_DELTA_HEADER_LEN;
     const uint64_t new_size = h->info.new_size, old_size = h->info.old_size;
-    upk_err err;
+    upk_err err = UPK_OK;
 
     memset(zr, 0, sizeof(zr));
     buf = malloc(CHUNK);
@@ -291,14 +364,9 @@ static upk_err decode(io *x, const upk__delta_header *h)
         err = UPK_E_NOMEM;
         goto out;
     }
-    err = zr_init(&zr[0], x, UPK_DELTA_HEADER_LEN, h->ctrl_len, h->window_log);
-    if (err == UPK_OK && split) {
-        err = zr_init(&zr[1], x, UPK_DELTA_HEADER_LEN + h->ctrl_len, h->diff_len, h->window_log);
-        if (err == UPK_OK)
-            err = zr_init(&zr[2], x, UPK_DELTA_HEADER_LEN + h->ctrl_len + h->diff_len, h->extra_len,
-                          h->window_log);
-        zd = &zr[1];
-        ze = &zr[2];
+    for (int i = 0; i < UPK__DS_COUNT && err == UPK_OK; i++) {
+        err = zr_init(&zr[i], x, off, h->stream_len[i], h->window_log);
+        off += h->stream_len[i];
     }
     if (err != UPK_OK)
         goto out;
@@ -337,7 +405,7 @@ static upk_err decode(io *x, const upk__delta_header *h)
         }
         while (dlen > 0) {
             size_t n = dlen < CHUNK ? (size_t)dlen : CHUNK;
-            if ((err = zr_read(zd, buf, n)) != UPK_OK ||
+            if ((err = diff_read(&ds, buf, n)) != UPK_OK ||
                 (err = io_read_old(x, op, obuf, n)) != UPK_OK)
                 goto out;
             for (size_t i = 0; i < n; i++)
@@ -356,15 +424,17 @@ static upk_err decode(io *x, const upk__delta_header *h)
             elen -= n;
         }
     }
-    err = zr_finish(&zr[0]);
-    if (err == UPK_OK && split)
-        err = zr_finish(&zr[1]);
-    if (err == UPK_OK && split)
-        err = zr_finish(&zr[2]);
+    /* Every stream must be used up exactly: no run left half-read. */
+    if (ds.zeros != 0 || ds.nonzero != 0) {
+        err = UPK_E_DELTA_CORRUPT;
+        goto out;
+    }
+    for (int i = 0; i < UPK__DS_COUNT && err == UPK_OK; i++)
+        err = zr_finish(&zr[i]);
     if (err == UPK_OK)
         err = io_flush(x);
 out:
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < UPK__DS_COUNT; i++)
         zr_cleanup(&zr[i]);
     free(buf);
     free(obuf);

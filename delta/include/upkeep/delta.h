@@ -51,9 +51,7 @@ UPK_MUST_CHECK upk_err upk_delta_apply(const char *old_path, const char *patch_p
 /* How upk_delta_make_ex builds a patch. Zero-initialised means the defaults
  * (those upk_delta_make uses). */
 typedef struct upk_delta_options {
-    int level;          /* zstd level 1..22; 0 = default (19) */
-    bool split_streams; /* true: three zstd streams (control, diff, extra);
-                           false (default): one interleaved stream */
+    int level; /* zstd level 1..22; 0 = default (19) */
 } upk_delta_options;
 
 /* upk_delta_make with options (opts may be NULL for the defaults). */
@@ -70,7 +68,7 @@ UPK_MUST_CHECK upk_err upk_delta_make_mem(const uint8_t *old_data, size_t old_le
 /* Parses a patch header from the first len bytes of a patch (at least
  * UPK_DELTA_HEADER_LEN); checks the header alone, not that the streams it
  * announces are present. UPK_E_DELTA_CORRUPT when malformed. */
-#define UPK_DELTA_HEADER_LEN 128
+#define UPK_DELTA_HEADER_LEN 144
 UPK_MUST_CHECK upk_err upk_delta_parse_info(const uint8_t *buf, size_t len, upk_delta_info *out);
 
 /* Applies a patch held in memory to old_data, writing the new image into

@@ -1,4 +1,4 @@
-/* Writes the delta fuzz target's seed corpus (valid patches in both layouts
+/* Writes the delta fuzz target's seed corpus (valid patches at two zstd levels
  * against fuzz_old.h's image, plus broken ones) into the directory given as
  * argv[1]. Run by hand when the format changes:
  *   cmake --build B --target delta_fuzz_gen_corpus && B/fuzz/delta_fuzz_gen_corpus
@@ -28,22 +28,22 @@ static int put(const char *dir, const char *name, const uint8_t *data, size_t le
 }
 
 static int seed(const char *dir, const char *name, const uint8_t *old, const uint8_t *nw,
-                size_t nlen, int split)
+                size_t nlen, int level)
 {
-    upk_delta_options opts = {.level = 19, .split_streams = split};
+    upk_delta_options opts = {.level = level};
     uint8_t *p = NULL;
     size_t plen = 0;
     char nm[128];
     int rc;
     if (upk_delta_make_mem(old, FUZZ_OLD_LEN, nw, nlen, &opts, &p, &plen) != UPK_OK)
         return -1;
-    snprintf(nm, sizeof(nm), "%s-%s", name, split ? "split" : "one");
+    snprintf(nm, sizeof(nm), "%s-%s", name, level == 19 ? "l19" : "l1");
     rc = put(dir, nm, p, plen);
     if (rc == 0 && plen > 140) { /* a truncated and a bit-flipped variant */
-        snprintf(nm, sizeof(nm), "%s-%s-trunc", name, split ? "split" : "one");
+        snprintf(nm, sizeof(nm), "%s-%s-trunc", name, level == 19 ? "l19" : "l1");
         rc = put(dir, nm, p, plen - 7);
         p[plen / 2] ^= 0x20;
-        snprintf(nm, sizeof(nm), "%s-%s-flip", name, split ? "split" : "one");
+        snprintf(nm, sizeof(nm), "%s-%s-flip", name, level == 19 ? "l19" : "l1");
         if (rc == 0)
             rc = put(dir, nm, p, plen);
     }
@@ -62,12 +62,12 @@ int main(int argc, char **argv)
         return 2;
     }
     fuzz_old_fill(old);
-    for (int split = 0; split <= 1 && rc == 0; split++) {
-        rc |= seed(argv[1], "identical", old, old, FUZZ_OLD_LEN, split);
+    for (int level = 1; level <= 19 && rc == 0; level += 18) {
+        rc |= seed(argv[1], "identical", old, old, FUZZ_OLD_LEN, level);
         memcpy(nw, old, FUZZ_OLD_LEN);
         for (int i = 0; i < 12; i++)
             nw[(size_t)i * 331 % FUZZ_OLD_LEN] ^= 0x5a;
-        rc |= seed(argv[1], "edits", old, nw, FUZZ_OLD_LEN, split);
+        rc |= seed(argv[1], "edits", old, nw, FUZZ_OLD_LEN, level);
         /* insertion, deletion and a moved block */
         n = 0;
         memcpy(nw + n, old, 1000);
@@ -80,11 +80,11 @@ int main(int argc, char **argv)
         n += 300;
         memcpy(nw + n, old + 3200, FUZZ_OLD_LEN - 3200);
         n += FUZZ_OLD_LEN - 3200;
-        rc |= seed(argv[1], "moves", old, nw, n, split);
-        rc |= seed(argv[1], "empty-new", old, nw, 0, split);
+        rc |= seed(argv[1], "moves", old, nw, n, level);
+        rc |= seed(argv[1], "empty-new", old, nw, 0, level);
         for (size_t i = 0; i < 700; i++)
             nw[i] = (uint8_t)(i * 37 + 11);
-        rc |= seed(argv[1], "unrelated", old, nw, 700, split);
+        rc |= seed(argv[1], "unrelated", old, nw, 700, level);
     }
     return rc == 0 ? 0 : 1;
 }
