@@ -397,10 +397,16 @@ static upk_err judge(upk_agent *a, char *why, size_t cap)
             set_msg(why, cap, "module %s cannot apply delta releases", a->cfg->module);
             return UPK_E_MODULE_UNSUPPORTED;
         }
+        /* The installed facts say which image is installed; only when they
+         * are unknown is the image hashed (once, before any download). The
+         * apply step checks the real file again. */
+        static const uint8_t zero[UPK_SHA256_LEN];
         uint8_t have[UPK_SHA256_LEN];
+        memcpy(have, a->facts.image_sha256, UPK_SHA256_LEN);
         uint64_t sz = 0;
-        if (upk_fs_sha256(img, have, &sz) != UPK_OK ||
-            !upk_mem_equal_ct(have, a->m.base_sha256, UPK_SHA256_LEN)) {
+        if (memcmp(have, zero, UPK_SHA256_LEN) == 0 && upk_fs_sha256(img, have, &sz) != UPK_OK)
+            memset(have, 0, sizeof(have));
+        if (!upk_mem_equal_ct(have, a->m.base_sha256, UPK_SHA256_LEN)) {
             set_msg(why, cap, "installed image %s is not the delta's base", img);
             return UPK_E_DELTA_BASE_MISMATCH;
         }
@@ -446,6 +452,16 @@ static void set_pending(upk_agent *a, const char *payload, size_t len)
 static void handle_desired(upk_agent *a, const char *payload, size_t len)
 {
     const char *dev = a->cfg->device_id;
+    uint8_t idb[UPK_SHA256_LEN];
+    char id[UPK_SHA256_HEX_LEN + 1];
+    id[0] = '\0';
+    if (len > 0) {
+        upk_sha256_buf(payload, len, idb);
+        if (upk_hex_encode(idb, sizeof(idb), id, sizeof(id)) != UPK_OK)
+            return;
+        if (strcmp(id, a->j.desired_id) == 0)
+            return; /* redelivered retained message: already handled or under way */
+    }
     if (a->busy || a->j.status == UPK_STATUS_ACTIVATING || a->j.status == UPK_STATUS_HEALTH_CHECK ||
         a->j.rolling_back) {
         /* Never abandon a half-switched device: finish first. */
@@ -459,13 +475,6 @@ static void handle_desired(upk_agent *a, const char *payload, size_t len)
         }
         return;
     }
-    uint8_t idb[UPK_SHA256_LEN];
-    char id[UPK_SHA256_HEX_LEN + 1];
-    upk_sha256_buf(payload, len, idb);
-    if (upk_hex_encode(idb, sizeof(idb), id, sizeof(id)) != UPK_OK)
-        return;
-    if (strcmp(id, a->j.desired_id) == 0)
-        return; /* redelivered retained message: already handled or under way */
     if (in_progress(a->j.status)) {
         upk_info("device=%s campaign=%s superseded by a newer desired release", dev, a->j.campaign);
         if (abandon(a, UPK_E_SUPERSEDED)) {
@@ -839,8 +848,9 @@ static void install_done(upk_err err, const char *msg, void *cb_data)
         return;
     }
     if (a->have_pending) {
-        /* A newer desired came while installing: undo and take it. */
-        start_rollback(a, UPK_E_SUPERSEDED, upk_err_msg(UPK_E_SUPERSEDED));
+        /* A newer (or a cleared) desired came while installing: undo. */
+        upk_err why = a->pending == NULL ? UPK_E_CANCELLED : UPK_E_SUPERSEDED;
+        start_rollback(a, why, upk_err_msg(why));
         return;
     }
     step_activate(a);

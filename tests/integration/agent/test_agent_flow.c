@@ -26,6 +26,9 @@
 
 #include "standin.h"
 #include "upkeep/fs.h"
+#ifdef UPK_HAVE_DELTA
+#include "upkeep/delta.h"
+#endif
 
 #ifndef AGENT_BIN
 #error AGENT_BIN must name the upkeep-agent binary
@@ -765,6 +768,70 @@ static void events_made_offline_arrive_after_reconnect(void **state)
     expect_seqs_in_order(e);
 }
 
+#ifdef UPK_HAVE_DELTA
+static uint8_t *read_all(const char *path, size_t *len)
+{
+    char *buf = NULL;
+    assert_int_equal(upk_fs_read(path, 1u << 26, &buf, len), UPK_OK);
+    return (uint8_t *)buf;
+}
+
+static void delta_release_applies_to_installed_base(void **state)
+{
+    env *e = *state;
+    /* Install a full v1 first, so the device knows its image. */
+    start_file_agent(e, NULL);
+    upk_manifest m;
+    make_manifest(e, &m, "1.0", 1, e->art, ART_LEN, "file");
+    standin_set_artifact(&e->s, e->art, ART_LEN);
+    assert_int_equal(standin_publish_desired(&e->s, &m, "camp-v1", e->key, false), 0);
+    expect_final(e, "camp-v1", UPK_STATUS_COMMITTED, UPK_OK);
+    assert_true(wait_for(e, p_state_version, "1.0", 10));
+    assert_true(e->s.state.cap.delta);
+    /* v2 differs from v1 in a few places: a patch much smaller than v2. */
+    uint8_t *v2 = malloc(ART_LEN);
+    assert_non_null(v2);
+    memcpy(v2, e->art, ART_LEN);
+    for (size_t i = 0; i < ART_LEN; i += 40000)
+        v2[i] ^= 0xff;
+    char oldp[600], newp[600], patchp[600];
+    (void)snprintf(oldp, sizeof(oldp), "%s/v1.img", e->dir);
+    (void)snprintf(newp, sizeof(newp), "%s/v2.img", e->dir);
+    (void)snprintf(patchp, sizeof(patchp), "%s/v1-v2.patch", e->dir);
+    assert_int_equal(upk_fs_write_atomic(oldp, e->art, ART_LEN), UPK_OK);
+    assert_int_equal(upk_fs_write_atomic(newp, v2, ART_LEN), UPK_OK);
+    assert_int_equal(upk_delta_make(oldp, newp, patchp), UPK_OK);
+    size_t plen = 0;
+    uint8_t *patch = read_all(patchp, &plen);
+    assert_true(plen < ART_LEN / 4);
+    upk_manifest d;
+    make_manifest(e, &d, "2.0", 2, v2, ART_LEN, "file");
+    d.type = UPK_RELEASE_DELTA;
+    d.size = plen;
+    upk_sha256_buf(patch, plen, d.sha256);
+    upk_sha256_buf(e->art, ART_LEN, d.base_sha256);
+    /* A delta for another base is refused before any chunk is asked for. */
+    upk_manifest wrong = d;
+    wrong.base_sha256[0] ^= 1;
+    size_t reqs = e->s.req_count;
+    assert_int_equal(standin_publish_desired(&e->s, &wrong, "camp-wrongbase", e->key, false), 0);
+    expect_final(e, "camp-wrongbase", UPK_STATUS_REJECTED, UPK_E_DELTA_BASE_MISMATCH);
+    assert_int_equal(e->s.req_count, reqs);
+    expect_file(e->target, e->art, ART_LEN);
+    /* The right base: the patch is downloaded, applied and verified. */
+    standin_set_artifact(&e->s, patch, plen);
+    e->s.max_served_end = 0;
+    assert_int_equal(standin_publish_desired(&e->s, &d, "camp-delta", e->key, false), 0);
+    expect_final(e, "camp-delta", UPK_STATUS_COMMITTED, UPK_OK);
+    expect_file(e->target, v2, ART_LEN);
+    assert_int_equal(e->s.max_served_end, plen); /* only the patch was downloaded */
+    assert_true(wait_for(e, p_state_version, "2.0", 10));
+    assert_memory_equal(e->s.state.image_sha256, d.target_sha256, UPK_SHA256_LEN);
+    free(patch);
+    free(v2);
+}
+#endif
+
 static void bad_config_is_refused_with_field_named(void **state)
 {
     env *e = *state;
@@ -806,6 +873,9 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(events_made_offline_arrive_after_reconnect, setup,
                                         teardown),
+#ifdef UPK_HAVE_DELTA
+        cmocka_unit_test_setup_teardown(delta_release_applies_to_installed_base, setup, teardown),
+#endif
         cmocka_unit_test_setup_teardown(bad_config_is_refused_with_field_named, setup, teardown),
     };
     /* AGENT_TEST_FILTER=name runs one test (while debugging). */
