@@ -41,6 +41,56 @@ static bool raw_text_ok(const char *json, size_t len)
     return true;
 }
 
+static int key_cmp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* True when no object inside v (v included) has two members of the same
+ * name. Which of two duplicates counts differs between JSON parsers, so a
+ * signed manifest or a command with duplicates could mean one thing to the
+ * signer and another here. Sorting keeps this O(n log n) per object;
+ * recursion is bounded by cJSON's nesting limit. */
+static bool keys_unique(const cJSON *v, bool *nomem)
+{
+    if (!cJSON_IsObject(v) && !cJSON_IsArray(v))
+        return true;
+    size_t n = 0;
+    const cJSON *it = NULL;
+    cJSON_ArrayForEach(it, v)
+    {
+        if (!keys_unique(it, nomem))
+            return false;
+        n++;
+    }
+    if (!cJSON_IsObject(v) || n < 2)
+        return true;
+    const char **keys = malloc(n * sizeof(*keys));
+    if (keys == NULL) {
+        *nomem = true;
+        return false;
+    }
+    size_t i = 0;
+    cJSON_ArrayForEach(it, v)
+    {
+        keys[i++] = it->string != NULL ? it->string : "";
+    }
+    qsort(keys, n, sizeof(*keys), key_cmp);
+    bool ok = true;
+    for (i = 1; i < n && ok; i++)
+        ok = strcmp(keys[i - 1], keys[i]) != 0;
+    free(keys);
+    return ok;
+}
+
+upk_err upk__json_check_keys(const cJSON *v)
+{
+    bool nomem = false;
+    if (keys_unique(v, &nomem))
+        return UPK_OK;
+    return nomem ? UPK_E_NOMEM : UPK_E_JSON_INVALID;
+}
+
 upk_err upk__json_parse_object(const char *json, size_t len, size_t max, int version, cJSON **out)
 {
     if (json == NULL || out == NULL)

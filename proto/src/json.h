@@ -16,10 +16,17 @@
 /* Parses exactly len bytes (no NUL needed) into an object. Returns
  * UPK_E_MSG_TOO_LARGE over max; UPK_E_JSON_INVALID for non-JSON, trailing
  * bytes, any NUL (a raw 0 byte or a \u0000 escape, which C strings cannot
- * carry) and raw control characters inside strings; UPK_E_FIELD_TYPE when the
- * top level is not an object; and UPK_E_VERSION_UNSUPPORTED unless "v" equals
- * version (UPK_E_FIELD_MISSING when "v" is absent). Caller frees *out with cJSON_Delete. */
+ * carry) and raw control characters inside strings; UPK_E_FIELD_TYPE when
+ * the top level is not an object; and UPK_E_VERSION_UNSUPPORTED unless "v" equals version
+ * (UPK_E_FIELD_MISSING when "v" is absent). Caller frees *out with
+ * cJSON_Delete. */
 upk_err upk__json_parse_object(const char *json, size_t len, size_t max, int version, cJSON **out);
+
+/* UPK_OK when no object inside v (v included) has two members of the same
+ * name, UPK_E_JSON_INVALID when one has, UPK_E_NOMEM. The message decoders
+ * apply it to whole messages, the encoders to caller-built JSON. (Manifests
+ * check their own keys and report MANIFEST_INVALID.) */
+upk_err upk__json_check_keys(const cJSON *v);
 
 /* String field of at most max chars (no NUL inside) copied into out (cap >
  * max). Missing: UPK_E_FIELD_MISSING unless optional (then out = ""). */

@@ -218,6 +218,23 @@ static upk_err finish_msg(const cJSON *root, char **out, size_t *outlen)
     return UPK_OK;
 }
 
+/* Parses a whole message: upk__json_parse_object, and no duplicate member
+ * names anywhere, since JSON parsers disagree on which of two counts. */
+static upk_err parse_msg(const char *json, size_t len, cJSON **out)
+{
+    cJSON *root = NULL;
+    upk_err err = upk__json_parse_object(json, len, UPK_MSG_MAX, UPK_MSG_VERSION, &root);
+    if (err != UPK_OK)
+        return err;
+    err = upk__json_check_keys(root);
+    if (err != UPK_OK) {
+        cJSON_Delete(root);
+        return err;
+    }
+    *out = root;
+    return UPK_OK;
+}
+
 /* ---- dev/{d}/state */
 
 static upk_err state_check(const upk_state_msg *m)
@@ -450,7 +467,7 @@ upk_err upk_state_decode(const char *json, size_t len, upk_state_msg *out)
     if (json == NULL || out == NULL)
         return UPK_E_INVALID_ARG;
     cJSON *root = NULL;
-    upk_err err = upk__json_parse_object(json, len, UPK_MSG_MAX, UPK_MSG_VERSION, &root);
+    upk_err err = parse_msg(json, len, &root);
     if (err != UPK_OK)
         return err;
     upk_state_msg *tmp = calloc(1, sizeof(*tmp));
@@ -537,7 +554,7 @@ upk_err upk_desired_decode(const char *json, size_t len, upk_desired_msg *out)
     if (json == NULL || out == NULL)
         return UPK_E_INVALID_ARG;
     cJSON *root = NULL;
-    upk_err err = upk__json_parse_object(json, len, UPK_MSG_MAX, UPK_MSG_VERSION, &root);
+    upk_err err = parse_msg(json, len, &root);
     if (err != UPK_OK)
         return err;
 
@@ -805,7 +822,7 @@ upk_err upk_event_decode(const char *json, size_t len, upk_event_msg *out)
     if (json == NULL || out == NULL)
         return UPK_E_INVALID_ARG;
     cJSON *root = NULL;
-    upk_err err = upk__json_parse_object(json, len, UPK_MSG_MAX, UPK_MSG_VERSION, &root);
+    upk_err err = parse_msg(json, len, &root);
     if (err != UPK_OK)
         return err;
     upk_event_msg *tmp = calloc(1, sizeof(*tmp));
@@ -850,7 +867,7 @@ upk_err upk_chunk_req_decode(const char *json, size_t len, upk_chunk_req *out)
     if (json == NULL || out == NULL)
         return UPK_E_INVALID_ARG;
     cJSON *root = NULL;
-    upk_err err = upk__json_parse_object(json, len, UPK_MSG_MAX, UPK_MSG_VERSION, &root);
+    upk_err err = parse_msg(json, len, &root);
     if (err != UPK_OK)
         return err;
     upk_chunk_req tmp;
@@ -961,6 +978,11 @@ upk_err upk_ctl_req_encode(const upk_ctl_req *m, char **out, size_t *outlen)
         return UPK_E_FIELD_TYPE;
     if (m->args != NULL && !json_all_finite(m->args))
         return UPK_E_FIELD_RANGE;
+    if (m->args != NULL) {
+        upk_err kerr = upk__json_check_keys(m->args);
+        if (kerr != UPK_OK)
+            return kerr == UPK_E_JSON_INVALID ? UPK_E_FIELD_RANGE : kerr;
+    }
     cJSON *root = NULL;
     upk_err err = new_msg(&root);
     if (err != UPK_OK)
@@ -986,7 +1008,7 @@ upk_err upk_ctl_req_decode(const char *json, size_t len, upk_ctl_req *out)
     if (json == NULL || out == NULL)
         return UPK_E_INVALID_ARG;
     cJSON *root = NULL;
-    upk_err err = upk__json_parse_object(json, len, UPK_MSG_MAX, UPK_MSG_VERSION, &root);
+    upk_err err = parse_msg(json, len, &root);
     if (err != UPK_OK)
         return err;
     upk_ctl_req tmp;
@@ -1039,6 +1061,11 @@ upk_err upk_ctl_resp_encode(const upk_ctl_resp *m, char **out, size_t *outlen)
         return UPK_E_FIELD_TOO_LONG;
     if (m->data != NULL && !json_all_finite(m->data))
         return UPK_E_FIELD_RANGE;
+    if (m->data != NULL) {
+        upk_err kerr = upk__json_check_keys(m->data);
+        if (kerr != UPK_OK)
+            return kerr == UPK_E_JSON_INVALID ? UPK_E_FIELD_RANGE : kerr;
+    }
     cJSON *root = NULL;
     upk_err err = new_msg(&root);
     if (err != UPK_OK)
@@ -1068,7 +1095,7 @@ upk_err upk_ctl_resp_decode(const char *json, size_t len, upk_ctl_resp *out)
     if (json == NULL || out == NULL)
         return UPK_E_INVALID_ARG;
     cJSON *root = NULL;
-    upk_err err = upk__json_parse_object(json, len, UPK_MSG_MAX, UPK_MSG_VERSION, &root);
+    upk_err err = parse_msg(json, len, &root);
     if (err != UPK_OK)
         return err;
     upk_ctl_resp tmp;

@@ -501,6 +501,10 @@ static void state_decode_rejects_out_of_range_values(void **state)
 static void state_decode_rejects_non_json_and_non_objects(void **state)
 {
     (void)state;
+    expect_state_err("{\"v\":1,\"device\":\"d\",\"hw\":\"h\",\"status\":\"idle\",\"ts\":1,"
+                     "\"device\":\"evil\"}",
+                     UPK_E_JSON_INVALID);
+    expect_state_err(ST_HEAD ",\"x\":[{\"k\":1},{\"k\":1,\"k\":2}]}", UPK_E_JSON_INVALID);
     expect_state_err("", UPK_E_JSON_INVALID);
     expect_state_err("not json", UPK_E_JSON_INVALID);
     expect_state_err("{\"v\":1,}", UPK_E_JSON_INVALID);
@@ -1080,7 +1084,8 @@ static void event_decode_rejects_out_of_range_values(void **state)
     expect_event_err(EV_HEAD ",\"health\":{\"restarts\":-1}}", UPK_E_FIELD_RANGE);
     expect_event_err(EV_HEAD ",\"health\":{\"boots\":4294967296}}", UPK_E_FIELD_RANGE);
     expect_event_err(EV_HEAD ",\"health\":{\"metrics\":{\"a\":1e999}}}", UPK_E_FIELD_RANGE);
-    expect_event_err(EV_HEAD ",\"health\":{\"metrics\":{\"a\":1,\"a\":2}}}", UPK_E_FIELD_RANGE);
+    /* duplicate names are refused as JSON, at any depth */
+    expect_event_err(EV_HEAD ",\"health\":{\"metrics\":{\"a\":1,\"a\":2}}}", UPK_E_JSON_INVALID);
 }
 
 static void event_decode_rejects_bad_ids_and_lengths(void **state)
@@ -1438,6 +1443,8 @@ static void ctl_req_decode_rejects_bad_input(void **state)
     expect_ctl_req_err("{\"v\":1,\"id\":\"r\",\"cmd\":\"s\",\"args\":{\"n\":[1e999]}}",
                        UPK_E_FIELD_RANGE);
     expect_ctl_req_err("{\"v\":2,\"id\":\"r\",\"cmd\":\"s\"}", UPK_E_VERSION_UNSUPPORTED);
+    expect_ctl_req_err("{\"v\":1,\"id\":\"r\",\"cmd\":\"s\",\"args\":{\"a\":{\"\":1,\"\":2}}}",
+                       UPK_E_JSON_INVALID);
     char *cmd = repeat('c', UPK_CMD_MAX + 1);
     char *s = fmt("{\"v\":1,\"id\":\"r\",\"cmd\":\"%s\"}", cmd);
     expect_ctl_req_err(s, UPK_E_FIELD_TOO_LONG);
@@ -1463,6 +1470,11 @@ static void ctl_req_encode_rejects_bad_input(void **state)
     cJSON_Delete(m.args);
     m.args = cJSON_CreateObject();
     assert_non_null(cJSON_AddNumberToObject(m.args, "n", INFINITY));
+    assert_int_equal(upk_ctl_req_encode(&m, &json, NULL), UPK_E_FIELD_RANGE);
+    cJSON_Delete(m.args);
+    m.args = cJSON_CreateObject();
+    assert_non_null(cJSON_AddNumberToObject(m.args, "n", 1));
+    assert_non_null(cJSON_AddNumberToObject(m.args, "n", 2));
     assert_int_equal(upk_ctl_req_encode(&m, &json, NULL), UPK_E_FIELD_RANGE);
     cJSON_Delete(m.args);
     assert_int_equal(upk_ctl_req_encode(NULL, &json, NULL), UPK_E_INVALID_ARG);
@@ -1557,6 +1569,10 @@ static void ctl_resp_encode_rejects_bad_input(void **state)
     assert_int_equal(upk_ctl_resp_encode(&m, &json, NULL), UPK_E_FIELD_TOO_LONG);
     m.message[0] = '\0';
     m.data = cJSON_CreateNumber(-INFINITY);
+    assert_int_equal(upk_ctl_resp_encode(&m, &json, NULL), UPK_E_FIELD_RANGE);
+    cJSON_Delete(m.data);
+    m.data = cJSON_Parse("[{\"a\":1,\"a\":1}]");
+    assert_non_null(m.data);
     assert_int_equal(upk_ctl_resp_encode(&m, &json, NULL), UPK_E_FIELD_RANGE);
     cJSON_Delete(m.data);
     assert_int_equal(upk_ctl_resp_encode(NULL, &json, NULL), UPK_E_INVALID_ARG);
