@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <MQTTAsync.h>
 #include <uv.h>
 
 #include "upkeep/agent.h"
@@ -104,6 +105,12 @@ int main(int argc, char **argv)
         return 0;
     }
     (void)signal(SIGPIPE, SIG_IGN);
+    /* OpenSSL 3 initialises itself when a TLS connection first needs it;
+     * leaving it to do so keeps an agent on a plain tcp:// broker from
+     * paying several MiB of resident memory for a TLS stack it never uses. */
+    MQTTAsync_init_options init = MQTTAsync_init_options_initializer;
+    init.do_openssl_init = 0;
+    MQTTAsync_global_init(&init);
 
     int rc = 1;
     run_ctx r;

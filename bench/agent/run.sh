@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Agent benchmark: stripped binary size and idle memory of upkeep-agent, side
+# by side with Debian's mender-client daemon measured the same way on the
+# same machine, and the chunked download throughput over loopback.
+#
+#   bench/agent/run.sh [BUILD_DIR]      (default: build; needs the targets
+#                                        upkeep-agent and upk_agent_bench)
+#   env: SIZE_MIB=64 REPEAT=3 CHUNK=65536 IN_FLIGHT=8 IDLE_S=5
+#
+# Memory: each daemon is started with a config pointing at an unreachable or
+# idle server, left IDLE_S seconds, then VmRSS (resident, shared libraries
+# included) and Pss (shared pages divided among their users) are read from
+# /proc/PID. mender-client is measured only when /usr/bin/mender exists
+# (apt-get install mender-client). Everything listens on 127.0.0.1 only.
+set -euo pipefail
+
+BUILD=${1:-build}
+SIZE_MIB=${SIZE_MIB:-64}
+REPEAT=${REPEAT:-3}
+CHUNK=${CHUNK:-65536}
+IN_FLIGHT=${IN_FLIGHT:-8}
+IDLE_S=${IDLE_S:-5}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+case "$BUILD" in /*) ;; *) BUILD="$ROOT/$BUILD" ;; esac
+AGENT="$BUILD/bin/upkeep-agent"
+BENCH="$BUILD/bin/upk_agent_bench"
+MOSQUITTO=${MOSQUITTO:-$(command -v mosquitto || echo /usr/sbin/mosquitto)}
+for f in "$AGENT" "$BENCH" "$MOSQUITTO"; do
+    [ -x "$f" ] || { echo "missing $f (build upkeep-agent and upk_agent_bench)" >&2; exit 1; }
+done
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/upk-bench-agent-XXXXXX")
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+kib() { awk -v f="$2:" '$1==f {print $2}' "/proc/$1/${3:-status}"; }
+
+echo "== binary size"
+strip -o "$WORK/upkeep-agent.stripped" "$AGENT"
+AGENT_SIZE=$(stat -c %s "$WORK/upkeep-agent.stripped")
+echo "upkeep-agent stripped: $AGENT_SIZE bytes"
+MENDER_SIZE=
+if [ -x /usr/bin/mender ]; then
+    strip -o "$WORK/mender.stripped" /usr/bin/mender 2>/dev/null || cp /usr/bin/mender "$WORK/mender.stripped"
+    MENDER_SIZE=$(stat -c %s "$WORK/mender.stripped")
+    echo "mender (mender-client $(dpkg-query -W -f '${Version}' mender-client 2>/dev/null)) stripped: $MENDER_SIZE bytes"
+fi
+
+echo "== idle memory (after ${IDLE_S}s connected/idle)"
+PORT=$(free_port)
+printf 'listener %s 127.0.0.1\nallow_anonymous true\nuser %s\n' "$PORT" "$(id -un)" > "$WORK/mosquitto.conf"
+"$MOSQUITTO" -c "$WORK/mosquitto.conf" >/dev/null 2>&1 &
+PIDS+=($!)
+openssl ecparam -name prime256v1 -genkey -noout -out "$WORK/rel.pem" 2>/dev/null
+openssl ec -in "$WORK/rel.pem" -pubout -out "$WORK/rel.pub" 2>/dev/null
+cat > "$WORK/agent.json" <<JSON
+{"broker":"tcp://127.0.0.1:$PORT","device_id":"bench-idle","hardware":"hw-1",
+ "data_dir":"$WORK/agent-data","keys":["$WORK/rel.pub"],"module":"file",
+ "module_settings":{"path":"$WORK/app.bin"}}
+JSON
+for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.1; done
+"$AGENT" -c "$WORK/agent.json" -l warn 2>"$WORK/agent.log" &
+APID=$!
+PIDS+=($APID)
+sleep "$IDLE_S"
+A_RSS=$(kib $APID VmRSS); A_PSS=$(kib $APID Pss smaps_rollup); A_THR=$(kib $APID Threads)
+echo "upkeep-agent: VmRSS ${A_RSS} KiB, Pss ${A_PSS} KiB, threads ${A_THR}"
+M_RSS=; M_PSS=
+if [ -x /usr/bin/mender ]; then
+    mkdir -p "$WORK/mender-data"
+    echo "device_type=bench" > "$WORK/mender-data/device_type"
+    # An unreachable server: the daemon idles in its retry/check-wait states.
+    printf '{"ServerURL":"https://127.0.0.1:9","UpdatePollIntervalSeconds":1800,"InventoryPollIntervalSeconds":28800,"RetryPollIntervalSeconds":300}\n' > "$WORK/mender.conf"
+    /usr/bin/mender -c "$WORK/mender.conf" -b "$WORK/none.conf" -d "$WORK/mender-data" \
+        --no-syslog -L "$WORK/mender.log" daemon >/dev/null 2>&1 &
+    MPID=$!
+    PIDS+=($MPID)
+    sleep "$IDLE_S"
+    M_RSS=$(kib $MPID VmRSS); M_PSS=$(kib $MPID Pss smaps_rollup); M_THR=$(kib $MPID Threads)
+    echo "mender daemon: VmRSS ${M_RSS} KiB, Pss ${M_PSS} KiB, threads ${M_THR}"
+    awk -v a="$A_RSS" -v m="$M_RSS" -v ap="$A_PSS" -v mp="$M_PSS" 'BEGIN {
+        printf "ratio mender/upkeep-agent: VmRSS %.1fx, Pss %.1fx\n", m / a, mp / ap }'
+fi
+
+echo "== chunked download over loopback (${SIZE_MIB} MiB, chunk ${CHUNK}, ${IN_FLIGHT} in flight, median of ${REPEAT})"
+: > "$WORK/dl.txt"
+for i in $(seq "$REPEAT"); do
+    "$BENCH" "$AGENT" "$MOSQUITTO" "$SIZE_MIB" "$CHUNK" "$IN_FLIGHT" | tee -a "$WORK/dl.txt" | grep -E "download_s|cpu"
+done
+grep -o 'download_mb_per_s=[0-9.]*' "$WORK/dl.txt" | cut -d= -f2 | sort -n | awk '{a[NR]=$1} END {printf "median download: %.1f MB/s\n", a[int((NR+1)/2)]}'
+grep -o 'agent_cpu_bound_mb_per_s=[0-9.]*' "$WORK/dl.txt" | cut -d= -f2 | sort -n | awk '{a[NR]=$1} END {printf "median agent CPU-bound rate: %.1f MB/s (bytes / agent CPU seconds)\n", a[int((NR+1)/2)]}'
+echo "load average during the run: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) CPUs"
