@@ -294,7 +294,8 @@ static void on_message(upk_mqtt *c, const upk_mqtt_msg *m, void *ud)
                      err != UPK_OK ? upk_err_str(err) : "device id differs from topic");
             return;
         }
-        if (upk_store_device_state(s->store, &st, now_ms()) != UPK_OK)
+        if (upk_store_device_state(s->store, &st, now_ms()) != UPK_OK ||
+            upk_store_state_outcome(s->store, &st, now_ms()) != UPK_OK)
             upk_error("serve: could not record state device=%s", t.id);
         break;
     }

@@ -410,6 +410,80 @@ static int event_transition(upk_cdev_state cur, upk_status step)
     }
 }
 
+/* Moves the campaign row of device for an outcome it reported (inside the
+ * caller's transaction). Only reports about the campaign's own release
+ * version count (version "" matches any): a rollback to the previous release
+ * reuses the campaign id. */
+static upk_err apply_outcome(upk_store *s, const char *device, const char *campaign,
+                             const char *version, upk_status step, upk_err error, int64_t now_ms)
+{
+    if (campaign[0] == '\0')
+        return UPK_OK;
+    sqlite3_stmt *st = NULL;
+    upk_err err = prep(s,
+                       "SELECT cd.state FROM campaign_devices cd JOIN campaigns c ON"
+                       " c.id = cd.campaign JOIN releases r ON r.id = c.release"
+                       " WHERE cd.campaign=? AND cd.device=? AND (?='' OR r.version=?)",
+                       &st);
+    if (err != UPK_OK)
+        return err;
+    bind_text(st, 1, campaign);
+    bind_text(st, 2, device);
+    bind_text(st, 3, version);
+    bind_text(st, 4, version);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE) {
+        sqlite3_finalize(st);
+        return UPK_OK;
+    }
+    if (rc != SQLITE_ROW) {
+        err = db_err(s, "outcome lookup");
+        goto out;
+    }
+    upk_cdev_state cur;
+    if (!upk_cdev_state_from_str((const char *)sqlite3_column_text(st, 0), &cur)) {
+        err = UPK_E_STATE_CORRUPT;
+        goto out;
+    }
+    sqlite3_finalize(st);
+    st = NULL;
+    int next = event_transition(cur, step);
+    if (next < 0)
+        return UPK_OK;
+    if ((err = prep(s,
+                    "UPDATE campaign_devices SET state=?, done_ms=?, error=?"
+                    " WHERE campaign=? AND device=?",
+                    &st)) != UPK_OK)
+        return err;
+    bind_text(st, 1, upk_cdev_state_str((upk_cdev_state)next));
+    sqlite3_bind_int64(st, 2, upk_cdev_state_is_final((upk_cdev_state)next) ? now_ms : 0);
+    bind_text(st, 3, error != UPK_OK ? upk_err_str(error) : "");
+    bind_text(st, 4, campaign);
+    bind_text(st, 5, device);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        err = db_err(s, "outcome apply");
+out:
+    sqlite3_finalize(st);
+    return err;
+}
+
+upk_err upk_store_state_outcome(upk_store *s, const upk_state_msg *m, int64_t now_ms)
+{
+    if (m->campaign[0] == '\0' || !upk_status_is_final(m->status))
+        return UPK_OK;
+    /* A failure leaves the old version installed: match any version then. */
+    const char *version = m->status == UPK_STATUS_COMMITTED ? m->version : "";
+    upk_err err = begin(s);
+    if (err != UPK_OK)
+        return err;
+    if ((err = apply_outcome(s, m->device, m->campaign, version, m->status, m->error, now_ms)) !=
+        UPK_OK) {
+        rollback(s);
+        return err;
+    }
+    return commit(s);
+}
+
 upk_err upk_store_event_apply(upk_store *s, const char *device, const upk_event_msg *e,
                               int64_t now_ms, bool *dup)
 {
@@ -443,53 +517,9 @@ upk_err upk_store_event_apply(upk_store *s, const char *device, const upk_event_
         return commit(s);
     }
     *dup = false;
-    if (e->campaign[0] != '\0') {
-        /* Only events about the campaign's own release move its rows: a
-         * rollback to the previous release reuses the campaign id. */
-        if ((err = prep(s,
-                        "SELECT cd.state FROM campaign_devices cd JOIN campaigns c ON"
-                        " c.id = cd.campaign JOIN releases r ON r.id = c.release"
-                        " WHERE cd.campaign=? AND cd.device=? AND (?='' OR r.version=?)",
-                        &st)) != UPK_OK)
-            goto fail;
-        bind_text(st, 1, e->campaign);
-        bind_text(st, 2, device);
-        bind_text(st, 3, e->version);
-        bind_text(st, 4, e->version);
-        int rc = sqlite3_step(st);
-        if (rc == SQLITE_ROW) {
-            upk_cdev_state cur;
-            if (!upk_cdev_state_from_str((const char *)sqlite3_column_text(st, 0), &cur)) {
-                err = UPK_E_STATE_CORRUPT;
-                goto fail_st;
-            }
-            sqlite3_finalize(st);
-            st = NULL;
-            int next = event_transition(cur, e->step);
-            if (next >= 0) {
-                if ((err = prep(s,
-                                "UPDATE campaign_devices SET state=?, done_ms=?, error=?"
-                                " WHERE campaign=? AND device=?",
-                                &st)) != UPK_OK)
-                    goto fail;
-                bind_text(st, 1, upk_cdev_state_str((upk_cdev_state)next));
-                sqlite3_bind_int64(st, 2,
-                                   upk_cdev_state_is_final((upk_cdev_state)next) ? now_ms : 0);
-                bind_text(st, 3, e->error != UPK_OK ? upk_err_str(e->error) : "");
-                bind_text(st, 4, e->campaign);
-                bind_text(st, 5, device);
-                if (sqlite3_step(st) != SQLITE_DONE) {
-                    err = db_err(s, "event apply");
-                    goto fail_st;
-                }
-            }
-        } else if (rc != SQLITE_DONE) {
-            err = db_err(s, "event lookup");
-            goto fail_st;
-        }
-        sqlite3_finalize(st);
-        st = NULL;
-    }
+    if ((err = apply_outcome(s, device, e->campaign, e->version, e->step, e->error, now_ms)) !=
+        UPK_OK)
+        goto fail;
     return commit(s);
 fail_st:
     sqlite3_finalize(st);

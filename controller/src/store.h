@@ -58,6 +58,13 @@ UPK_MUST_CHECK upk_err upk_store_may_fetch(upk_store *s, const char *device, con
 UPK_MUST_CHECK upk_err upk_store_event_apply(upk_store *s, const char *device,
                                              const upk_event_msg *e, int64_t now_ms, bool *dup);
 
+/* Applies the outcome a device's retained state reports (campaign and a
+ * final status), like the matching event would. This recovers outcomes whose
+ * events were lost, e.g. received but not yet applied when the controller
+ * was killed. No-op for states without a campaign or a final status. */
+UPK_MUST_CHECK upk_err upk_store_state_outcome(upk_store *s, const upk_state_msg *m,
+                                               int64_t now_ms);
+
 /* ---- releases */
 typedef struct upk_release_row {
     char id[UPK_ID_MAX + 1];

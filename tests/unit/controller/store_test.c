@@ -371,6 +371,48 @@ static void campaign_survives_reopen(void **state)
     assert_int_equal(upk_store_campaign_get(f->s, "none", &got), UPK_E_NOT_FOUND);
 }
 
+static void state_outcome_recovers_lost_events(void **state)
+{
+    struct fx *f = *state;
+    add_release(f->s, "fw-2.0", "2.0", 0x22);
+    const char *ids[] = {"a", "b"};
+    add_device(f->s, "a", "hw-a", "1.0", true);
+    add_device(f->s, "b", "hw-a", "1.0", true);
+    upk_campaign c = make_campaign(f->s, "c1", "fw-2.0", ids, 2);
+    c.stage = 1;
+    upk_cdev *devs = NULL;
+    size_t n = 0;
+    upk_action acts[4];
+    upk_step_result res;
+    assert_int_equal(upk_store_campaign_devices(f->s, "c1", &devs, &n), UPK_OK);
+    assert_int_equal(upk_engine_step(&c, devs, n, 2000, acts, 4, &res), UPK_OK);
+    assert_int_equal(upk_store_campaign_apply(f->s, &res, devs, acts, 2000, NULL, NULL), UPK_OK);
+    free(devs);
+    upk_state_msg m;
+    memset(&m, 0, sizeof(m));
+    int r = snprintf(m.device, sizeof(m.device), "a");
+    r = snprintf(m.campaign, sizeof(m.campaign), "c1");
+    r = snprintf(m.version, sizeof(m.version), "1.0");
+    (void)r;
+    /* Committed but still the old version: not this campaign's release. */
+    m.status = UPK_STATUS_COMMITTED;
+    assert_int_equal(upk_store_state_outcome(f->s, &m, 3000), UPK_OK);
+    r = snprintf(m.version, sizeof(m.version), "2.0");
+    m.status = UPK_STATUS_DOWNLOADING; /* not final: ignored */
+    assert_int_equal(upk_store_state_outcome(f->s, &m, 3000), UPK_OK);
+    m.status = UPK_STATUS_COMMITTED;
+    assert_int_equal(upk_store_state_outcome(f->s, &m, 3001), UPK_OK);
+    m.device[0] = 'b';
+    r = snprintf(m.version, sizeof(m.version), "1.0");
+    m.status = UPK_STATUS_FAILED;
+    assert_int_equal(upk_store_state_outcome(f->s, &m, 3002), UPK_OK);
+    assert_int_equal(upk_store_campaign_devices(f->s, "c1", &devs, &n), UPK_OK);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(devs[i].state,
+                         strcmp(devs[i].device, "a") == 0 ? UPK_CDEV_SUCCEEDED : UPK_CDEV_FAILED);
+    free(devs);
+}
+
 static void release_round_trips(void **state)
 {
     struct fx *f = *state;
@@ -413,6 +455,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(rollback_restores_previous_desired, setup, teardown),
         cmocka_unit_test_setup_teardown(campaign_survives_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(state_outcome_recovers_lost_events, setup, teardown),
         cmocka_unit_test_setup_teardown(release_round_trips, setup, teardown),
         cmocka_unit_test_setup_teardown(audit_is_recorded, setup, teardown),
     };
