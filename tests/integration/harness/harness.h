@@ -27,7 +27,13 @@
  * mosquitto binary (default: mosquitto on PATH, then /usr/sbin/mosquitto).
  *
  * Threads: a client's Paho callbacks run on Paho's threads; every function
- * here may be called from the test's main thread only. */
+ * here may be called from the test's main thread only.
+ *
+ * Timing: with other MQTTAsync clients of the same process connected, a new
+ * connect can take 1-2 s (Paho adds the socket to its poll set only when the
+ * current poll times out), so keep the number of sequential logins in a test
+ * modest, and never let a time limit in the broker config (lockout, hold-off)
+ * be shorter than a few seconds when a test must observe it. */
 #ifndef UPKEEP_TEST_HARNESS_H
 #define UPKEEP_TEST_HARNESS_H
 
