@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zstd.h>
@@ -533,12 +534,16 @@ upk_err upk_delta_read_info(const char *patch_path, upk_delta_info *out)
 }
 
 /* Hashes the old image through its descriptor and compares size and hash. */
-static upk_err check_base(int fd, const upk__delta_header *h)
+/* Checks the old image's size and hash against the header. A regular file
+ * is mapped (*map, *map_len; the caller unmaps) so that the hash and then
+ * the decoder's random reads cost no copies; a block device, or a file that
+ * cannot be mapped, is read with pread. */
+static upk_err check_base(int fd, const upk__delta_header *h, void **map, size_t *map_len)
 {
     uint8_t digest[UPK_SHA256_LEN];
     struct stat st;
     upk_sha256 sha;
-    uint8_t *buf;
+    uint8_t *buf = NULL;
     uint64_t off = 0;
     upk_err err = UPK_OK;
 
@@ -548,11 +553,22 @@ static upk_err check_base(int fd, const upk__delta_header *h)
         return UPK_E_INVALID_ARG;
     if (S_ISREG(st.st_mode) && (uint64_t)st.st_size != h->info.old_size)
         return UPK_E_DELTA_BASE_MISMATCH;
-    buf = malloc(HASH_BUF);
-    if (buf == NULL)
-        return UPK_E_NOMEM;
     upk_sha256_init(&sha);
-    while (off < h->info.old_size) {
+    if (S_ISREG(st.st_mode) && h->info.old_size > 0 && h->info.old_size <= SIZE_MAX) {
+        void *m = mmap(NULL, (size_t)h->info.old_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (m != MAP_FAILED) {
+            *map = m;
+            *map_len = (size_t)h->info.old_size;
+            upk_sha256_update(&sha, m, *map_len);
+            off = h->info.old_size;
+        }
+    }
+    if (off < h->info.old_size) {
+        buf = malloc(HASH_BUF);
+        if (buf == NULL)
+            err = UPK_E_NOMEM;
+    }
+    while (err == UPK_OK && off < h->info.old_size) {
         uint64_t left = h->info.old_size - off;
         size_t n = left < HASH_BUF ? (size_t)left : HASH_BUF;
         ssize_t r = pread(fd, buf, n, (off_t)off);
@@ -582,6 +598,8 @@ upk_err upk_delta_apply(const char *old_path, const char *patch_path, const char
     upk__delta_header h;
     struct stat ost, st;
     bool created = false;
+    void *map = NULL;
+    size_t map_len = 0;
     io x;
     upk_err err;
 
@@ -615,9 +633,11 @@ upk_err upk_delta_apply(const char *old_path, const char *patch_path, const char
     err = read_header_fd(x.patch_fd, &h);
     if (err != UPK_OK)
         goto out;
-    err = check_base(x.old_fd, &h);
+    err = check_base(x.old_fd, &h, &map, &map_len);
     if (err != UPK_OK)
         goto out;
+    if (map != NULL)
+        x.old_mem = map;
 
     x.old_size = h.info.old_size;
     x.cache = malloc(OLD_CACHE);
@@ -649,6 +669,8 @@ out:
         close(x.patch_fd);
     if (x.old_fd >= 0)
         close(x.old_fd);
+    if (map != NULL)
+        (void)munmap(map, map_len);
     if (err != UPK_OK && created)
         (void)unlink(out_path);
     upk_sha256_cleanup(&x.sha);
