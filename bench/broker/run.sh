@@ -36,9 +36,9 @@ for f in "$PLUGIN" "$LOADGEN" "$DYNSEC" "$MOSQUITTO"; do
 done
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/upk-bench-broker-XXXXXX")
-BROKER_PID=
+BROKER_PIDS=
 cleanup() {
-    if [ -n "$BROKER_PID" ]; then kill "$BROKER_PID" 2>/dev/null || true; wait "$BROKER_PID" 2>/dev/null || true; fi
+    for p in $BROKER_PIDS; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -103,11 +103,13 @@ free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
-# start_broker NAME EXTRA_CONF -> sets PORT and BROKER_PID
+# start_broker NAME EXTRA_CONF -> PORT[NAME], PID[NAME]
+declare -A PORT PID
 start_broker() {
-    PORT=$(free_port)
+    local port
+    port=$(free_port)
     {
-        echo "listener $PORT 127.0.0.1"
+        echo "listener $port 127.0.0.1"
         echo "user $(id -un)"
         echo "max_queued_messages 1000000"
         echo "log_dest stderr"
@@ -116,61 +118,67 @@ start_broker() {
         printf '%s\n' "$2"
     } > "$WORK/$1.conf"
     "$MOSQUITTO" -c "$WORK/$1.conf" 2> "$WORK/$1.log" &
-    BROKER_PID=$!
-    local deadline=$((SECONDS + 30))
-    until (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; do
-        if ! kill -0 "$BROKER_PID" 2>/dev/null || [ $SECONDS -gt $deadline ]; then
+    PID[$1]=$!
+    BROKER_PIDS="$BROKER_PIDS ${PID[$1]}"
+    PORT[$1]=$port
+    local deadline=$((SECONDS + 120))
+    until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+        if ! kill -0 "${PID[$1]}" 2>/dev/null || [ $SECONDS -gt $deadline ]; then
             echo "broker $1 did not start:" >&2; cat "$WORK/$1.log" >&2; exit 1
         fi
         sleep 0.05
     done
 }
 
-stop_broker() {
-    kill "$BROKER_PID" 2>/dev/null || true
-    wait "$BROKER_PID" 2>/dev/null || true
-    BROKER_PID=
-}
-
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-declare -A RATE CPU
-run_config() { # NAME EXTRA_CONF LOADGEN_AUTH_ARGS...
-    local name=$1 conf=$2
+# One loadgen run against broker NAME at QOS; appends to RATES/CPUS.
+declare -A RATES CPUS
+run_once() { # NAME QOS LOADGEN_AUTH_ARGS...
+    local name=$1 qos=$2 c0 c1 line rx rate
     shift 2
-    start_broker "$name" "$conf"
-    echo "$name: broker up after $SECONDS s" >&2
-    for qos in 0 1; do
-        local rates=() cpus=()
-        for _ in $(seq "$REPEAT"); do
-            local c0 c1 line rx rate
-            c0=$(cpu_ticks "$BROKER_PID")
-            line=$("$LOADGEN" --port "$PORT" --devices "$DEVICES" --messages "$MESSAGES" \
-                   --qos "$qos" --threads "$THREADS" --inflight "$INFLIGHT" --payload "$PAYLOAD" \
-                   --label "$name" "$@")
-            c1=$(cpu_ticks "$BROKER_PID")
-            echo "  $line" >&2
-            rx=$(sed -n 's/.*received=\([0-9]*\).*/\1/p' <<< "$line")
-            rate=$(sed -n 's/.*msg_per_s=\([0-9]*\).*/\1/p' <<< "$line")
-            rates+=("$rate")
-            cpus+=("$(awk -v d=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v n="$rx" 'BEGIN{printf "%.2f", (n > 0 ? d / hz / n * 1e6 : 0)}')")
-        done
-        RATE[$name,$qos]=$(printf '%s\n' "${rates[@]}" | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}')
-        CPU[$name,$qos]=$(printf '%s\n' "${cpus[@]}" | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}')
-    done
-    stop_broker
+    c0=$(cpu_ticks "${PID[$name]}")
+    line=$("$LOADGEN" --port "${PORT[$name]}" --devices "$DEVICES" --messages "$MESSAGES" \
+           --qos "$qos" --threads "$THREADS" --inflight "$INFLIGHT" --payload "$PAYLOAD" \
+           --label "$name" "$@")
+    c1=$(cpu_ticks "${PID[$name]}")
+    rx=$(sed -n 's/.*received=\([0-9]*\).*/\1/p' <<< "$line")
+    rate=$(sed -n 's/.*msg_per_s=\([0-9]*\).*/\1/p' <<< "$line")
+    local cpu
+    cpu=$(awk -v d=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v n="$rx" 'BEGIN{printf "%.2f", (n > 0 ? d / hz / n * 1e6 : 0)}')
+    echo "  $line broker_cpu_us_per_msg=$cpu" >&2
+    RATES[$name,$qos]="${RATES[$name,$qos]:-} $rate"
+    CPUS[$name,$qos]="${CPUS[$name,$qos]:-} $cpu"
 }
+
+median() { tr ' ' '\n' | sed '/^$/d' | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 echo "mosquitto $("$MOSQUITTO" -h 2>&1 | sed -n 's/^mosquitto version //p'), devices=$DEVICES messages/device=$MESSAGES payload=${PAYLOAD}B repeat=$REPEAT dynsec accounts=$DYNSEC_ACCOUNTS" >&2
 
-run_config none "allow_anonymous true"
-run_config upkeep "allow_anonymous false
+# All three brokers run side by side; the runs are interleaved (none, upkeep,
+# dynsec, none, ...) so that load from other work on the machine hits each
+# configuration alike.
+start_broker none "allow_anonymous true"
+start_broker upkeep "allow_anonymous false
 plugin $PLUGIN
-plugin_opt_config $WORK/upkeep.json" --secret-file "$WORK/fleet.secret" --sub-user bench-consumer --sub-pass consumer-pw
-run_config dynsec "allow_anonymous false
+plugin_opt_config $WORK/upkeep.json"
+start_broker dynsec "allow_anonymous false
 plugin $DYNSEC
-plugin_opt_config_file $WORK/dynsec.json" --secret-file "$WORK/fleet.secret" --sub-user bench-consumer --sub-pass consumer-pw
+plugin_opt_config_file $WORK/dynsec.json"
+AUTH=(--secret-file "$WORK/fleet.secret" --sub-user bench-consumer --sub-pass consumer-pw)
+for rep in $(seq "$REPEAT"); do
+    for qos in 0 1; do
+        run_once none "$qos"
+        run_once upkeep "$qos" "${AUTH[@]}"
+        run_once dynsec "$qos" "${AUTH[@]}"
+    done
+done
+declare -A RATE CPU
+for k in "${!RATES[@]}"; do
+    RATE[$k]=$(median <<< "${RATES[$k]}")
+    CPU[$k]=$(median <<< "${CPUS[$k]}")
+done
 
 printf '\n| config | QoS | msg/s end-to-end | ratio to none | broker CPU us/msg | broker-limited msg/s | ratio to none |\n'
 printf '| --- | --- | --- | --- | --- | --- | --- |\n'
