@@ -20,6 +20,8 @@
 #define OLD_CACHE (64 * 1024)  /* old-image read cache */
 #define OUT_BUF   (256 * 1024) /* output write buffer */
 #define HASH_BUF  (256 * 1024) /* buffer for hashing the old image */
+#define ZR_IN     (32 * 1024)  /* compressed bytes read per stream step */
+#define ZR_OUT    (32 * 1024)  /* decompressed bytes buffered per stream */
 
 /* Where the decoder reads and writes; file- or memory-backed. */
 typedef struct io {
@@ -161,8 +163,8 @@ static upk_err zr_init(zreader *z, io *x, uint64_t off, uint64_t len, uint32_t w
     z->x = x;
     z->off = off;
     z->end = off + len;
-    z->in_cap = ZSTD_DStreamInSize();
-    z->out_cap = ZSTD_DStreamOutSize();
+    z->in_cap = ZR_IN;
+    z->out_cap = ZR_OUT;
     z->in = malloc(z->in_cap);
     z->out = malloc(z->out_cap);
     z->dctx = ZSTD_createDCtx();

@@ -1,11 +1,13 @@
-/* Writes the delta fuzz target's seed corpus (valid patches at two zstd levels
- * against fuzz_old.h's image, plus broken ones) into the directory given as
- * argv[1]. Run by hand when the format changes:
+/* Writes the delta fuzz targets' seed corpora: valid patches at two zstd
+ * levels against fuzz_old.h's image, plus broken ones, into argv[1]
+ * (fuzz_delta_apply); the same patches' raw streams in fuzz_records.c's input
+ * form into argv[2] (fuzz_delta_records). Run by hand when the format changes:
  *   cmake --build B --target delta_fuzz_gen_corpus && B/fuzz/delta_fuzz_gen_corpus
  * tests/fuzz/delta/corpus */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zstd.h>
 
 #include "fuzz_old.h"
 #include "upkeep/delta.h"
@@ -27,6 +29,35 @@ static int put(const char *dir, const char *name, const uint8_t *data, size_t le
     return fclose(f) == 0 ? 0 : -1;
 }
 
+static const char *raw_dir;
+
+/* Writes p's streams, decompressed, as a fuzz_delta_records input. */
+static int put_raw(const char *name, const uint8_t *p, size_t plen)
+{
+    static uint8_t buf[65536];
+    size_t n = 0, off = UPK_DELTA_HEADER_LEN;
+    uint64_t new_size = 0;
+    for (int b = 7; b >= 0; b--)
+        new_size = (new_size << 8) | p[24 + b];
+    buf[n++] = (uint8_t)new_size;
+    buf[n++] = (uint8_t)(new_size >> 8);
+    for (int i = 0; i < 5; i++) {
+        uint64_t zlen = 0;
+        for (int b = 7; b >= 0; b--)
+            zlen = (zlen << 8) | p[104 + 8 * i + b];
+        if (off + zlen > plen || n + 2 > sizeof(buf))
+            return -1;
+        size_t r = ZSTD_decompress(buf + n + 2, sizeof(buf) - n - 2, p + off, (size_t)zlen);
+        if (ZSTD_isError(r) || r > 0xffff)
+            return -1;
+        buf[n] = (uint8_t)r;
+        buf[n + 1] = (uint8_t)(r >> 8);
+        n += 2 + r;
+        off += (size_t)zlen;
+    }
+    return put(raw_dir, name, buf, n);
+}
+
 static int seed(const char *dir, const char *name, const uint8_t *old, const uint8_t *nw,
                 size_t nlen, int level)
 {
@@ -39,6 +70,8 @@ static int seed(const char *dir, const char *name, const uint8_t *old, const uin
         return -1;
     snprintf(nm, sizeof(nm), "%s-%s", name, level == 19 ? "l19" : "l1");
     rc = put(dir, nm, p, plen);
+    if (rc == 0 && raw_dir != NULL)
+        rc = put_raw(nm, p, plen);
     if (rc == 0 && plen > 140) { /* a truncated and a bit-flipped variant */
         snprintf(nm, sizeof(nm), "%s-%s-trunc", name, level == 19 ? "l19" : "l1");
         rc = put(dir, nm, p, plen - 7);
@@ -57,10 +90,11 @@ int main(int argc, char **argv)
     size_t n;
     int rc = 0;
 
-    if (argc != 2) {
-        fprintf(stderr, "usage: %s CORPUS_DIR\n", argv[0]);
+    if (argc != 2 && argc != 3) {
+        fprintf(stderr, "usage: %s APPLY_CORPUS_DIR [RECORDS_CORPUS_DIR]\n", argv[0]);
         return 2;
     }
+    raw_dir = argc == 3 ? argv[2] : NULL;
     fuzz_old_fill(old);
     for (int level = 1; level <= 19 && rc == 0; level += 18) {
         rc |= seed(argv[1], "identical", old, old, FUZZ_OLD_LEN, level);
