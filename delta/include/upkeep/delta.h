@@ -39,6 +39,14 @@ UPK_MUST_CHECK upk_err upk_delta_apply(const char *old_path, const char *patch_p
 
 /* ---- Extensions (owned by the delta engineer) ---------------------------- */
 
+/* Notes on upk_delta_apply: a regular old image is mmapped read-only (block
+ * devices and unmappable files are read with pread), so it must not shrink
+ * while a patch is applied; out_path naming the old image itself is refused
+ * (UPK_E_INVALID_ARG). The header's new_size comes from the patch: a caller
+ * that knows the expected size (the agent, from the signed manifest) should
+ * compare upk_delta_read_info's new_size first, so that a bad header cannot
+ * make it write up to UPK_DELTA_MAX_SIZE bytes before the hash check. */
+
 /* Limits. A patch's header may not claim sizes above UPK_DELTA_MAX_SIZE;
  * upk_delta_make refuses an old or new image above UPK_DELTA_MAX_MAKE_SIZE
  * (UPK_E_FIELD_RANGE), since it holds both plus a suffix array in memory.
