@@ -116,7 +116,10 @@ int standin_init(standin *s, uv_loop_t *loop, const char *url, const char *devic
     memset(&o, 0, sizeof(o));
     o.url = url;
     o.client_id = id;
-    o.clean_start = true;
+    /* A kept session: events the agent sends while the stand-in is away
+     * (e.g. across a broker restart with persistence) are queued for it. */
+    o.clean_start = false;
+    o.session_expiry_s = 3600;
     o.reconnect_min_ms = 100;
     o.reconnect_max_ms = 500;
     o.max_inflight = 64;

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -134,6 +135,7 @@ static void broker_start(env *e)
     e->broker = fork();
     assert_true(e->broker >= 0);
     if (e->broker == 0) {
+        (void)prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive a killed test */
         execl(MOSQUITTO_BIN, "mosquitto", "-c", conf, (char *)NULL);
         _exit(127);
     }
@@ -163,6 +165,7 @@ static void agent_start(env *e)
     e->agent = fork();
     assert_true(e->agent >= 0);
     if (e->agent == 0) {
+        (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
         int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
         if (fd >= 0) {
             (void)dup2(fd, 2);
@@ -748,24 +751,124 @@ static void newer_desired_supersedes_and_clear_cancels(void **state)
     expect_file(e->target, e->art2, ART_LEN);
 }
 
+static bool p_journal_says(env *e, const void *arg)
+{
+    char p[600];
+    (void)snprintf(p, sizeof(p), "%s/journal.json", e->data_dir);
+    char *buf = NULL;
+    size_t len = 0;
+    if (upk_fs_read(p, 1u << 20, &buf, &len) != UPK_OK)
+        return false;
+    bool ok = strstr(buf, arg) != NULL;
+    free(buf);
+    return ok;
+}
+
 static void events_made_offline_arrive_after_reconnect(void **state)
 {
     env *e = *state;
-    start_file_agent(e, NULL);
-    /* The broker goes away; the agent keeps journaling and queues events. */
+    start_file_agent(e, "[\"/bin/sh\",\"-c\",\"sleep 1\"]");
     upk_manifest m;
     make_manifest(e, &m, "2.0", 1, e->art, 4096, "file");
     standin_set_artifact(&e->s, e->art, 4096);
     assert_int_equal(standin_publish_desired(&e->s, &m, "camp-off", e->key, false), 0);
+    step_q q = {"camp-off", UPK_STATUS_HEALTH_CHECK};
+    assert_true(wait_for(e, p_step, &q, 20));
+    /* The broker goes away while the health check runs: the agent commits
+     * offline and keeps the events on disk. */
+    reap(&e->broker, SIGTERM);
+    assert_true(wait_for(e, p_journal_says, "\"status\":\"committed\"", 20));
+    assert_false(standin_saw(&e->s, UPK_STATUS_COMMITTED, UPK_OK));
+    broker_start(e);
     expect_final(e, "camp-off", UPK_STATUS_COMMITTED, UPK_OK);
-    reap(&e->agent, SIGTERM);
-    /* Events queued on disk by a stopped agent are sent when it restarts. */
+    /* Every step arrived once, in order. */
+    static const upk_status want[] = {UPK_STATUS_DOWNLOADING,  UPK_STATUS_VERIFYING,
+                                      UPK_STATUS_INSTALLING,   UPK_STATUS_ACTIVATING,
+                                      UPK_STATUS_HEALTH_CHECK, UPK_STATUS_COMMITTED};
+    size_t k = 0;
+    for (size_t i = 0; i < e->s.event_count && k < 6; i++)
+        if (e->s.events[i].step == want[k])
+            k++;
+    assert_int_equal(k, 6);
+    expect_seqs_in_order(e);
+    /* A restart sends nothing again. */
     size_t before = e->s.event_count;
+    reap(&e->agent, SIGTERM);
     agent_start(e);
     assert_true(wait_for(e, p_state_version, "2.0", 10));
     assert_int_equal(e->s.event_count, before);
-    assert_int_equal(e->s.dup_events, 0);
-    expect_seqs_in_order(e);
+}
+
+/* A module script in the test dir that fails the steps matching pattern. */
+static void write_failing_module(env *e, const char *pattern)
+{
+    char text[600], p[600];
+    (void)snprintf(text, sizeof(text), "#!/bin/sh\ncase \"$1\" in %s) exit 7;; esac\nexit 0\n",
+                   pattern);
+    (void)snprintf(p, sizeof(p), "%s/failmod", e->dir);
+    assert_int_equal(upk_fs_write_atomic(p, text, strlen(text)), UPK_OK);
+    assert_int_equal(chmod(p, 0755), 0);
+}
+
+static void module_failures_end_failed_or_rolled_back(void **state)
+{
+    env *e = *state;
+    char extra[700];
+    (void)snprintf(extra, sizeof(extra), "\"modules_dir\":\"%s\"", e->dir);
+    static const struct {
+        const char *step;
+        upk_status st;
+        upk_err err;
+    } cases[] = {
+        {"install", UPK_STATUS_FAILED, UPK_E_INSTALL_FAILED},
+        {"activate", UPK_STATUS_ROLLED_BACK, UPK_E_ACTIVATE_FAILED},
+        {"health", UPK_STATUS_ROLLED_BACK, UPK_E_HEALTH_FAILED},
+        {"health|rollback", UPK_STATUS_FAILED, UPK_E_ROLLBACK_FAILED},
+        {"rollback", UPK_STATUS_COMMITTED, UPK_OK}, /* never needed */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        write_failing_module(e, cases[i].step);
+        /* The module lives in the test dir: its own config. */
+        char text[2048];
+        (void)snprintf(text, sizeof(text),
+                       "{\"broker\":\"%s\",\"device_id\":\"%s\",\"hardware\":\"hw-1\","
+                       "\"data_dir\":\"%s\",\"keys\":[\"%s\"],\"module\":\"failmod\",%s,"
+                       "\"reconnect_min_ms\":100,\"reconnect_max_ms\":400}",
+                       e->url, e->device, e->data_dir, e->key_path, extra);
+        assert_int_equal(upk_fs_write_atomic(e->cfg_path, text, strlen(text)), UPK_OK);
+        agent_start(e);
+        assert_true(wait_for(e, p_connected, NULL, 10));
+        char campaign[32], version[16];
+        (void)snprintf(campaign, sizeof(campaign), "mod-%zu", i);
+        (void)snprintf(version, sizeof(version), "5.%zu", i);
+        upk_manifest m;
+        make_manifest(e, &m, version, 1, e->art, 8192, "failmod");
+        standin_set_artifact(&e->s, e->art, 8192);
+        assert_int_equal(standin_publish_desired(&e->s, &m, campaign, e->key, false), 0);
+        expect_final(e, campaign, cases[i].st, cases[i].err);
+        reap(&e->agent, SIGTERM);
+    }
+}
+
+static void controller_refusal_and_corrupt_journal_are_reported(void **state)
+{
+    env *e = *state;
+    /* A journal torn by something outside the agent's control. */
+    assert_int_equal(upk_fs_mkdirs(e->data_dir), UPK_OK);
+    char p[600];
+    (void)snprintf(p, sizeof(p), "%s/journal.json", e->data_dir);
+    static const char torn[] = "{\"v\":1,\"status\":\"instal";
+    assert_int_equal(upk_fs_write_atomic(p, torn, strlen(torn)), UPK_OK);
+    start_file_agent(e, NULL);
+    assert_int_equal(e->s.state.error, UPK_E_STATE_CORRUPT);
+    assert_int_equal(e->s.state.status, UPK_STATUS_IDLE);
+    /* The controller does not serve the artifact. */
+    upk_manifest m;
+    make_manifest(e, &m, "2.0", 1, e->art, ART_LEN, "file");
+    standin_set_artifact(&e->s, e->art2, ART_LEN); /* some other artifact */
+    assert_int_equal(standin_publish_desired(&e->s, &m, "camp-404", e->key, false), 0);
+    expect_final(e, "camp-404", UPK_STATUS_FAILED, UPK_E_NOT_FOUND);
+    expect_file(e->target, "old version\n", 12);
 }
 
 #ifdef UPK_HAVE_DELTA
@@ -872,6 +975,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(newer_desired_supersedes_and_clear_cancels, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(events_made_offline_arrive_after_reconnect, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(module_failures_end_failed_or_rolled_back, setup, teardown),
+        cmocka_unit_test_setup_teardown(controller_refusal_and_corrupt_journal_are_reported, setup,
                                         teardown),
 #ifdef UPK_HAVE_DELTA
         cmocka_unit_test_setup_teardown(delta_release_applies_to_installed_base, setup, teardown),
