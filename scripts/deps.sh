@@ -10,6 +10,7 @@ pkgs=(
   libzstd-dev zstd libdivsufsort-dev
   mosquitto mosquitto-dev mosquitto-clients libmosquitto-dev
   libcmocka-dev
+  chromium  # headless render check of the update-capability HTML card (tests/integration/health)
 )
 
 missing=()
