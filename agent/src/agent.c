@@ -198,7 +198,7 @@ static void emit(upk_agent *a, upk_status step, uint32_t progress, upk_err err, 
 static upk_err advance(upk_agent *a, upk_status st)
 {
     a->j.status = st;
-    upk_err err = upk__journal_save(a->journal_path, &a->j);
+    upk_err err = upk__journal_save_ex(a->journal_path, &a->j, a->cfg->fsync);
     if (err != UPK_OK) {
         upk_error("device=%s cannot write journal: %s", a->cfg->device_id, upk_err_str(err));
         return err;
@@ -295,7 +295,7 @@ static void finish(upk_agent *a, upk_status st, upk_err err, const char *msg)
     a->j.rolling_back = false;
     a->j.error = err;
     (void)snprintf(a->j.message, sizeof(a->j.message), "%s", msg != NULL ? msg : "");
-    upk_err e = upk__journal_save(a->journal_path, &a->j);
+    upk_err e = upk__journal_save_ex(a->journal_path, &a->j, a->cfg->fsync);
     if (e != UPK_OK)
         upk_error("device=%s cannot write journal: %s", a->cfg->device_id, upk_err_str(e));
     emit(a, st, st == UPK_STATUS_COMMITTED ? 100 : 0, err, msg);
@@ -330,7 +330,7 @@ static void start_rollback(upk_agent *a, upk_err err, const char *msg)
     a->j.rolling_back = true;
     a->j.error = err;
     (void)snprintf(a->j.message, sizeof(a->j.message), "%s", msg != NULL ? msg : "");
-    upk_err e = upk__journal_save(a->journal_path, &a->j);
+    upk_err e = upk__journal_save_ex(a->journal_path, &a->j, a->cfg->fsync);
     if (e != UPK_OK)
         upk_error("device=%s cannot write journal: %s", a->cfg->device_id, upk_err_str(e));
     upk_warn("device=%s campaign=%s rolling back from %s: %s %s", a->cfg->device_id, a->j.campaign,
@@ -993,7 +993,7 @@ static void commit_done(upk_err err, const char *msg, void *cb_data)
     (void)snprintf(f.campaign, sizeof(f.campaign), "%s", a->j.campaign);
     f.last_patched = now_s();
     f.support_until = a->m.support.present ? a->m.support.security_until : 0;
-    upk_err e = upk__installed_save(a->installed_path, &f);
+    upk_err e = upk__installed_save_ex(a->installed_path, &f, a->cfg->fsync);
     if (e != UPK_OK) {
         start_rollback(a, e, "cannot record the installed release");
         return;
@@ -1270,7 +1270,7 @@ static void resume(upk_agent *a)
             start_rollback(a, UPK_E_HEALTH_FAILED, why);
             return;
         }
-        if (upk__journal_save(a->journal_path, j) != UPK_OK) {
+        if (upk__journal_save_ex(a->journal_path, j, a->cfg->fsync) != UPK_OK) {
             start_rollback(a, UPK_E_IO, "cannot write the journal");
             return;
         }

@@ -40,6 +40,10 @@ typedef struct upk__journal {
 void upk__journal_cleanup(upk__journal *j);
 /* Writes j atomically to path (temp, fsync, rename, fsync dir). */
 UPK_MUST_CHECK upk_err upk__journal_save(const char *path, const upk__journal *j);
+/* As upk__journal_save; do_sync false skips the fsyncs (config "fsync":
+ * false, for simulators): still atomic against crashes of the process, not
+ * against power loss. */
+UPK_MUST_CHECK upk_err upk__journal_save_ex(const char *path, const upk__journal *j, bool do_sync);
 /* Reads path into *j (cleaned first). A missing file gives an idle journal
  * and UPK_OK; unreadable or malformed content gives UPK_E_STATE_CORRUPT and an
  * idle journal. A leftover "<path>.tmp" from a write cut short is removed. */
@@ -57,6 +61,8 @@ typedef struct upk__installed {
 } upk__installed;
 
 UPK_MUST_CHECK upk_err upk__installed_save(const char *path, const upk__installed *f);
+UPK_MUST_CHECK upk_err upk__installed_save_ex(const char *path, const upk__installed *f,
+                                              bool do_sync);
 /* Missing file: zeroed facts and UPK_OK; corrupt: UPK_E_STATE_CORRUPT. */
 UPK_MUST_CHECK upk_err upk__installed_load(const char *path, upk__installed *f);
 

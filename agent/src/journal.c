@@ -24,18 +24,45 @@ void upk__journal_cleanup(upk__journal *j)
     j->status = UPK_STATUS_IDLE;
 }
 
-static upk_err save_json(const char *path, cJSON *root)
+/* Replaces path atomically; without do_sync (simulators only) the rename is
+ * still atomic but nothing is forced to disk. */
+static upk_err write_replace(const char *path, const char *text, size_t len, bool do_sync)
+{
+    if (do_sync)
+        return upk_fs_write_atomic(path, text, len);
+    char tmp[UPK_AGENT_PATH_MAX + 8];
+    int n = snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    if (n < 0 || (size_t)n >= sizeof(tmp))
+        return UPK_E_BUFFER_TOO_SMALL;
+    FILE *f = fopen(tmp, "wb");
+    if (f == NULL)
+        return UPK_E_IO;
+    bool ok = fwrite(text, 1, len, f) == len;
+    ok = (fclose(f) == 0) && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        (void)unlink(tmp);
+        return UPK_E_IO;
+    }
+    return UPK_OK;
+}
+
+static upk_err save_json(const char *path, cJSON *root, bool do_sync)
 {
     char *text = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
     if (text == NULL)
         return UPK_E_NOMEM;
-    upk_err err = upk_fs_write_atomic(path, text, strlen(text));
+    upk_err err = write_replace(path, text, strlen(text), do_sync);
     free(text);
     return err;
 }
 
 upk_err upk__journal_save(const char *path, const upk__journal *j)
+{
+    return upk__journal_save_ex(path, j, true);
+}
+
+upk_err upk__journal_save_ex(const char *path, const upk__journal *j, bool do_sync)
 {
     cJSON *root = cJSON_CreateObject();
     if (root == NULL)
@@ -63,7 +90,7 @@ upk_err upk__journal_save(const char *path, const upk__journal *j)
         cJSON_Delete(root);
         return UPK_E_NOMEM;
     }
-    return save_json(path, root);
+    return save_json(path, root, do_sync);
 }
 
 /* Copies string field name (at most cap-1 chars) into out; false if absent,
@@ -165,6 +192,11 @@ out_corrupt:
 
 upk_err upk__installed_save(const char *path, const upk__installed *f)
 {
+    return upk__installed_save_ex(path, f, true);
+}
+
+upk_err upk__installed_save_ex(const char *path, const upk__installed *f, bool do_sync)
+{
     char hex[UPK_SHA256_HEX_LEN + 1];
     upk_err err = upk_hex_encode(f->image_sha256, UPK_SHA256_LEN, hex, sizeof(hex));
     if (err != UPK_OK)
@@ -184,7 +216,7 @@ upk_err upk__installed_save(const char *path, const upk__installed *f)
         cJSON_Delete(root);
         return UPK_E_NOMEM;
     }
-    return save_json(path, root);
+    return save_json(path, root, do_sync);
 }
 
 upk_err upk__installed_load(const char *path, upk__installed *f)

@@ -88,7 +88,10 @@ static void spawn_timeout_cb(uv_timer_t *t)
 {
     spawn_ctx *s = t->data;
     s->timed_out = true;
-    (void)uv_process_kill(&s->proc, SIGKILL);
+    /* The child leads its own process group (detached): kill the whole
+     * group, so that a shell script's children do not outlive it. */
+    if (kill(-s->proc.pid, SIGKILL) != 0)
+        (void)uv_process_kill(&s->proc, SIGKILL);
 }
 
 upk_err upk__spawn(uv_loop_t *loop, char *const argv[], char *const env[], uint32_t timeout_ms,
@@ -126,6 +129,7 @@ upk_err upk__spawn(uv_loop_t *loop, char *const argv[], char *const env[], uint3
     opt.exit_cb = spawn_exit_cb;
     opt.stdio = stdio;
     opt.stdio_count = 3;
+    opt.flags = UV_PROCESS_DETACHED; /* own process group, see spawn_timeout_cb */
     s->done = done;
     s->cb_data = cb_data;
     s->proc.data = s;

@@ -491,7 +491,8 @@ static void abdir_module_full_update_commits(void **state)
     size_t tlen = 0;
     assert_int_equal(upk_fs_read(cmd, 1u << 24, &tar, &tlen), UPK_OK);
     (void)snprintf(settings, sizeof(settings), "{\"root\":\"%s\"}", e->ab_root);
-    write_config(e, "ab-dir", settings, "[\"/bin/true\"]", NULL);
+    /* Also exercises "fsync": false (the simulator's setting). */
+    write_config(e, "ab-dir", settings, "[\"/bin/true\"]", "\"fsync\":false");
     agent_start(e);
     assert_true(wait_for(e, p_connected, NULL, 10));
     upk_manifest m;

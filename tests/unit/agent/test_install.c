@@ -31,8 +31,8 @@ static int setup(void **state)
     upk_agent_config_defaults(&f->cfg);
     f->cfg.device_id = strdup("dev-1");
     f->cfg.modules_dir = strdup(f->dir);
-    f->cfg.health_timeout_s = 1;
-    f->cfg.limits.step_timeout_s = 1;
+    f->cfg.health_timeout_s = 3; /* generous: the machine may be loaded */
+    f->cfg.limits.step_timeout_s = 20;
     (void)snprintf(f->m.name, sizeof(f->m.name), "fw");
     (void)snprintf(f->m.version, sizeof(f->m.version), "2.0");
     (void)snprintf(f->artifact, sizeof(f->artifact), "%s/artifact", f->dir);
@@ -281,7 +281,7 @@ static const char script[] = "#!/bin/sh\n"
                              "\"$(dirname \"$2\")/calls.log\"\n"
                              "case \"$1\" in\n"
                              "  health) [ -f \"$2/sick\" ] && exit 1; [ -f \"$2/slow\" ] && "
-                             "sleep 5; exit 0;;\n"
+                             "sleep 30; exit 0;;\n"
                              "  activate) exit 2;;\n"
                              "esac\n"
                              "exit 0\n";

@@ -72,6 +72,34 @@ static void journal_round_trips(void **state)
     upk__journal_cleanup(&k);
 }
 
+static void journal_without_fsync_round_trips(void **state)
+{
+    char path[512];
+    assert_int_equal(upk__path(path, sizeof(path), *state, "journal.json"), UPK_OK);
+    upk__journal j, k;
+    memset(&j, 0, sizeof(j));
+    memset(&k, 0, sizeof(k));
+    fill(&j);
+    assert_int_equal(upk__journal_save_ex(path, &j, false), UPK_OK);
+    assert_int_equal(upk__journal_load(path, &k), UPK_OK);
+    assert_string_equal(k.manifest, j.manifest);
+    assert_null(tu_read(*state, "journal.json.tmp", NULL));
+    upk__installed f, g;
+    memset(&f, 0, sizeof(f));
+    f.security_version = 3;
+    assert_int_equal(upk__path(path, sizeof(path), *state, "installed.json"), UPK_OK);
+    assert_int_equal(upk__installed_save_ex(path, &f, false), UPK_OK);
+    assert_int_equal(upk__installed_load(path, &g), UPK_OK);
+    assert_int_equal(g.security_version, 3);
+    /* A directory in the way is an I/O error, not a crash. */
+    assert_int_equal(upk__path(path, sizeof(path), *state, "sub"), UPK_OK);
+    assert_int_equal(mkdir(path, 0700), 0);
+    assert_int_equal(upk__journal_save_ex(path, &j, false), UPK_E_IO);
+    assert_int_equal(upk__journal_save(path, &j), UPK_E_IO);
+    upk__journal_cleanup(&j);
+    upk__journal_cleanup(&k);
+}
+
 static void journal_missing_is_idle(void **state)
 {
     char path[512];
@@ -169,6 +197,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(journal_round_trips, setup, teardown),
+        cmocka_unit_test_setup_teardown(journal_without_fsync_round_trips, setup, teardown),
         cmocka_unit_test_setup_teardown(journal_missing_is_idle, setup, teardown),
         cmocka_unit_test_setup_teardown(journal_corrupt_is_reported_and_idle, setup, teardown),
         cmocka_unit_test_setup_teardown(journal_in_progress_without_manifest_is_corrupt, setup,
