@@ -1,0 +1,69 @@
+/* Health gate of a campaign stage: after a stage's devices committed, for a
+ * bake window they report health (restarts, boots, health-check result,
+ * metrics). This pure function counts the unhealthy ones (rolled back, failed
+ * a post-commit check, restarted more than a limit, not back online after
+ * activation) against a budget and, optionally, compares each metric of
+ * updated devices with the same metric of not-yet-updated devices of the same
+ * hardware. It does no I/O and allocates nothing; any thread. */
+#ifndef UPKEEP_CONTROLLER_HEALTH_GATE_H
+#define UPKEEP_CONTROLLER_HEALTH_GATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "upkeep/err.h"
+#include "upkeep/id.h"
+
+#define UPK_GATE_METRICS_MAX 8   /* metrics per device, as in upk_health */
+#define UPK_GATE_REASON_MAX  255 /* chars of a halt reason (= UPK_REASON_MAX) */
+
+typedef struct upk_gate_cfg {
+    uint32_t bake_s;           /* health window after commit; 0 = gate off */
+    uint32_t max_unhealthy_bp; /* unhealthy share allowed, basis points */
+    uint32_t restart_limit;    /* more restarts (or boots) than this = unhealthy */
+    bool compare_baseline;
+    double baseline_factor; /* halt when updated mean > factor x baseline mean */
+    uint32_t min_samples;   /* devices needed on each side to compare; >= 1 */
+} upk_gate_cfg;
+
+/* One device's health over the window. */
+typedef struct upk_gate_dev {
+    char device[UPK_ID_MAX + 1];
+    char hw[UPK_ID_MAX + 1];
+    bool updated;      /* in a started stage (else a baseline candidate) */
+    bool rolled_back;  /* rolled back or failed after activation */
+    bool check_failed; /* a post-commit health check failed */
+    bool offline;      /* not back online after activation within the timeout */
+    uint32_t restarts; /* agent restarts since commit (max reported) */
+    uint32_t boots;    /* boots since commit (max reported) */
+    size_t metric_count;
+    char metric_name[UPK_GATE_METRICS_MAX][UPK_ID_MAX + 1];
+    double metric_value[UPK_GATE_METRICS_MAX]; /* mean over the window */
+} upk_gate_dev;
+
+typedef struct upk_gate_result {
+    size_t updated;     /* devices judged */
+    size_t unhealthy;   /* of those, unhealthy for any reason */
+    size_t rolled_back; /* by cause (a device may count under several) */
+    size_t check_failed;
+    size_t restart_loop;
+    size_t offline;
+    bool halt;
+    char reason[UPK_GATE_REASON_MAX + 1]; /* names the cause and the figures; "" */
+} upk_gate_result;
+
+/* Defaults: bake off, max_unhealthy 0, restart_limit 3, factor 1.5, min 1. */
+void upk_gate_cfg_init(upk_gate_cfg *cfg);
+
+/* Judges n devices (updated ones and baseline ones mixed). Returns
+ * UPK_E_INVALID_ARG on a bad cfg (factor < 1 or not finite, min_samples 0)
+ * or a device with more than UPK_GATE_METRICS_MAX metrics. */
+UPK_MUST_CHECK upk_err upk_gate_eval(const upk_gate_cfg *cfg, const upk_gate_dev *devs, size_t n,
+                                     upk_gate_result *out);
+
+/* One line for `campaign watch`: "bake 4m10s left: 2/40 unhealthy (1 restart
+ * loop, 1 rolled back)". remaining_s < 0 prints "bake done". */
+void upk_gate_summary(const upk_gate_result *r, int64_t remaining_s, char *buf, size_t cap);
+
+#endif
