@@ -11,6 +11,7 @@
  * removed at the end. Not a test: numbers depend on the machine. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -333,10 +334,11 @@ int main(int argc, char **argv)
                "{\"password_file\":\"passwd\",\"fleet_secret_file\":\"fleet.secret\","
                "\"accounts\":{\"ctl\":\"controller\",\"alice\":\"operator\"}}");
     snprintf(buf, sizeof(buf),
-             "listener %d 127.0.0.1\nallow_anonymous false\nplugin %s\n"
+             "listener %d 127.0.0.1\nuser %s\nallow_anonymous false\nplugin %s\n"
              "plugin_opt_config %s/upkeep.json\nmax_queued_messages 1000000\n"
              "max_inflight_messages 1000\nlog_dest file %s/mosquitto.log\n",
-             port, plugin, work, work);
+             port, getpwuid(geteuid()) != NULL ? getpwuid(geteuid())->pw_name : "root", plugin,
+             work, work);
     write_file("mosquitto.conf", buf);
     broker_pid = fork();
     if (broker_pid == 0) {
@@ -346,6 +348,10 @@ int main(int argc, char **argv)
         _exit(127);
     }
     usleep(500000);
+    if (waitpid(broker_pid, NULL, WNOHANG) != 0) {
+        fprintf(stderr, "mosquitto did not start; see %s/mosquitto.log\n", work);
+        return 1;
+    }
     snprintf(p, sizeof(p), "%s/rel", work);
     char *kg[] = {upkeep_bin, "keygen", "--out", p, NULL};
     if (run(kg, NULL) != 0)

@@ -211,7 +211,11 @@ upk_err upk_store_open(const char *data_dir, upk_store **out)
     }
     sqlite3_busy_timeout(s->db, 5000);
     if ((err = exec(s, "PRAGMA journal_mode=WAL")) != UPK_OK ||
-        (err = exec(s, "PRAGMA synchronous=FULL")) != UPK_OK ||
+        /* WAL + NORMAL: a commit survives kill -9 of this process (it is in
+         * the WAL, in the OS cache) and the database is always consistent;
+         * only a power cut can drop the last commits, which devices' retained
+         * state and re-sent events restore. FULL would fsync per event. */
+        (err = exec(s, "PRAGMA synchronous=NORMAL")) != UPK_OK ||
         (err = exec(s, "PRAGMA foreign_keys=ON")) != UPK_OK)
         goto fail_close;
     if ((err = migrate(s)) != UPK_OK)

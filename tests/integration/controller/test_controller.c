@@ -829,6 +829,95 @@ static void operators_without_rights_and_bad_requests_are_refused(void **state)
     assert_int_equal(created, 1);
 }
 
+#ifdef UPK_AGENT_BIN
+/* Real upkeep-agent processes (module "file") run a 2-stage campaign: each
+ * downloads the artifact from the controller's chunk server, verifies the
+ * signature and hash, installs it and reports committed. */
+static void real_agents_complete_a_campaign(void **state)
+{
+    struct env *e = *state;
+    enum { NAGENT = 3 };
+    pid_t pids[NAGENT];
+    char cfg[4096];
+    for (int i = 0; i < NAGENT; i++) {
+        char id[32], name[64], pw[UPK_DEVKEY_LEN + 2];
+        snprintf(id, sizeof(id), "agent-%d", i);
+        assert_int_equal(upk_devkey_derive(SECRET, strlen(SECRET), id, pw, sizeof(pw)), UPK_OK);
+        snprintf(name, sizeof(name), "%s.pw", id);
+        pw[UPK_DEVKEY_LEN] = '\n';
+        pw[UPK_DEVKEY_LEN + 1] = '\0';
+        assert_int_equal(upk_h_write_file(e->dir, name, pw), 0);
+        snprintf(cfg, sizeof(cfg),
+                 "{\"broker\":\"tcp://127.0.0.1:%d\",\"device_id\":\"%s\","
+                 "\"password_file\":\"%s/%s.pw\",\"hardware\":\"hw-a\",\"data_dir\":"
+                 "\"%s/%s-data\",\"keys\":[\"%s/rel.pub\"],\"module\":\"file\","
+                 "\"module_settings\":{\"path\":\"%s/%s.bin\"}}",
+                 e->b.port, id, e->dir, id, e->dir, id, e->dir, e->dir, id);
+        snprintf(name, sizeof(name), "%s.json", id);
+        assert_int_equal(upk_h_write_file(e->dir, name, cfg), 0);
+        char cfgp[UPK_H_PATH_MAX + 64], logp[UPK_H_PATH_MAX + 64], datap[UPK_H_PATH_MAX + 64];
+        snprintf(cfgp, sizeof(cfgp), "%s/%s.json", e->dir, id);
+        snprintf(logp, sizeof(logp), "%s/%s.log", e->dir, id);
+        snprintf(datap, sizeof(datap), "%s/%s-data", e->dir, id);
+        assert_int_equal(mkdir(datap, 0700), 0);
+        pids[i] = fork();
+        if (pids[i] == 0) {
+            int fd = open(logp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+            if (fd >= 0) {
+                dup2(fd, 1);
+                dup2(fd, 2);
+                close(fd);
+            }
+            execl(UPK_AGENT_BIN, UPK_AGENT_BIN, "-c", cfgp, (char *)NULL);
+            _exit(127);
+        }
+        assert_true(pids[i] > 0);
+    }
+    double end = upk_h_now() + 30;
+    int seen = 0;
+    while (upk_h_now() < end && seen != NAGENT) {
+        if (cli(e, "alice", outbuf, sizeof(outbuf), "devices", "--json", NULL) == 0) {
+            cJSON *a = cJSON_Parse(outbuf);
+            seen = cJSON_GetArraySize(a);
+            cJSON_Delete(a);
+        }
+    }
+    assert_int_equal(seen, NAGENT);
+    make_release(e, "2.0", "2");
+    assert_int_equal(cli(e, "alice", outbuf, sizeof(outbuf), "campaign", "create", "--release",
+                         "fw-2.0", "--id", "real", "--stages", "34%,100%", "--max-failures", "0%",
+                         "--device-timeout", "60s", NULL),
+                     0);
+    cJSON *c = pump_until(e, "real", "completed", 120);
+    if (c == NULL) {
+        char p[UPK_H_PATH_MAX + 64];
+        snprintf(p, sizeof(p), "cat %s/agent-*.log | tail -40 >&2", e->dir);
+        int r = system(p);
+        (void)r;
+    }
+    assert_non_null(c);
+    assert_int_equal(jnum(cJSON_GetObjectItem(c, "counts"), "succeeded"), NAGENT);
+    check_stage_order(c, 0);
+    cJSON_Delete(c);
+    for (int i = 0; i < NAGENT; i++) {
+        char p[UPK_H_PATH_MAX + 64];
+        snprintf(p, sizeof(p), "%s/agent-%d.bin", e->dir, i);
+        uint8_t sha[32];
+        uint64_t size = 0;
+        FILE *f = fopen(p, "rb");
+        assert_non_null(f);
+        static uint8_t got[ART_LEN + 1];
+        size = fread(got, 1, sizeof(got), f);
+        fclose(f);
+        assert_int_equal(size, ART_LEN);
+        upk_sha256_buf(got, (size_t)size, sha);
+        assert_memory_equal(sha, e->art_sha, 32);
+        kill(pids[i], SIGTERM);
+        waitpid(pids[i], NULL, 0);
+    }
+}
+#endif
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -842,6 +931,9 @@ int main(void)
                                         env_teardown),
         cmocka_unit_test_setup_teardown(operators_without_rights_and_bad_requests_are_refused,
                                         env_setup, env_teardown),
+#ifdef UPK_AGENT_BIN
+        cmocka_unit_test_setup_teardown(real_agents_complete_a_campaign, env_setup, env_teardown),
+#endif
     };
     if (getenv("UPK_TEST_FILTER") != NULL)
         cmocka_set_test_filter(getenv("UPK_TEST_FILTER"));
