@@ -149,7 +149,10 @@ run_once() { # NAME QOS LOADGEN_AUTH_ARGS...
     echo "  $line broker_cpu_us_per_msg=$cpu" >&2
     RATES[$name,$qos]="${RATES[$name,$qos]:-} $rate"
     CPUS[$name,$qos]="${CPUS[$name,$qos]:-} $cpu"
+    REP_RATE[$name,$qos,$rep]=$rate
+    REP_CPU[$name,$qos,$rep]=$cpu
 }
+declare -A REP_RATE REP_CPU
 
 median() { tr ' ' '\n' | sed '/^$/d' | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 
@@ -174,19 +177,31 @@ for rep in $(seq "$REPEAT"); do
         run_once dynsec "$qos" "${AUTH[@]}"
     done
 done
-declare -A RATE CPU
+# Ratios are taken within each repetition (paired runs, back to back) and
+# then the median over repetitions, which cancels most of the drift in load.
+declare -A RATE CPU RRATIO CRATIO
 for k in "${!RATES[@]}"; do
     RATE[$k]=$(median <<< "${RATES[$k]}")
     CPU[$k]=$(median <<< "${CPUS[$k]}")
 done
+for qos in 0 1; do
+    for name in none upkeep dynsec; do
+        rr="" cr=""
+        for rep in $(seq "$REPEAT"); do
+            rr="$rr $(awk -v a="${REP_RATE[$name,$qos,$rep]}" -v b="${REP_RATE[none,$qos,$rep]}" 'BEGIN{printf "%.3f", (b > 0 ? a / b : 0)}')"
+            cr="$cr $(awk -v a="${REP_CPU[$name,$qos,$rep]}" -v b="${REP_CPU[none,$qos,$rep]}" 'BEGIN{printf "%.3f", (a > 0 ? b / a : 0)}')"
+        done
+        RRATIO[$name,$qos]=$(median <<< "$rr")
+        CRATIO[$name,$qos]=$(median <<< "$cr")
+    done
+done
 
-printf '\n| config | QoS | msg/s end-to-end | ratio to none | broker CPU us/msg | broker-limited msg/s | ratio to none |\n'
+printf '\n| config | QoS | msg/s end-to-end (median) | ratio to none (paired median) | broker CPU us/msg (median) | broker-limited msg/s | its ratio to none (paired median) |\n'
 printf '| --- | --- | --- | --- | --- | --- | --- |\n'
 for qos in 0 1; do
     for name in none upkeep dynsec; do
-        awk -v n="$name" -v q="$qos" -v r="${RATE[$name,$qos]}" -v r0="${RATE[none,$qos]}" \
-            -v c="${CPU[$name,$qos]}" -v c0="${CPU[none,$qos]}" 'BEGIN{
-            lim = c > 0 ? 1e6 / c : 0; lim0 = c0 > 0 ? 1e6 / c0 : 0;
-            printf "| %s | %d | %d | %.2fx | %.2f | %d | %.2fx |\n", n, q, r, (r0 > 0 ? r / r0 : 0), c, lim, (lim0 > 0 ? lim / lim0 : 0) }'
+        awk -v n="$name" -v q="$qos" -v r="${RATE[$name,$qos]}" -v rr="${RRATIO[$name,$qos]}" \
+            -v c="${CPU[$name,$qos]}" -v cr="${CRATIO[$name,$qos]}" 'BEGIN{
+            printf "| %s | %d | %d | %.2fx | %.1f | %d | %.2fx |\n", n, q, r, rr, c, (c > 0 ? 1e6 / c : 0), cr }'
     done
 done
