@@ -633,6 +633,36 @@ static void config_malformed_refused(void **state)
     expect_refused("{}", NULL, "plugin_opt_config is not set");
 }
 
+/* ---- `upkeep device-key` ------------------------------------------------ */
+
+/* The operator tool prints exactly the password the plugin accepts. */
+static void device_key_cli_matches_plugin(void **state)
+{
+#ifdef UPK_UPKEEP_BIN
+    struct env *e = *state;
+    char cmd[2048], out[256] = "";
+    snprintf(cmd, sizeof(cmd), "%s device-key --secret-file %s/fleet.secret dev-cli",
+             UPK_UPKEEP_BIN, e->dir);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    if (fgets(out, sizeof(out), p) == NULL)
+        out[0] = '\0';
+    assert_int_equal(pclose(p), 0);
+    out[strcspn(out, "\n")] = '\0';
+    assert_int_equal(strlen(out), UPK_DEVKEY_LEN);
+    upk_h_client_close(login(e, "dev-cli", "dev-cli", out));
+    snprintf(cmd, sizeof(cmd), "%s device-key --secret-file %s/fleet.secret 'bad/id' 2>/dev/null",
+             UPK_UPKEEP_BIN, e->dir);
+    p = popen(cmd, "r");
+    assert_non_null(p);
+    int st = pclose(p);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 2);
+#else
+    (void)state;
+    skip();
+#endif
+}
+
 int main(void)
 {
     /* UPK_TEST_FILTER=name_pattern runs only matching tests. */
@@ -647,6 +677,7 @@ int main(void)
         cmocka_unit_test(acl_device_will_only_on_own_topics),
         cmocka_unit_test(stamp_present_and_unforgeable),
         cmocka_unit_test(stats_published_retained),
+        cmocka_unit_test(device_key_cli_matches_plugin),
     };
     const struct CMUnitTest other_tests[] = {
         cmocka_unit_test_setup_teardown(lockout_by_username_and_expiry, setup_lockout,
