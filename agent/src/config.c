@@ -274,6 +274,10 @@ static upk_err parse_root(const cJSON *root, upk_agent_config *cfg, char *eb, si
     if (strncmp(cfg->broker, "tcp://", 6) != 0 && strncmp(cfg->broker, "ssl://", 6) != 0 &&
         strncmp(cfg->broker, "mqtt://", 7) != 0 && strncmp(cfg->broker, "mqtts://", 8) != 0)
         return bad(eb, ecap, "broker", "must start with tcp://, ssl://, mqtt:// or mqtts://");
+#ifdef UPK_AGENT_NO_TLS
+    if (strncmp(cfg->broker, "ssl://", 6) == 0 || strncmp(cfg->broker, "mqtts://", 8) == 0)
+        return bad(eb, ecap, "broker", "this agent was built without TLS (UPK_AGENT_TLS=OFF)");
+#endif
     if ((err = get_str(root, "device_id", true, UPK_ID_MAX, &cfg->device_id, eb, ecap)))
         return err;
     if (!upk_id_valid(cfg->device_id))

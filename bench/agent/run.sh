@@ -6,6 +6,7 @@
 #   bench/agent/run.sh [BUILD_DIR]      (default: build; needs the targets
 #                                        upkeep-agent and upk_agent_bench)
 #   env: SIZE_MIB=64 REPEAT=3 CHUNK=65536 IN_FLIGHT=8 IDLE_S=5
+#        NOTLS_BUILD=dir  also measure an agent built with -DUPK_AGENT_TLS=OFF
 #
 # Memory: each daemon is started with a config pointing at an unreachable or
 # idle server, left IDLE_S seconds, then VmRSS (resident, shared libraries
@@ -71,6 +72,17 @@ PIDS+=($APID)
 sleep "$IDLE_S"
 A_RSS=$(kib $APID VmRSS); A_PSS=$(kib $APID Pss smaps_rollup); A_THR=$(kib $APID Threads)
 echo "upkeep-agent: VmRSS ${A_RSS} KiB, Pss ${A_PSS} KiB, threads ${A_THR}"
+if [ -n "${NOTLS_BUILD:-}" ]; then
+    case "$NOTLS_BUILD" in /*) ;; *) NOTLS_BUILD="$ROOT/$NOTLS_BUILD" ;; esac
+    sed 's/bench-idle/bench-idle-notls/; s/agent-data/agent-data-notls/' "$WORK/agent.json" > "$WORK/agent-notls.json"
+    "$NOTLS_BUILD/bin/upkeep-agent" -c "$WORK/agent-notls.json" -l warn 2>"$WORK/agent-notls.log" &
+    NPID=$!
+    PIDS+=($NPID)
+    sleep "$IDLE_S"
+    N_RSS=$(kib $NPID VmRSS); N_PSS=$(kib $NPID Pss smaps_rollup)
+    strip -o "$WORK/upkeep-agent-notls.stripped" "$NOTLS_BUILD/bin/upkeep-agent"
+    echo "upkeep-agent (UPK_AGENT_TLS=OFF): VmRSS ${N_RSS} KiB, Pss ${N_PSS} KiB, stripped $(stat -c %s "$WORK/upkeep-agent-notls.stripped") bytes"
+fi
 M_RSS=; M_PSS=
 if [ -x /usr/bin/mender ]; then
     mkdir -p "$WORK/mender-data"
@@ -86,6 +98,10 @@ if [ -x /usr/bin/mender ]; then
     echo "mender daemon: VmRSS ${M_RSS} KiB, Pss ${M_PSS} KiB, threads ${M_THR}"
     awk -v a="$A_RSS" -v m="$M_RSS" -v ap="$A_PSS" -v mp="$M_PSS" 'BEGIN {
         printf "ratio mender/upkeep-agent: VmRSS %.1fx, Pss %.1fx\n", m / a, mp / ap }'
+    if [ -n "${N_RSS:-}" ]; then
+        awk -v a="$N_RSS" -v m="$M_RSS" -v ap="$N_PSS" -v mp="$M_PSS" 'BEGIN {
+            printf "ratio mender/upkeep-agent (no TLS): VmRSS %.1fx, Pss %.1fx\n", m / a, mp / ap }'
+    fi
 fi
 
 echo "== chunked download over loopback (${SIZE_MIB} MiB, chunk ${CHUNK}, ${IN_FLIGHT} in flight, median of ${REPEAT})"
