@@ -52,6 +52,8 @@ fl_init() {
   "accounts": {"controller": "controller", "alice": "operator", "bob": "operator",
                "root": "admin"},
   "lockout": {"max_failures_per_username": 0, "max_failures_per_address": 0},
+  "rate_limits": {"operator": {"messages_per_second": 100, "burst_messages": 200,
+                               "bytes_per_second": 8388608, "burst_bytes": 16777216}},
   "stats_interval_seconds": 2
 }
 EOF
@@ -89,17 +91,17 @@ fl_track() { FL_PIDS+=("$1"); }
 # fl_stop PID [TIMEOUT_S]: SIGTERM, wait, then SIGKILL. Only our own pids.
 fl_stop() {
     local pid=$1 timeout=${2:-20} i
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }
-    kill -TERM "$pid" 2>/dev/null
+    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+    kill -TERM "$pid" 2>/dev/null || true
     for ((i = 0; i < timeout * 10; i++)); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done
     if kill -0 "$pid" 2>/dev/null; then
         fl_log "fleet: pid $pid did not stop in ${timeout}s; killing it"
-        kill -KILL "$pid" 2>/dev/null
+        kill -KILL "$pid" 2>/dev/null || true
     fi
-    wait "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null || true
     return 0
 }
 
