@@ -18,18 +18,25 @@ typedef struct fixture {
 static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof(*f));
-    if (f == NULL || tu_mkdtemp(f->dir, sizeof(f->dir)) == NULL)
+    if (f == NULL)
         return -1;
+    if (tu_mkdtemp(f->dir, sizeof(f->dir)) == NULL) {
+        free(f);
+        return -1;
+    }
     upk_key *k = NULL;
     char *pem = NULL;
-    if (upk_key_generate(&k) != UPK_OK || upk_key_public_pem(k, &pem) != UPK_OK)
-        return -1;
+    int rc = -1;
+    if (upk_key_generate(&k) == UPK_OK && upk_key_public_pem(k, &pem) == UPK_OK)
+        rc = tu_write(f->dir, "pub.pem", pem, strlen(pem));
     upk_key_free(k);
-    int rc = tu_write(f->dir, "pub.pem", pem, strlen(pem));
     free(pem);
     if (rc != 0 || tu_write(f->dir, "bad.pem", "nope", 4) != 0 ||
-        tu_write(f->dir, "pw", "secret\n", 7) != 0)
+        tu_write(f->dir, "pw", "secret\n", 7) != 0) {
+        tu_rmdir(f->dir);
+        free(f);
         return -1;
+    }
     (void)snprintf(f->key, sizeof(f->key), "%s/pub.pem", f->dir);
     *state = f;
     return 0;

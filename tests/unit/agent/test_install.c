@@ -309,7 +309,8 @@ static void external_module_gets_steps_args_and_exit_codes(void **state)
     free(log);
     assert_int_equal(tu_write(f->work, "sick", "", 0), 0);
     assert_int_equal(run(f, ops->health, self, UPK_STATUS_HEALTH_CHECK), UPK_E_HEALTH_FAILED);
-    assert_int_equal(unlink(strcat(strcpy(p, f->work), "/sick")), 0);
+    assert_int_equal(upk__path(p, sizeof(p), f->work, "sick"), UPK_OK);
+    assert_int_equal(unlink(p), 0);
     assert_int_equal(tu_write(f->work, "slow", "", 0), 0);
     assert_int_equal(run(f, ops->health, self, UPK_STATUS_HEALTH_CHECK), UPK_E_HEALTH_TIMEOUT);
     assert_int_equal(run(f, ops->rollback, self, UPK_STATUS_HEALTH_CHECK), UPK_OK);
