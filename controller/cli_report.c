@@ -64,6 +64,22 @@ static void text_report(const cJSON *d)
                                     {"support_until", "SUPPORT UNTIL", UPK_COL_TIME_S}};
     printf("\npast support (first 50):\n");
     upk_table_print(stdout, cJSON_GetObjectItem(d, "past_support"), pcols, 3);
+    const cJSON *cap = cJSON_GetObjectItem(d, "capability");
+    printf("\nupdate capability (docs/update-capability.md):\n"
+           "  reported state: %.0f\n  automatic updates: %.0f\n  signed updates only: %.0f\n"
+           "  rollback: %.0f\n  delta: %.0f\n"
+           "  end of support signed: %.0f, from device config: %.0f, not stated: %.0f\n"
+           "  security updates: %.0f supported, %.0f ending within %.0f days, %.0f ended\n",
+           num(cap, "reported"), num(cap, "automatic"), num(cap, "signed_only"),
+           num(cap, "rollback"), num(cap, "delta"), num(cap, "support_signed"),
+           num(cap, "support_config"), num(cap, "support_unstated"), num(cap, "supported"),
+           num(cap, "support_ending"), num(d, "near_days"), num(cap, "support_ended"));
+    static const upk_col ncols[] = {{"id", "DEVICE", UPK_COL_STR},
+                                    {"version", "VERSION", UPK_COL_STR},
+                                    {"support_until", "SUPPORT UNTIL", UPK_COL_TIME_S},
+                                    {"support_signed", "SIGNED", UPK_COL_BOOL}};
+    printf("\nnear end of support (first 50):\n");
+    upk_table_print(stdout, cJSON_GetObjectItem(d, "near_support"), ncols, 4);
     static const upk_col ccols[] = {{"id", "CAMPAIGN", UPK_COL_STR},
                                     {"release", "RELEASE", UPK_COL_STR},
                                     {"state", "STATE", UPK_COL_STR},
@@ -230,6 +246,22 @@ static int html_report(const cJSON *d, const char *path)
                                     {"support_until", "support until", UPK_COL_TIME_S}};
     fprintf(f, "<h2>Past support (first 50)</h2>\n");
     html_table(f, cJSON_GetObjectItem(d, "past_support"), pcols, 3);
+    const cJSON *cap = cJSON_GetObjectItem(d, "capability");
+    fprintf(f,
+            "<h2>Update capability</h2>\n<p>automatic updates: %.0f; signed updates only: %.0f;"
+            " rollback: %.0f; delta: %.0f (of %.0f reporting)</p>\n<p>end of support signed:"
+            " %.0f; from device config: %.0f; not stated: %.0f</p>\n<p>security updates: %.0f"
+            " supported, %.0f ending within %.0f days, %.0f ended</p>\n",
+            num(cap, "automatic"), num(cap, "signed_only"), num(cap, "rollback"), num(cap, "delta"),
+            num(cap, "reported"), num(cap, "support_signed"), num(cap, "support_config"),
+            num(cap, "support_unstated"), num(cap, "supported"), num(cap, "support_ending"),
+            num(d, "near_days"), num(cap, "support_ended"));
+    static const upk_col ncols[] = {{"id", "device", UPK_COL_STR},
+                                    {"version", "version", UPK_COL_STR},
+                                    {"support_until", "support until", UPK_COL_TIME_S},
+                                    {"support_signed", "signed", UPK_COL_BOOL}};
+    fprintf(f, "<h2>Near end of support (first 50)</h2>\n");
+    html_table(f, cJSON_GetObjectItem(d, "near_support"), ncols, 4);
     fprintf(f, "<h2>Campaigns</h2>\n");
     const cJSON *c;
     cJSON_ArrayForEach(c, cJSON_GetObjectItem(d, "campaigns"))

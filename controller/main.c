@@ -10,12 +10,15 @@
  * table below sorted by name. */
 int upk_cli_delta(int argc, char **argv);
 int upk_cli_device_key(int argc, char **argv);
+int upk_cli_device(int argc, char **argv);
 
 static const struct upk_cli_cmd commands[] = {
     {"audit", upk_cli_audit, "who did what on the controller"},
     {"campaign", upk_cli_campaign, "staged rollouts: create, list, show, watch, pause, ..."},
     {"delta", upk_cli_delta, "make, apply or inspect binary delta patches"},
-    {"device-key", upk_cli_device_key, "print a device's broker password derived from the fleet secret"},
+    {"device", upk_cli_device, "a device's update-capability label (text, JSON, HTML card)"},
+    {"device-key", upk_cli_device_key,
+     "print a device's broker password derived from the fleet secret"},
     {"devices", upk_cli_devices, "the device registry: list, show, label"},
     {"keygen", upk_cli_keygen, "make a release signing key pair (offline)"},
     {"release", upk_cli_release, "sign, import, list and show releases"},

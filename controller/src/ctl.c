@@ -14,6 +14,7 @@
 #include <cjson/cJSON.h>
 
 #include "engine.h"
+#include "label.h"
 #include "upkeep/fs.h"
 #include "upkeep/hash.h"
 #include "upkeep/log.h"
@@ -296,6 +297,33 @@ static upk_err h_device_label(upk_ctl *ctl, const cJSON *args, cJSON **data, cha
     if (err == UPK_E_NOT_FOUND)
         return fail(msg, err, "no device '%s'; `upkeep devices` lists them", id);
     return err;
+}
+
+/* The elements of a device's update-capability label (label.h), with the
+ * signed manifest of its installed release for the support statement. */
+static upk_err h_device_capability(upk_ctl *ctl, const cJSON *args, cJSON **data, char *msg)
+{
+    const char *id;
+    upk_err err = need_id(args, "id", &id, msg);
+    if (err != UPK_OK)
+        return err;
+    cJSON *rows = NULL;
+    const char *b[] = {id};
+    if ((err = query(ctl,
+                     "SELECT id, hw, release, version, security_version, online, last_seen_ms,"
+                     " state_ts, cap_automatic, cap_signed, cap_rollback, cap_delta,"
+                     " support_until, support_signed, last_patched, (SELECT manifest FROM"
+                     " releases r WHERE r.name=devices.release AND r.version=devices.version"
+                     " ORDER BY imported_ms DESC LIMIT 1) AS manifest FROM devices WHERE id=?",
+                     b, 1, &rows, msg)) != UPK_OK)
+        return err;
+    if (cJSON_GetArraySize(rows) == 0) {
+        cJSON_Delete(rows);
+        return fail(msg, UPK_E_NOT_FOUND, "no device '%s'; `upkeep devices` lists them", id);
+    }
+    *data = cJSON_DetachItemFromArray(rows, 0);
+    cJSON_Delete(rows);
+    return UPK_OK;
 }
 
 static upk_err h_release_list(upk_ctl *ctl, const cJSON *args, cJSON **data, char *msg)
@@ -1049,6 +1077,33 @@ static upk_err h_report_posture(upk_ctl *ctl, const cJSON *args, cJSON **data, c
                      bnow, 1, &tmp, msg)) != UPK_OK)
         goto fail;
     cJSON_AddItemToObject(o, "past_support", tmp);
+    /* Update-capability elements (docs/update-capability.md): counts, and the
+     * devices whose security support ends within UPK_LABEL_NEAR_DAYS. */
+    char near_s[24];
+    fmt_long(near_s, sizeof(near_s), ctl->now_ms / 1000 + (long long)UPK_LABEL_NEAR_DAYS * 86400);
+    const char *bnear[] = {now_s, near_s};
+    if ((err = query(ctl,
+                     "SELECT total(state_ts > 0) AS reported, total(cap_automatic) AS automatic,"
+                     " total(cap_signed) AS signed_only, total(cap_rollback) AS rollback,"
+                     " total(cap_delta) AS delta, total(support_until > 0 AND support_signed) AS"
+                     " support_signed, total(support_until > 0 AND NOT support_signed) AS"
+                     " support_config, total(support_until = 0) AS support_unstated,"
+                     " total(support_until > ?2) AS supported, total(support_until >= ?1 AND"
+                     " support_until <= ?2) AS support_ending, total(support_until > 0 AND"
+                     " support_until < ?1) AS support_ended FROM devices",
+                     bnear, 2, &tmp, msg)) != UPK_OK)
+        goto fail;
+    cJSON_AddItemToObject(o, "capability", cJSON_DetachItemFromArray(tmp, 0));
+    cJSON_Delete(tmp);
+    tmp = NULL;
+    cJSON_AddNumberToObject(o, "near_days", UPK_LABEL_NEAR_DAYS);
+    if ((err = query(ctl,
+                     "SELECT id, version, support_until, support_signed FROM devices WHERE"
+                     " support_until >= ?1 AND support_until <= ?2 ORDER BY support_until, id"
+                     " LIMIT 50",
+                     bnear, 2, &tmp, msg)) != UPK_OK)
+        goto fail;
+    cJSON_AddItemToObject(o, "near_support", tmp);
     tmp = cJSON_AddArrayToObject(o, "campaigns");
     if (tmp == NULL || (err = campaign_posture(ctl, tmp, msg)) != UPK_OK)
         goto fail;
@@ -1068,6 +1123,7 @@ static const struct command commands[] = {
     {"campaign.resume", true, h_campaign_resume},
     {"campaign.rollback", true, h_campaign_rollback},
     {"campaign.show", false, h_campaign_show},
+    {"device.capability", false, h_device_capability},
     {"device.label", true, h_device_label},
     {"device.list", false, h_device_list},
     {"device.show", false, h_device_show},

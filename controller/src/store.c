@@ -67,6 +67,12 @@ static const char *const migrations[] = {
     "CREATE TABLE audit("
     " id INTEGER PRIMARY KEY AUTOINCREMENT, ts_ms INTEGER NOT NULL, sender TEXT NOT NULL,"
     " cmd TEXT NOT NULL, args TEXT NOT NULL, result TEXT NOT NULL);",
+    /* 1 -> 2: update-capability elements of the device state (label.h). */
+    "ALTER TABLE devices ADD COLUMN support_signed INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE devices ADD COLUMN cap_automatic INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE devices ADD COLUMN cap_signed INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE devices ADD COLUMN cap_rollback INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE devices ADD COLUMN cap_delta INTEGER NOT NULL DEFAULT 0;",
 };
 
 #define N_MIGRATIONS (sizeof(migrations) / sizeof(migrations[0]))
@@ -270,11 +276,13 @@ upk_err upk_store_device_state(upk_store *s, const upk_state_msg *m, int64_t now
     upk_err err = prep(
         s,
         "INSERT INTO devices(id, hw, release, version, security_version, status, campaign, error,"
-        " support_until, last_patched, agent, state_ts, last_seen_ms)"
-        " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)"
+        " support_until, last_patched, agent, state_ts, last_seen_ms, support_signed,"
+        " cap_automatic, cap_signed, cap_rollback, cap_delta)"
+        " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)"
         " ON CONFLICT(id) DO UPDATE SET hw=?2, release=?3, version=?4, security_version=?5,"
         " status=?6, campaign=?7, error=?8, support_until=?9, last_patched=?10, agent=?11,"
-        " state_ts=?12, last_seen_ms=?13",
+        " state_ts=?12, last_seen_ms=?13, support_signed=?14, cap_automatic=?15,"
+        " cap_signed=?16, cap_rollback=?17, cap_delta=?18",
         &st);
     if (err != UPK_OK)
         return err;
@@ -291,6 +299,11 @@ upk_err upk_store_device_state(upk_store *s, const upk_state_msg *m, int64_t now
     bind_text(st, 11, m->agent);
     sqlite3_bind_int64(st, 12, m->ts);
     sqlite3_bind_int64(st, 13, now_ms);
+    sqlite3_bind_int(st, 14, m->support_signed);
+    sqlite3_bind_int(st, 15, m->cap.automatic);
+    sqlite3_bind_int(st, 16, m->cap.signed_only);
+    sqlite3_bind_int(st, 17, m->cap.rollback);
+    sqlite3_bind_int(st, 18, m->cap.delta);
     if (sqlite3_step(st) != SQLITE_DONE)
         err = db_err(s, "device state");
     sqlite3_finalize(st);

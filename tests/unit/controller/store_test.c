@@ -148,7 +148,7 @@ static void newer_schema_is_refused(void **state)
     (void)r;
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
     assert_int_equal(
-        sqlite3_exec(db, "UPDATE meta SET value='1' WHERE key='schema_version'", NULL, NULL, NULL),
+        sqlite3_exec(db, "UPDATE meta SET value='2' WHERE key='schema_version'", NULL, NULL, NULL),
         SQLITE_OK);
     sqlite3_close(db);
     assert_int_equal(upk_store_open(f->dir, &f->s), UPK_OK);
