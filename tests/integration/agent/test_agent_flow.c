@@ -353,6 +353,12 @@ static bool p_state_version(env *e, const void *arg)
            upk_status_is_final(e->s.state.status);
 }
 
+static bool p_offline(env *e, const void *arg)
+{
+    (void)arg;
+    return e->s.online == '0';
+}
+
 static bool p_state_campaign(env *e, const void *arg)
 {
     return e->s.have_state && strcmp(e->s.state.campaign, arg) == 0;
@@ -649,10 +655,13 @@ static void download_resumes_after_agent_kill(void **state)
     uint64_t some = 16384;
     assert_true(wait_for(e, p_part_at_least, &some, 10));
     reap(&e->agent, SIGKILL);
+    /* The broker publishes the agent's last will: offline. */
+    assert_true(wait_for(e, p_offline, NULL, 10));
     e->s.saw_req = false;
     e->s.stall = false;
     agent_start(e);
     expect_final(e, "camp-resume", UPK_STATUS_COMMITTED, UPK_OK);
+    assert_int_equal(e->s.online, '1');
     assert_true(e->s.first_req_off >= some); /* did not start over */
     expect_file(e->target, e->art, ART_LEN);
     expect_seqs_in_order(e);
