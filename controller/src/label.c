@@ -218,7 +218,7 @@ upk_err upk_label_text(const upk_label *l, FILE *out)
     char sup[128], patched[16];
     date_fmt(l->last_patched, patched, sizeof(patched));
     int r = fprintf(out,
-                    "Update capability of %s (%s, %s %s)\n"
+                    "Update capability of %s (%s, %s%s%s)\n"
                     "  security updates: %s\n"
                     "  support end from: %s\n"
                     "  updates arrive:   %s%s\n"
@@ -228,7 +228,7 @@ upk_err upk_label_text(const upk_label *l, FILE *out)
                     "  owners are told:  %s\n"
                     "  contact:          %s\n",
                     l->device, l->hw[0] ? l->hw : "hw unknown",
-                    l->release[0] ? l->release : "no release", l->version,
+                    l->release[0] ? l->release : "no release", l->version[0] ? " " : "", l->version,
                     support_sentence(l, sup, sizeof(sup)), source_str(l), delivery_str(l),
                     l->delivery[0] != '\0' ? " (signed statement)" : "",
                     !l->reported     ? "unknown"
@@ -303,7 +303,8 @@ upk_err upk_label_html(const upk_label *l, FILE *out)
     html_esc(out, l->hw[0] ? l->hw : "hw unknown");
     fputs(" &middot; ", out);
     html_esc(out, l->release[0] ? l->release : "no release");
-    fputs(" ", out);
+    if (l->version[0] != '\0')
+        fputs(" ", out);
     html_esc(out, l->version);
     fprintf(out, "</p>\n<div class=\"badge %s\">Security updates: ", cls);
     html_esc(out, support_sentence(l, sup, sizeof(sup)));

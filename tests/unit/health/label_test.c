@@ -161,6 +161,7 @@ static void test_never_reported(void **state)
     assert_int_equal(upk_label_build(r, NOW, &l), UPK_OK);
     assert_false(l.reported);
     char *txt = render(upk_label_text, &l);
+    assert_non_null(strstr(txt, "Update capability of dev-new (hw unknown, no release)\n"));
     assert_non_null(strstr(txt, "rollback:         unknown"));
     assert_non_null(strstr(txt, "updates arrive:   unknown"));
     assert_non_null(strstr(txt, "last patched:     -"));
