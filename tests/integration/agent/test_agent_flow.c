@@ -121,7 +121,10 @@ static bool wait_for(env *e, bool (*pred)(env *, const void *), const void *arg,
     return ok;
 }
 
-static void broker_start(env *e)
+/* Starts mosquitto on e->port; true once it accepts connections. False when
+ * it exited (e.g. the port was taken meanwhile) or did not come up in 10 s;
+ * nothing is left running then. */
+static bool broker_try_start(env *e)
 {
     char conf[600], text[1024];
     (void)snprintf(conf, sizeof(conf), "%s/mosquitto.conf", e->dir);
@@ -131,9 +134,13 @@ static void broker_start(env *e)
                    "listener %d 127.0.0.1\nallow_anonymous true\npersistence true\n"
                    "persistence_location %s/\nlog_dest file %s/mosquitto.log\nuser %s\n",
                    e->port, e->dir, e->dir, pw != NULL ? pw->pw_name : "root");
-    assert_int_equal(upk_fs_write_atomic(conf, text, strlen(text)), UPK_OK);
+    if (upk_fs_write_atomic(conf, text, strlen(text)) != UPK_OK)
+        return false;
     e->broker = fork();
-    assert_true(e->broker >= 0);
+    if (e->broker < 0) {
+        e->broker = 0;
+        return false;
+    }
     if (e->broker == 0) {
         (void)prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive a killed test */
         execl(MOSQUITTO_BIN, "mosquitto", "-c", conf, (char *)NULL);
@@ -141,10 +148,26 @@ static void broker_start(env *e)
     }
     double end = now_mono() + 10;
     while (!can_connect(e->port) && now_mono() < end) {
+        int st;
+        if (waitpid(e->broker, &st, WNOHANG) == e->broker) {
+            e->broker = 0; /* it gave up: the port was taken */
+            return false;
+        }
         struct timespec ts = {0, 20 * 1000 * 1000};
         nanosleep(&ts, NULL); /* polling a port: nothing to await */
     }
-    assert_true(can_connect(e->port));
+    if (can_connect(e->port))
+        return true;
+    (void)kill(e->broker, SIGKILL);
+    (void)waitpid(e->broker, NULL, 0);
+    e->broker = 0;
+    return false;
+}
+
+/* Restarts on the same port (the agent's config names it). */
+static void broker_start(env *e)
+{
+    assert_true(broker_try_start(e));
 }
 
 static void reap(pid_t *pid, int sig)
@@ -238,11 +261,38 @@ static void make_manifest(env *e, upk_manifest *m, const char *version, uint64_t
     m->expires = e->now + 86400;
 }
 
+/* Undoes a half-done setup: cmocka runs no teardown when setup fails. */
+static int setup_fail(env *e)
+{
+    if (e == NULL)
+        return -1;
+    if (e->broker > 0) {
+        (void)kill(e->broker, SIGKILL);
+        (void)waitpid(e->broker, NULL, 0);
+    }
+    upk_key_free(e->key);
+    upk_key_free(e->other);
+    free(e->art);
+    free(e->art2);
+    if (e->dir[0] != '\0') {
+        char cmd[600];
+        (void)snprintf(cmd, sizeof(cmd), "rm -rf '%s'", e->dir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "cannot remove %s\n", e->dir);
+    }
+    free(e);
+    return -1;
+}
+
 static int setup(void **state)
 {
     env *e = calloc(1, sizeof(*e));
-    if (e == NULL || tmp_root(e->dir, sizeof(e->dir)) == NULL)
+    if (e == NULL)
         return -1;
+    if (tmp_root(e->dir, sizeof(e->dir)) == NULL) {
+        e->dir[0] = '\0';
+        return setup_fail(e);
+    }
     e->now = (int64_t)time(NULL);
     (void)snprintf(e->data_dir, sizeof(e->data_dir), "%s/data", e->dir);
     (void)snprintf(e->target, sizeof(e->target), "%s/app.bin", e->dir);
@@ -250,25 +300,37 @@ static int setup(void **state)
     (void)snprintf(e->cfg_path, sizeof(e->cfg_path), "%s/agent.json", e->dir);
     (void)snprintf(e->key_path, sizeof(e->key_path), "%s/release.pub", e->dir);
     (void)snprintf(e->device, sizeof(e->device), "dev-%d", (int)getpid());
-    e->port = free_port();
-    (void)snprintf(e->url, sizeof(e->url), "tcp://127.0.0.1:%d", e->port);
     char *pem = NULL;
     if (upk_key_generate(&e->key) != UPK_OK || upk_key_generate(&e->other) != UPK_OK ||
         upk_key_public_pem(e->key, &pem) != UPK_OK ||
-        upk_fs_write_atomic(e->key_path, pem, strlen(pem)) != UPK_OK)
-        return -1;
+        upk_fs_write_atomic(e->key_path, pem, strlen(pem)) != UPK_OK) {
+        free(pem);
+        return setup_fail(e);
+    }
     free(pem);
     e->art = malloc(ART_LEN);
     e->art2 = malloc(ART_LEN);
-    if (e->art == NULL || e->art2 == NULL || uv_loop_init(&e->loop) != 0)
-        return -1;
+    if (e->art == NULL || e->art2 == NULL)
+        return setup_fail(e);
     fill_random(e->art, ART_LEN, 1);
     fill_random(e->art2, ART_LEN, 2);
     if (upk_fs_write_atomic(e->target, "old version\n", 12) != UPK_OK)
-        return -1;
-    broker_start(e);
-    if (standin_init(&e->s, &e->loop, e->url, e->device) != 0)
-        return -1;
+        return setup_fail(e);
+    /* A free port may be taken before mosquitto binds it: try a few. */
+    bool up = false;
+    for (int attempt = 0; attempt < 3 && !up; attempt++) {
+        e->port = free_port();
+        up = e->port > 0 && broker_try_start(e);
+    }
+    if (!up)
+        return setup_fail(e);
+    (void)snprintf(e->url, sizeof(e->url), "tcp://127.0.0.1:%d", e->port);
+    if (uv_loop_init(&e->loop) != 0)
+        return setup_fail(e);
+    if (standin_init(&e->s, &e->loop, e->url, e->device) != 0) {
+        /* The loop holds the stand-in's handles; this is a fatal setup bug. */
+        return setup_fail(e);
+    }
     *state = e;
     return 0;
 }
