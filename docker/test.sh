@@ -97,7 +97,9 @@ fi
 
 # ---- 3. base image and images ----------------------------------------------
 say "base image"
-nice -n 15 bash "$here/base.sh" debian:bookworm-slim
+root_cmd=()
+[ "$(id -u)" -eq 0 ] || root_cmd=(sudo) # debootstrap needs root
+nice -n 15 "${root_cmd[@]}" bash "$here/base.sh" debian:bookworm-slim
 
 # A free loopback port for the broker, chosen now (nothing on the host is
 # allowed to clash with it; the fleet uses host networking).
