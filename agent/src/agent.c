@@ -3,6 +3,7 @@
  * installer, activate, health-check, commit or roll back; every step
  * journaled first and reported as an event through the on-disk outbox. */
 #include "agent_int.h"
+#include "health.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -51,6 +52,11 @@ struct upk_agent {
     upk_manifest m; /* decoded j.manifest when an update is under way */
     upk__installed facts;
     upk_err load_err; /* journal or facts were corrupt at start */
+
+    /* post-commit health reports (health.h) */
+    char bake_path[UPK_AGENT_PATH_MAX];
+    upk__bake bake;
+    uint32_t bake_s; /* of the current desired message */
 
     upk__outbox ob;
     bool ob_sending;
@@ -459,8 +465,16 @@ static void handle_desired(upk_agent *a, const char *payload, size_t len)
         upk_sha256_buf(payload, len, idb);
         if (upk_hex_encode(idb, sizeof(idb), id, sizeof(id)) != UPK_OK)
             return;
-        if (strcmp(id, a->j.desired_id) == 0)
-            return; /* redelivered retained message: already handled or under way */
+        if (strcmp(id, a->j.desired_id) == 0) {
+            /* Redelivered retained message: already handled or under way;
+             * only its bake window is taken again (not journaled). */
+            upk_desired_msg rd;
+            memset(&rd, 0, sizeof(rd));
+            if (upk_desired_decode(payload, len, &rd) == UPK_OK)
+                a->bake_s = rd.bake_s;
+            upk_desired_cleanup(&rd);
+            return;
+        }
     }
     if (a->busy || a->j.status == UPK_STATUS_ACTIVATING || a->j.status == UPK_STATUS_HEALTH_CHECK ||
         a->j.rolling_back) {
@@ -498,6 +512,7 @@ static void handle_desired(upk_agent *a, const char *payload, size_t len)
     }
     (void)snprintf(a->j.campaign, sizeof(a->j.campaign), "%s", d.campaign);
     (void)snprintf(a->j.key_id, sizeof(a->j.key_id), "%s", d.key_id);
+    a->bake_s = d.bake_s;
     memcpy(a->j.sig, d.sig, d.sig_len);
     a->j.sig_len = d.sig_len;
     a->j.manifest = d.manifest;
@@ -999,6 +1014,13 @@ static void commit_done(upk_err err, const char *msg, void *cb_data)
         return;
     }
     a->facts = f;
+    /* Health reports for the bake window, counted from this boot. */
+    char boot[UPK__BOOT_ID_MAX + 1] = "";
+    if (upk__boot_id(NULL, boot, sizeof(boot)) != UPK_OK)
+        boot[0] = '\0';
+    upk__bake_begin(&a->bake, a->bake_s, now_s(), a->j.campaign, f.release, f.version, boot);
+    if (upk__bake_save(a->bake_path, &a->bake, a->cfg->fsync) != UPK_OK)
+        upk_warn("device=%s cannot record the bake window", a->cfg->device_id);
     finish(a, UPK_STATUS_COMMITTED, UPK_OK, NULL);
 }
 
@@ -1097,10 +1119,47 @@ static void on_message(upk_mqtt *c, const upk_mqtt_msg *msg, void *userdata)
     }
 }
 
+/* A health report through the outbox when one is due in the bake window:
+ * restarts and boots since commit; at most one per max(bake/10, 10 s, <= 60 s). */
+static void bake_report(upk_agent *a)
+{
+    int64_t now = now_s();
+    uint32_t gap = a->bake.until > 0 ? (uint32_t)((a->bake.until - now) / 10) : 0;
+    if (gap > 60)
+        gap = 60;
+    if (!upk__bake_due(&a->bake, now, gap))
+        return;
+    upk_event_msg *ev = calloc(1, sizeof(*ev));
+    if (ev == NULL)
+        return;
+    ev->ts = now;
+    (void)snprintf(ev->campaign, sizeof(ev->campaign), "%s", a->bake.campaign);
+    (void)snprintf(ev->release, sizeof(ev->release), "%s", a->bake.release);
+    (void)snprintf(ev->version, sizeof(ev->version), "%s", a->bake.version);
+    ev->step = UPK_STATUS_COMMITTED;
+    ev->progress = 100;
+    ev->health.present = true;
+    ev->health.restarts = a->bake.restarts;
+    ev->health.boots = a->bake.boots;
+    ev->health.check_ok = -1;
+    upk_err e = upk__outbox_push(&a->ob, ev);
+    free(ev);
+    if (e != UPK_OK) {
+        upk_warn("device=%s health report not queued: %s", a->cfg->device_id, upk_err_str(e));
+        return;
+    }
+    upk__bake_sent(&a->bake, now);
+    if (upk__bake_save(a->bake_path, &a->bake, a->cfg->fsync) != UPK_OK)
+        upk_warn("device=%s cannot record the bake window", a->cfg->device_id);
+    ob_kick(a);
+}
+
 static void tick_cb(uv_timer_t *t)
 {
     upk_agent *a = t->data;
     request_more(a);
+    if (a->bake.active && !a->busy)
+        bake_report(a);
     ob_kick(a);
 }
 
@@ -1146,6 +1205,7 @@ upk_err upk_agent_new(uv_loop_t *loop, const upk_agent_config *cfg, upk_agent **
                          UPK__INSTALLED_FILE)) ||
         (err = upk__path(a->dl_dir, sizeof(a->dl_dir), cfg->data_dir, "download")) ||
         (err = upk__path(a->work_dir, sizeof(a->work_dir), cfg->data_dir, "work")) ||
+        (err = upk__path(a->bake_path, sizeof(a->bake_path), cfg->data_dir, UPK__BAKE_FILE)) ||
         (err = upk__path(obdir, sizeof(obdir), cfg->data_dir, "outbox")))
         goto out_free;
     err = upk__outbox_open(&a->ob, obdir, cfg->limits.outbox_max, cfg->fsync);
@@ -1289,6 +1349,18 @@ upk_err upk_agent_start(upk_agent *a)
     if (a == NULL || a->started)
         return UPK_E_STATE_INVALID;
     a->started = true;
+    /* A start inside a bake window is a restart (and a boot when the boot id
+     * changed): both are reported so that a reboot loop is visible. */
+    if (upk__bake_load(a->bake_path, &a->bake) != UPK_OK)
+        upk_warn("device=%s %s is corrupt; no health reports", a->cfg->device_id, a->bake_path);
+    if (a->bake.active) {
+        char boot[UPK__BOOT_ID_MAX + 1] = "";
+        if (upk__boot_id(NULL, boot, sizeof(boot)) != UPK_OK)
+            boot[0] = '\0';
+        upk__bake_on_start(&a->bake, now_s(), boot);
+        if (upk__bake_save(a->bake_path, &a->bake, a->cfg->fsync) != UPK_OK)
+            upk_warn("device=%s cannot record the bake window", a->cfg->device_id);
+    }
     resume(a);
     upk_err err = upk_mqtt_start(a->mqtt);
     if (err != UPK_OK)

@@ -159,6 +159,7 @@ int standin_publish_desired(standin *s, const upk_manifest *m, const char *campa
     (void)snprintf(d.key_id, sizeof(d.key_id), "%s", upk_key_id(key));
     d.manifest = json;
     d.manifest_len = len;
+    d.bake_s = s->bake_s;
     if (upk_manifest_sign(key, json, len, d.sig, &d.sig_len) != UPK_OK) {
         free(json);
         return -1;

@@ -34,6 +34,8 @@ typedef struct standin {
     size_t art_len;
     uint8_t art_sha[UPK_SHA256_LEN];
 
+    uint32_t bake_s; /* bake_s of the desired messages published; 0 = none */
+
     /* faults */
     bool stall;           /* answer nothing */
     uint64_t corrupt_off; /* flip a byte in the chunk at this offset (once per request) */
