@@ -39,6 +39,7 @@ struct upk_sim {
     bool root_temp;
     char base_hex[UPK_SHA256_HEX_LEN + 1];
     int id_width;
+    upk_sim_class_iter cls_it; /* class assignment by device number */
 
     sim_dev *devs;
     size_t count;   /* devices created */
@@ -200,8 +201,10 @@ static upk_err make_device(upk_sim *s, size_t i, char *err, size_t cap)
     if (e != UPK_OK)
         return fail(err, cap, e, "cannot derive the password of %s: %s", id, upk_err_str(e));
     /* By device number, so that a fleet split over processes mixes the same. */
+    while (s->cls_it.next < o->first + i)
+        (void)upk_sim_class_iter_next(s->classes, o->class_count, &s->cls_it);
     const upk_sim_class *cls =
-        &s->classes[upk_sim_class_of(s->classes, o->class_count, o->first + i)];
+        &s->classes[upk_sim_class_iter_next(s->classes, o->class_count, &s->cls_it)];
     upk_agent_config *c = &d->cfg;
     c->broker = dup_str(o->broker);
     c->device_id = dup_str(id);
@@ -348,6 +351,7 @@ upk_err upk_sim_new(uv_loop_t *loop, const upk_sim_opts *opts, upk_sim **out, ch
     memcpy(s->classes, opts->classes, opts->class_count * sizeof(s->classes[0]));
     s->opts.classes = s->classes;
     s->store.seed = opts->seed;
+    upk_sim_class_iter_init(&s->cls_it);
     s->id_width = digits(opts->first + opts->count - 1);
     if (s->id_width < 5)
         s->id_width = 5;

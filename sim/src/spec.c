@@ -225,24 +225,37 @@ upk_err upk_sim_apply_spec(upk_sim_class *classes, size_t n, upk_sim_field field
     return for_each_item(spec, apply_item, &a, err, err_cap);
 }
 
+void upk_sim_class_iter_init(upk_sim_class_iter *it)
+{
+    memset(it, 0, sizeof(*it));
+}
+
+size_t upk_sim_class_iter_next(const upk_sim_class *classes, size_t n, upk_sim_class_iter *it)
+{
+    /* Smooth weighted round robin: every class earns its share per device,
+     * the richest class takes the device and pays 1. Each class's count
+     * stays within 1 of its share of every prefix of the fleet. */
+    if (n <= 1) {
+        it->next++;
+        return 0;
+    }
+    size_t best = 0;
+    for (size_t k = 0; k < n; k++) {
+        it->credit[k] += classes[k].share;
+        if (it->credit[k] > it->credit[best] + 1e-9)
+            best = k;
+    }
+    it->credit[best] -= 1.0;
+    it->next++;
+    return best;
+}
+
 size_t upk_sim_class_of(const upk_sim_class *classes, size_t n, size_t i)
 {
-    if (n <= 1)
-        return 0;
-    /* Bresenham over cumulative shares: among the first m devices class k
-     * has floor(m*C[k]) - floor(m*C[k-1]) members (C cumulative, C[n-1] = 1),
-     * so every prefix of the fleet is mixed in proportion and exactly one
-     * class grows from m = i to m = i + 1. */
-    double m0 = (double)i, m1 = (double)i + 1;
-    double cum = 0;
-    double lo0 = 0, lo1 = 0;
-    for (size_t k = 0; k < n; k++) {
-        cum = k + 1 == n ? 1.0 : cum + classes[k].share;
-        double hi0 = floor(m0 * cum + 1e-9), hi1 = floor(m1 * cum + 1e-9);
-        if (hi1 - lo1 > hi0 - lo0)
-            return k;
-        lo0 = hi0;
-        lo1 = hi1;
-    }
-    return n - 1;
+    upk_sim_class_iter it;
+    upk_sim_class_iter_init(&it);
+    size_t k = 0;
+    for (size_t j = 0; j <= i; j++)
+        k = upk_sim_class_iter_next(classes, n, &it);
+    return k;
 }

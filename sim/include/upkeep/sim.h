@@ -71,9 +71,19 @@ typedef enum upk_sim_field {
 UPK_MUST_CHECK upk_err upk_sim_apply_spec(upk_sim_class *classes, size_t n, upk_sim_field field,
                                           const char *spec, char *err, size_t err_cap);
 
-/* Index of the class of device number i (0-based) of a fleet: smooth
+/* Assigns classes to device numbers 0, 1, 2, ... in turn by smooth
  * weighted round robin, so every prefix of the fleet is mixed in proportion
- * and the result depends only on i and the shares. */
+ * (each class within one device of its share) and the result depends only on
+ * the device number and the shares. */
+typedef struct upk_sim_class_iter {
+    double credit[UPK_SIM_CLASS_MAX];
+    size_t next; /* number of the device the next call assigns */
+} upk_sim_class_iter;
+
+void upk_sim_class_iter_init(upk_sim_class_iter *it);
+size_t upk_sim_class_iter_next(const upk_sim_class *classes, size_t n, upk_sim_class_iter *it);
+
+/* Class of device number i (O(i): iterates from device 0). */
 size_t upk_sim_class_of(const upk_sim_class *classes, size_t n, size_t i);
 
 /* ---- the fake installer */
