@@ -176,7 +176,38 @@ static size_t fmt_pct(char *buf, size_t cap, uint64_t bp)
 upk_err upk_engine_step(const upk_campaign *c, const upk_cdev *devs, size_t n, int64_t now_ms,
                         upk_action *actions, size_t cap, upk_step_result *res)
 {
-    if (c == NULL || res == NULL || (n > 0 && devs == NULL) || (cap > 0 && actions == NULL))
+    return upk_engine_step_gated(c, devs, n, NULL, 0, now_ms, actions, cap, res);
+}
+
+/* Pauses (or rolls back) nx with its reason already set. */
+static bool halt(const upk_campaign *c, upk_campaign *nx, const upk_cdev *devs, size_t n,
+                 int64_t now_ms, upk_action *actions, size_t cap, upk_step_result *res)
+{
+    nx->halted = true;
+    nx->stage_done_ms = 0;
+    nx->updated_ms = now_ms;
+    if (!c->auto_rollback) {
+        nx->state = UPK_CAMP_PAUSED;
+        res->verdict = UPK_VERDICT_HALT;
+        return true;
+    }
+    nx->state = UPK_CAMP_ROLLED_BACK;
+    nx->finished_ms = now_ms;
+    res->verdict = UPK_VERDICT_ROLLBACK;
+    for (size_t i = 0; i < n; i++) {
+        if (effective(&devs[i], i, actions, res) == UPK_CDEV_PENDING &&
+            !push(actions, cap, res, UPK_ACT_SKIP, i))
+            return false;
+    }
+    return true;
+}
+
+upk_err upk_engine_step_gated(const upk_campaign *c, const upk_cdev *devs, size_t n,
+                              const upk_gate_dev *health, size_t hn, int64_t now_ms,
+                              upk_action *actions, size_t cap, upk_step_result *res)
+{
+    if (c == NULL || res == NULL || (n > 0 && devs == NULL) || (cap > 0 && actions == NULL) ||
+        (hn > 0 && health == NULL))
         return UPK_E_INVALID_ARG;
     if (c->stage_count == 0 || c->stage_count > UPK_STAGES_MAX || c->stage >= c->stage_count)
         return UPK_E_INVALID_ARG;
@@ -247,27 +278,12 @@ upk_err upk_engine_step(const upk_campaign *c, const upk_cdev *devs, size_t n, i
         char a[24], b[24];
         fmt_pct(a, sizeof(a), (uint64_t)failures * 10000u / total);
         fmt_pct(b, sizeof(b), c->max_fail_bp);
-        nx->halted = true;
-        nx->stage_done_ms = 0;
         int r = snprintf(nx->reason, sizeof(nx->reason),
                          "stage %u: %zu of %zu devices failed or timed out (%s), above the "
                          "threshold %s",
                          nx->stage + 1, failures, total, a, b);
         (void)r;
-        if (c->auto_rollback) {
-            nx->state = UPK_CAMP_ROLLED_BACK;
-            nx->finished_ms = now_ms;
-            res->verdict = UPK_VERDICT_ROLLBACK;
-            for (size_t i = 0; i < n; i++) {
-                if (effective(&devs[i], i, actions, res) == UPK_CDEV_PENDING &&
-                    !push(actions, cap, res, UPK_ACT_SKIP, i))
-                    return UPK_OK;
-            }
-        } else {
-            nx->state = UPK_CAMP_PAUSED;
-            res->verdict = UPK_VERDICT_HALT;
-        }
-        nx->updated_ms = now_ms;
+        (void)halt(c, nx, devs, n, now_ms, actions, cap, res);
         return UPK_OK;
     }
 
@@ -313,8 +329,33 @@ upk_err upk_engine_step(const upk_campaign *c, const upk_cdev *devs, size_t n, i
                 nx->stage_done_ms = now_ms;
                 res->verdict = UPK_VERDICT_SOAKING;
             }
-            if (now_ms - nx->stage_done_ms < (int64_t)c->soak_s * 1000)
+            uint32_t wait_s = c->soak_s > c->gate.bake_s ? c->soak_s : c->gate.bake_s;
+            if (now_ms - nx->stage_done_ms < (int64_t)wait_s * 1000)
                 break;
+            if (c->gate.bake_s > 0) {
+                upk_gate_result g;
+                upk_err e = upk_gate_eval(&c->gate, health, hn, &g);
+                if (e != UPK_OK) {
+                    res->next = *c;
+                    res->verdict = UPK_VERDICT_NONE;
+                    res->action_count = 0;
+                    return e;
+                }
+                if (g.halt) {
+                    int r = snprintf(nx->reason, sizeof(nx->reason), "stage %u: ", nx->stage + 1);
+                    size_t len = r > 0 ? (size_t)r : 0;
+                    if (len < sizeof(nx->reason)) {
+                        size_t room = sizeof(nx->reason) - 1 - len;
+                        size_t gl = strnlen(g.reason, sizeof(g.reason));
+                        if (gl > room)
+                            gl = room;
+                        memcpy(nx->reason + len, g.reason, gl);
+                        nx->reason[len + gl] = '\0';
+                    }
+                    (void)halt(c, nx, devs, n, now_ms, actions, cap, res);
+                    return UPK_OK;
+                }
+            }
         }
         if (nx->stage + 1 >= nx->stage_count) {
             nx->state = UPK_CAMP_COMPLETED;

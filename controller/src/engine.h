@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "health_gate.h"
 #include "upkeep/err.h"
 #include "upkeep/id.h"
 
@@ -64,6 +65,9 @@ typedef struct upk_campaign {
     int64_t updated_ms;
     int64_t finished_ms;
     char created_by[UPK_ID_MAX + 1];
+    /* Health gate: gate.bake_s > 0 holds a done stage for max(soak, bake)
+     * and then judges it with upk_gate_eval before it advances. */
+    upk_gate_cfg gate;
 } upk_campaign;
 
 typedef struct upk_cdev {
@@ -116,6 +120,16 @@ typedef struct upk_stage_counts {
 UPK_MUST_CHECK upk_err upk_engine_step(const upk_campaign *c, const upk_cdev *devs, size_t n,
                                        int64_t now_ms, upk_action *actions, size_t cap,
                                        upk_step_result *res);
+
+/* As upk_engine_step, with the stage's health over the bake window: when
+ * c->gate.bake_s > 0, a done stage waits max(soak_s, bake_s) and then
+ * upk_gate_eval judges health[0..hn) (updated devices and baseline ones);
+ * a halt pauses the campaign (or rolls it back with auto_rollback) with
+ * "stage N: <gate reason>" (the gate reason starts "health gate:"). health may be NULL when hn is
+ * 0. Also returns upk_gate_eval's UPK_E_INVALID_ARG on a bad gate config. */
+UPK_MUST_CHECK upk_err upk_engine_step_gated(const upk_campaign *c, const upk_cdev *devs, size_t n,
+                                             const upk_gate_dev *health, size_t hn, int64_t now_ms,
+                                             upk_action *actions, size_t cap, upk_step_result *res);
 
 /* Stage sizes: given n target devices, fills sizes[i] (i < c->stage_count)
  * with how many devices stage i holds (each at least 1 while devices remain;

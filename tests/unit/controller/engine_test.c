@@ -498,6 +498,159 @@ static void random_campaigns_keep_invariants(void **state)
     }
 }
 
+/* Health gate: stage 0 of 20 devices (2 devices) done at t; gated step. */
+static void gated(upk_campaign *c, upk_cdev *d, size_t n, const upk_gate_dev *h, size_t hn,
+                  int64_t now, upk_step_result *res)
+{
+    assert_int_equal(upk_engine_step_gated(c, d, n, h, hn, now, acts, N_MAX * 2, res), UPK_OK);
+    assert_false(res->truncated);
+    apply(c, d, acts, res, now);
+}
+
+static int64_t gate_stage0_done(upk_campaign *c, upk_cdev *d, size_t n)
+{
+    upk_step_result res;
+    gated(c, d, n, NULL, 0, 1000, &res);
+    for (size_t i = 0; i < n; i++)
+        if (d[i].state == UPK_CDEV_ASSIGNED)
+            d[i].state = UPK_CDEV_SUCCEEDED;
+    gated(c, d, n, NULL, 0, 2000, &res);
+    assert_int_equal(res.verdict, UPK_VERDICT_SOAKING);
+    return 2000;
+}
+
+/* Health of the stage-0 devices (updated) and the rest (baseline). */
+static size_t gate_health(const upk_cdev *d, size_t n, upk_gate_dev *h, uint32_t restarts,
+                          double cpu_updated)
+{
+    for (size_t i = 0; i < n; i++) {
+        memset(&h[i], 0, sizeof(h[i]));
+        int r = snprintf(h[i].device, sizeof(h[i].device), "%s", d[i].device);
+        (void)r;
+        r = snprintf(h[i].hw, sizeof(h[i].hw), "rev-b");
+        h[i].updated = d[i].stage == 0;
+        h[i].restarts = h[i].updated ? restarts : 0;
+        h[i].metric_count = 1;
+        r = snprintf(h[i].metric_name[0], sizeof(h[i].metric_name[0]), "cpu");
+        h[i].metric_value[0] = h[i].updated ? cpu_updated : 0.3;
+    }
+    return n;
+}
+
+static upk_campaign gate_campaign(void)
+{
+    upk_campaign c = base_campaign(); /* soak 60 s */
+    upk_gate_cfg_init(&c.gate);
+    c.gate.bake_s = 300;
+    return c;
+}
+
+static void bake_holds_stage_then_healthy_advances(void **state)
+{
+    (void)state;
+    static upk_cdev d[20];
+    static upk_gate_dev h[20];
+    upk_campaign c = gate_campaign();
+    make_devs(d, 20, &c, true);
+    int64_t t = gate_stage0_done(&c, d, 20);
+    size_t hn = gate_health(d, 20, h, 0, 0.3);
+    upk_step_result res;
+    gated(&c, d, 20, h, hn, t + 60000, &res); /* soak over, bake not */
+    assert_int_equal(res.verdict, UPK_VERDICT_NONE);
+    gated(&c, d, 20, h, hn, t + 299999, &res);
+    assert_int_equal(res.verdict, UPK_VERDICT_NONE);
+    assert_int_equal(c.stage, 0);
+    gated(&c, d, 20, h, hn, t + 300000, &res);
+    assert_int_equal(res.verdict, UPK_VERDICT_ADVANCE);
+    assert_int_equal(c.stage, 1);
+    assert_int_equal(c.state, UPK_CAMP_RUNNING);
+}
+
+static void restart_loop_halts_at_canary_with_figures(void **state)
+{
+    (void)state;
+    static upk_cdev d[20];
+    static upk_gate_dev h[20];
+    upk_campaign c = gate_campaign();
+    make_devs(d, 20, &c, true);
+    int64_t t = gate_stage0_done(&c, d, 20);
+    size_t hn = gate_health(d, 20, h, 5, 0.3);
+    upk_step_result res;
+    gated(&c, d, 20, h, hn, t + 300000, &res);
+    assert_int_equal(res.verdict, UPK_VERDICT_HALT);
+    assert_int_equal(c.state, UPK_CAMP_PAUSED);
+    assert_true(c.halted);
+    assert_int_equal(c.stage, 0);
+    assert_non_null(strstr(c.reason, "stage 1: health gate: 2 of 2 updated devices unhealthy"));
+    assert_non_null(strstr(c.reason, "restarted more than 3 times"));
+    /* Paused: nothing more happens. */
+    gated(&c, d, 20, h, hn, t + 900000, &res);
+    assert_int_equal(res.verdict, UPK_VERDICT_NONE);
+    assert_int_equal(count_state(d, 20, UPK_CDEV_PENDING), 18);
+}
+
+static void baseline_metric_halts_and_names_the_metric(void **state)
+{
+    (void)state;
+    static upk_cdev d[20];
+    static upk_gate_dev h[20];
+    upk_campaign c = gate_campaign();
+    c.gate.compare_baseline = true;
+    c.gate.baseline_factor = 2.0;
+    make_devs(d, 20, &c, true);
+    int64_t t = gate_stage0_done(&c, d, 20);
+    size_t hn = gate_health(d, 20, h, 0, 0.9);
+    upk_step_result res;
+    gated(&c, d, 20, h, hn, t + 300000, &res);
+    assert_int_equal(res.verdict, UPK_VERDICT_HALT);
+    assert_non_null(strstr(c.reason, "stage 1: health gate: metric cpu on hw rev-b is 0.9"));
+    assert_non_null(strstr(c.reason, "0.3 on 18 not updated"));
+    /* Within the factor: passes. */
+    c = gate_campaign();
+    c.gate.compare_baseline = true;
+    c.gate.baseline_factor = 4.0;
+    make_devs(d, 20, &c, true);
+    t = gate_stage0_done(&c, d, 20);
+    gated(&c, d, 20, h, hn, t + 300000, &res);
+    assert_int_equal(res.verdict, UPK_VERDICT_ADVANCE);
+}
+
+static void gate_halt_with_auto_rollback_skips_pending(void **state)
+{
+    (void)state;
+    static upk_cdev d[20];
+    static upk_gate_dev h[20];
+    upk_campaign c = gate_campaign();
+    c.auto_rollback = true;
+    make_devs(d, 20, &c, true);
+    int64_t t = gate_stage0_done(&c, d, 20);
+    size_t hn = gate_health(d, 20, h, 9, 0.3);
+    upk_step_result res;
+    gated(&c, d, 20, h, hn, t + 300000, &res);
+    assert_int_equal(res.verdict, UPK_VERDICT_ROLLBACK);
+    assert_int_equal(c.state, UPK_CAMP_ROLLED_BACK);
+    assert_int_equal(count_state(d, 20, UPK_CDEV_SKIPPED), 18);
+}
+
+static void bad_gate_config_is_rejected_without_change(void **state)
+{
+    (void)state;
+    static upk_cdev d[20];
+    upk_campaign c = gate_campaign();
+    c.gate.baseline_factor = 0.5;
+    make_devs(d, 20, &c, true);
+    int64_t t = gate_stage0_done(&c, d, 20);
+    upk_step_result res;
+    assert_int_equal(upk_engine_step_gated(&c, d, 20, NULL, 0, t + 300000, acts, N_MAX * 2, &res),
+                     UPK_E_INVALID_ARG);
+    assert_int_equal(res.next.stage, 0);
+    assert_int_equal(res.next.state, UPK_CAMP_RUNNING);
+    assert_int_equal(res.verdict, UPK_VERDICT_NONE);
+    /* Health without a pointer. */
+    assert_int_equal(upk_engine_step_gated(&c, d, 20, NULL, 3, t, acts, N_MAX * 2, &res),
+                     UPK_E_INVALID_ARG);
+}
+
 static void parsers_accept_and_reject(void **state)
 {
     (void)state;
@@ -581,6 +734,11 @@ int main(void)
         cmocka_unit_test(timeouts_count_as_failures),
         cmocka_unit_test(truncated_when_actions_do_not_fit),
         cmocka_unit_test(random_campaigns_keep_invariants),
+        cmocka_unit_test(bake_holds_stage_then_healthy_advances),
+        cmocka_unit_test(restart_loop_halts_at_canary_with_figures),
+        cmocka_unit_test(baseline_metric_halts_and_names_the_metric),
+        cmocka_unit_test(gate_halt_with_auto_rollback_skips_pending),
+        cmocka_unit_test(bad_gate_config_is_rejected_without_change),
         cmocka_unit_test(parsers_accept_and_reject),
         cmocka_unit_test(state_names_round_trip),
     };
