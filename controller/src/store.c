@@ -73,6 +73,13 @@ static const char *const migrations[] = {
     "ALTER TABLE devices ADD COLUMN cap_signed INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE devices ADD COLUMN cap_rollback INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE devices ADD COLUMN cap_delta INTEGER NOT NULL DEFAULT 0;",
+    /* 2 -> 3: health gate of a campaign (health_gate.h); bake_s 0 = off. */
+    "ALTER TABLE campaigns ADD COLUMN bake_s INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE campaigns ADD COLUMN max_unhealthy_bp INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE campaigns ADD COLUMN restart_limit INTEGER NOT NULL DEFAULT 3;"
+    "ALTER TABLE campaigns ADD COLUMN compare_baseline INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE campaigns ADD COLUMN baseline_factor REAL NOT NULL DEFAULT 1.5;"
+    "ALTER TABLE campaigns ADD COLUMN min_samples INTEGER NOT NULL DEFAULT 1;",
 };
 
 #define N_MIGRATIONS (sizeof(migrations) / sizeof(migrations[0]))
@@ -685,7 +692,8 @@ static bool stages_parse(const char *t, upk_campaign *c)
 static const char campaign_cols[] =
     "id, release, target, state, reason, halted, stages, stage, soak_s, max_fail_bp,"
     " device_timeout_s, rate_per_min, max_in_flight, auto_rollback, tokens_milli, tokens_at_ms,"
-    " stage_started_ms, stage_done_ms, created_ms, updated_ms, finished_ms, created_by";
+    " stage_started_ms, stage_done_ms, created_ms, updated_ms, finished_ms, created_by,"
+    " bake_s, max_unhealthy_bp, restart_limit, compare_baseline, baseline_factor, min_samples";
 
 static void bind_campaign(sqlite3_stmt *st, const upk_campaign *c)
 {
@@ -713,6 +721,12 @@ static void bind_campaign(sqlite3_stmt *st, const upk_campaign *c)
     sqlite3_bind_int64(st, 20, c->updated_ms);
     sqlite3_bind_int64(st, 21, c->finished_ms);
     bind_text(st, 22, c->created_by);
+    sqlite3_bind_int64(st, 23, c->gate.bake_s);
+    sqlite3_bind_int64(st, 24, c->gate.max_unhealthy_bp);
+    sqlite3_bind_int64(st, 25, c->gate.restart_limit);
+    sqlite3_bind_int(st, 26, c->gate.compare_baseline);
+    sqlite3_bind_double(st, 27, c->gate.baseline_factor);
+    sqlite3_bind_int64(st, 28, c->gate.min_samples);
 }
 
 upk_err upk_store_campaign_insert(upk_store *s, const upk_campaign *c, const char *const *ids,
@@ -723,10 +737,10 @@ upk_err upk_store_campaign_insert(upk_store *s, const upk_campaign *c, const cha
         return err;
     sqlite3_stmt *st = NULL;
     char sql[1024];
-    int r =
-        snprintf(sql, sizeof(sql),
-                 "INSERT INTO campaigns(%s) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                 campaign_cols);
+    int r = snprintf(
+        sql, sizeof(sql),
+        "INSERT INTO campaigns(%s) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        campaign_cols);
     (void)r;
     if ((err = prep(s, sql, &st)) != UPK_OK)
         goto fail;
@@ -819,6 +833,12 @@ upk_err upk_store_campaign_get(upk_store *s, const char *id, upk_campaign *out)
     c.updated_ms = sqlite3_column_int64(st, 19);
     c.finished_ms = sqlite3_column_int64(st, 20);
     col_text(st, 21, c.created_by, sizeof(c.created_by));
+    c.gate.bake_s = (uint32_t)sqlite3_column_int64(st, 22);
+    c.gate.max_unhealthy_bp = (uint32_t)sqlite3_column_int64(st, 23);
+    c.gate.restart_limit = (uint32_t)sqlite3_column_int64(st, 24);
+    c.gate.compare_baseline = sqlite3_column_int(st, 25) != 0;
+    c.gate.baseline_factor = sqlite3_column_double(st, 26);
+    c.gate.min_samples = (uint32_t)sqlite3_column_int64(st, 27);
     if (c.stage >= c.stage_count) {
         err = UPK_E_STATE_CORRUPT;
         goto done;
@@ -910,7 +930,9 @@ static upk_err campaign_update(upk_store *s, const upk_campaign *c)
                        " device_timeout_s=?11, rate_per_min=?12, max_in_flight=?13,"
                        " auto_rollback=?14, tokens_milli=?15, tokens_at_ms=?16,"
                        " stage_started_ms=?17, stage_done_ms=?18, created_ms=?19,"
-                       " updated_ms=?20, finished_ms=?21, created_by=?22 WHERE id=?1",
+                       " updated_ms=?20, finished_ms=?21, created_by=?22, bake_s=?23,"
+                       " max_unhealthy_bp=?24, restart_limit=?25, compare_baseline=?26,"
+                       " baseline_factor=?27, min_samples=?28 WHERE id=?1",
                        &st);
     if (err != UPK_OK)
         return err;

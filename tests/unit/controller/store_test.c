@@ -148,10 +148,56 @@ static void newer_schema_is_refused(void **state)
     (void)r;
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
     assert_int_equal(
-        sqlite3_exec(db, "UPDATE meta SET value='2' WHERE key='schema_version'", NULL, NULL, NULL),
+        sqlite3_exec(db, "UPDATE meta SET value='3' WHERE key='schema_version'", NULL, NULL, NULL),
         SQLITE_OK);
     sqlite3_close(db);
     assert_int_equal(upk_store_open(f->dir, &f->s), UPK_OK);
+}
+
+static void campaign_gate_round_trips(void **state)
+{
+    struct fx *f = *state;
+    add_release(f->s, "fw-2.0", "2.0", 0xaa);
+    const char *ids[] = {"d1"};
+    add_device(f->s, "d1", "hw-a", "1.0", true);
+    upk_campaign c;
+    memset(&c, 0, sizeof(c));
+    int r = snprintf(c.id, sizeof(c.id), "cg");
+    r = snprintf(c.release, sizeof(c.release), "fw-2.0");
+    r = snprintf(c.target, sizeof(c.target), "all");
+    r = snprintf(c.created_by, sizeof(c.created_by), "alice");
+    (void)r;
+    assert_int_equal(upk_engine_parse_stages("100%", &c), UPK_OK);
+    upk_gate_cfg_init(&c.gate);
+    c.gate.bake_s = 600;
+    c.gate.max_unhealthy_bp = 250;
+    c.gate.restart_limit = 2;
+    c.gate.compare_baseline = true;
+    c.gate.baseline_factor = 1.25;
+    c.gate.min_samples = 4;
+    uint32_t st[1] = {0};
+    assert_int_equal(upk_store_campaign_insert(f->s, &c, ids, st, 1), UPK_OK);
+    upk_campaign g;
+    assert_int_equal(upk_store_campaign_get(f->s, "cg", &g), UPK_OK);
+    assert_int_equal(g.gate.bake_s, 600);
+    assert_int_equal(g.gate.max_unhealthy_bp, 250);
+    assert_int_equal(g.gate.restart_limit, 2);
+    assert_true(g.gate.compare_baseline);
+    assert_true(g.gate.baseline_factor == 1.25);
+    assert_int_equal(g.gate.min_samples, 4);
+    /* The engine's row update keeps them. */
+    upk_step_result res;
+    memset(&res, 0, sizeof(res));
+    res.next = g;
+    res.next.gate.bake_s = 60;
+    upk_cdev *devs = NULL;
+    size_t n = 0;
+    assert_int_equal(upk_store_campaign_devices(f->s, "cg", &devs, &n), UPK_OK);
+    assert_int_equal(upk_store_campaign_apply(f->s, &res, devs, NULL, 2000, NULL, NULL), UPK_OK);
+    free(devs);
+    assert_int_equal(upk_store_campaign_get(f->s, "cg", &g), UPK_OK);
+    assert_int_equal(g.gate.bake_s, 60);
+    assert_true(g.gate.baseline_factor == 1.25);
 }
 
 static void open_fails_on_unwritable_dir(void **state)
@@ -449,6 +495,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(open_migrates_and_reopens, setup, teardown),
         cmocka_unit_test_setup_teardown(newer_schema_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(campaign_gate_round_trips, setup, teardown),
         cmocka_unit_test(open_fails_on_unwritable_dir),
         cmocka_unit_test_setup_teardown(registry_tracks_state_and_online, setup, teardown),
         cmocka_unit_test_setup_teardown(events_are_deduplicated_and_move_campaign_rows, setup,
