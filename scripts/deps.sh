@@ -10,6 +10,7 @@ pkgs=(
   libzstd-dev zstd libdivsufsort-dev
   mosquitto mosquitto-dev mosquitto-clients libmosquitto-dev
   libcmocka-dev
+  python3  # demo, e2e tests and scale bench: free ports and JSON (tests/e2e/fleet-lib.sh)
   chromium  # headless render check of the update-capability HTML card (tests/integration/health)
 )
 
