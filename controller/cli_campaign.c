@@ -23,6 +23,8 @@ static void usage(FILE *out)
         "usage: upkeep campaign create --release R [--target EXPR] [--stages 1%%,10%%,50%%,100%%]\n"
         "                              [--soak 10m] [--max-failures 5%%] [--device-timeout 30m]\n"
         "                              [--rate 200/min] [--max-in-flight 500] [--auto-rollback]\n"
+        "                              [--bake 10m] [--max-unhealthy 0%%] [--restart-limit 3]\n"
+        "                              [--compare-baseline] [--baseline-factor 1.5]\n"
         "                              [--id ID] [--json]\n"
         "       upkeep campaign list [--json]\n"
         "       upkeep campaign show ID [--devices] [--json]\n"
@@ -35,6 +37,11 @@ static void usage(FILE *out)
         "A stage advances when its devices are done or timed out, failures stay within\n"
         "--max-failures and --soak has passed; otherwise the campaign halts (paused,\n"
         "with the reason) and, with --auto-rollback, puts the previous release back.\n"
+        "--bake turns the health gate on: a done stage also waits the bake window, then\n"
+        "halts when more than --max-unhealthy of its devices rolled back, failed a\n"
+        "health check or restarted more than --restart-limit times, or (with\n"
+        "--compare-baseline) a metric's mean on updated devices is above\n"
+        "--baseline-factor times its mean on not-updated devices of the same hardware.\n"
         "watch exits 0 when the campaign completes, 1 when it is aborted or rolled "
         "back.\n\n" UPK_CLIENT_HELP);
 }
@@ -65,6 +72,10 @@ static const upk_col show_cols[] = {{"id", "campaign:", UPK_COL_STR},
                                     {"rate_per_min", "rate (/min, 0=any):", UPK_COL_NUM},
                                     {"max_in_flight", "max in flight (0=any):", UPK_COL_NUM},
                                     {"auto_rollback", "auto rollback:", UPK_COL_BOOL},
+                                    {"bake_s", "bake (s, 0=off):", UPK_COL_NUM},
+                                    {"max_unhealthy_bp", "max unhealthy:", UPK_COL_BP},
+                                    {"restart_limit", "restart limit:", UPK_COL_NUM},
+                                    {"compare_baseline", "compare baseline:", UPK_COL_BOOL},
                                     {"created_by", "created by:", UPK_COL_STR},
                                     {"created_ms", "created:", UPK_COL_TIME_MS},
                                     {"finished_ms", "finished:", UPK_COL_TIME_MS}};
@@ -219,6 +230,11 @@ int upk_cli_campaign(int argc, char **argv)
         O_RATE,
         O_MIF,
         O_AR,
+        O_BAKE,
+        O_MAXU,
+        O_RL,
+        O_CB,
+        O_BF,
         O_ID,
         O_JSON,
         O_DEVICES,
@@ -235,6 +251,11 @@ int upk_cli_campaign(int argc, char **argv)
                                          {"rate", required_argument, NULL, O_RATE},
                                          {"max-in-flight", required_argument, NULL, O_MIF},
                                          {"auto-rollback", no_argument, NULL, O_AR},
+                                         {"bake", required_argument, NULL, O_BAKE},
+                                         {"max-unhealthy", required_argument, NULL, O_MAXU},
+                                         {"restart-limit", required_argument, NULL, O_RL},
+                                         {"compare-baseline", no_argument, NULL, O_CB},
+                                         {"baseline-factor", required_argument, NULL, O_BF},
                                          {"id", required_argument, NULL, O_ID},
                                          {"json", no_argument, NULL, O_JSON},
                                          {"devices", no_argument, NULL, O_DEVICES},
@@ -296,6 +317,35 @@ int upk_cli_campaign(int argc, char **argv)
         case O_AR:
             cJSON_AddBoolToObject(args, "auto_rollback", true);
             break;
+        case O_BAKE:
+            cJSON_AddStringToObject(args, "bake", optarg);
+            break;
+        case O_MAXU:
+            cJSON_AddStringToObject(args, "max_unhealthy", optarg);
+            break;
+        case O_RL: {
+            char *end = NULL;
+            long v = strtol(optarg, &end, 10);
+            if (end == optarg || *end != '\0' || v < 0 || v > 1000000) {
+                fprintf(stderr, "upkeep campaign: --restart-limit takes a number >= 0\n");
+                goto out;
+            }
+            cJSON_AddNumberToObject(args, "restart_limit", (double)v);
+            break;
+        }
+        case O_CB:
+            cJSON_AddBoolToObject(args, "compare_baseline", true);
+            break;
+        case O_BF: {
+            char *end = NULL;
+            double v = strtod(optarg, &end);
+            if (end == optarg || *end != '\0' || !(v >= 1.0 && v <= 1000.0)) {
+                fprintf(stderr, "upkeep campaign: --baseline-factor takes a number >= 1\n");
+                goto out;
+            }
+            cJSON_AddNumberToObject(args, "baseline_factor", v);
+            break;
+        }
         case O_ID:
             cJSON_AddStringToObject(args, "id", optarg);
             break;

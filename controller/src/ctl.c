@@ -607,6 +607,11 @@ static cJSON *campaign_json(const upk_campaign *c, const upk_cdev *devs, size_t 
     cJSON_AddNumberToObject(o, "rate_per_min", c->rate_per_min);
     cJSON_AddNumberToObject(o, "max_in_flight", c->max_in_flight);
     cJSON_AddBoolToObject(o, "auto_rollback", c->auto_rollback);
+    cJSON_AddNumberToObject(o, "bake_s", c->gate.bake_s);
+    cJSON_AddNumberToObject(o, "max_unhealthy_bp", c->gate.max_unhealthy_bp);
+    cJSON_AddNumberToObject(o, "restart_limit", c->gate.restart_limit);
+    cJSON_AddBoolToObject(o, "compare_baseline", c->gate.compare_baseline);
+    cJSON_AddNumberToObject(o, "baseline_factor", c->gate.baseline_factor);
     cJSON_AddNumberToObject(o, "created_ms", (double)c->created_ms);
     cJSON_AddNumberToObject(o, "updated_ms", (double)c->updated_ms);
     cJSON_AddNumberToObject(o, "finished_ms", (double)c->finished_ms);
@@ -658,14 +663,15 @@ static cJSON *campaign_json(const upk_campaign *c, const upk_cdev *devs, size_t 
 
 static upk_err h_campaign_create(upk_ctl *ctl, const cJSON *args, cJSON **data, char *msg)
 {
-    const char *release, *id, *target, *stages, *soak, *maxf, *timeout, *rate;
+    const char *release, *id, *target, *stages, *soak, *maxf, *timeout, *rate, *bake, *maxu;
     upk_err err;
     if ((err = need_id(args, "release", &release, msg)) != UPK_OK)
         return err;
     if (!arg_str(args, "id", &id) || !arg_str(args, "target", &target) ||
         !arg_str(args, "stages", &stages) || !arg_str(args, "soak", &soak) ||
         !arg_str(args, "max_failures", &maxf) || !arg_str(args, "device_timeout", &timeout) ||
-        !arg_str(args, "rate", &rate))
+        !arg_str(args, "rate", &rate) || !arg_str(args, "bake", &bake) ||
+        !arg_str(args, "max_unhealthy", &maxu))
         return fail(msg, UPK_E_FIELD_TYPE, "campaign arguments must be strings");
     upk_campaign c;
     memset(&c, 0, sizeof(c));
@@ -704,6 +710,30 @@ static upk_err h_campaign_create(upk_ctl *ctl, const cJSON *args, cJSON **data, 
     if (ar != NULL && !cJSON_IsBool(ar))
         return fail(msg, UPK_E_FIELD_TYPE, "auto_rollback must be true or false");
     c.auto_rollback = cJSON_IsTrue(ar);
+    upk_gate_cfg_init(&c.gate);
+    if (upk_engine_parse_duration(bake != NULL ? bake : "0", &c.gate.bake_s) != UPK_OK)
+        return fail(msg, UPK_E_FIELD_RANGE, "--bake must be a duration like 30s, 10m, 2h");
+    if (upk_engine_parse_percent(maxu != NULL ? maxu : "0%", &c.gate.max_unhealthy_bp) != UPK_OK)
+        return fail(msg, UPK_E_FIELD_RANGE, "--max-unhealthy must be a percentage like 5%%");
+    const cJSON *rl = cJSON_GetObjectItemCaseSensitive(args, "restart_limit");
+    if (rl != NULL) {
+        if (!cJSON_IsNumber(rl) || rl->valuedouble < 0 || rl->valuedouble > 1000000)
+            return fail(msg, UPK_E_FIELD_RANGE, "--restart-limit must be a number >= 0");
+        c.gate.restart_limit = (uint32_t)rl->valuedouble;
+    }
+    const cJSON *cb = cJSON_GetObjectItemCaseSensitive(args, "compare_baseline");
+    if (cb != NULL && !cJSON_IsBool(cb))
+        return fail(msg, UPK_E_FIELD_TYPE, "compare_baseline must be true or false");
+    c.gate.compare_baseline = cJSON_IsTrue(cb);
+    const cJSON *bf = cJSON_GetObjectItemCaseSensitive(args, "baseline_factor");
+    if (bf != NULL) {
+        if (!cJSON_IsNumber(bf) || !(bf->valuedouble >= 1.0 && bf->valuedouble <= 1000.0))
+            return fail(msg, UPK_E_FIELD_RANGE, "--baseline-factor must be a number >= 1");
+        c.gate.baseline_factor = bf->valuedouble;
+    }
+    if ((c.gate.compare_baseline || maxu != NULL || rl != NULL || bf != NULL) && c.gate.bake_s == 0)
+        return fail(msg, UPK_E_FIELD_RANGE,
+                    "health-gate options need --bake (the health window after commit)");
     c.state = UPK_CAMP_RUNNING;
     c.created_ms = c.updated_ms = ctl->now_ms;
 

@@ -385,6 +385,47 @@ static void campaign_commands_follow_state_rules(void **state)
     cJSON_Delete(data);
 }
 
+static void campaign_health_gate_options(void **state)
+{
+    struct fx *f = *state;
+    char msg[UPK_ERRMSG_MAX + 1];
+    add_device(f, "d0", "hw-a");
+    assert_int_equal(upload(f, "alice", 1000, false, msg), UPK_OK);
+    static const char *const bad[] = {
+        "{\"release\":\"fw-2.0\",\"bake\":\"soon\"}",
+        "{\"release\":\"fw-2.0\",\"bake\":\"5m\",\"max_unhealthy\":\"lots\"}",
+        "{\"release\":\"fw-2.0\",\"bake\":\"5m\",\"restart_limit\":-1}",
+        "{\"release\":\"fw-2.0\",\"bake\":\"5m\",\"baseline_factor\":0.5}",
+        "{\"release\":\"fw-2.0\",\"compare_baseline\":true}",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(call(f, "alice", "operator:alice", "campaign.create", bad[i], NULL, msg),
+                         UPK_E_FIELD_RANGE);
+        assert_non_null(strstr(msg, "--"));
+    }
+    assert_int_equal(call(f, "alice", "operator:alice", "campaign.create",
+                          "{\"release\":\"fw-2.0\",\"bake\":\"5m\",\"compare_baseline\":1}", NULL,
+                          msg),
+                     UPK_E_FIELD_TYPE);
+    cJSON *data = NULL;
+    assert_int_equal(call(f, "alice", "operator:alice", "campaign.create",
+                          "{\"release\":\"fw-2.0\",\"id\":\"cg\",\"bake\":\"5m\","
+                          "\"max_unhealthy\":\"2.5%\",\"restart_limit\":2,"
+                          "\"compare_baseline\":true,\"baseline_factor\":1.25}",
+                          &data, msg),
+                     UPK_OK);
+    cJSON_Delete(data);
+    assert_int_equal(
+        call(f, "alice", "operator:alice", "campaign.show", "{\"id\":\"cg\"}", &data, NULL),
+        UPK_OK);
+    assert_int_equal(cJSON_GetObjectItem(data, "bake_s")->valueint, 300);
+    assert_int_equal(cJSON_GetObjectItem(data, "max_unhealthy_bp")->valueint, 250);
+    assert_int_equal(cJSON_GetObjectItem(data, "restart_limit")->valueint, 2);
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(data, "compare_baseline")));
+    assert_true(cJSON_GetObjectItem(data, "baseline_factor")->valuedouble == 1.25);
+    cJSON_Delete(data);
+}
+
 static void target_expressions(void **state)
 {
     (void)state;
@@ -456,6 +497,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(malformed_requests_get_error_replies, setup, teardown),
         cmocka_unit_test_setup_teardown(release_upload_checks_signature_and_hash, setup, teardown),
         cmocka_unit_test_setup_teardown(campaign_commands_follow_state_rules, setup, teardown),
+        cmocka_unit_test_setup_teardown(campaign_health_gate_options, setup, teardown),
         cmocka_unit_test(target_expressions),
         cmocka_unit_test(config_names_the_bad_field),
     };
