@@ -102,6 +102,9 @@ static upk_err desired_payload(srv *s, const char *release, const char *campaign
     m.manifest_len = r.manifest_len;
     memcpy(m.sig, r.sig, r.sig_len);
     m.sig_len = r.sig_len;
+    upk_campaign camp;
+    if (campaign[0] != '\0' && upk_store_campaign_get(s->store, campaign, &camp) == UPK_OK)
+        m.bake_s = camp.gate.bake_s;
     char *out = NULL;
     size_t len = 0;
     err = upk_desired_encode(&m, &out, &len);
@@ -318,6 +321,10 @@ static void on_message(upk_mqtt *c, const upk_mqtt_msg *m, void *ud)
                       (unsigned long long)e.seq);
         else if (!dup)
             s->events++;
+        if (!dup && e.health.present &&
+            upk_store_health_record(s->store, t.id, &e, now_ms()) != UPK_OK)
+            upk_error("serve: could not record health device=%s seq=%llu", t.id,
+                      (unsigned long long)e.seq);
         upk_debug("serve: event device=%s seq=%llu step=%s campaign=%s%s", t.id,
                   (unsigned long long)e.seq, upk_status_str(e.step), e.campaign,
                   dup ? " (duplicate)" : "");
@@ -335,16 +342,30 @@ static void advance(srv *s, const char *id, int64_t now)
 {
     upk_campaign c;
     upk_cdev *devs = NULL;
-    size_t n = 0;
+    size_t n = 0, hn = 0;
     upk_action *acts = NULL;
+    upk_gate_dev *health = NULL;
     if (upk_store_campaign_get(s->store, id, &c) != UPK_OK ||
         upk_store_campaign_devices(s->store, id, &devs, &n) != UPK_OK)
         return;
     size_t cap = 2 * n + 1;
     acts = calloc(cap, sizeof(*acts));
     upk_step_result res;
-    if (acts == NULL || upk_engine_step(&c, devs, n, now, acts, cap, &res) != UPK_OK)
+    /* Health is read only when a done stage's bake window is over. */
+    uint32_t wait_s = c.soak_s > c.gate.bake_s ? c.soak_s : c.gate.bake_s;
+    if (c.state == UPK_CAMP_RUNNING && c.gate.bake_s > 0 && c.stage_done_ms > 0 &&
+        now - c.stage_done_ms >= (int64_t)wait_s * 1000 &&
+        upk_store_gate_devices(s->store, id, devs, n, &health, &hn) != UPK_OK) {
+        upk_error("serve: campaign=%s health not readable", id);
         goto done;
+    }
+    upk_err serr = acts == NULL
+                       ? UPK_E_NOMEM
+                       : upk_engine_step_gated(&c, devs, n, health, hn, now, acts, cap, &res);
+    if (serr != UPK_OK) {
+        upk_error("serve: campaign=%s step failed err=%s", id, upk_err_str(serr));
+        goto done;
+    }
     if (res.verdict == UPK_VERDICT_NONE && res.action_count == 0 &&
         memcmp(&res.next, &c, sizeof(c)) == 0)
         goto done;
@@ -373,6 +394,7 @@ static void advance(srv *s, const char *id, int64_t now)
         break;
     }
 done:
+    free(health);
     free(acts);
     free(devs);
 }

@@ -80,6 +80,15 @@ static const char *const migrations[] = {
     "ALTER TABLE campaigns ADD COLUMN compare_baseline INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE campaigns ADD COLUMN baseline_factor REAL NOT NULL DEFAULT 1.5;"
     "ALTER TABLE campaigns ADD COLUMN min_samples INTEGER NOT NULL DEFAULT 1;",
+    /* 3 -> 4: health reports per campaign and device (campaign '' = none). */
+    "CREATE TABLE health("
+    " campaign TEXT NOT NULL, device TEXT NOT NULL, restarts INTEGER NOT NULL DEFAULT 0,"
+    " boots INTEGER NOT NULL DEFAULT 0, check_failed INTEGER NOT NULL DEFAULT 0,"
+    " recv_ms INTEGER NOT NULL, PRIMARY KEY(campaign, device));"
+    "CREATE TABLE health_metrics("
+    " campaign TEXT NOT NULL, device TEXT NOT NULL, name TEXT NOT NULL,"
+    " sum REAL NOT NULL, n INTEGER NOT NULL, recv_ms INTEGER NOT NULL,"
+    " PRIMARY KEY(campaign, device, name));",
 };
 
 #define N_MIGRATIONS (sizeof(migrations) / sizeof(migrations[0]))
@@ -1218,4 +1227,140 @@ fail:
 done:
     sqlite3_finalize(st);
     return err;
+}
+
+upk_err upk_store_health_record(upk_store *s, const char *device, const upk_event_msg *e,
+                                int64_t now_ms)
+{
+    if (s == NULL || device == NULL || e == NULL || e->health.metric_count > 8)
+        return UPK_E_INVALID_ARG;
+    if (!e->health.present)
+        return UPK_OK;
+    sqlite3_stmt *st = NULL;
+    upk_err err = begin(s);
+    if (err != UPK_OK)
+        return err;
+    if ((err = prep(s,
+                    "INSERT INTO health(campaign, device, restarts, boots, check_failed, recv_ms)"
+                    " VALUES(?1,?2,?3,?4,?5,?6) ON CONFLICT(campaign, device) DO UPDATE SET"
+                    " restarts=max(restarts, ?3), boots=max(boots, ?4),"
+                    " check_failed=max(check_failed, ?5), recv_ms=?6",
+                    &st)) != UPK_OK)
+        goto fail;
+    bind_text(st, 1, e->campaign);
+    bind_text(st, 2, device);
+    sqlite3_bind_int64(st, 3, e->health.restarts);
+    sqlite3_bind_int64(st, 4, e->health.boots);
+    sqlite3_bind_int(st, 5, e->health.check_ok == 0);
+    sqlite3_bind_int64(st, 6, now_ms);
+    if (sqlite3_step(st) != SQLITE_DONE) {
+        err = db_err(s, "health record");
+        goto fail;
+    }
+    sqlite3_finalize(st);
+    st = NULL;
+    if ((err = prep(s,
+                    "INSERT INTO health_metrics(campaign, device, name, sum, n, recv_ms)"
+                    " VALUES(?1,?2,?3,?4,1,?5) ON CONFLICT(campaign, device, name) DO UPDATE SET"
+                    " sum=sum+?4, n=n+1, recv_ms=?5",
+                    &st)) != UPK_OK)
+        goto fail;
+    for (size_t i = 0; i < e->health.metric_count; i++) {
+        sqlite3_reset(st);
+        bind_text(st, 1, e->campaign);
+        bind_text(st, 2, device);
+        bind_text(st, 3, e->health.metric_name[i]);
+        sqlite3_bind_double(st, 4, e->health.metric_value[i]);
+        sqlite3_bind_int64(st, 5, now_ms);
+        if (sqlite3_step(st) != SQLITE_DONE) {
+            err = db_err(s, "health metric");
+            goto fail;
+        }
+    }
+    sqlite3_finalize(st);
+    return commit(s);
+fail:
+    sqlite3_finalize(st);
+    rollback(s);
+    return err;
+}
+
+/* Health and metrics of one device into d: for an updated device those
+ * reported under campaign id, else the most recent ones under any other
+ * campaign (or none): the baseline. */
+static upk_err gate_fill(upk_store *s, const char *id, upk_gate_dev *d)
+{
+    sqlite3_stmt *st = NULL;
+    upk_err err = prep(s, "SELECT hw FROM devices WHERE id=?", &st);
+    if (err != UPK_OK)
+        return err;
+    bind_text(st, 1, d->device);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        col_text(st, 0, d->hw, sizeof(d->hw));
+    sqlite3_finalize(st);
+    st = NULL;
+    if (d->updated) {
+        if ((err = prep(s,
+                        "SELECT restarts, boots, check_failed FROM health WHERE campaign=?1"
+                        " AND device=?2",
+                        &st)) != UPK_OK)
+            return err;
+        bind_text(st, 1, id);
+        bind_text(st, 2, d->device);
+        if (sqlite3_step(st) == SQLITE_ROW) {
+            d->restarts = (uint32_t)sqlite3_column_int64(st, 0);
+            d->boots = (uint32_t)sqlite3_column_int64(st, 1);
+            d->check_failed = d->check_failed || sqlite3_column_int(st, 2) != 0;
+        }
+        sqlite3_finalize(st);
+        st = NULL;
+    }
+    if ((err = prep(s,
+                    d->updated
+                        ? "SELECT name, sum / n FROM health_metrics WHERE campaign=?1 AND"
+                          " device=?2 ORDER BY name"
+                        : "SELECT name, sum / n FROM health_metrics m WHERE campaign<>?1 AND"
+                          " device=?2 AND recv_ms = (SELECT max(recv_ms) FROM health_metrics"
+                          " WHERE device=m.device AND name=m.name AND campaign<>?1) ORDER BY name",
+                    &st)) != UPK_OK)
+        return err;
+    bind_text(st, 1, id);
+    bind_text(st, 2, d->device);
+    while (sqlite3_step(st) == SQLITE_ROW && d->metric_count < UPK_GATE_METRICS_MAX) {
+        size_t k = d->metric_count;
+        col_text(st, 0, d->metric_name[k], sizeof(d->metric_name[k]));
+        if (k > 0 && strcmp(d->metric_name[k], d->metric_name[k - 1]) == 0)
+            continue;
+        d->metric_value[k] = sqlite3_column_double(st, 1);
+        d->metric_count++;
+    }
+    sqlite3_finalize(st);
+    return UPK_OK;
+}
+
+upk_err upk_store_gate_devices(upk_store *s, const char *id, const upk_cdev *devs, size_t n,
+                               upk_gate_dev **out, size_t *out_n)
+{
+    if (s == NULL || id == NULL || out == NULL || out_n == NULL || (n > 0 && devs == NULL))
+        return UPK_E_INVALID_ARG;
+    *out = NULL;
+    *out_n = 0;
+    upk_gate_dev *g = calloc(n > 0 ? n : 1, sizeof(*g));
+    if (g == NULL)
+        return UPK_E_NOMEM;
+    for (size_t i = 0; i < n; i++) {
+        upk_gate_dev *d = &g[i];
+        int r = snprintf(d->device, sizeof(d->device), "%s", devs[i].device);
+        (void)r;
+        d->updated = devs[i].state == UPK_CDEV_SUCCEEDED || devs[i].state == UPK_CDEV_FAILED;
+        d->rolled_back = devs[i].state == UPK_CDEV_FAILED;
+        upk_err err = gate_fill(s, id, d);
+        if (err != UPK_OK) {
+            free(g);
+            return err;
+        }
+    }
+    *out = g;
+    *out_n = n;
+    return UPK_OK;
 }

@@ -21,7 +21,7 @@
 struct cJSON;
 struct sqlite3;
 
-#define UPK_STORE_SCHEMA_VERSION 3
+#define UPK_STORE_SCHEMA_VERSION 4
 #define UPK_PATH_MAX             4096
 
 typedef struct upk_store upk_store;
@@ -134,6 +134,19 @@ UPK_MUST_CHECK upk_err upk_store_audit(upk_store *s, int64_t now_ms, const char 
 /* ---- generic read: runs sql with text binds (NULL binds as NULL) and
  * returns a JSON array of row objects keyed by column name (integers as
  * numbers, text as strings, NULL as null). Caller frees with cJSON_Delete. */
+/* Records the health report of event e (if present) under (e->campaign,
+ * device): restarts, boots and check failure as maxima, metrics as running
+ * sums for a mean. Devices outside a campaign report under campaign "". */
+UPK_MUST_CHECK upk_err upk_store_health_record(upk_store *s, const char *device,
+                                               const upk_event_msg *e, int64_t now_ms);
+
+/* Health-gate inputs for campaign id's n device rows: a device that
+ * committed or failed is "updated" (its health under id); any other device
+ * is a baseline candidate with its most recent metrics reported under any
+ * other campaign. *out (n entries, caller frees) on success. */
+UPK_MUST_CHECK upk_err upk_store_gate_devices(upk_store *s, const char *id, const upk_cdev *devs,
+                                              size_t n, upk_gate_dev **out, size_t *out_n);
+
 UPK_MUST_CHECK upk_err upk_store_query_json(upk_store *s, const char *sql, const char *const *binds,
                                             size_t nbinds, struct cJSON **out);
 

@@ -148,7 +148,7 @@ static void newer_schema_is_refused(void **state)
     (void)r;
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
     assert_int_equal(
-        sqlite3_exec(db, "UPDATE meta SET value='3' WHERE key='schema_version'", NULL, NULL, NULL),
+        sqlite3_exec(db, "UPDATE meta SET value='4' WHERE key='schema_version'", NULL, NULL, NULL),
         SQLITE_OK);
     sqlite3_close(db);
     assert_int_equal(upk_store_open(f->dir, &f->s), UPK_OK);
@@ -198,6 +198,83 @@ static void campaign_gate_round_trips(void **state)
     assert_int_equal(upk_store_campaign_get(f->s, "cg", &g), UPK_OK);
     assert_int_equal(g.gate.bake_s, 60);
     assert_true(g.gate.baseline_factor == 1.25);
+}
+
+static void health(upk_store *s, const char *dev, const char *camp, uint32_t restarts, int check_ok,
+                   const char *metric, double v, int64_t now)
+{
+    upk_event_msg e;
+    memset(&e, 0, sizeof(e));
+    int r = snprintf(e.campaign, sizeof(e.campaign), "%s", camp);
+    (void)r;
+    e.health.present = true;
+    e.health.restarts = restarts;
+    e.health.boots = restarts;
+    e.health.check_ok = check_ok;
+    if (metric != NULL) {
+        e.health.metric_count = 1;
+        r = snprintf(e.health.metric_name[0], sizeof(e.health.metric_name[0]), "%s", metric);
+        e.health.metric_value[0] = v;
+    }
+    assert_int_equal(upk_store_health_record(s, dev, &e, now), UPK_OK);
+}
+
+static void health_reports_feed_the_gate(void **state)
+{
+    struct fx *f = *state;
+    add_device(f->s, "d1", "rev-b", "1.0", true);
+    add_device(f->s, "d2", "rev-b", "1.0", true);
+    /* d1 updated in campaign c: restarts 2 then 5 (max kept), cpu 0.8 and 1.0. */
+    health(f->s, "d1", "c", 2, -1, "cpu", 0.8, 1000);
+    health(f->s, "d1", "c", 5, 1, "cpu", 1.0, 2000);
+    health(f->s, "d1", "c", 1, 0, NULL, 0, 3000);
+    /* d2 not updated: older and newer baseline metrics outside c. */
+    health(f->s, "d2", "", 0, -1, "cpu", 0.9, 1000);
+    health(f->s, "d2", "old", 0, -1, "cpu", 0.3, 5000);
+    health(f->s, "d2", "c", 7, -1, "cpu", 9.0, 6000); /* ignored: d2 not updated */
+    upk_event_msg none;
+    memset(&none, 0, sizeof(none));
+    assert_int_equal(upk_store_health_record(f->s, "d1", &none, 1), UPK_OK); /* no report */
+    none.health.present = true;
+    none.health.metric_count = 9;
+    assert_int_equal(upk_store_health_record(f->s, "d1", &none, 1), UPK_E_INVALID_ARG);
+    assert_int_equal(upk_store_health_record(NULL, "d1", &none, 1), UPK_E_INVALID_ARG);
+
+    upk_cdev devs[2];
+    memset(devs, 0, sizeof(devs));
+    int r = snprintf(devs[0].device, sizeof(devs[0].device), "d1");
+    r = snprintf(devs[1].device, sizeof(devs[1].device), "d2");
+    (void)r;
+    devs[0].state = UPK_CDEV_SUCCEEDED;
+    devs[1].state = UPK_CDEV_PENDING;
+    upk_gate_dev *g = NULL;
+    size_t gn = 0;
+    assert_int_equal(upk_store_gate_devices(f->s, "c", devs, 2, &g, &gn), UPK_OK);
+    assert_int_equal(gn, 2);
+    assert_string_equal(g[0].hw, "rev-b");
+    assert_true(g[0].updated);
+    assert_int_equal(g[0].restarts, 5);
+    assert_true(g[0].check_failed);
+    assert_int_equal(g[0].metric_count, 1);
+    assert_string_equal(g[0].metric_name[0], "cpu");
+    assert_true(g[0].metric_value[0] > 0.89 && g[0].metric_value[0] < 0.91);
+    assert_false(g[1].updated);
+    assert_int_equal(g[1].restarts, 0);
+    assert_int_equal(g[1].metric_count, 1);
+    assert_true(g[1].metric_value[0] > 0.29 && g[1].metric_value[0] < 0.31);
+    /* The gate judges them: 0.9 vs 0.3 on rev-b. */
+    upk_gate_cfg cfg;
+    upk_gate_cfg_init(&cfg);
+    cfg.bake_s = 60;
+    cfg.restart_limit = 10;
+    cfg.compare_baseline = true;
+    g[0].check_failed = false;
+    upk_gate_result res;
+    assert_int_equal(upk_gate_eval(&cfg, g, gn, &res), UPK_OK);
+    assert_true(res.halt);
+    assert_non_null(strstr(res.reason, "metric cpu on hw rev-b"));
+    free(g);
+    assert_int_equal(upk_store_gate_devices(f->s, "c", NULL, 2, &g, &gn), UPK_E_INVALID_ARG);
 }
 
 static void open_fails_on_unwritable_dir(void **state)
@@ -496,6 +573,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(open_migrates_and_reopens, setup, teardown),
         cmocka_unit_test_setup_teardown(newer_schema_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(campaign_gate_round_trips, setup, teardown),
+        cmocka_unit_test_setup_teardown(health_reports_feed_the_gate, setup, teardown),
         cmocka_unit_test(open_fails_on_unwritable_dir),
         cmocka_unit_test_setup_teardown(registry_tracks_state_and_online, setup, teardown),
         cmocka_unit_test_setup_teardown(events_are_deduplicated_and_move_campaign_rows, setup,
