@@ -1080,6 +1080,8 @@ static void ob_kick(upk_agent *a)
 static void on_connect(upk_mqtt *c, void *userdata)
 {
     upk_agent *a = userdata;
+    if (a->closing)
+        return;
     upk_info("device=%s connected to %s", a->cfg->device_id, a->cfg->broker);
     if (upk_mqtt_subscribe(c, a->t_desired, 1) != UPK_OK ||
         upk_mqtt_subscribe(c, a->t_data, 0) != UPK_OK)
@@ -1417,6 +1419,15 @@ static void mqtt_closed(void *userdata)
     maybe_free(a);
 }
 
+/* The retained offline flag is out (or could not be sent): now disconnect. */
+static void offline_published(upk_mqtt *c, upk_err err, void *cb_data)
+{
+    upk_agent *a = cb_data;
+    if (err != UPK_OK)
+        upk_warn("device=%s offline flag not confirmed: %s", a->cfg->device_id, upk_err_str(err));
+    upk_mqtt_close(c, mqtt_closed, a);
+}
+
 void upk_agent_close(upk_agent *a, void (*closed)(void *userdata), void *userdata)
 {
     if (a == NULL || a->closing)
@@ -1427,5 +1438,11 @@ void upk_agent_close(upk_agent *a, void (*closed)(void *userdata), void *userdat
     a->close_waits = 2;
     uv_timer_stop(&a->timer);
     uv_close((uv_handle_t *)&a->timer, timer_closed);
+    /* A clean disconnect suppresses the will, so say "offline" ourselves
+     * first; otherwise a stopped device would look online to the controller
+     * and be assigned work until its timeout. */
+    if (a->mqtt != NULL && upk_mqtt_connected(a->mqtt) &&
+        upk_mqtt_publish(a->mqtt, a->t_online, "0", 1, 1, true, offline_published, a) == UPK_OK)
+        return;
     upk_mqtt_close(a->mqtt, mqtt_closed, a);
 }

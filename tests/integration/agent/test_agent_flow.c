@@ -541,6 +541,8 @@ static void file_module_full_update_commits(void **state)
     /* The same retained desired again (reconnect) changes nothing. */
     size_t before = e->s.event_count;
     reap(&e->agent, SIGTERM);
+    /* A stopped agent says so itself: a clean disconnect sends no will. */
+    assert_true(wait_for(e, p_offline, NULL, 10));
     agent_start(e);
     assert_true(wait_for(e, p_state_version, "2.0", 10));
     assert_int_equal(e->s.event_count, before);
@@ -866,6 +868,8 @@ static void events_made_offline_arrive_after_reconnect(void **state)
     /* A restart sends nothing again. */
     size_t before = e->s.event_count;
     reap(&e->agent, SIGTERM);
+    /* A stopped agent says so itself: a clean disconnect sends no will. */
+    assert_true(wait_for(e, p_offline, NULL, 10));
     agent_start(e);
     assert_true(wait_for(e, p_state_version, "2.0", 10));
     assert_int_equal(e->s.event_count, before);
