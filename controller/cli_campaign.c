@@ -128,6 +128,10 @@ static int render(FILE *out, const cJSON *c)
                 total, total > 0 ? bad * 100 / total : 0.0, num(c, "max_fail_bp") / 100);
         lines++;
     }
+    if (str(c, "gate")[0] != '\0') {
+        fprintf(out, "%s\n", str(c, "gate"));
+        lines++;
+    }
     const cJSON *counts = cJSON_GetObjectItem(c, "counts");
     fprintf(out, "devices:");
     for (int k = 0; k < UPK_CDEV__COUNT; k++)

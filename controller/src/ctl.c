@@ -861,6 +861,20 @@ static upk_err h_campaign_show(upk_ctl *ctl, const cJSON *args, cJSON **data, ch
         free(devs);
         return UPK_E_NOMEM;
     }
+    /* Health gate of a done stage in its bake window: "bake 4m10s left: ..." */
+    upk_gate_dev *health = NULL;
+    size_t hn = 0;
+    upk_gate_result g;
+    if (c.state == UPK_CAMP_RUNNING && c.gate.bake_s > 0 && c.stage_done_ms > 0 &&
+        upk_store_gate_devices(ctl->store, id, devs, n, &health, &hn) == UPK_OK &&
+        upk_gate_eval(&c.gate, health, hn, &g) == UPK_OK) {
+        uint32_t wait_s = c.soak_s > c.gate.bake_s ? c.soak_s : c.gate.bake_s;
+        int64_t left_ms = c.stage_done_ms + (int64_t)wait_s * 1000 - ctl->now_ms;
+        char line[UPK_GATE_REASON_MAX + 64];
+        upk_gate_summary(&g, left_ms < 0 ? -1 : (left_ms + 999) / 1000, line, sizeof(line));
+        cJSON_AddStringToObject(o, "gate", line);
+    }
+    free(health);
     if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(args, "devices"))) {
         cJSON *arr = cJSON_AddArrayToObject(o, "device_list");
         for (size_t i = 0; i < n && arr != NULL; i++) {

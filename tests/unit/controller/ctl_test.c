@@ -13,6 +13,7 @@
 
 #include <cjson/cJSON.h>
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #include "config.h"
 #include "ctl.h"
@@ -423,6 +424,28 @@ static void campaign_health_gate_options(void **state)
     assert_int_equal(cJSON_GetObjectItem(data, "restart_limit")->valueint, 2);
     assert_true(cJSON_IsTrue(cJSON_GetObjectItem(data, "compare_baseline")));
     assert_true(cJSON_GetObjectItem(data, "baseline_factor")->valuedouble == 1.25);
+    assert_null(cJSON_GetObjectItem(data, "gate")); /* stage not done: no bake line */
+    cJSON_Delete(data);
+    /* Stage done 60 s before now (1000000 ms), d0 committed and restarted 5 times. */
+    assert_int_equal(sqlite3_exec(upk_store_db(f->s),
+                                  "UPDATE campaigns SET stage_done_ms=940000 WHERE id='cg';"
+                                  "UPDATE campaign_devices SET state='succeeded' WHERE"
+                                  " campaign='cg'",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    upk_event_msg e;
+    memset(&e, 0, sizeof(e));
+    int r = snprintf(e.campaign, sizeof(e.campaign), "cg");
+    (void)r;
+    e.health.present = true;
+    e.health.restarts = 5;
+    e.health.check_ok = -1; /* not run */
+    assert_int_equal(upk_store_health_record(f->s, "d0", &e, 950000), UPK_OK);
+    assert_int_equal(
+        call(f, "alice", "operator:alice", "campaign.show", "{\"id\":\"cg\"}", &data, NULL),
+        UPK_OK);
+    assert_string_equal(cJSON_GetObjectItem(data, "gate")->valuestring,
+                        "bake 4m00s left: 1/1 unhealthy (1 restart loop)");
     cJSON_Delete(data);
 }
 
