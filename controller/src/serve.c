@@ -244,7 +244,11 @@ static void handle_chunk(srv *s, const char *device, const upk_mqtt_msg *m)
         n = 0;
     h.length = (uint32_t)n;
     upk_chunk_hdr_write(&h, s->chunk_buf);
-    if (upk_mqtt_publish(s->mqtt, topic, s->chunk_buf, UPK_CHUNK_HDR_LEN + n, 1, false, NULL,
+    /* QoS 0: agents subscribe to chunk data at QoS 0 and ask again after a
+     * timeout, so QoS 1 bought nothing; it only made Paho track every reply
+     * (a linear search per message that dominated the controller's profile
+     * at 10,000 devices). */
+    if (upk_mqtt_publish(s->mqtt, topic, s->chunk_buf, UPK_CHUNK_HDR_LEN + n, 0, false, NULL,
                          NULL) != UPK_OK)
         upk_warn("serve: chunk reply dropped device=%s (broker busy)", device);
     else
