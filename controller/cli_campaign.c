@@ -197,6 +197,8 @@ static int watch(const upk_client_cfg *cfg, const char *id, unsigned interval_ms
                          num(counts, "succeeded"), num(counts, "failed"), num(counts, "timed_out"),
                          num(counts, "assigned") + num(counts, "in_progress"),
                          num(counts, "pending"), str(data, "reason"));
+            if (r > 0 && (size_t)r < sizeof(line) && str(data, "gate")[0] != '\0')
+                r = snprintf(line + r, sizeof(line) - (size_t)r, " gate=\"%s\"", str(data, "gate"));
             (void)r;
             if (strcmp(line, last) != 0) {
                 char ts[32];
