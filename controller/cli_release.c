@@ -36,7 +36,8 @@ static void usage(FILE *out)
         out,
         "usage: upkeep release create ARTIFACT --name NAME --version V --security-version N\n"
         "                             --hw HW [--hw HW...] --module MODULE --expires WHEN\n"
-        "                             --key KEY.key [--delta] [--out DIR] [--upload]\n"
+        "                             --key KEY.key [--delta | --delta-from OLD] [--out DIR]\n"
+        "                             [--upload]\n"
         "                             [--support-until DATE --delivery automatic|user-approved\n"
         "                              --notice TEXT --contact TEXT]\n"
         "       upkeep release import BUNDLE [--id ID]\n"
@@ -46,7 +47,9 @@ static void usage(FILE *out)
         "DIR/NAME-V.release.json (manifest, signature, artifact path) plus\n"
         "NAME-V.manifest.json and NAME-V.manifest.sig (DER; `openssl dgst -sha256 -verify\n"
         "KEY.pub -signature ...` checks it). --delta: ARTIFACT is a patch from `upkeep\n"
-        "delta make`. --expires takes a date (2027-01-01) or a duration from now (365d).\n"
+        "delta make`; --delta-from OLD: ARTIFACT is the new image, and the release is a\n"
+        "patch from OLD made beside the bundle (base_sha256 = OLD, target_sha256 =\n"
+        "ARTIFACT). --expires takes a date (2027-01-01) or a duration from now (365d).\n"
         "--upload imports the bundle right away. import uploads a bundle to the\n"
         "controller (any machine that reaches the broker).\n\n" UPK_CLIENT_HELP);
 }
@@ -220,6 +223,7 @@ static int cmd_create(int argc, char **argv)
         O_EXPIRES,
         O_KEY,
         O_DELTA,
+        O_DELTA_FROM,
         O_OUT,
         O_UPLOAD,
         O_SUPPORT,
@@ -236,6 +240,7 @@ static int cmd_create(int argc, char **argv)
                                          {"expires", required_argument, NULL, O_EXPIRES},
                                          {"key", required_argument, NULL, O_KEY},
                                          {"delta", no_argument, NULL, O_DELTA},
+                                         {"delta-from", required_argument, NULL, O_DELTA_FROM},
                                          {"out", required_argument, NULL, O_OUT},
                                          {"upload", no_argument, NULL, O_UPLOAD},
                                          {"support-until", required_argument, NULL, O_SUPPORT},
@@ -250,7 +255,7 @@ static int cmd_create(int argc, char **argv)
     memset(&m, 0, sizeof(m));
     upk_client_cfg cfg;
     upk_client_cfg_init(&cfg);
-    const char *keypath = NULL, *outdir = ".", *expires = NULL, *id = NULL;
+    const char *keypath = NULL, *outdir = ".", *expires = NULL, *id = NULL, *delta_from = NULL;
     bool delta = false, upload = false, have_secver = false;
     int64_t now = (int64_t)time(NULL);
     int c, r;
@@ -305,6 +310,9 @@ static int cmd_create(int argc, char **argv)
         case O_DELTA:
             delta = true;
             break;
+        case O_DELTA_FROM:
+            delta_from = optarg;
+            break;
         case O_OUT:
             outdir = optarg;
             break;
@@ -346,6 +354,7 @@ static int cmd_create(int argc, char **argv)
         return UPK_EXIT_USAGE;
     }
     const char *artifact = argv[optind];
+    char patch_path[PATH_MAX];
     const char *missing = m.name[0] == '\0'      ? "--name"
                           : m.version[0] == '\0' ? "--version"
                           : !have_secver         ? "--security-version"
@@ -365,6 +374,33 @@ static int cmd_create(int argc, char **argv)
         fprintf(stderr, "upkeep release create: --expires must be a future date (2027-01-01) or a "
                         "duration (365d)\n");
         return UPK_EXIT_USAGE;
+    }
+    if (delta_from != NULL) {
+        if (delta) {
+            fprintf(stderr, "upkeep release create: give either --delta (ARTIFACT is a patch) or "
+                            "--delta-from OLD (ARTIFACT is the new image), not both\n");
+            return UPK_EXIT_USAGE;
+        }
+#ifdef UPK_HAVE_DELTA
+        /* ARTIFACT is the new image: make the patch from OLD beside the bundle
+         * and release the patch. */
+        r = snprintf(patch_path, sizeof(patch_path), "%s/%s-%s.patch", outdir, m.name, m.version);
+        if (r < 0 || (size_t)r >= sizeof(patch_path)) {
+            fprintf(stderr, "upkeep release create: --out path is too long\n");
+            return UPK_EXIT_USAGE;
+        }
+        upk_err derr = upk_delta_make(delta_from, artifact, patch_path);
+        if (derr != UPK_OK) {
+            fprintf(stderr, "upkeep release create: cannot make a patch from %s to %s: %s (%s)\n",
+                    delta_from, artifact, upk_err_str(derr), upk_err_msg(derr));
+            return UPK_EXIT_FAIL;
+        }
+        artifact = patch_path;
+        delta = true;
+#else
+        fprintf(stderr, "upkeep release create: this build has no delta support\n");
+        return UPK_EXIT_FAIL;
+#endif
     }
     if (upk_fs_sha256(artifact, m.sha256, &m.size) != UPK_OK) {
         fprintf(stderr, "upkeep release create: cannot read %s\n", artifact);

@@ -18,6 +18,8 @@
 #include <zstd.h>
 
 #include "upkeep/delta.h"
+#include "upkeep/key.h"
+#include "upkeep/manifest.h"
 
 #ifdef UPK_TEST_UPKEEP_BIN
 /* This source also builds delta_cli_test, which runs only the CLI case (the
@@ -998,10 +1000,10 @@ static void delta_api_rejects_bad_arguments(void **state)
  * status (or -1 when it did not exit normally). */
 static int run_cli(const char *out_path, const char *const *args)
 {
-    char *argv[16];
+    char *argv[32];
     size_t n = 0;
     argv[n++] = (char *)UPK_TEST_UPKEEP_BIN;
-    for (; args[n - 1] != NULL && n < 15; n++)
+    for (; args[n - 1] != NULL && n < 31; n++)
         argv[n] = (char *)args[n - 1];
     argv[n] = NULL;
     pid_t pid = fork();
@@ -1096,6 +1098,110 @@ static void delta_cli_make_apply_info(void **state)
     blob_free(&old);
     blob_free(&nw);
 }
+
+/* `upkeep release create NEW --delta-from OLD` makes the patch itself and
+ * signs a delta release whose manifest names OLD as base and NEW as target. */
+static void release_create_delta_from_signs_a_delta_release(void **state)
+{
+    (void)state;
+    tmpdir t;
+    char po[512], pn[512], ps[512], pk[512], pm[600], ppatch[600], pout[512];
+    blob old = blob_binary_like(60000), nw = blob_copy(&old);
+    for (int i = 0; i < 10; i++)
+        nw.data[rng() % nw.len] ^= 0x5a;
+    tmpdir_make(&t);
+    tmpdir_file(&t, "old", po, sizeof(po));
+    tmpdir_file(&t, "new", pn, sizeof(pn));
+    tmpdir_file(&t, "stdout", ps, sizeof(ps));
+    tmpdir_file(&t, "bad", pk, sizeof(pk)); /* the release key */
+    tmpdir_file(&t, "out", pout, sizeof(pout));
+    write_file(po, old.data, old.len);
+    write_file(pn, nw.data, nw.len);
+    upk_key *key = NULL;
+    char *pem = NULL;
+    assert_int_equal(upk_key_generate(&key), UPK_OK);
+    assert_int_equal(upk_key_private_pem(key, &pem), UPK_OK);
+    write_file(pk, pem, strlen(pem));
+    free(pem);
+    upk_key_free(key);
+
+    const char *create[] = {"release", "create",
+                            pn,        "--name",
+                            "fw",      "--version",
+                            "2.0",     "--security-version",
+                            "2",       "--hw",
+                            "rev-a",   "--module",
+                            "file",    "--expires",
+                            "30d",     "--key",
+                            pk,        "--delta-from",
+                            po,        "--out",
+                            t.path,    NULL};
+    assert_int_equal(run_cli(ps, create), 0);
+    assert_true(output_contains(ps, "delta"));
+    int n = snprintf(pm, sizeof(pm), "%s/fw-2.0.manifest.json", t.path);
+    assert_true(n > 0 && (size_t)n < sizeof(pm));
+    n = snprintf(ppatch, sizeof(ppatch), "%s/fw-2.0.patch", t.path);
+    assert_true(n > 0 && (size_t)n < sizeof(ppatch));
+    blob mj = read_file(pm);
+    upk_manifest m;
+    assert_int_equal(upk_manifest_decode((const char *)mj.data, mj.len, &m), UPK_OK);
+    uint8_t h_old[UPK_SHA256_LEN], h_new[UPK_SHA256_LEN], h_patch[UPK_SHA256_LEN];
+    upk_sha256_buf(old.data, old.len, h_old);
+    upk_sha256_buf(nw.data, nw.len, h_new);
+    blob patch = read_file(ppatch);
+    upk_sha256_buf(patch.data, patch.len, h_patch);
+    assert_int_equal(m.type, UPK_RELEASE_DELTA);
+    assert_memory_equal(m.base_sha256, h_old, UPK_SHA256_LEN);
+    assert_memory_equal(m.target_sha256, h_new, UPK_SHA256_LEN);
+    assert_int_equal(m.target_size, nw.len);
+    assert_memory_equal(m.sha256, h_patch, UPK_SHA256_LEN);
+    assert_int_equal(m.size, patch.len);
+    assert_true(patch.len < nw.len / 4);
+    /* The patch it released rebuilds the new image from the old one. */
+    assert_int_equal(upk_delta_apply(po, ppatch, pout), UPK_OK);
+    blob got = read_file(pout);
+    assert_int_equal(got.len, nw.len);
+    assert_memory_equal(got.data, nw.data, nw.len);
+
+    /* --delta with --delta-from is a usage error; a missing OLD fails. */
+    const char *both[] = {"release", "create",       pn,      "--name",
+                          "fw",      "--version",    "2.1",   "--security-version",
+                          "2",       "--hw",         "rev-a", "--module",
+                          "file",    "--expires",    "30d",   "--key",
+                          pk,        "--delta-from", po,      "--delta",
+                          NULL};
+    assert_int_equal(run_cli(ps, both), 2);
+    char missing[600];
+    n = snprintf(missing, sizeof(missing), "%s/nope", t.path);
+    assert_true(n > 0 && (size_t)n < sizeof(missing));
+    const char *no_old[] = {"release", "create",
+                            pn,        "--name",
+                            "fw",      "--version",
+                            "2.2",     "--security-version",
+                            "2",       "--hw",
+                            "rev-a",   "--module",
+                            "file",    "--expires",
+                            "30d",     "--key",
+                            pk,        "--delta-from",
+                            missing,   "--out",
+                            t.path,    NULL};
+    assert_int_equal(run_cli(ps, no_old), 1);
+    assert_true(output_contains(ps, "cannot make a patch"));
+
+    static const char *const made[] = {"fw-2.0.manifest.json", "fw-2.0.manifest.sig",
+                                       "fw-2.0.release.json", "fw-2.0.patch"};
+    for (size_t i = 0; i < sizeof(made) / sizeof(made[0]); i++) {
+        n = snprintf(pm, sizeof(pm), "%s/%s", t.path, made[i]);
+        assert_true(n > 0 && (size_t)n < sizeof(pm));
+        assert_int_equal(unlink(pm), 0);
+    }
+    blob_free(&mj);
+    blob_free(&patch);
+    blob_free(&got);
+    tmpdir_remove(&t);
+    blob_free(&old);
+    blob_free(&nw);
+}
 #endif
 
 int main(void)
@@ -1104,6 +1210,7 @@ int main(void)
     /* delta_cli_test: only the CLI, which needs the upkeep binary. */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(delta_cli_make_apply_info),
+        cmocka_unit_test(release_create_delta_from_signs_a_delta_release),
     };
 #else
     const struct CMUnitTest tests[] = {
