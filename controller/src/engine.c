@@ -422,7 +422,7 @@ upk_err upk_engine_parse_stages(const char *s, upk_campaign *c)
 {
     if (s == NULL || strlen(s) > 256)
         return UPK_E_FIELD_RANGE;
-    uint32_t bp[UPK_STAGES_MAX];
+    uint32_t bp[UPK_STAGES_MAX] = {0};
     size_t count = 0;
     const char *p = s;
     for (;;) {

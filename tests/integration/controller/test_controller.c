@@ -151,7 +151,7 @@ static char outbuf[1 << 20];
 static cJSON *campaign_show(struct env *e, const char *id)
 {
     if (cli(e, "alice", outbuf, sizeof(outbuf), "campaign", "show", id, "--devices", "--json",
-            NULL) != 0)
+            (char *)NULL) != 0)
         return NULL;
     return cJSON_Parse(outbuf);
 }
@@ -197,7 +197,7 @@ static int start_serve(struct env *e)
     /* Ready when it answers a ping... via the CLI's reachability. */
     double end = upk_h_now() + 20;
     while (upk_h_now() < end) {
-        if (cli(e, "alice", NULL, 0, "campaign", "list", "--timeout", "2", NULL) == 0)
+        if (cli(e, "alice", NULL, 0, "campaign", "list", "--timeout", "2", (char *)NULL) == 0)
             return 0;
     }
     return -1;
@@ -498,10 +498,10 @@ static void make_release(struct env *e, const char *version, const char *secver)
     assert_int_equal(cli(e, "alice", outbuf, sizeof(outbuf), "release", "create", artp, "--name",
                          "fw", "--version", version, "--security-version", secver, "--hw", "hw-a",
                          "--module", "file", "--expires", "30d", "--key", keyp, "--out", e->dir,
-                         NULL),
+                         (char *)NULL),
                      0);
     snprintf(bundle, sizeof(bundle), "%s/fw-%s.release.json", e->dir, version);
-    int rc = cli(e, "alice", outbuf, sizeof(outbuf), "release", "import", bundle, NULL);
+    int rc = cli(e, "alice", outbuf, sizeof(outbuf), "release", "import", bundle, (char *)NULL);
     if (rc != 0)
         dump_logs(e);
     assert_int_equal(rc, 0);
@@ -517,7 +517,8 @@ static void add_devices(struct env *e, int n, dev_mode mode)
     double end = upk_h_now() + 20;
     for (;;) {
         assert_true(upk_h_now() < end);
-        if (cli(e, "alice", outbuf, sizeof(outbuf), "devices", "--online", "--json", NULL) == 0) {
+        if (cli(e, "alice", outbuf, sizeof(outbuf), "devices", "--online", "--json",
+                (char *)NULL) == 0) {
             cJSON *a = cJSON_Parse(outbuf);
             int got = cJSON_GetArraySize(a);
             cJSON_Delete(a);
@@ -565,7 +566,7 @@ static void three_stage_campaign_completes(void **state)
     assert_int_equal(e->dev[0].chunk_status, UPK_CHUNK_NOT_FOUND);
     assert_int_equal(cli(e, "alice", outbuf, sizeof(outbuf), "campaign", "create", "--release",
                          "fw-2.0", "--id", "c1", "--stages", "10%,50%,100%", "--soak", "1s",
-                         "--max-failures", "0%", "--device-timeout", "60s", NULL),
+                         "--max-failures", "0%", "--device-timeout", "60s", (char *)NULL),
                      0);
     assert_non_null(strstr(outbuf, "10 devices in 3 stages"));
     cJSON *c = pump_until(e, "c1", "completed", 90);
@@ -591,18 +592,20 @@ static void three_stage_campaign_completes(void **state)
         pump(e, 0.05);
     assert_int_equal(e->dev[3].chunk_status, UPK_CHUNK_RANGE);
     /* Views work and the posture report has the rollout chart. */
-    assert_int_equal(cli(e, "alice", outbuf, sizeof(outbuf), "campaign", "watch", "c1", NULL), 0);
+    assert_int_equal(
+        cli(e, "alice", outbuf, sizeof(outbuf), "campaign", "watch", "c1", (char *)NULL), 0);
     assert_non_null(strstr(outbuf, "state=completed"));
-    assert_int_equal(cli(e, "alice", outbuf, sizeof(outbuf), "devices", NULL), 0);
+    assert_int_equal(cli(e, "alice", outbuf, sizeof(outbuf), "devices", (char *)NULL), 0);
     assert_non_null(strstr(outbuf, "dev-09"));
     char html[UPK_H_PATH_MAX + 32];
     snprintf(html, sizeof(html), "%s/posture.html", e->dir);
     assert_int_equal(
-        cli(e, "alice", outbuf, sizeof(outbuf), "report", "posture", "--html", html, NULL), 0);
+        cli(e, "alice", outbuf, sizeof(outbuf), "report", "posture", "--html", html, (char *)NULL),
+        0);
     assert_true(upk_h_file_contains(html, "<svg"));
     assert_true(upk_h_file_contains(html, "stage 3"));
-    assert_int_equal(cli(e, "alice", outbuf, sizeof(outbuf), "report", "posture", "--json", NULL),
-                     0);
+    assert_int_equal(
+        cli(e, "alice", outbuf, sizeof(outbuf), "report", "posture", "--json", (char *)NULL), 0);
     cJSON *p = cJSON_Parse(outbuf);
     assert_int_equal(jnum(cJSON_GetObjectItem(p, "summary"), "on_latest"), 10);
     cJSON_Delete(p);
@@ -614,7 +617,7 @@ static void failing_stage_halts_and_rolls_back(void **state)
     add_devices(e, 10, DEV_OK);
     make_release(e, "2.0", "2");
     assert_int_equal(cli(e, "alice", outbuf, sizeof(outbuf), "campaign", "create", "--release",
-                         "fw-2.0", "--id", "base", "--stages", "100%", NULL),
+                         "fw-2.0", "--id", "base", "--stages", "100%", (char *)NULL),
                      0);
     cJSON *c = pump_until(e, "base", "completed", 60);
     assert_non_null(c);
@@ -624,7 +627,7 @@ static void failing_stage_halts_and_rolls_back(void **state)
         e->dev[i].mode = DEV_FAIL;
     assert_int_equal(cli(e, "alice", outbuf, sizeof(outbuf), "campaign", "create", "--release",
                          "fw-3.0", "--id", "bad", "--stages", "20%,100%", "--max-failures", "0%",
-                         "--auto-rollback", NULL),
+                         "--auto-rollback", (char *)NULL),
                      0);
     c = pump_until(e, "bad", "rolled_back", 60);
     assert_non_null(c);
@@ -654,7 +657,8 @@ static void failing_stage_halts_and_rolls_back(void **state)
             break;
     }
     assert_int_equal(back, 2);
-    assert_int_equal(cli(e, "alice", outbuf, sizeof(outbuf), "campaign", "watch", "bad", NULL), 1);
+    assert_int_equal(
+        cli(e, "alice", outbuf, sizeof(outbuf), "campaign", "watch", "bad", (char *)NULL), 1);
 }
 
 static void pause_resume_abort_and_device_timeout(void **state)
@@ -663,31 +667,35 @@ static void pause_resume_abort_and_device_timeout(void **state)
     add_devices(e, 4, DEV_SILENT);
     make_release(e, "2.0", "2");
     assert_int_equal(cli(e, "alice", outbuf, sizeof(outbuf), "campaign", "create", "--release",
-                         "fw-2.0", "--id", "pr", "--stages", "100%", NULL),
+                         "fw-2.0", "--id", "pr", "--stages", "100%", (char *)NULL),
                      0);
     assert_int_equal(cli(e, "alice", outbuf, sizeof(outbuf), "campaign", "pause", "pr", "--reason",
-                         "maintenance window", NULL),
+                         "maintenance window", (char *)NULL),
                      0);
     cJSON *c = campaign_show(e, "pr");
     assert_string_equal(jstr(c, "state"), "paused");
     assert_non_null(strstr(jstr(c, "reason"), "maintenance window"));
     cJSON_Delete(c);
-    assert_int_equal(cli(e, "alice", outbuf, sizeof(outbuf), "campaign", "pause", "pr", NULL), 1);
-    assert_int_equal(cli(e, "alice", outbuf, sizeof(outbuf), "campaign", "resume", "pr", NULL), 0);
+    assert_int_equal(
+        cli(e, "alice", outbuf, sizeof(outbuf), "campaign", "pause", "pr", (char *)NULL), 1);
+    assert_int_equal(
+        cli(e, "alice", outbuf, sizeof(outbuf), "campaign", "resume", "pr", (char *)NULL), 0);
     c = pump_until(e, "pr", "running", 10);
     assert_non_null(c);
     cJSON_Delete(c);
-    assert_int_equal(cli(e, "alice", outbuf, sizeof(outbuf), "campaign", "abort", "pr", NULL), 0);
+    assert_int_equal(
+        cli(e, "alice", outbuf, sizeof(outbuf), "campaign", "abort", "pr", (char *)NULL), 0);
     c = campaign_show(e, "pr");
     assert_string_equal(jstr(c, "state"), "aborted");
     cJSON_Delete(c);
-    assert_int_equal(cli(e, "alice", outbuf, sizeof(outbuf), "campaign", "resume", "pr", NULL), 1);
+    assert_int_equal(
+        cli(e, "alice", outbuf, sizeof(outbuf), "campaign", "resume", "pr", (char *)NULL), 1);
     /* Per-device timeout: silent devices time out and count as failures. */
     for (int i = 0; i < e->ndev; i++)
         e->dev[i].mode = i == 0 ? DEV_SILENT : DEV_OK;
     assert_int_equal(cli(e, "alice", outbuf, sizeof(outbuf), "campaign", "create", "--release",
                          "fw-2.0", "--id", "to", "--stages", "100%", "--device-timeout", "2s",
-                         "--max-failures", "50%", NULL),
+                         "--max-failures", "50%", (char *)NULL),
                      0);
     c = pump_until(e, "to", "completed", 30);
     assert_non_null(c);
@@ -704,7 +712,7 @@ static void rate_and_in_flight_caps_hold(void **state)
     make_release(e, "2.0", "2");
     assert_int_equal(cli(e, "alice", outbuf, sizeof(outbuf), "campaign", "create", "--release",
                          "fw-2.0", "--id", "caps", "--stages", "100%", "--rate", "120/min",
-                         "--max-in-flight", "3", NULL),
+                         "--max-in-flight", "3", (char *)NULL),
                      0);
     cJSON *c = pump_until(e, "caps", "completed", 60);
     assert_non_null(c);
@@ -741,7 +749,7 @@ static void controller_kill9_mid_campaign_resumes(void **state)
     make_release(e, "2.0", "2");
     assert_int_equal(cli(e, "alice", outbuf, sizeof(outbuf), "campaign", "create", "--release",
                          "fw-2.0", "--id", "k9", "--stages", "25%,50%,100%", "--soak", "1s",
-                         "--rate", "240/min", NULL),
+                         "--rate", "240/min", (char *)NULL),
                      0);
     /* Let it get going, then kill -9 and restart twice at different points. */
     for (int round = 0; round < 2; round++) {
@@ -774,15 +782,17 @@ static void operators_without_rights_and_bad_requests_are_refused(void **state)
     add_devices(e, 2, DEV_SILENT);
     make_release(e, "2.0", "2");
     assert_int_equal(cli(e, "alice", outbuf, sizeof(outbuf), "campaign", "create", "--release",
-                         "fw-2.0", "--id", "x1", "--stages", "100%", NULL),
+                         "fw-2.0", "--id", "x1", "--stages", "100%", (char *)NULL),
                      0);
     /* A read-only operator may look but not act. */
-    assert_int_equal(cli(e, "viewer", outbuf, sizeof(outbuf), "campaign", "list", NULL), 0);
+    assert_int_equal(cli(e, "viewer", outbuf, sizeof(outbuf), "campaign", "list", (char *)NULL), 0);
     assert_non_null(strstr(outbuf, "x1"));
-    assert_int_equal(cli(e, "viewer", outbuf, sizeof(outbuf), "campaign", "abort", "x1", NULL), 1);
-    /* Wrong password: not reachable as that user (exit 3). */
     assert_int_equal(
-        cli(e, "mallory", outbuf, sizeof(outbuf), "campaign", "list", "--timeout", "3", NULL), 3);
+        cli(e, "viewer", outbuf, sizeof(outbuf), "campaign", "abort", "x1", (char *)NULL), 1);
+    /* Wrong password: not reachable as that user (exit 3). */
+    assert_int_equal(cli(e, "mallory", outbuf, sizeof(outbuf), "campaign", "list", "--timeout", "3",
+                         (char *)NULL),
+                     3);
     /* Forged requests: alice writing as bob is refused by the broker; a
      * self-made upkeep-sender is replaced by the broker's stamp; garbage gets
      * an error reply. */
@@ -811,7 +821,7 @@ static void operators_without_rights_and_bad_requests_are_refused(void **state)
     assert_string_equal(jstr(c, "state"), "running");
     cJSON_Delete(c);
     /* The audit log has who did what, including the refusal. */
-    assert_int_equal(cli(e, "alice", outbuf, sizeof(outbuf), "audit", "--json", NULL), 0);
+    assert_int_equal(cli(e, "alice", outbuf, sizeof(outbuf), "audit", "--json", (char *)NULL), 0);
     cJSON *au = cJSON_Parse(outbuf);
     int denied = 0, created = 0;
     const cJSON *r;
@@ -876,7 +886,7 @@ static void real_agents_complete_a_campaign(void **state)
     double end = upk_h_now() + 30;
     int seen = 0;
     while (upk_h_now() < end && seen != NAGENT) {
-        if (cli(e, "alice", outbuf, sizeof(outbuf), "devices", "--json", NULL) == 0) {
+        if (cli(e, "alice", outbuf, sizeof(outbuf), "devices", "--json", (char *)NULL) == 0) {
             cJSON *a = cJSON_Parse(outbuf);
             seen = cJSON_GetArraySize(a);
             cJSON_Delete(a);
@@ -886,7 +896,7 @@ static void real_agents_complete_a_campaign(void **state)
     make_release(e, "2.0", "2");
     assert_int_equal(cli(e, "alice", outbuf, sizeof(outbuf), "campaign", "create", "--release",
                          "fw-2.0", "--id", "real", "--stages", "34%,100%", "--max-failures", "0%",
-                         "--device-timeout", "60s", NULL),
+                         "--device-timeout", "60s", (char *)NULL),
                      0);
     cJSON *c = pump_until(e, "real", "completed", 120);
     if (c == NULL) {

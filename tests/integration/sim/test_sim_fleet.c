@@ -224,7 +224,7 @@ static void fleet_connects_with_own_credentials(struct env *e, int procs)
     snprintf(nprocs, sizeof(nprocs), "%d", procs);
     pid_t pid =
         start_sim(e, "fleet.secret", "--count", "40", "--hw", "rev-a:50%,rev-b:50%", "--id-prefix",
-                  "fl-", "--status-file", status, "--procs", nprocs, "--quiet", NULL);
+                  "fl-", "--status-file", status, "--procs", nprocs, "--quiet", (char *)NULL);
     assert_true(pid > 0);
 
     /* Every device's retained state arrives once, stamped with its own id. */
@@ -287,7 +287,7 @@ static void wrong_fleet_secret_connects_nobody(void **state)
     char status[UPK_H_PATH_MAX + 32];
     snprintf(status, sizeof(status), "%s/status.json", e->dir);
     pid_t pid = start_sim(e, "wrong.secret", "--count", "5", "--status-file", status, "--quiet",
-                          "--duration", "4", NULL);
+                          "--duration", "4", (char *)NULL);
     assert_true(pid > 0);
     assert_true(wait_status(status, "started", 5, 20.0));
     /* Refused CONNECTs come back at once; the sim keeps retrying with
@@ -299,15 +299,15 @@ static void wrong_fleet_secret_connects_nobody(void **state)
 static void bad_arguments_exit_2(void **state)
 {
     struct env *e = *state;
-    pid_t pid = start_sim(e, "fleet.secret", "--count", "0", NULL);
+    pid_t pid = start_sim(e, "fleet.secret", "--count", "0", (char *)NULL);
     assert_int_equal(wait_exit(e, pid, 10.0), 2);
-    pid = start_sim(e, "fleet.secret", "--count", "3", "--fail", "rev-z:0.5", NULL);
+    pid = start_sim(e, "fleet.secret", "--count", "3", "--fail", "rev-z:0.5", (char *)NULL);
     assert_int_equal(wait_exit(e, pid, 10.0), 2);
-    pid = start_sim(e, "fleet.secret", "--count", "3", "--hw", "rev-a:0%", NULL);
+    pid = start_sim(e, "fleet.secret", "--count", "3", "--hw", "rev-a:0%", (char *)NULL);
     assert_int_equal(wait_exit(e, pid, 10.0), 2);
-    pid = start_sim(e, "missing.secret", "--count", "3", NULL);
+    pid = start_sim(e, "missing.secret", "--count", "3", (char *)NULL);
     assert_int_equal(wait_exit(e, pid, 10.0), 2);
-    pid = start_sim(e, "fleet.secret", "--count", "3", "--id-prefix", "bad/", NULL);
+    pid = start_sim(e, "fleet.secret", "--count", "3", "--id-prefix", "bad/", (char *)NULL);
     assert_int_equal(wait_exit(e, pid, 10.0), 2);
     assert_int_equal(dir_entries(e->shm), 0);
 }

@@ -238,8 +238,10 @@ static int tmp_setup(void **state)
     if (t == NULL)
         return -1;
     snprintf(t->path, sizeof(t->path), "/tmp/upk-bp-unit-XXXXXX");
-    if (mkdtemp(t->path) == NULL)
+    if (mkdtemp(t->path) == NULL) {
+        free(t);
         return -1;
+    }
     char pw[512];
     snprintf(pw, sizeof(pw), "%s\n", PW_LINE);
     write_file(t->path, "pw", pw);
