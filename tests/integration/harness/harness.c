@@ -230,6 +230,59 @@ void upk_h_broker_stop(upk_h_broker *b)
     b->pid = -1;
 }
 
+int upk_h_broker_stop_wait(upk_h_broker *b, double grace_s)
+{
+    if (b == NULL || b->pid <= 0)
+        return -1;
+    kill(b->pid, SIGTERM);
+    double deadline = upk_h_now() + grace_s;
+    int st = 0;
+    pid_t got = 0;
+    while ((got = waitpid(b->pid, &st, WNOHANG)) == 0 && upk_h_now() < deadline)
+        nap_ms(10);
+    if (got != b->pid) {
+        kill(b->pid, SIGKILL);
+        if (waitpid(b->pid, &st, 0) != b->pid)
+            st = 0;
+    }
+    b->pid = -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+int upk_h_broker_restart(upk_h_broker *b, double timeout_s)
+{
+    if (b == NULL || b->pid > 0 || b->port <= 0)
+        return -1;
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        int fd = open(b->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+        const char *bin = mosquitto_bin();
+        execlp(bin, bin, "-c", b->conf, (char *)NULL);
+        _exit(127);
+    }
+    double deadline = upk_h_now() + timeout_s;
+    while (upk_h_now() < deadline) {
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid)
+            return -1;
+        if (port_accepts(b->port)) {
+            b->pid = pid;
+            return 0;
+        }
+        nap_ms(20);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    return -1;
+}
+
 bool upk_h_file_contains(const char *path, const char *needle)
 {
     FILE *f = fopen(path, "r");

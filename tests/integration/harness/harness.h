@@ -72,6 +72,15 @@ int upk_h_broker_start(upk_h_broker *b, const char *dir, const char *extra_conf,
 int upk_h_broker_run_expect_exit(const char *dir, const char *extra_conf, double timeout_s);
 /* SIGTERM by pid, waits up to 5 s, then SIGKILL. Safe to call twice. */
 void upk_h_broker_stop(upk_h_broker *b);
+/* SIGTERM by pid, waits up to grace_s, then SIGKILL. Returns the exit status
+ * (>= 0; 128 + signal when a signal ended it) or -1 when nothing was running.
+ * For brokers that need longer to stop (e.g. under valgrind). */
+int upk_h_broker_stop_wait(upk_h_broker *b, double grace_s);
+/* Starts mosquitto again after a stop, with the same config file and port
+ * (clients configured with that port reconnect); its output is appended to
+ * the log. 0 once it accepts connections within timeout_s; otherwise -1 and
+ * nothing is left running. */
+int upk_h_broker_restart(upk_h_broker *b, double timeout_s);
 /* Prints the broker log to stderr (for failing tests). */
 void upk_h_broker_dump_log(const char *dir);
 /* True when the file at path contains needle. */
