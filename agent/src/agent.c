@@ -204,6 +204,7 @@ static void emit(upk_agent *a, upk_status step, uint32_t progress, upk_err err, 
 static upk_err advance(upk_agent *a, upk_status st)
 {
     a->j.status = st;
+    a->j.event_seq = a->ob.next_seq; /* the seq emit() is about to use */
     upk_err err = upk__journal_save_ex(a->journal_path, &a->j, a->cfg->fsync);
     if (err != UPK_OK) {
         upk_error("device=%s cannot write journal: %s", a->cfg->device_id, upk_err_str(err));
@@ -300,6 +301,7 @@ static void finish(upk_agent *a, upk_status st, upk_err err, const char *msg)
     a->j.status = st;
     a->j.rolling_back = false;
     a->j.error = err;
+    a->j.event_seq = a->ob.next_seq; /* the seq emit() is about to use */
     (void)snprintf(a->j.message, sizeof(a->j.message), "%s", msg != NULL ? msg : "");
     upk_err e = upk__journal_save_ex(a->journal_path, &a->j, a->cfg->fsync);
     if (e != UPK_OK)
@@ -988,6 +990,33 @@ static void step_health(upk_agent *a)
     }
 }
 
+/* After the installed facts name the new release: the bake window, then the
+ * final status. Also the resume path when a restart fell between the two. */
+static void commit_complete(upk_agent *a)
+{
+    /* Health reports for the bake window, counted from this boot. */
+    char boot[UPK__BOOT_ID_MAX + 1] = "";
+    if (upk__boot_id(NULL, boot, sizeof(boot)) != UPK_OK)
+        boot[0] = '\0';
+    upk__bake_begin(&a->bake, a->bake_s, now_s(), a->j.campaign, a->facts.release, a->facts.version,
+                    boot);
+    if (upk__bake_save(a->bake_path, &a->bake, a->cfg->fsync) != UPK_OK)
+        upk_warn("device=%s cannot record the bake window", a->cfg->device_id);
+    finish(a, UPK_STATUS_COMMITTED, UPK_OK, NULL);
+}
+
+/* True when the installed facts were written by the commit of the update in
+ * the journal: health passed, the module committed, only the journal's final
+ * write was lost. */
+static bool commit_recorded(const upk_agent *a)
+{
+    return a->j.status == UPK_STATUS_HEALTH_CHECK && !a->j.rolling_back &&
+           strcmp(a->facts.campaign, a->j.campaign) == 0 &&
+           strcmp(a->facts.release, a->m.name) == 0 &&
+           strcmp(a->facts.version, a->m.version) == 0 &&
+           upk_mem_equal_ct(a->facts.image_sha256, a->m.target_sha256, UPK_SHA256_LEN);
+}
+
 static void commit_done(upk_err err, const char *msg, void *cb_data)
 {
     upk_agent *a = cb_data;
@@ -1014,14 +1043,7 @@ static void commit_done(upk_err err, const char *msg, void *cb_data)
         return;
     }
     a->facts = f;
-    /* Health reports for the bake window, counted from this boot. */
-    char boot[UPK__BOOT_ID_MAX + 1] = "";
-    if (upk__boot_id(NULL, boot, sizeof(boot)) != UPK_OK)
-        boot[0] = '\0';
-    upk__bake_begin(&a->bake, a->bake_s, now_s(), a->j.campaign, f.release, f.version, boot);
-    if (upk__bake_save(a->bake_path, &a->bake, a->cfg->fsync) != UPK_OK)
-        upk_warn("device=%s cannot record the bake window", a->cfg->device_id);
-    finish(a, UPK_STATUS_COMMITTED, UPK_OK, NULL);
+    commit_complete(a);
 }
 
 static void step_commit(upk_agent *a)
@@ -1287,10 +1309,32 @@ out_free:
     return err;
 }
 
+/* The journal takes a status (and reserves the seq of its event) before
+ * the event is queued. When a crash fell between the two, the outbox never
+ * handed that seq out: queue the event now, under that seq, so that every
+ * journaled step is reported exactly once. */
+static void requeue_step_event(upk_agent *a)
+{
+    upk__journal *j = &a->j;
+    if (j->event_seq == 0 || j->event_seq < a->ob.next_seq || j->status == UPK_STATUS_IDLE)
+        return;
+    char why[UPK_ERRMSG_MAX + 1];
+    if (j->manifest != NULL && decode_manifest(a, why, sizeof(why)) != UPK_OK)
+        memset(&a->m, 0, sizeof(a->m));
+    upk_info("device=%s campaign=%s queueing the %s event a restart kept from being sent",
+             a->cfg->device_id, j->campaign, upk_status_str(j->status));
+    bool final = upk_status_is_final(j->status);
+    char msg[UPK_ERRMSG_MAX + 1];
+    (void)snprintf(msg, sizeof(msg), "%s", final ? j->message : "");
+    emit(a, j->status, j->status == UPK_STATUS_COMMITTED ? 100 : 0, final ? j->error : UPK_OK,
+         msg[0] != '\0' ? msg : NULL);
+}
+
 /* Picks up whatever the journal says after a start. */
 static void resume(upk_agent *a)
 {
     upk__journal *j = &a->j;
+    requeue_step_event(a);
     if (!in_progress(j->status))
         return;
     char why[UPK_ERRMSG_MAX + 1];
@@ -1314,6 +1358,14 @@ static void resume(upk_agent *a)
         char keep[UPK_ERRMSG_MAX + 1];
         (void)snprintf(keep, sizeof(keep), "%s", j->message);
         start_rollback(a, j->error, keep);
+        return;
+    }
+    if (commit_recorded(a)) {
+        /* Rolling back now would leave the facts naming a release that is
+         * no longer installed. */
+        upk_info("device=%s campaign=%s the commit was recorded before the restart; completing it",
+                 a->cfg->device_id, j->campaign);
+        commit_complete(a);
         return;
     }
     switch (j->status) {

@@ -34,6 +34,10 @@ typedef struct upk__journal {
     size_t sig_len;
     char slot[UPK_AGENT_SLOT_MAX + 1];
     uint32_t restarts; /* agent starts seen in activating/health_check */
+    /* Outbox seq of the event that reports status: reserved in the journal
+     * before the event is queued, so that a start finding the seq never
+     * handed out queues that event (exactly once). 0 = not known. */
+    uint64_t event_seq;
 } upk__journal;
 
 /* Frees the manifest copy; leaves an idle journal. Safe twice. */
@@ -69,7 +73,7 @@ UPK_MUST_CHECK upk_err upk__installed_load(const char *path, upk__installed *f);
 /* ---- outbox: bounded on-disk FIFO of encoded events, one file per seq. */
 typedef struct upk__outbox {
     char *dir;
-    uint64_t next_seq; /* never reused: persisted in dir/seq before use */
+    uint64_t next_seq; /* never reused: the event file, then dir/seq, are written before use */
     uint64_t *seqs;    /* queued, ascending */
     size_t count, max;
     bool fsync;

@@ -85,7 +85,8 @@ upk_err upk__journal_save_ex(const char *path, const upk__journal *j, bool do_sy
               cJSON_AddStringToObject(root, "manifest", j->manifest != NULL ? j->manifest : "") &&
               cJSON_AddStringToObject(root, "sig", sig64) &&
               cJSON_AddStringToObject(root, "slot", j->slot) &&
-              cJSON_AddNumberToObject(root, "restarts", j->restarts);
+              cJSON_AddNumberToObject(root, "restarts", j->restarts) &&
+              cJSON_AddNumberToObject(root, "event_seq", (double)j->event_seq);
     if (!ok) {
         cJSON_Delete(root);
         return UPK_E_NOMEM;
@@ -171,6 +172,10 @@ upk_err upk__journal_load(const char *path, upk__journal *j)
         goto out_corrupt;
     j->rolling_back = cJSON_IsTrue(rb);
     j->restarts = restarts > UINT32_MAX ? UINT32_MAX : (uint32_t)restarts;
+    /* Absent in journals written before it existed: 0, unknown. */
+    if (cJSON_GetObjectItemCaseSensitive(root, "event_seq") != NULL &&
+        !read_u64(root, "event_seq", &j->event_seq))
+        goto out_corrupt;
     j->manifest_len = strlen(man->valuestring);
     if (j->manifest_len > 0) {
         j->manifest = strdup(man->valuestring);

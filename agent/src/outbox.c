@@ -1,7 +1,9 @@
 /* The event outbox: events made while offline wait on disk, one file per
  * sequence number, and leave in order once the broker acknowledged them.
- * The next sequence number is persisted before it is used, so a restart
- * never reuses one and the controller can drop duplicates by seq. */
+ * Each event file is written before the next sequence number is persisted,
+ * and open() takes the larger of the persisted number and the highest queued
+ * file + 1, so a restart never reuses a number and the controller can drop
+ * duplicates by seq. */
 #include "agent_int.h"
 
 #include <dirent.h>
@@ -171,22 +173,10 @@ upk_err upk__outbox_push(upk__outbox *ob, upk_event_msg *ev)
     if (ob->seqs == NULL)
         return UPK_E_STATE_INVALID;
     uint64_t seq = ob->next_seq;
-    char num[32];
-    int n = snprintf(num, sizeof(num), "%" PRIu64 "\n", seq + 1);
-    char path[UPK_AGENT_PATH_MAX];
-    upk_err err = upk__path(path, sizeof(path), ob->dir, SEQ_FILE);
-    if (err != UPK_OK)
-        return err;
-    /* Persist the high-water mark first: a crash after this wastes a
-     * number but never hands the same number to two events. */
-    err = write_file(ob, path, num, (size_t)n);
-    if (err != UPK_OK)
-        return err;
-    ob->next_seq = seq + 1;
     ev->seq = seq;
     char *json = NULL;
     size_t len = 0;
-    err = upk_event_encode(ev, &json, &len);
+    upk_err err = upk_event_encode(ev, &json, &len);
     if (err != UPK_OK)
         return err;
     if (ob->count == ob->max) {
@@ -197,13 +187,30 @@ upk_err upk__outbox_push(upk__outbox *ob, upk_event_msg *ev)
         ob->count--;
         ob->dropped++;
     }
+    /* The event file first, then the high-water mark: after a crash between
+     * the two, open() still skips past the queued file. So "seq file above
+     * N, or file N present" means event N was made: the journal relies on
+     * it to re-queue a step event that a crash kept from being made. */
+    char path[UPK_AGENT_PATH_MAX];
     err = event_path(ob, seq, path, sizeof(path));
     if (err == UPK_OK)
         err = write_file(ob, path, json, len);
     free(json);
     if (err != UPK_OK)
         return err;
+    char num[32], seqp[UPK_AGENT_PATH_MAX];
+    int n = snprintf(num, sizeof(num), "%" PRIu64 "\n", seq + 1);
+    err = upk__path(seqp, sizeof(seqp), ob->dir, SEQ_FILE);
+    if (err == UPK_OK)
+        err = write_file(ob, seqp, num, (size_t)n);
+    if (err != UPK_OK) {
+        /* Not made after all: once sent and removed, its number could
+         * come back after a restart. */
+        (void)unlink(path);
+        return err;
+    }
     ob->seqs[ob->count++] = seq;
+    ob->next_seq = seq + 1;
     return UPK_OK;
 }
 
