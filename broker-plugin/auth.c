@@ -66,6 +66,26 @@ bool upk__bp_identity_of(const upk_bp_config *cfg, const char *username, upk_bp_
     return true;
 }
 
+bool upk__bp_cert_identity_of(const upk_bp_config *cfg, const char *cn, upk_bp_identity *who)
+{
+    if (cfg == NULL || who == NULL || !upk__bp_name_safe(cn) || strlen(cn) > UPK_BP_USERNAME_MAX)
+        return false;
+    const upk_bp_role *r = upk__bp_map_get(&cfg->cert_accounts, cn);
+    if (r != NULL) {
+        who->role = *r;
+    } else if (cfg->cert_devices && upk_id_valid(cn) &&
+               upk__bp_map_get(&cfg->accounts, cn) == NULL) {
+        /* A device certificate whose CN is a password account's name does
+         * not become that account. */
+        who->role = UPK_BP_ROLE_DEVICE;
+    } else {
+        return false;
+    }
+    size_t n = strlen(cn);
+    memcpy(who->name, cn, n + 1);
+    return true;
+}
+
 /* Checks the password of an identity found by upk__bp_identity_of. */
 static bool password_ok(const upk_bp_config *cfg, const upk_bp_identity *who, const char *password,
                         size_t password_len)
@@ -120,6 +140,10 @@ upk_err upk__bp_auth_check(const upk_bp_config *cfg, upk_bp_lockout *lo, const c
     }
     if (!upk__bp_name_safe(username) || (client_id != NULL && !upk__bp_name_safe(client_id))) {
         *why = "username or client id contains '+', '#', '/' or control characters";
+        goto fail;
+    }
+    if (!cfg->password_logins) {
+        *why = "password logins are disabled (certificate logins only)";
         goto fail;
     }
     if (!upk__bp_identity_of(cfg, username, &id)) {

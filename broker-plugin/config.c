@@ -34,7 +34,11 @@ upk_err upk__bp_config_init(upk_bp_config *cfg)
     cfg->lockout.lockout_s = 300;
     cfg->lockout.max_entries = 100000;
     cfg->stats_interval_s = 10;
+    cfg->password_logins = true;
     upk_err err = upk__bp_map_init(&cfg->accounts, 64);
+    if (err != UPK_OK)
+        return err;
+    err = upk__bp_map_init(&cfg->cert_accounts, 16);
     if (err != UPK_OK)
         return err;
     return upk__bp_acl_prepare(cfg);
@@ -45,6 +49,7 @@ void upk__bp_config_cleanup(upk_bp_config *cfg)
     if (cfg == NULL)
         return;
     upk__bp_map_cleanup(&cfg->accounts, free);
+    upk__bp_map_cleanup(&cfg->cert_accounts, free);
     free(cfg->patterns);
     cfg->patterns = NULL;
     memset(cfg->fleet_secret, 0, sizeof(cfg->fleet_secret));
@@ -348,12 +353,89 @@ static upk_err load_passwords(upk_bp_config *cfg, const char *base_dir, const ch
     return UPK_OK;
 }
 
+/* "certificate_identities": {"devices": bool, "accounts": {"CN": "role"}}.
+ * Needs the password accounts loaded first (a name may not be both). */
+static upk_err parse_cert_identities(upk_bp_config *cfg, const cJSON *obj, char *err, size_t errcap)
+{
+    static const char *const known[] = {"devices", "accounts", NULL};
+    if (!cJSON_IsObject(obj)) {
+        snprintf(err, errcap, "field 'certificate_identities': must be an object");
+        return UPK_E_CONFIG_INVALID;
+    }
+    upk_err e = check_known(obj, "certificate_identities.", known, err, errcap);
+    if (e != UPK_OK)
+        return e;
+    const cJSON *dev = cJSON_GetObjectItemCaseSensitive(obj, "devices");
+    if (dev != NULL) {
+        if (!cJSON_IsBool(dev)) {
+            snprintf(err, errcap, "field 'certificate_identities.devices': must be true or false");
+            return UPK_E_CONFIG_INVALID;
+        }
+        cfg->cert_devices = cJSON_IsTrue(dev);
+    }
+    const cJSON *acc = cJSON_GetObjectItemCaseSensitive(obj, "accounts");
+    if (acc == NULL)
+        return UPK_OK;
+    if (!cJSON_IsObject(acc)) {
+        snprintf(err, errcap,
+                 "field 'certificate_identities.accounts': must be an object of \"CN\": \"role\"");
+        return UPK_E_CONFIG_INVALID;
+    }
+    const cJSON *it;
+    cJSON_ArrayForEach(it, acc)
+    {
+        upk_bp_role role;
+        if (!upk__bp_name_safe(it->string) || strlen(it->string) > UPK_BP_USERNAME_MAX) {
+            snprintf(err, errcap,
+                     "field 'certificate_identities.accounts': a CN must be 1-%d bytes without "
+                     "'+', '#', '/' or control characters",
+                     UPK_BP_USERNAME_MAX);
+            return UPK_E_CONFIG_INVALID;
+        }
+        if (!cJSON_IsString(it) || !upk__bp_role_parse(it->valuestring, &role) ||
+            role == UPK_BP_ROLE_DEVICE) {
+            snprintf(err, errcap,
+                     "field 'certificate_identities.accounts.%s': role must be controller, "
+                     "operator or admin (devices come from 'devices')",
+                     it->string);
+            return UPK_E_CONFIG_INVALID;
+        }
+        if (upk__bp_map_get(&cfg->accounts, it->string) != NULL) {
+            snprintf(err, errcap,
+                     "field 'certificate_identities.accounts.%s': also a password account; "
+                     "use another CN",
+                     it->string);
+            return UPK_E_CONFIG_INVALID;
+        }
+        upk_bp_role *r = malloc(sizeof(*r));
+        if (r == NULL)
+            return UPK_E_NOMEM;
+        *r = role;
+        e = upk__bp_map_put(&cfg->cert_accounts, it->string, r);
+        if (e != UPK_OK) {
+            free(r);
+            if (e == UPK_E_EXISTS)
+                snprintf(err, errcap, "field 'certificate_identities.accounts.%s': listed twice",
+                         it->string);
+            return e == UPK_E_EXISTS ? UPK_E_CONFIG_INVALID : e;
+        }
+    }
+    return UPK_OK;
+}
+
 upk_err upk__bp_config_parse(upk_bp_config *cfg, const char *json, size_t len, const char *base_dir,
                              char *err, size_t errcap)
 {
-    static const char *const known[] = {
-        "topic_prefix", "password_file",          "accounts", "fleet_secret_file", "lockout",
-        "rate_limits",  "stats_interval_seconds", NULL};
+    static const char *const known[] = {"topic_prefix",
+                                        "password_file",
+                                        "accounts",
+                                        "fleet_secret_file",
+                                        "lockout",
+                                        "rate_limits",
+                                        "stats_interval_seconds",
+                                        "certificate_identities",
+                                        "password_logins",
+                                        NULL};
     upk_err e = UPK_OK;
     if (cfg == NULL || json == NULL || err == NULL || errcap == 0)
         return UPK_E_INVALID_ARG;
@@ -438,6 +520,22 @@ upk_err upk__bp_config_parse(upk_bp_config *cfg, const char *json, size_t len, c
             if (e != UPK_OK)
                 goto out;
         }
+    }
+
+    const cJSON *ci = cJSON_GetObjectItemCaseSensitive(root, "certificate_identities");
+    if (ci != NULL) {
+        e = parse_cert_identities(cfg, ci, err, errcap);
+        if (e != UPK_OK)
+            goto out;
+    }
+    const cJSON *pl = cJSON_GetObjectItemCaseSensitive(root, "password_logins");
+    if (pl != NULL) {
+        if (!cJSON_IsBool(pl)) {
+            snprintf(err, errcap, "field 'password_logins': must be true or false");
+            e = UPK_E_CONFIG_INVALID;
+            goto out;
+        }
+        cfg->password_logins = cJSON_IsTrue(pl);
     }
 
     e = get_u32(root, "stats_interval_seconds", "", 86400u, &cfg->stats_interval_s, err, errcap);

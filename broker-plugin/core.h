@@ -135,6 +135,13 @@ typedef struct upk_bp_config {
     upk_bp_lockout_cfg lockout;
     uint32_t stats_interval_s; /* 0 = never publish */
     upk_bp_pattern *patterns;  /* UPK_TOPIC__COUNT entries, built at load */
+    /* Certificate logins (a listener with use_identity_as_username): the
+     * certificate's CN is the username. cert_accounts maps a CN to a role
+     * (heap upk_bp_role); with cert_devices, any other CN that is a valid
+     * device id is that device. */
+    upk_bp_map cert_accounts;
+    bool cert_devices;
+    bool password_logins; /* false: every BASIC_AUTH (password) login is refused */
 } upk_bp_config;
 
 /* Defaults for everything, no accounts, no fleet secret. */
@@ -207,6 +214,11 @@ UPK_MUST_CHECK upk_err upk__bp_auth_check(const upk_bp_config *cfg, upk_bp_locko
 /* Role of an already authenticated username (accounts first, then a valid
  * device id when a fleet secret is set). False when it has none. */
 bool upk__bp_identity_of(const upk_bp_config *cfg, const char *username, upk_bp_identity *who);
+
+/* Role of a certificate identity (the CN that Mosquitto made the username):
+ * certificate_identities.accounts first, then (with devices enabled) a valid
+ * device id that is no password account. False for anything else. */
+bool upk__bp_cert_identity_of(const upk_bp_config *cfg, const char *cn, upk_bp_identity *who);
 
 /* True when s is non-empty and holds no '+', '#', '/' or control bytes. */
 bool upk__bp_name_safe(const char *s);

@@ -13,6 +13,7 @@
 #include <mosquitto_broker.h> /* before mosquitto_plugin.h in 2.0.11 */
 #include <mosquitto_plugin.h>
 #include <mqtt_protocol.h>
+#include <openssl/x509.h> /* X509_free; Mosquitto's own libcrypto provides it */
 
 #include "core.h"
 
@@ -27,6 +28,7 @@ struct client_rec {
     upk_bp_identity who;
     char sender[UPK_BP_USERNAME_MAX + 16]; /* "role:name" */
     upk_bp_rate rate;
+    bool refused; /* a certificate login we refuse: deny all, kicked on the next tick */
 };
 
 struct upk_bp_state {
@@ -52,9 +54,37 @@ static double now_s(void)
 
 /* ---- client records --------------------------------------------------- */
 
-/* The record of this connection, made (or remade after a session takeover or
- * a stale entry) from its authenticated username. NULL when the client has no
- * identity (never authenticated by us), which every caller treats as deny. */
+static void queue_kick(struct upk_bp_state *st, const char *client_id);
+
+/* Decides a certificate login, which Mosquitto 2.0.11 never shows to
+ * BASIC_AUTH: with use_identity_as_username it makes the certificate's CN the
+ * username and accepts the client. So the first ACL check of a connection that
+ * holds a certificate and did not log in by password decides here. A device
+ * must use its CN as client id (else it could take another device's session);
+ * an unknown CN has no role. Refused clients are kicked on the next tick.
+ * False (and why) when refused. */
+static bool cert_login(struct upk_bp_state *st, const char *id, const char *user,
+                       upk_bp_identity *who, const char **why)
+{
+    if (!upk__bp_name_safe(id)) {
+        *why = "client id contains '+', '#', '/' or control characters";
+        return false;
+    }
+    if (!upk__bp_cert_identity_of(&st->cfg, user, who)) {
+        *why = "certificate identity is not listed in certificate_identities";
+        return false;
+    }
+    if (who->role == UPK_BP_ROLE_DEVICE && strcmp(id, user) != 0) {
+        *why = "device client id differs from its certificate's CN";
+        return false;
+    }
+    return true;
+}
+
+/* The record of this connection: made at BASIC_AUTH for password logins, at
+ * the first check for certificate logins, or (a session restored from
+ * persistence, a will after the connection is gone) from the username. NULL
+ * when the client has no identity, which every caller treats as deny. */
 static struct client_rec *client_get(struct upk_bp_state *st, struct mosquitto *client, double now)
 {
     const char *id = mosquitto_client_id(client);
@@ -63,10 +93,22 @@ static struct client_rec *client_get(struct upk_bp_state *st, struct mosquitto *
         return NULL;
     struct client_rec *r = upk__bp_map_get(&st->clients, id);
     if (r != NULL && r->client == client && strcmp(r->who.name, user) == 0)
-        return r;
+        return r->refused ? NULL : r;
     upk_bp_identity who;
-    if (!upk__bp_identity_of(&st->cfg, user, &who))
+    bool refused = false;
+    const char *why = "ok";
+    void *cert = mosquitto_client_certificate(client);
+    if (cert != NULL) {
+        X509_free(cert);
+        refused = !cert_login(st, id, user, &who, &why);
+        if (refused) {
+            memset(&who, 0, sizeof(who));
+            snprintf(who.name, sizeof(who.name), "%s", upk__bp_name_safe(user) ? user : "?");
+        }
+    } else if (!upk__bp_identity_of(&st->cfg, user, &who) &&
+               !upk__bp_cert_identity_of(&st->cfg, user, &who)) {
         return NULL;
+    }
     if (r == NULL) {
         r = calloc(1, sizeof(*r));
         if (r == NULL)
@@ -78,10 +120,56 @@ static struct client_rec *client_get(struct upk_bp_state *st, struct mosquitto *
     }
     r->client = client;
     r->who = who;
+    r->refused = refused;
     snprintf(r->sender, sizeof(r->sender), "%s:%s", upk__bp_role_str(who.role), who.name);
     upk__bp_rate_init(&r->rate, &st->cfg.limits[who.role], now);
     st->stats.clients = st->clients.count;
+    if (cert != NULL) {
+        const char *a = mosquitto_client_address(client);
+        if (refused) {
+            st->stats.auth_failed++;
+            mosquitto_log_printf(MOSQ_LOG_NOTICE,
+                                 "upkeep_broker: login refused user=%.128s client=%.128s "
+                                 "address=%s error=AUTH_FAILED (%s)",
+                                 who.name, upk__bp_name_safe(id) ? id : "?", a != NULL ? a : "?",
+                                 why);
+            queue_kick(st, id);
+            return NULL;
+        }
+        st->stats.auth_ok++;
+        mosquitto_log_printf(MOSQ_LOG_INFO,
+                             "upkeep_broker: certificate login user=%s role=%s client=%.128s",
+                             who.name, upk__bp_role_str(who.role), id);
+    }
     return r;
+}
+
+/* Records a password login for this connection, so that client_get never
+ * mistakes it for a certificate login. */
+static upk_err remember_login(struct upk_bp_state *st, struct mosquitto *client,
+                              const upk_bp_identity *who, double now)
+{
+    const char *id = mosquitto_client_id(client);
+    if (id == NULL)
+        return UPK_OK; /* client_get denies a client without id anyway */
+    struct client_rec *r = upk__bp_map_get(&st->clients, id);
+    if (r == NULL) {
+        r = calloc(1, sizeof(*r));
+        if (r == NULL)
+            return UPK_E_NOMEM;
+        upk_err e = upk__bp_map_put(&st->clients, id, r);
+        if (e != UPK_OK) {
+            free(r);
+            return e;
+        }
+    }
+    r->client = client;
+    r->who = *who;
+    r->refused = false;
+    snprintf(r->sender, sizeof(r->sender), "%s:%s", upk__bp_role_str(who->role), who->name);
+    upk__bp_rate_init(&r->rate, &st->cfg.limits[who->role], now);
+    st->stats.clients = st->clients.count;
+    return UPK_OK;
 }
 
 /* ---- callbacks ---------------------------------------------------------- */
@@ -100,6 +188,8 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
     upk_err err = upk__bp_auth_check(&st->cfg, &st->lockout, ed->username, ed->password, plen, cid,
                                      addr, now, &who, &why);
     if (err == UPK_OK) {
+        if (remember_login(st, ed->client, &who, now) != UPK_OK)
+            return MOSQ_ERR_NOMEM;
         st->stats.auth_ok++;
         return MOSQ_ERR_SUCCESS;
     }

@@ -356,6 +356,10 @@ static upk_err parse_root(const cJSON *root, upk_agent_config *cfg, char *eb, si
         return err;
     if ((err = parse_tls(cJSON_GetObjectItemCaseSensitive(root, "tls"), cfg, eb, ecap)))
         return err;
+    /* Never silently insecure: an ssl:// broker is verified against our CA. */
+    if ((strncmp(cfg->broker, "ssl://", 6) == 0 || strncmp(cfg->broker, "mqtts://", 8) == 0) &&
+        cfg->tls_ca_file == NULL)
+        return bad(eb, ecap, "tls.ca_file", "required for an ssl:// broker");
     if ((err = get_u32(root, "reconnect_min_ms", 10, 3600000, &cfg->reconnect_min_ms, eb, ecap)) ||
         (err = get_u32(root, "reconnect_max_ms", 10, 3600000, &cfg->reconnect_max_ms, eb, ecap)))
         return err;

@@ -19,6 +19,11 @@
 
 #include "upkeep/log.h"
 
+#ifndef UPK_MQTT_NO_TLS
+#include "tlsdiag.h"
+#define TLS_DIAG_TIMEOUT_MS 3000
+#endif
+
 enum ev_type {
     EV_CONNECTED,
     EV_CONNECT_FAILED,
@@ -85,6 +90,17 @@ struct upk_mqtt {
     int handles_open;
     void (*closed)(void *userdata);
     void *closed_data;
+
+    /* TLS connect-failure diagnosis on a libuv worker (loop thread owns the
+     * flags; the worker writes only diag_err/diag_why until it is done). */
+    bool tls;
+    bool diag_busy;
+    bool free_after_diag;
+#ifndef UPK_MQTT_NO_TLS
+    uv_work_t diag_req;
+    upk_err diag_err;
+    char diag_why[UPK_TLS_WHY_MAX];
+#endif
 };
 
 /* ---- Paho thread side: enqueue only. */
@@ -328,12 +344,13 @@ static void start_connect(upk_mqtt *c)
         }
         co.connectProperties = &props;
     }
-    if (strncmp(c->url, "ssl://", 6) == 0 || strncmp(c->url, "mqtts://", 8) == 0) {
+    if (c->tls) {
         ssl.trustStore = c->ca_file;
         ssl.keyStore = c->cert_file;
         ssl.privateKey = c->key_file;
         ssl.enableServerCertAuth = 1;
-        ssl.verify = 1;
+        ssl.verify = 1;                   /* the broker's name must match the URL's host */
+        ssl.disableDefaultTrustStore = 1; /* only ca_file, never the system store */
         co.ssl = &ssl;
     }
     c->state = ST_CONNECTING;
@@ -360,6 +377,8 @@ static void fail_pending(upk_mqtt *c, upk_err err)
     }
 }
 
+static void free_client(upk_mqtt *c);
+
 static void on_handle_closed(uv_handle_t *h)
 {
     upk_mqtt *c = h->data;
@@ -375,6 +394,15 @@ static void on_handle_closed(uv_handle_t *h)
         e = next;
     }
     fail_pending(c, UPK_E_CANCELLED);
+    if (c->diag_busy) {
+        c->free_after_diag = true; /* the diagnosis worker still holds c */
+        return;
+    }
+    free_client(c);
+}
+
+static void free_client(upk_mqtt *c)
+{
     pthread_mutex_destroy(&c->mu);
     void (*closed)(void *) = c->closed;
     void *closed_data = c->closed_data;
@@ -416,6 +444,50 @@ static void begin_disconnect(upk_mqtt *c)
         finalize(c);
 }
 
+#ifndef UPK_MQTT_NO_TLS
+/* Paho says only "TCP/TLS connect failure": one handshake of our own names
+ * the cause (untrusted or misnamed broker certificate, our expired one, a
+ * refusal, or a broker that is down). */
+static void diag_work(uv_work_t *req)
+{
+    upk_mqtt *c = req->data;
+    c->diag_err = upk__tls_diagnose(c->url, c->ca_file, c->cert_file, c->key_file,
+                                    TLS_DIAG_TIMEOUT_MS, c->diag_why, sizeof(c->diag_why));
+}
+
+static void diag_done(uv_work_t *req, int status)
+{
+    upk_mqtt *c = req->data;
+    c->diag_busy = false;
+    if (c->free_after_diag) {
+        free_client(c);
+        return;
+    }
+    if (c->state != ST_BACKOFF)
+        return; /* closed meanwhile; finalize runs its course */
+    upk_err err = status == 0 && c->diag_err != UPK_OK ? c->diag_err : UPK_E_CONN;
+    if (err == UPK_E_CONN)
+        upk_warn("mqtt: connect failed client=%s error=CONN", c->client_id);
+    else
+        upk_error("mqtt: connect failed client=%s error=%s (%s)", c->client_id, upk_err_str(err),
+                  c->diag_why);
+    schedule_reconnect(c);
+    if (c->opts.on_disconnect != NULL)
+        c->opts.on_disconnect(c, err, c->opts.userdata);
+}
+
+static bool start_diag(upk_mqtt *c)
+{
+    c->state = ST_BACKOFF; /* no timer armed until diag_done */
+    c->diag_req.data = c;
+    c->diag_why[0] = '\0';
+    if (uv_queue_work(c->loop, &c->diag_req, diag_work, diag_done) != 0)
+        return false;
+    c->diag_busy = true;
+    return true;
+}
+#endif
+
 static void handle_event(upk_mqtt *c, struct ev *e)
 {
     bool closing = c->state == ST_CLOSING;
@@ -438,6 +510,10 @@ static void handle_event(upk_mqtt *c, struct ev *e)
             finalize(c);
             break;
         }
+#ifndef UPK_MQTT_NO_TLS
+        if (c->tls && e->err != UPK_E_AUTH_FAILED && start_diag(c))
+            break; /* reported and rescheduled when the diagnosis is done */
+#endif
         upk_warn("mqtt: connect failed client=%s error=%s", c->client_id, upk_err_str(e->err));
         schedule_reconnect(c);
         if (c->opts.on_disconnect != NULL)
@@ -534,6 +610,24 @@ upk_err upk_mqtt_new(uv_loop_t *loop, const upk_mqtt_opts *opts, upk_mqtt **out)
     c->cert_file = dup_or_null(opts->cert_file, &ok);
     c->key_file = dup_or_null(opts->key_file, &ok);
     c->will_topic = dup_or_null(opts->will_topic, &ok);
+    c->tls = strncmp(opts->url, "ssl://", 6) == 0 || strncmp(opts->url, "mqtts://", 8) == 0;
+    if (c->tls) {
+#ifdef UPK_MQTT_NO_TLS
+        upk_error("mqtt: %s: built without TLS; ssl:// is refused", opts->url);
+        err = UPK_E_CONFIG_INVALID;
+        goto out_free;
+#else
+        /* Never silently insecure: a TLS client needs a CA to verify the
+         * broker, and readable files, before it ever connects. */
+        char why[UPK_TLS_WHY_MAX];
+        if (upk__tls_check_files(opts->ca_file, opts->cert_file, opts->key_file, why,
+                                 sizeof(why)) != UPK_OK) {
+            upk_error("mqtt: client=%s error=CONFIG_INVALID (%s)", opts->client_id, why);
+            err = UPK_E_CONFIG_INVALID;
+            goto out_free;
+        }
+#endif
+    }
     if (opts->will_topic != NULL) {
         c->will_payload = malloc(opts->will_len + 1);
         if (c->will_payload == NULL)

@@ -61,6 +61,10 @@ void upk_client_cfg_init(upk_client_cfg *cfg)
                 copy_str(cfg->prefix, sizeof(cfg->prefix), v->valuestring);
             if ((v = cJSON_GetObjectItem(j, "ca_file")) != NULL && cJSON_IsString(v))
                 copy_str(cfg->ca_file, sizeof(cfg->ca_file), v->valuestring);
+            if ((v = cJSON_GetObjectItem(j, "cert_file")) != NULL && cJSON_IsString(v))
+                copy_str(cfg->cert_file, sizeof(cfg->cert_file), v->valuestring);
+            if ((v = cJSON_GetObjectItem(j, "key_file")) != NULL && cJSON_IsString(v))
+                copy_str(cfg->key_file, sizeof(cfg->key_file), v->valuestring);
             cJSON_Delete(j);
             free(text);
         }
@@ -76,6 +80,10 @@ void upk_client_cfg_init(upk_client_cfg *cfg)
         copy_str(cfg->prefix, sizeof(cfg->prefix), e);
     if ((e = getenv("UPKEEP_CA_FILE")) != NULL)
         copy_str(cfg->ca_file, sizeof(cfg->ca_file), e);
+    if ((e = getenv("UPKEEP_CERT_FILE")) != NULL)
+        copy_str(cfg->cert_file, sizeof(cfg->cert_file), e);
+    if ((e = getenv("UPKEEP_KEY_FILE")) != NULL)
+        copy_str(cfg->key_file, sizeof(cfg->key_file), e);
 }
 
 bool upk_client_cfg_opt(upk_client_cfg *cfg, int code, const char *value)
@@ -95,6 +103,12 @@ bool upk_client_cfg_opt(upk_client_cfg *cfg, int code, const char *value)
         return true;
     case UPK_CLIENT_OPT_CA_FILE:
         copy_str(cfg->ca_file, sizeof(cfg->ca_file), value);
+        return true;
+    case UPK_CLIENT_OPT_CERT_FILE:
+        copy_str(cfg->cert_file, sizeof(cfg->cert_file), value);
+        return true;
+    case UPK_CLIENT_OPT_KEY_FILE:
+        copy_str(cfg->key_file, sizeof(cfg->key_file), value);
         return true;
     case UPK_CLIENT_OPT_TIMEOUT: {
         char *end = NULL;
@@ -168,7 +182,10 @@ static void wait_for(upk_client *c, const bool *flag, bool stop_on_conn_err)
 {
     c->timed_out = false;
     uv_timer_start(&c->timer, on_timer, c->cfg.timeout_ms, 0);
-    while (!*flag && !c->timed_out && !(stop_on_conn_err && c->conn_err == UPK_E_AUTH_FAILED))
+    while (!*flag && !c->timed_out &&
+           !(stop_on_conn_err &&
+             (c->conn_err == UPK_E_AUTH_FAILED || c->conn_err == UPK_E_TLS_UNTRUSTED ||
+              c->conn_err == UPK_E_TLS_FAILED)))
         uv_run(&c->loop, UV_RUN_ONCE);
     uv_timer_stop(&c->timer);
 }
@@ -223,6 +240,8 @@ upk_err upk_client_connect(const upk_client_cfg *cfg, upk_client **out, char *wh
     o.username = cfg->user;
     o.password = pw;
     o.ca_file = cfg->ca_file[0] ? cfg->ca_file : NULL;
+    o.cert_file = cfg->cert_file[0] ? cfg->cert_file : NULL;
+    o.key_file = cfg->key_file[0] ? cfg->key_file : NULL;
     o.clean_start = true;
     o.reconnect_min_ms = 200;
     o.reconnect_max_ms = 2000;
@@ -238,13 +257,20 @@ upk_err upk_client_connect(const upk_client_cfg *cfg, upk_client **out, char *wh
     }
     wait_for(c, &c->connected, true);
     if (!c->connected) {
-        err = c->conn_err == UPK_E_AUTH_FAILED ? UPK_E_AUTH_FAILED : UPK_E_CONN;
-        r = snprintf(why, whycap,
-                     err == UPK_E_AUTH_FAILED
-                         ? "broker %s refused user '%s': check --user and --password-file"
-                         : "cannot reach the broker at %s as '%s': check --broker and that it "
-                           "runs",
-                     cfg->broker, cfg->user);
+        err = c->conn_err == UPK_E_AUTH_FAILED || c->conn_err == UPK_E_TLS_UNTRUSTED ||
+                      c->conn_err == UPK_E_TLS_FAILED
+                  ? c->conn_err
+                  : UPK_E_CONN;
+        if (err == UPK_E_TLS_UNTRUSTED || err == UPK_E_TLS_FAILED)
+            r = snprintf(why, whycap, "TLS to the broker at %s failed: %s (%s; details above)",
+                         cfg->broker, upk_err_str(err), upk_err_msg(err));
+        else
+            r = snprintf(why, whycap,
+                         err == UPK_E_AUTH_FAILED
+                             ? "broker %s refused user '%s': check --user and --password-file"
+                             : "cannot reach the broker at %s as '%s': check --broker and that "
+                               "it runs",
+                         cfg->broker, cfg->user);
         upk_client_close(c);
         goto out_pw;
     }

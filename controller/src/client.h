@@ -20,6 +20,8 @@ typedef struct upk_client_cfg {
     char password_file[4096];
     char prefix[UPK_TOPIC_PREFIX_MAX + 1];
     char ca_file[4096];
+    char cert_file[4096]; /* client certificate (a listener that wants one) */
+    char key_file[4096];
     unsigned timeout_ms;
 } upk_client_cfg;
 
@@ -31,6 +33,8 @@ enum {
     UPK_CLIENT_OPT_PREFIX,
     UPK_CLIENT_OPT_CA_FILE,
     UPK_CLIENT_OPT_TIMEOUT,
+    UPK_CLIENT_OPT_CERT_FILE,
+    UPK_CLIENT_OPT_KEY_FILE,
 };
 
 #define UPK_CLIENT_LONG_OPTS                                                      \
@@ -39,18 +43,22 @@ enum {
         {"password-file", required_argument, NULL, UPK_CLIENT_OPT_PASSWORD_FILE}, \
         {"prefix", required_argument, NULL, UPK_CLIENT_OPT_PREFIX},               \
         {"ca-file", required_argument, NULL, UPK_CLIENT_OPT_CA_FILE},             \
+        {"cert-file", required_argument, NULL, UPK_CLIENT_OPT_CERT_FILE},         \
+        {"key-file", required_argument, NULL, UPK_CLIENT_OPT_KEY_FILE},           \
     {                                                                             \
         "timeout", required_argument, NULL, UPK_CLIENT_OPT_TIMEOUT                \
     }
 
-#define UPK_CLIENT_HELP                                                                 \
-    "connection (or UPKEEP_BROKER, UPKEEP_USER, UPKEEP_PASSWORD_FILE, UPKEEP_PREFIX,\n" \
-    "UPKEEP_CA_FILE, or ~/.config/upkeep/cli.json):\n"                                  \
-    "  --broker URL          tcp://host:1883 or ssl://host:8883\n"                      \
-    "  --user NAME           your operator name\n"                                      \
-    "  --password-file F     file holding your MQTT password\n"                         \
-    "  --prefix P            topic prefix (default upkeep/v1)\n"                        \
-    "  --ca-file F           CA for ssl:// brokers\n"                                   \
+#define UPK_CLIENT_HELP                                                                   \
+    "connection (or UPKEEP_BROKER, UPKEEP_USER, UPKEEP_PASSWORD_FILE, UPKEEP_PREFIX,\n"   \
+    "UPKEEP_CA_FILE, UPKEEP_CERT_FILE, UPKEEP_KEY_FILE, or ~/.config/upkeep/cli.json):\n" \
+    "  --broker URL          tcp://host:1883 or ssl://host:8883\n"                        \
+    "  --user NAME           your operator name\n"                                        \
+    "  --password-file F     file holding your MQTT password\n"                           \
+    "  --prefix P            topic prefix (default upkeep/v1)\n"                          \
+    "  --ca-file F           CA for ssl:// brokers (required with ssl://)\n"              \
+    "  --cert-file F         client certificate for ssl:// (its CN is your name)\n"       \
+    "  --key-file F          private key of --cert-file\n"                                \
     "  --timeout SECONDS     reply timeout (default 15)\n"
 
 /* Fills defaults, then the config file, then the environment. */

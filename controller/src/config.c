@@ -101,6 +101,15 @@ upk_err upk_serve_config_parse(const char *json, size_t len, upk_serve_config *o
         err = bad(why, whycap, "ca_file/cert_file/key_file: must be paths");
         goto done;
     }
+    if ((c.cert_file[0] == '\0') != (c.key_file[0] == '\0')) {
+        err = bad(why, whycap, "cert_file/key_file: give both or neither");
+        goto done;
+    }
+    if ((strncmp(c.broker, "ssl://", 6) == 0 || strncmp(c.broker, "mqtts://", 8) == 0) &&
+        c.ca_file[0] == '\0') {
+        err = bad(why, whycap, "ca_file: required for an ssl:// broker");
+        goto done;
+    }
     c.tick_ms = 1000;
     const cJSON *tick = cJSON_GetObjectItemCaseSensitive(root, "tick_ms");
     if (tick != NULL) {
