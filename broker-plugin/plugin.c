@@ -174,6 +174,15 @@ static upk_err remember_login(struct upk_bp_state *st, struct mosquitto *client,
 
 /* ---- callbacks ---------------------------------------------------------- */
 
+/* A name as logged: a printable id of at most UPK_BP_USERNAME_MAX bytes,
+ * else '?', so that a hostile name can neither forge log text nor push the
+ * error code out of Mosquitto's bounded log line. */
+static const char *shown(const char *s)
+{
+    bool ok = upk__bp_name_safe(s) && strnlen(s, UPK_BP_USERNAME_MAX + 1) <= UPK_BP_USERNAME_MAX;
+    return ok ? s : "?";
+}
+
 static int on_basic_auth(int event, void *event_data, void *userdata)
 {
     struct upk_bp_state *st = userdata;
@@ -194,8 +203,8 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
         return MOSQ_ERR_SUCCESS;
     }
     /* Log with printable ids only: an unsafe name is shown as '?'. */
-    const char *u = upk__bp_name_safe(ed->username) ? ed->username : "?";
-    const char *c = upk__bp_name_safe(cid) ? cid : "?";
+    const char *u = shown(ed->username);
+    const char *c = shown(cid);
     if (err == UPK_E_LOCKED_OUT) {
         st->stats.auth_locked_out++;
         mosquitto_log_printf(MOSQ_LOG_NOTICE,

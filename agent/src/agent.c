@@ -795,16 +795,22 @@ static bool write_all_at(int fd, const uint8_t *p, size_t len, uint64_t off)
 
 static void on_chunk(upk_agent *a, const uint8_t *payload, size_t len)
 {
-    if (!a->dl_ready || a->busy || a->j.status != UPK_STATUS_DOWNLOADING)
-        return;
     upk_chunk_hdr h;
     const uint8_t *data = NULL;
-    if (upk_chunk_parse(payload, len, &h, &data) != UPK_OK) {
-        upk_warn("device=%s malformed chunk ignored", a->cfg->device_id);
+    upk_err perr = upk_chunk_parse(payload, len, &h, &data);
+    if (perr != UPK_OK) {
+        upk_warn("device=%s malformed chunk ignored error=%s", a->cfg->device_id,
+                 upk_err_str(perr));
         return;
     }
-    if (!upk_mem_equal_ct(h.artifact, a->m.sha256, UPK_SHA256_LEN))
-        return; /* a late answer for an earlier artifact */
+    if (!a->dl_ready || a->busy || a->j.status != UPK_STATUS_DOWNLOADING ||
+        !upk_mem_equal_ct(h.artifact, a->m.sha256, UPK_SHA256_LEN)) {
+        /* Not asked for now: a late answer for an earlier artifact, or
+         * someone else's bytes. Debug only: it is harmless and may be many. */
+        upk_debug("device=%s chunk dropped offset=%" PRIu64 " error=CHUNK_UNEXPECTED",
+                  a->cfg->device_id, h.offset);
+        return;
+    }
     switch (h.status) {
     case UPK_CHUNK_OK:
         break;
@@ -1136,7 +1142,8 @@ static void on_message(upk_mqtt *c, const upk_mqtt_msg *msg, void *userdata)
         on_chunk(a, msg->payload, msg->len);
     } else if (strcmp(msg->topic, a->t_desired) == 0) {
         if (msg->len > UPK_MSG_MAX) {
-            upk_warn("device=%s oversized desired message ignored", a->cfg->device_id);
+            upk_warn("device=%s oversized desired message ignored (%zu bytes) error=MSG_TOO_LARGE",
+                     a->cfg->device_id, msg->len);
             return;
         }
         handle_desired(a, (const char *)msg->payload, msg->len);

@@ -35,7 +35,10 @@ void upk_bar_format(double done, double total, int width, char *buf, size_t cap)
             buf[0] = '\0';
         return;
     }
-    int fill = total > 0 ? (int)(done / total * width + 0.5) : 0;
+    /* The ratio is clamped before the conversion: a huge or NaN value in a
+     * reply must not reach an out-of-range (undefined) cast. */
+    double ratio = total > 0 ? done / total : 0;
+    int fill = !(ratio > 0) ? 0 : ratio >= 1 ? width : (int)(ratio * width + 0.5);
     if (fill > width)
         fill = width;
     buf[0] = '[';
@@ -59,8 +62,10 @@ void upk_cell_format(const cJSON *v, upk_col_kind kind, char *buf, size_t cap)
         switch (kind) {
         case UPK_COL_TIME_MS:
         case UPK_COL_TIME_S: {
-            int64_t t = (int64_t)(kind == UPK_COL_TIME_MS ? d / 1000 : d);
-            if (t <= 0 || upk_time_format(t, buf, cap) != UPK_OK)
+            /* A time outside 1970..9999 (a broken or hostile reply) prints
+             * as "-"; converting it to an integer would be undefined. */
+            double t = kind == UPK_COL_TIME_MS ? d / 1000 : d;
+            if (!(t >= 1 && t < 253402300800.0) || upk_time_format((int64_t)t, buf, cap) != UPK_OK)
                 r = snprintf(buf, cap, "-");
             break;
         }
@@ -71,7 +76,7 @@ void upk_cell_format(const cJSON *v, upk_col_kind kind, char *buf, size_t cap)
             r = snprintf(buf, cap, "%.2f%%", d / 100);
             break;
         default:
-            if (d == (double)(long long)d)
+            if (d > -9007199254740992.0 && d < 9007199254740992.0 && d == (double)(long long)d)
                 r = snprintf(buf, cap, "%lld", (long long)d);
             else
                 r = snprintf(buf, cap, "%.2f", d);

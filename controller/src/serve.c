@@ -197,8 +197,9 @@ static void handle_chunk(srv *s, const char *device, const upk_mqtt_msg *m)
     upk_chunk_hdr h;
     memset(&h, 0, sizeof(h));
     char topic[UPK_TOPIC_MAX + 1], hex[UPK_SHA256_HEX_LEN + 1], path[UPK_PATH_MAX];
-    if (upk_chunk_req_decode((const char *)m->payload, m->len, &req) != UPK_OK) {
-        upk_warn("serve: malformed chunk request device=%s", device);
+    upk_err derr = upk_chunk_req_decode((const char *)m->payload, m->len, &req);
+    if (derr != UPK_OK) {
+        upk_warn("serve: malformed chunk request device=%s err=%s", device, upk_err_str(derr));
         return;
     }
     if (upk_topic_build(topic, sizeof(topic), s->cfg->prefix, UPK_TOPIC_DEV_CHUNK_DATA, device) !=
@@ -286,8 +287,8 @@ static void on_message(upk_mqtt *c, const upk_mqtt_msg *m, void *ud)
     bool from_device = stamped(m->sender, "device", t.id);
     if (!from_device && !(t.kind == UPK_TOPIC_DEV_ONLINE && m->sender[0] == '\0' && m->len == 1 &&
                           m->payload[0] == '0')) {
-        upk_warn("serve: dropped %s of device=%s from sender=%s", upk_topic_kind_str(t.kind), t.id,
-                 m->sender[0] ? m->sender : "(none)");
+        upk_warn("serve: dropped %s of device=%s from sender=%s err=DENIED",
+                 upk_topic_kind_str(t.kind), t.id, m->sender[0] ? m->sender : "(none)");
         return;
     }
     switch (t.kind) {
