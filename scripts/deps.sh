@@ -13,6 +13,7 @@ pkgs=(
   python3  # demo, e2e tests and scale bench: free ports and JSON (tests/e2e/fleet-lib.sh)
   chromium  # headless render check of the update-capability HTML card (tests/integration/health)
   valgrind  # memcheck of the agent and the broker plugin (tests/fault/valgrind)
+  sqlite3  # fault tests read the controller's store between SIGKILLs (tests/fault/controller_crash)
 )
 
 missing=()
