@@ -168,6 +168,13 @@ typedef struct run {
 } run;
 
 static run R;
+static volatile sig_atomic_t g_stop; /* SIGTERM/SIGINT: stop after cleaning up */
+
+static void on_stop(int sig)
+{
+    (void)sig;
+    g_stop = 1;
+}
 
 static void failf(dev *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -1317,6 +1324,10 @@ static void run_trial(dev *d)
             if (now - settled_at > 3)
                 break; /* check_trial names what is missing */
         }
+        if (g_stop) {
+            printf("  stopped by a signal; this trial is not counted\n");
+            return;
+        }
         if (now - start > TRIAL_LIMIT_S) {
             upk_status js = UPK_STATUS_IDLE;
             bool rb = false;
@@ -1574,6 +1585,12 @@ int main(int argc, char **argv)
     (void)setvbuf(stdout, NULL, _IOLBF, 0);
     (void)prctl(PR_SET_CHILD_SUBREAPER, 1);
     (void)signal(SIGPIPE, SIG_IGN);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_stop;
+    (void)sigemptyset(&sa.sa_mask);
+    (void)sigaction(SIGTERM, &sa, NULL);
+    (void)sigaction(SIGINT, &sa, NULL);
     int rc = 1;
     bool loop_up = false;
     char bdir[PATH_CAP] = "";
@@ -1628,6 +1645,10 @@ int main(int argc, char **argv)
     }
     R.t0 = upk_h_now();
     for (R.trial = 0; R.trial < R.trials; R.trial++) {
+        if (g_stop) {
+            printf("stopped by a signal after %u trials\n", R.trial);
+            break;
+        }
         if (R.max_seconds > 0 && upk_h_now() - R.t0 > R.max_seconds) {
             printf("time cap of %.0f s reached after %u trials\n", R.max_seconds, R.trial);
             break;
