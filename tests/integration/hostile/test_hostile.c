@@ -261,7 +261,8 @@ static void observe(hx *e, const upk_h_msg *m)
     }
     if (strcmp(t, PREFIX "/dev/" DEV "/events") == 0) {
         upk_event_msg ev;
-        if (upk_event_decode(m->payload, m->len, &ev) == UPK_OK && e->nev < EVENTS_MAX) {
+        if (strcmp(m->sender, "device:" DEV) == 0 &&
+            upk_event_decode(m->payload, m->len, &ev) == UPK_OK && e->nev < EVENTS_MAX) {
             e->ev[e->nev].step = ev.step;
             e->ev[e->nev].error = ev.error;
             e->nev++;
@@ -269,8 +270,10 @@ static void observe(hx *e, const upk_h_msg *m)
         return;
     }
     if (strcmp(t, PREFIX "/dev/" DEV "/state") == 0) {
+        /* Like the controller, trust only what the plugin stamped as dev-a. */
         upk_state_msg st;
-        if (m->len > 0 && upk_state_decode(m->payload, m->len, &st) == UPK_OK) {
+        if (m->len > 0 && strcmp(m->sender, "device:" DEV) == 0 &&
+            upk_state_decode(m->payload, m->len, &st) == UPK_OK) {
             e->state = st;
             e->have_state = true;
         }
@@ -1098,6 +1101,27 @@ static bool expect_one(hx *e, const char *topic, const char *key, const char *va
     }
     if (strcmp(key, "quiet") == 0)
         return agent_quiet_since(e, ev_from);
+    if (strcmp(key, "devnot") == 0) {
+        /* The controller's record of dev-a does not contain val. */
+        char req[128], id[32];
+        snprintf(id, sizeof(id), "d%u", ++e->id_seq);
+        int n = snprintf(
+            req, sizeof(req),
+            "{\"v\":1,\"id\":\"%s\",\"cmd\":\"device.show\",\"args\":{\"id\":\"" DEV "\"}}", id);
+        int reason;
+        if (upk_h_client_publish(e->op, PREFIX "/ctl/req/alice", req, (size_t)n, 1, false, NULL,
+                                 &reason) != 0)
+            return false;
+        cJSON *r = op_reply(e, id, 10);
+        char *text = r != NULL ? cJSON_PrintUnformatted(r) : NULL;
+        bool ok = text != NULL && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "ok")) &&
+                  strstr(text, "\"fw\"") != NULL && strstr(text, val) == NULL;
+        if (!ok)
+            fprintf(stderr, "device.show " DEV ": %s\n", text != NULL ? text : "(no reply)");
+        free(text);
+        cJSON_Delete(r);
+        return ok;
+    }
     fail_msg("unknown expectation %s", key);
     return false;
 }
