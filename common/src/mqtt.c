@@ -98,8 +98,10 @@ struct upk_mqtt {
     bool free_after_diag;
 #ifndef UPK_MQTT_NO_TLS
     uv_work_t diag_req;
-    upk_err diag_err;
+    upk_err diag_err; /* cause found by the last diagnosis */
     char diag_why[UPK_TLS_WHY_MAX];
+    bool diag_fresh;  /* no diagnosis since the last successful connect */
+    uint64_t diag_at; /* uv_now of the last diagnosis */
 #endif
 };
 
@@ -476,8 +478,16 @@ static void diag_done(uv_work_t *req, int status)
         c->opts.on_disconnect(c, err, c->opts.userdata);
 }
 
+/* At most one diagnosis handshake per reconnect_max_ms while failing (a
+ * fleet of clients must not hammer a broker with extra handshakes); the
+ * first failure after a good connection is always diagnosed. */
 static bool start_diag(upk_mqtt *c)
 {
+    uint64_t now = uv_now(c->loop);
+    if (!c->diag_fresh && now - c->diag_at < c->opts.reconnect_max_ms)
+        return false;
+    c->diag_fresh = false;
+    c->diag_at = now;
     c->state = ST_BACKOFF; /* no timer armed until diag_done */
     c->diag_req.data = c;
     c->diag_why[0] = '\0';
@@ -500,6 +510,10 @@ static void handle_event(upk_mqtt *c, struct ev *e)
         }
         c->state = ST_CONNECTED;
         c->backoff_ms = c->opts.reconnect_min_ms;
+#ifndef UPK_MQTT_NO_TLS
+        c->diag_fresh = true;
+        c->diag_err = UPK_OK;
+#endif
         upk_debug("mqtt: connected client=%s", c->client_id);
         if (c->opts.on_connect != NULL)
             c->opts.on_connect(c, c->opts.userdata);
@@ -511,8 +525,19 @@ static void handle_event(upk_mqtt *c, struct ev *e)
             break;
         }
 #ifndef UPK_MQTT_NO_TLS
-        if (c->tls && e->err != UPK_E_AUTH_FAILED && start_diag(c))
-            break; /* reported and rescheduled when the diagnosis is done */
+        if (c->tls && e->err != UPK_E_AUTH_FAILED) {
+            if (start_diag(c))
+                break; /* reported and rescheduled when the diagnosis is done */
+            if (c->diag_err != UPK_OK && c->diag_err != UPK_E_CONN) {
+                e->err = c->diag_err; /* as last diagnosed */
+                upk_warn("mqtt: connect failed client=%s error=%s (%s)", c->client_id,
+                         upk_err_str(e->err), c->diag_why);
+                schedule_reconnect(c);
+                if (c->opts.on_disconnect != NULL)
+                    c->opts.on_disconnect(c, e->err, c->opts.userdata);
+                break;
+            }
+        }
 #endif
         upk_warn("mqtt: connect failed client=%s error=%s", c->client_id, upk_err_str(e->err));
         schedule_reconnect(c);
@@ -611,6 +636,9 @@ upk_err upk_mqtt_new(uv_loop_t *loop, const upk_mqtt_opts *opts, upk_mqtt **out)
     c->key_file = dup_or_null(opts->key_file, &ok);
     c->will_topic = dup_or_null(opts->will_topic, &ok);
     c->tls = strncmp(opts->url, "ssl://", 6) == 0 || strncmp(opts->url, "mqtts://", 8) == 0;
+#ifndef UPK_MQTT_NO_TLS
+    c->diag_fresh = true;
+#endif
     if (c->tls) {
 #ifdef UPK_MQTT_NO_TLS
         upk_error("mqtt: %s: built without TLS; ssl:// is refused", opts->url);

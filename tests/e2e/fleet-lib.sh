@@ -108,6 +108,7 @@ fl_stop() {
 # fl_broker_start [PORT]: mosquitto + plugin on 127.0.0.1 (a free port, or
 # PORT to come back on the same one after fl_broker_stop). Persistence is on,
 # so retained desired states and the controller's session survive a restart.
+# FL_MOSQ_EXTRA: more config lines (e.g. "autosave_interval 1").
 fl_broker_start() {
     local port=${1:-} attempt
     for attempt in 1 2 3 4 5; do
@@ -126,6 +127,7 @@ plugin_opt_config $FL_DIR/upkeep-broker.json
 log_type error
 log_type warning
 log_type notice
+${FL_MOSQ_EXTRA:-}
 EOF
         # Thousands of simulated devices need thousands of sockets.
         (ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$FL_MOSQUITTO" -c "$FL_DIR/mosquitto.conf") \

@@ -1,0 +1,42 @@
+#!/usr/bin/env python3
+"""Compares the stage decisions of a crash run with those of the reference
+run (scenario.sh ref): per campaign the final state, the stage it ended at,
+the cause of a halt, and every device's stage and final state. Exit 1 with
+one line per difference.
+
+usage: compare.py REF_JSON RUN_JSON"""
+import json
+import sys
+
+
+def main():
+    with open(sys.argv[1]) as f:
+        ref = json.load(f)
+    with open(sys.argv[2]) as f:
+        run = json.load(f)
+    diffs = []
+    for cid, want in ref["decisions"].items():
+        got = run["decisions"].get(cid)
+        if got is None:
+            diffs.append(f"campaign {cid}: missing from the crash run")
+            continue
+        for k in ("state", "stage", "stage_count", "reason"):
+            if want[k] != got[k]:
+                diffs.append(f"campaign {cid}: {k} is {got[k]!r}, without kills {want[k]!r}")
+        for dev, w in want["devices"].items():
+            g = got["devices"].get(dev)
+            if g != w:
+                diffs.append(f"campaign {cid}: device {dev} is (stage, state) {g}, "
+                             f"without kills {w}")
+        for dev in got["devices"]:
+            if dev not in want["devices"]:
+                diffs.append(f"campaign {cid}: device {dev} only in the crash run")
+    print(f"compare: seed={run['seed']} kills={run['kills']} "
+          f"{'same decisions' if not diffs else str(len(diffs)) + ' differences'}")
+    for d in diffs:
+        print("FAIL: " + d)
+    return 1 if diffs else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
