@@ -8,12 +8,23 @@
 #   bench/broker/run.sh [BUILD_DIR]        (default: build)
 #   env: DEVICES=100 MESSAGES=500 (per device) REPEAT=3 DYNSEC_ACCOUNTS=10000
 #        THREADS=4 INFLIGHT=20 PAYLOAD=64
+#        INSTR=1: run each mosquitto under valgrind's callgrind and report the
+#        broker's instructions per message instead of its CPU time (see below)
 #
 # Two figures per run: end-to-end messages/s at the consumer (limited by
 # whichever of broker and load generator is slower on this machine), and the
 # broker's own CPU time per message (from /proc/PID/stat), whose inverse is
 # the rate a single-threaded mosquitto could sustain on one core. The median
 # of REPEAT runs is reported. Everything listens on 127.0.0.1 only.
+#
+# CPU time on a shared machine varies by 30% between runs of the same
+# configuration. With INSTR=1 each broker runs under callgrind with
+# instrumentation off until the first timed run; around each run the counters
+# are zeroed, switched on, switched off and dumped, so the figure is the
+# user-space instructions mosquitto and its plugin executed per message
+# (connects of the run included): a count that does not depend on what else
+# the machine is doing. End-to-end rates are meaningless then (the broker runs
+# ~50x slower); use MESSAGES=100.
 set -euo pipefail
 
 BUILD=${1:-build}
@@ -24,6 +35,7 @@ DYNSEC_ACCOUNTS=${DYNSEC_ACCOUNTS:-10000}
 THREADS=${THREADS:-4}
 INFLIGHT=${INFLIGHT:-20}
 PAYLOAD=${PAYLOAD:-64}
+INSTR=${INSTR:-0}
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 case "$BUILD" in /*) ;; *) BUILD="$ROOT/$BUILD" ;; esac
@@ -39,6 +51,8 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/upk-bench-broker-XXXXXX")
 BROKER_PIDS=
 cleanup() {
     for p in $BROKER_PIDS; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+    # KEEP_DIR=DIR keeps the callgrind dumps (INSTR=1) for callgrind_annotate.
+    if [ -n "${KEEP_DIR:-}" ]; then cp "$WORK"/*.cg.* "$KEEP_DIR"/ 2>/dev/null || true; fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -117,11 +131,16 @@ start_broker() {
         echo "log_type warning"
         printf '%s\n' "$2"
     } > "$WORK/$1.conf"
-    "$MOSQUITTO" -c "$WORK/$1.conf" 2> "$WORK/$1.log" &
+    if [ "$INSTR" = 1 ]; then
+        valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/$1.cg.%p" \
+            "$MOSQUITTO" -c "$WORK/$1.conf" 2> "$WORK/$1.log" &
+    else
+        "$MOSQUITTO" -c "$WORK/$1.conf" 2> "$WORK/$1.log" &
+    fi
     PID[$1]=$!
     BROKER_PIDS="$BROKER_PIDS ${PID[$1]}"
     PORT[$1]=$port
-    local deadline=$((SECONDS + 120))
+    local deadline=$((SECONDS + 600))
     until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
         if ! kill -0 "${PID[$1]}" 2>/dev/null || [ $SECONDS -gt $deadline ]; then
             echo "broker $1 did not start:" >&2; cat "$WORK/$1.log" >&2; exit 1
@@ -132,12 +151,23 @@ start_broker() {
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
+# Instruction count mode: zero and switch on before a run, switch off and dump
+# after it; the dump's "totals:" line is the run's instruction count (Ir).
+instr_begin() { callgrind_control -z "$1" > /dev/null && callgrind_control -i on "$1" > /dev/null; }
+instr_end() { # PID -> Ir of the run
+    callgrind_control -i off "$1" > /dev/null && callgrind_control -d "$1" > /dev/null
+    local f
+    f=$(ls -t "$WORK"/*.cg."$1"* | head -1)
+    awk '/^totals:/{print $2}' "$f"
+}
+
 # One loadgen run against broker NAME at QOS; appends to RATES/CPUS.
 declare -A RATES CPUS
 run_once() { # NAME QOS LOADGEN_AUTH_ARGS...
     local name=$1 qos=$2 c0 c1 line rx rate
     shift 2
     c0=$(cpu_ticks "${PID[$name]}")
+    [ "$INSTR" != 1 ] || instr_begin "${PID[$name]}"
     line=$("$LOADGEN" --port "${PORT[$name]}" --devices "$DEVICES" --messages "$MESSAGES" \
            --qos "$qos" --threads "$THREADS" --inflight "$INFLIGHT" --payload "$PAYLOAD" \
            --label "$name" "$@")
@@ -145,8 +175,13 @@ run_once() { # NAME QOS LOADGEN_AUTH_ARGS...
     rx=$(sed -n 's/.*received=\([0-9]*\).*/\1/p' <<< "$line")
     rate=$(sed -n 's/.*msg_per_s=\([0-9]*\).*/\1/p' <<< "$line")
     local cpu
-    cpu=$(awk -v d=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v n="$rx" 'BEGIN{printf "%.2f", (n > 0 ? d / hz / n * 1e6 : 0)}')
-    echo "  $line broker_cpu_us_per_msg=$cpu" >&2
+    if [ "$INSTR" = 1 ]; then
+        cpu=$(awk -v ir="$(instr_end "${PID[$name]}")" -v n="$rx" 'BEGIN{printf "%.0f", (n > 0 ? ir / n : 0)}')
+        echo "  $line broker_instructions_per_msg=$cpu" >&2
+    else
+        cpu=$(awk -v d=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v n="$rx" 'BEGIN{printf "%.2f", (n > 0 ? d / hz / n * 1e6 : 0)}')
+        echo "  $line broker_cpu_us_per_msg=$cpu" >&2
+    fi
     RATES[$name,$qos]="${RATES[$name,$qos]:-} $rate"
     CPUS[$name,$qos]="${CPUS[$name,$qos]:-} $cpu"
     REP_RATE[$name,$qos,$rep]=$rate
@@ -196,6 +231,17 @@ for qos in 0 1; do
     done
 done
 
+if [ "$INSTR" = 1 ]; then
+    printf '\n| config | QoS | broker instructions per message (median) | ratio to none: none / config (paired median) |\n'
+    printf '| --- | --- | --- | --- |\n'
+    for qos in 0 1; do
+        for name in none upkeep dynsec; do
+            awk -v n="$name" -v q="$qos" -v c="${CPU[$name,$qos]}" -v cr="${CRATIO[$name,$qos]}" \
+                'BEGIN{ printf "| %s | %d | %d | %.3fx |\n", n, q, c, cr }'
+        done
+    done
+    exit 0
+fi
 printf '\n| config | QoS | msg/s end-to-end (median) | ratio to none (paired median) | broker CPU us/msg (median) | broker-limited msg/s | its ratio to none (paired median) |\n'
 printf '| --- | --- | --- | --- | --- | --- | --- |\n'
 for qos in 0 1; do

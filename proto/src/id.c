@@ -4,10 +4,11 @@
 
 #include <string.h>
 
+/* [A-Za-z0-9._-]; branch-light, as the broker checks an id per message. */
 static bool id_char_ok(char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-           c == '_' || c == '-';
+    unsigned u = (unsigned char)c;
+    return (unsigned)((u | 0x20u) - 'a') < 26u || u - '0' < 10u || u == '.' || u == '_' || u == '-';
 }
 
 bool upk_id_valid_n(const char *s, size_t len)

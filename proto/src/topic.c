@@ -5,24 +5,32 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Each kind is "<head>{id}<tail>" under the prefix; broker/stats has no id. */
+/* Each kind is "<head>{id}<tail>" under the prefix; broker/stats has no id.
+ * The lengths are kept with the literals: the broker parses every message. */
 struct kind_shape {
     const char *name;
     const char *head;
     const char *tail;
+    size_t hlen;
+    size_t tlen;
     bool has_id;
 };
 
+#define SHAPE(name, head, tail, has_id)                              \
+    {                                                                \
+        name, head, tail, sizeof(head) - 1, sizeof(tail) - 1, has_id \
+    }
+
 static const struct kind_shape shapes[UPK_TOPIC__COUNT] = {
-    [UPK_TOPIC_DEV_STATE] = {"state", "dev/", "/state", true},
-    [UPK_TOPIC_DEV_ONLINE] = {"online", "dev/", "/online", true},
-    [UPK_TOPIC_DEV_DESIRED] = {"desired", "dev/", "/desired", true},
-    [UPK_TOPIC_DEV_EVENTS] = {"events", "dev/", "/events", true},
-    [UPK_TOPIC_DEV_CHUNK_REQ] = {"chunk/req", "dev/", "/chunk/req", true},
-    [UPK_TOPIC_DEV_CHUNK_DATA] = {"chunk/data", "dev/", "/chunk/data", true},
-    [UPK_TOPIC_CTL_REQ] = {"ctl/req", "ctl/req/", "", true},
-    [UPK_TOPIC_CTL_RESP] = {"ctl/resp", "ctl/resp/", "", true},
-    [UPK_TOPIC_BROKER_STATS] = {"broker/stats", "broker/stats", "", false},
+    [UPK_TOPIC_DEV_STATE] = SHAPE("state", "dev/", "/state", true),
+    [UPK_TOPIC_DEV_ONLINE] = SHAPE("online", "dev/", "/online", true),
+    [UPK_TOPIC_DEV_DESIRED] = SHAPE("desired", "dev/", "/desired", true),
+    [UPK_TOPIC_DEV_EVENTS] = SHAPE("events", "dev/", "/events", true),
+    [UPK_TOPIC_DEV_CHUNK_REQ] = SHAPE("chunk/req", "dev/", "/chunk/req", true),
+    [UPK_TOPIC_DEV_CHUNK_DATA] = SHAPE("chunk/data", "dev/", "/chunk/data", true),
+    [UPK_TOPIC_CTL_REQ] = SHAPE("ctl/req", "ctl/req/", "", true),
+    [UPK_TOPIC_CTL_RESP] = SHAPE("ctl/resp", "ctl/resp/", "", true),
+    [UPK_TOPIC_BROKER_STATS] = SHAPE("broker/stats", "broker/stats", "", false),
 };
 
 bool upk_topic_prefix_valid(const char *prefix)
@@ -89,31 +97,33 @@ upk_err upk_topic_parse(const char *topic, size_t len, const char *prefix, upk_t
     size_t plen = strlen(prefix);
     if (len <= plen || topic[plen] != '/')
         return UPK_E_TOPIC_INVALID;
-    const char *rest = topic + plen + 1;
-    size_t rlen = len - plen - 1;
+    return upk_topic_parse_rest(topic + plen + 1, len - plen - 1, out);
+}
 
+upk_err upk_topic_parse_rest(const char *rest, size_t rlen, upk_topic *out)
+{
+    if (rest == NULL || out == NULL)
+        return UPK_E_INVALID_ARG;
+    if (rlen == 0 || rlen > UPK_TOPIC_MAX)
+        return UPK_E_TOPIC_INVALID;
     for (unsigned i = 0; i < (unsigned)UPK_TOPIC__COUNT; i++) {
         const struct kind_shape *k = &shapes[i];
-        size_t hlen = strlen(k->head);
-        size_t tlen = strlen(k->tail);
-        if (!starts_with(rest, rlen, k->head))
+        if (rlen < k->hlen + k->tlen || rest[0] != k->head[0] ||
+            memcmp(rest, k->head, k->hlen) != 0)
             continue;
         if (!k->has_id) {
-            if (rlen != hlen)
+            if (rlen != k->hlen)
                 continue;
             out->kind = (upk_topic_kind)i;
             out->id[0] = '\0';
             return UPK_OK;
         }
-        if (rlen < hlen + tlen)
-            continue;
-        if (memcmp(rest + rlen - tlen, k->tail, tlen) != 0)
-            continue;
-        const char *id = rest + hlen;
-        size_t idlen = rlen - hlen - tlen;
-        /* The id is one level: a '/' inside means the shape does not match
-         * (e.g. dev/x/chunk/req must not parse as state of "x/chunk"). */
-        if (memchr(id, '/', idlen) != NULL)
+        /* The id is one level: it runs to the next '/', and the tail must be
+         * exactly what is left (dev/x/chunk/req is not state of "x/chunk"). */
+        const char *id = rest + k->hlen;
+        const char *slash = memchr(id, '/', rlen - k->hlen);
+        size_t idlen = slash != NULL ? (size_t)(slash - id) : rlen - k->hlen;
+        if (k->hlen + idlen + k->tlen != rlen || memcmp(id + idlen, k->tail, k->tlen) != 0)
             continue;
         if (!upk_id_valid_n(id, idlen))
             return UPK_E_ID_INVALID;

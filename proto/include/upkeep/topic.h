@@ -57,7 +57,13 @@ UPK_MUST_CHECK upk_err upk_topic_build(char *buf, size_t cap, const char *prefix
 UPK_MUST_CHECK upk_err upk_topic_parse(const char *topic, size_t len, const char *prefix,
                                        upk_topic *out);
 
-/* Short name of a kind ("state", "chunk/req", "ctl/req", ...); static. */
+/* upk_topic_parse for the rlen bytes of a topic after its "<prefix>/", for
+ * hot paths (the broker plugin checks every message) that hold a validated
+ * prefix and have matched it themselves. Same results and errors. */
+UPK_MUST_CHECK upk_err upk_topic_parse_rest(const char *rest, size_t rlen, upk_topic *out);
+
+/* Short name of a kind ("state", "chunk/req", "ctl/req", ...); static. For
+ * the device kinds it is also the topic's tail after "dev/{d}/". */
 const char *upk_topic_kind_str(upk_topic_kind kind);
 
 /* True for the kinds that live under dev/{d}/. */

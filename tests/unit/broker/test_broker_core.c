@@ -395,6 +395,23 @@ static void acl_role_table_for_concrete_topics(void **state)
         {UPK_BP_ROLE_DEVICE, "upkeep/v1/dev/d2/events", false, false},
         {UPK_BP_ROLE_DEVICE, "upkeep/v1/dev/d2/desired", false, false},
         {UPK_BP_ROLE_DEVICE, "upkeep/v1/dev/d2/chunk/data", false, false},
+        /* Near misses of a device's own topics (the fast path must refuse
+         * them as the parser does): another id that starts with ours, extra
+         * or partial levels, a kind that is not a device topic. */
+        {UPK_BP_ROLE_DEVICE, "upkeep/v1/dev/d10/state", false, false},
+        {UPK_BP_ROLE_DEVICE, "upkeep/v1/dev/d/state", false, false},
+        {UPK_BP_ROLE_DEVICE, "upkeep/v1/dev/d1/state/x", false, false},
+        {UPK_BP_ROLE_DEVICE, "upkeep/v1/dev/d1/stat", false, false},
+        {UPK_BP_ROLE_DEVICE, "upkeep/v1/dev/d1/", false, false},
+        {UPK_BP_ROLE_DEVICE, "upkeep/v1/dev/d1", false, false},
+        {UPK_BP_ROLE_DEVICE, "upkeep/v1/dev/d1/chunk", false, false},
+        {UPK_BP_ROLE_DEVICE, "upkeep/v1/dev/d1/ctl/req", false, false},
+        {UPK_BP_ROLE_DEVICE, "upkeep/v1/dev/d1/d1/state", false, false},
+        {UPK_BP_ROLE_DEVICE, "upkeep/v1dev/d1/state", false, false},
+        {UPK_BP_ROLE_DEVICE, "upkeep/v1/dev//state", false, false},
+        {UPK_BP_ROLE_CONTROLLER, "upkeep/v1/dev/d1/state/x", false, false},
+        {UPK_BP_ROLE_CONTROLLER, "upkeep/v1/dev/d1/chunk", false, false},
+        {UPK_BP_ROLE_CONTROLLER, "upkeep/v1/dev/bad id/events", false, false},
         {UPK_BP_ROLE_DEVICE, "upkeep/v1/ctl/req/d1", false, false},
         {UPK_BP_ROLE_DEVICE, "upkeep/v1/ctl/resp/d1", false, false},
         {UPK_BP_ROLE_DEVICE, "upkeep/v1/broker/stats", false, false},
