@@ -23,7 +23,7 @@
 #endif
 
 #define KEYS_MAX  UPK_KEYRING_MAX
-#define SPECS_MAX 16
+#define SPECS_MAX 32
 
 static void usage(FILE *out)
 {
@@ -36,6 +36,8 @@ static void usage(FILE *out)
             "                  [--connect-rate N] [--reconnect-max-ms MS] [--chunk-size B]\n"
             "                  [--chunks-in-flight N] [--seed N] [--duration S]\n"
             "                  [--status-file PATH] [--quiet] [--procs K] [-l LEVEL]\n"
+            "                  [--restart-after-commit SPEC] [--metric SPEC]...\n"
+            "                  [--health-interval S]\n"
             "\n"
             "Runs N simulated devices in one process. Each is a full upkeep agent (state\n"
             "machine, journal, outbox, signature and hash verification) with its own MQTT\n"
@@ -60,6 +62,15 @@ static void usage(FILE *out)
             "  --data-dir DIR        keep device data here (devices resume from it); default\n"
             "                        a temporary dir under $UPK_SIM_TMPDIR, /dev/shm or /tmp,\n"
             "                        removed at exit\n"
+            "  --restart-after-commit CLASS:N[@VERSION]\n"
+            "                        devices of CLASS (* for all) restart their agent N times\n"
+            "                        after committing VERSION (any without @), 1.5 s apart\n"
+            "  --metric NAME:CLASS:VALUE[@VERSION]\n"
+            "                        devices of CLASS (* for all) report health metric NAME\n"
+            "                        = VALUE, only while running VERSION when given; repeat\n"
+            "                        for more metrics (at most 8 per class)\n"
+            "  --health-interval S   seconds between the agents' health reports (default 60,\n"
+            "                        at least 10)\n"
             "  --base-image FILE     image every device starts with installed (for deltas)\n"
             "  --module NAME         install module the devices report (default ab-dir)\n"
             "  --connect-rate N      devices started per second (default 2000)\n"
@@ -153,7 +164,8 @@ static void write_status(const char *path, const upk_sim_stats *st, uint64_t t_s
             return;
         off += (size_t)n;
     }
-    n = snprintf(buf + off, sizeof(buf) - off, "},\"stopping\":%s}\n", stopping ? "true" : "false");
+    n = snprintf(buf + off, sizeof(buf) - off, "},\"restarts\":%zu,\"stopping\":%s}\n",
+                 st->restarts, stopping ? "true" : "false");
     if (n < 0 || (size_t)n >= sizeof(buf) - off)
         return;
     off += (size_t)n;
@@ -365,6 +377,9 @@ static bool parent_collect(parent *p, upk_sim_stats *st)
         q = strstr(text, "\"connected\":");
         if (q != NULL)
             conn = strtoull(q + 12, NULL, 10);
+        q = strstr(text, "\"restarts\":");
+        if (q != NULL)
+            st->restarts += strtoull(q + 11, NULL, 10);
         st->devices += dev;
         st->started += started;
         st->connected += conn;
@@ -553,8 +568,11 @@ static int run_parent(int argc, char **argv, size_t count, size_t first, size_t 
     return p.failed ? 1 : 0;
 }
 
+#define FIELD_RESTART 100 /* spec_arg.field of --restart-after-commit */
+#define FIELD_METRIC  101 /* ... of --metric */
+
 typedef struct spec_arg {
-    upk_sim_field field;
+    int field; /* an upk_sim_field or FIELD_* */
     const char *value;
 } spec_arg;
 
@@ -668,6 +686,14 @@ int main(int argc, char **argv)
             field = UPK_SIM_INSTALL_FAIL;
         } else if (strcmp(k, "--health-fail") == 0) {
             field = UPK_SIM_HEALTH_FAIL;
+        } else if (strcmp(k, "--restart-after-commit") == 0) {
+            field = FIELD_RESTART;
+        } else if (strcmp(k, "--metric") == 0) {
+            field = FIELD_METRIC;
+        } else if (strcmp(k, "--health-interval") == 0) {
+            if (!parse_u64(val, 86400u, &v) || v < 10)
+                goto bad_value;
+            o.health_interval_s = (uint32_t)v;
         } else {
             fprintf(stderr, "upkeep-sim: unknown argument '%s'; see --help\n", k);
             return 2;
@@ -675,7 +701,7 @@ int main(int argc, char **argv)
         if (field >= 0) {
             if (nspecs >= SPECS_MAX)
                 goto bad_value;
-            specs[nspecs].field = (upk_sim_field)field;
+            specs[nspecs].field = field;
             specs[nspecs].value = val;
             nspecs++;
         }
@@ -699,8 +725,15 @@ int main(int argc, char **argv)
         return 2;
     }
     for (size_t i = 0; i < nspecs; i++) {
-        if (upk_sim_apply_spec(classes, nclasses, specs[i].field, specs[i].value, eb, sizeof(eb)) !=
-            UPK_OK) {
+        upk_err se;
+        if (specs[i].field == FIELD_RESTART)
+            se = upk_sim_parse_restart(classes, nclasses, specs[i].value, eb, sizeof(eb));
+        else if (specs[i].field == FIELD_METRIC)
+            se = upk_sim_parse_metric(classes, nclasses, specs[i].value, eb, sizeof(eb));
+        else
+            se = upk_sim_apply_spec(classes, nclasses, (upk_sim_field)specs[i].field,
+                                    specs[i].value, eb, sizeof(eb));
+        if (se != UPK_OK) {
             fprintf(stderr, "upkeep-sim: '%s': %s\n", specs[i].value, eb);
             return 2;
         }

@@ -56,7 +56,12 @@ struct upk_agent {
     /* post-commit health reports (health.h) */
     char bake_path[UPK_AGENT_PATH_MAX];
     upk__bake bake;
-    uint32_t bake_s; /* of the current desired message */
+    uint32_t bake_s;                     /* of the current desired message */
+    bool probing;                        /* a health report is being made (check, hook) */
+    bool probe_bake;                     /* ... for the bake window (else a baseline report) */
+    upk_health probe;                    /* what it found so far */
+    char probe_note[UPK_ERRMSG_MAX + 1]; /* a named hook/check problem, or "" */
+    int64_t last_baseline;               /* epoch s of the last idle (baseline) report; 0 none */
 
     upk__outbox ob;
     bool ob_sending;
@@ -1150,47 +1155,183 @@ static void on_message(upk_mqtt *c, const upk_mqtt_msg *msg, void *userdata)
     }
 }
 
-/* A health report through the outbox when one is due in the bake window:
- * restarts and boots since commit; at most one per max(bake/10, 10 s, <= 60 s). */
-static void bake_report(upk_agent *a)
+/* ---------------------------------------------------------------- health reports */
+
+/* Health reports (docs/agent.md): in a bake window, restarts and boots since
+ * commit, the health check re-run and the hook's metrics; outside one, on an
+ * idle device with a hook or probe, the metrics alone under no campaign (the
+ * controller's baseline). Each goes through the outbox; at most one per
+ * upk__health_gap, and none while the outbox is half full, so that reports
+ * never push a step event out. */
+static void probe_note(upk_agent *a, upk_err err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void probe_note(upk_agent *a, upk_err err, const char *fmt, ...)
 {
-    int64_t now = now_s();
-    uint32_t gap = a->bake.until > 0 ? (uint32_t)((a->bake.until - now) / 10) : 0;
-    if (gap > 60)
-        gap = 60;
-    if (!upk__bake_due(&a->bake, now, gap))
-        return;
+    char why[UPK_ERRMSG_MAX + 1];
+    va_list ap;
+    va_start(ap, fmt);
+    (void)vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    upk_warn("device=%s %s error=%s", a->cfg->device_id, why, upk_err_str(err));
+    if (a->probe_note[0] == '\0')
+        set_msg(a->probe_note, sizeof(a->probe_note), "%s (%s)", why, upk_err_str(err));
+}
+
+static void probe_finish(upk_agent *a)
+{
+    a->probing = false;
     upk_event_msg *ev = calloc(1, sizeof(*ev));
     if (ev == NULL)
         return;
+    int64_t now = now_s();
     ev->ts = now;
-    (void)snprintf(ev->campaign, sizeof(ev->campaign), "%s", a->bake.campaign);
-    (void)snprintf(ev->release, sizeof(ev->release), "%s", a->bake.release);
-    (void)snprintf(ev->version, sizeof(ev->version), "%s", a->bake.version);
-    ev->step = UPK_STATUS_COMMITTED;
-    ev->progress = 100;
-    ev->health.present = true;
-    ev->health.restarts = a->bake.restarts;
-    ev->health.boots = a->bake.boots;
-    ev->health.check_ok = -1;
+    ev->health = a->probe;
+    (void)snprintf(ev->message, sizeof(ev->message), "%s", a->probe_note);
+    if (a->probe_bake) {
+        (void)snprintf(ev->campaign, sizeof(ev->campaign), "%s", a->bake.campaign);
+        (void)snprintf(ev->release, sizeof(ev->release), "%s", a->bake.release);
+        (void)snprintf(ev->version, sizeof(ev->version), "%s", a->bake.version);
+        ev->step = UPK_STATUS_COMMITTED;
+        ev->progress = 100;
+        ev->health.restarts = a->bake.restarts;
+        ev->health.boots = a->bake.boots;
+    } else {
+        (void)snprintf(ev->release, sizeof(ev->release), "%s", a->facts.release);
+        (void)snprintf(ev->version, sizeof(ev->version), "%s", a->facts.version);
+        ev->step = UPK_STATUS_IDLE;
+    }
     upk_err e = upk__outbox_push(&a->ob, ev);
     free(ev);
     if (e != UPK_OK) {
         upk_warn("device=%s health report not queued: %s", a->cfg->device_id, upk_err_str(e));
         return;
     }
-    upk__bake_sent(&a->bake, now);
-    if (upk__bake_save(a->bake_path, &a->bake, a->cfg->fsync) != UPK_OK)
-        upk_warn("device=%s cannot record the bake window", a->cfg->device_id);
+    if (a->probe_bake) {
+        upk__bake_sent(&a->bake, now);
+        if (upk__bake_save(a->bake_path, &a->bake, a->cfg->fsync) != UPK_OK)
+            upk_warn("device=%s cannot record the bake window", a->cfg->device_id);
+    }
     ob_kick(a);
+}
+
+static void probe_hook_done(const upk__hook_result *r, void *cb_data)
+{
+    upk_agent *a = cb_data;
+    a->outstanding--;
+    if (a->closing) {
+        maybe_free(a);
+        return;
+    }
+    const char *hook = a->cfg->hook_argv[0];
+    if (r->status == -2) {
+        probe_note(a, UPK_E_HEALTH_TIMEOUT, "health hook %s did not finish in %u s", hook,
+                   a->cfg->hook_timeout_s);
+    } else if (r->status != 0) {
+        probe_note(a, UPK_E_HEALTH_FAILED, "health hook %s exited with %d", hook, r->status);
+    } else {
+        size_t len = r->len;
+        if (r->truncated) {
+            probe_note(a, UPK_E_FIELD_TOO_LONG, "health hook %s printed more than %d bytes", hook,
+                       UPK__HOOK_OUT_MAX);
+            while (len > 0 && r->out[len - 1] != '\n')
+                len--; /* the cut line is not a line */
+        }
+        char why[UPK_ERRMSG_MAX + 1];
+        upk_err e = upk__health_parse(r->out, len, &a->probe, why, sizeof(why));
+        if (e != UPK_OK)
+            probe_note(a, e, "%s (skipped)", why);
+    }
+    probe_finish(a);
+}
+
+static void probe_hook(upk_agent *a)
+{
+    if (a->cfg->hook_argc == 0) {
+        probe_finish(a);
+        return;
+    }
+    upk_err e = upk__hook_run(a->loop, a->cfg->hook_argv, a->cfg->hook_timeout_s * 1000u,
+                              probe_hook_done, a);
+    if (e != UPK_OK) {
+        probe_note(a, e, "health hook %s could not start", a->cfg->hook_argv[0]);
+        probe_finish(a);
+        return;
+    }
+    a->outstanding++;
+}
+
+static void probe_check_done(int status, void *cb_data)
+{
+    upk_agent *a = cb_data;
+    a->outstanding--;
+    if (a->closing) {
+        maybe_free(a);
+        return;
+    }
+    a->probe.check_ok = status == 0 ? 1 : 0;
+    if (status == -2)
+        probe_note(a, UPK_E_HEALTH_TIMEOUT, "health check %s did not finish in %u s",
+                   a->cfg->health_argv[0], a->cfg->health_timeout_s);
+    else if (status != 0)
+        probe_note(a, UPK_E_HEALTH_FAILED, "health check %s exited with %d", a->cfg->health_argv[0],
+                   status);
+    probe_hook(a);
+}
+
+static void probe_start(upk_agent *a, bool bake)
+{
+    a->probing = true;
+    a->probe_bake = bake;
+    a->probe_note[0] = '\0';
+    memset(&a->probe, 0, sizeof(a->probe));
+    a->probe.present = true;
+    a->probe.check_ok = -1;
+    if (a->cfg->health_probe != NULL)
+        a->cfg->health_probe(a->cfg->health_probe_self, a->facts.version, &a->probe);
+    if (a->probe.check_ok < -1 || a->probe.check_ok > 1 || a->probe.metric_count > 8) {
+        probe_note(a, UPK_E_FIELD_RANGE, "health probe gave a bad report");
+        memset(&a->probe, 0, sizeof(a->probe));
+        a->probe.present = true;
+        a->probe.check_ok = -1;
+    }
+    /* The check is re-run in a bake window only: it judges the update. */
+    if (!bake || a->cfg->health_argc == 0) {
+        probe_hook(a);
+        return;
+    }
+    upk_err e = upk__spawn(a->loop, a->cfg->health_argv, NULL, a->cfg->health_timeout_s * 1000u,
+                           probe_check_done, a);
+    if (e != UPK_OK) {
+        a->probe.check_ok = 0;
+        probe_note(a, e, "health check %s could not start", a->cfg->health_argv[0]);
+        probe_hook(a);
+        return;
+    }
+    a->outstanding++;
+}
+
+static void health_tick(upk_agent *a)
+{
+    if (a->probing || a->busy || a->closing || a->ob.count * 2 >= a->ob.max)
+        return;
+    int64_t now = now_s();
+    if (a->bake.active) {
+        if (upk__bake_due(&a->bake, now, upk__health_gap(&a->bake, now, a->cfg->health_interval_s)))
+            probe_start(a, true);
+        return;
+    }
+    if ((a->cfg->hook_argc == 0 && a->cfg->health_probe == NULL) || in_progress(a->j.status) ||
+        a->j.rolling_back || !upk__baseline_due(a->last_baseline, now, a->cfg->health_interval_s))
+        return;
+    a->last_baseline = now;
+    probe_start(a, false);
 }
 
 static void tick_cb(uv_timer_t *t)
 {
     upk_agent *a = t->data;
     request_more(a);
-    if (a->bake.active && !a->busy)
-        bake_report(a);
+    health_tick(a);
     ob_kick(a);
 }
 
@@ -1444,6 +1585,16 @@ upk_status upk_agent_status(const upk_agent *a)
 bool upk_agent_connected(const upk_agent *a)
 {
     return a != NULL && a->mqtt != NULL && upk_mqtt_connected(a->mqtt);
+}
+
+const char *upk_agent_installed_version(const upk_agent *a)
+{
+    return a->facts.version;
+}
+
+uint32_t upk_agent_bake_restarts(const upk_agent *a)
+{
+    return a->bake.active ? a->bake.restarts : 0;
 }
 
 static void maybe_free(upk_agent *a)

@@ -29,6 +29,8 @@ void upk_agent_config_defaults(upk_agent_config *cfg)
     cfg->limits.step_timeout_s = 600;
     cfg->limits.max_restarts = 3;
     cfg->health_timeout_s = 60;
+    cfg->hook_timeout_s = 10;
+    cfg->health_interval_s = 60;
     cfg->fsync = true;
 }
 
@@ -50,6 +52,8 @@ void upk_agent_config_cleanup(upk_agent_config *cfg)
     free(cfg->modules_dir);
     for (size_t i = 0; i < cfg->health_argc; i++)
         free(cfg->health_argv[i]);
+    for (size_t i = 0; i < cfg->hook_argc; i++)
+        free(cfg->hook_argv[i]);
     free(cfg->topic_prefix);
     free(cfg->tls_ca_file);
     free(cfg->tls_cert_file);
@@ -184,34 +188,50 @@ static upk_err parse_limits(const cJSON *lim, upk_agent_config *cfg, char *eb, s
     return UPK_OK;
 }
 
-static upk_err parse_health(const cJSON *h, upk_agent_config *cfg, char *eb, size_t ecap)
+/* Parses object h (named name) holding "command": [absolute path, args...]
+ * and "timeout_s" into argv/argc and *timeout_s. */
+static upk_err parse_command(const cJSON *h, const char *name, char **argv, size_t *argc,
+                             uint32_t *timeout_s, char *eb, size_t ecap)
 {
     if (h == NULL)
         return UPK_OK;
+    char field[48];
+    (void)snprintf(field, sizeof(field), "%s.command", name);
     if (!cJSON_IsObject(h))
-        return bad(eb, ecap, "health_check", "must be an object");
+        return bad(eb, ecap, name, "must be an object");
     const cJSON *cmd = cJSON_GetObjectItemCaseSensitive(h, "command");
     if (cmd == NULL || !cJSON_IsArray(cmd))
-        return bad(eb, ecap, "health_check.command", "must be an array of strings");
+        return bad(eb, ecap, field, "must be an array of strings");
     int n = cJSON_GetArraySize(cmd);
     if (n < 1 || n > UPK_AGENT_HEALTH_ARGV_MAX)
-        return bad(eb, ecap, "health_check.command", "must hold 1..%d strings",
-                   UPK_AGENT_HEALTH_ARGV_MAX);
+        return bad(eb, ecap, field, "must hold 1..%d strings", UPK_AGENT_HEALTH_ARGV_MAX);
     const cJSON *it;
     cJSON_ArrayForEach(it, cmd)
     {
         if (!cJSON_IsString(it) || it->valuestring == NULL || it->valuestring[0] == '\0' ||
             strlen(it->valuestring) > UPK_AGENT_PATH_MAX)
-            return bad(eb, ecap, "health_check.command", "must hold non-empty strings");
+            return bad(eb, ecap, field, "must hold non-empty strings");
         char *s = strdup(it->valuestring);
         if (s == NULL)
             return UPK_E_NOMEM;
-        cfg->health_argv[cfg->health_argc++] = s;
+        argv[(*argc)++] = s;
     }
-    cfg->health_argv[cfg->health_argc] = NULL;
-    if (cfg->health_argv[0][0] != '/')
-        return bad(eb, ecap, "health_check.command", "first word must be an absolute path");
-    return get_u32(h, "timeout_s", 1, 86400, &cfg->health_timeout_s, eb, ecap);
+    argv[*argc] = NULL;
+    if (argv[0][0] != '/')
+        return bad(eb, ecap, field, "first word must be an absolute path");
+    return get_u32(h, "timeout_s", 1, 86400, timeout_s, eb, ecap);
+}
+
+static upk_err parse_health(const cJSON *root, upk_agent_config *cfg, char *eb, size_t ecap)
+{
+    upk_err err;
+    if ((err = parse_command(cJSON_GetObjectItemCaseSensitive(root, "health_check"), "health_check",
+                             cfg->health_argv, &cfg->health_argc, &cfg->health_timeout_s, eb,
+                             ecap)) ||
+        (err = parse_command(cJSON_GetObjectItemCaseSensitive(root, "health_hook"), "health_hook",
+                             cfg->hook_argv, &cfg->hook_argc, &cfg->hook_timeout_s, eb, ecap)))
+        return err;
+    return get_u32(root, "health_interval_s", 10, 86400, &cfg->health_interval_s, eb, ecap);
 }
 
 static upk_err parse_tls(const cJSON *t, upk_agent_config *cfg, char *eb, size_t ecap)
@@ -334,7 +354,7 @@ static upk_err parse_root(const cJSON *root, upk_agent_config *cfg, char *eb, si
         (err = dup_default(&cfg->modules_dir, "/usr/lib/upkeep/modules")))
         return err;
 
-    if ((err = parse_health(cJSON_GetObjectItemCaseSensitive(root, "health_check"), cfg, eb, ecap)))
+    if ((err = parse_health(root, cfg, eb, ecap)))
         return err;
 
     char *until = NULL;

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -210,9 +211,22 @@ static upk_err put_metric(upk_health *h, const char *name, double value)
     return UPK_OK;
 }
 
+/* Records the first error only: the caller hears of the first bad line. */
+static upk_err note(upk_err first, upk_err e, char *why, size_t cap, const char *what, size_t line)
+{
+    if (first != UPK_OK)
+        return first;
+    int r = e == UPK_E_FIELD_TOO_LONG
+                ? snprintf(why, cap, "health hook gave more than 8 metrics (line %zu)", line)
+                : snprintf(why, cap, "health hook line %zu %s", line, what);
+    (void)r;
+    return e;
+}
+
 upk_err upk__health_parse(const char *out, size_t len, upk_health *h, char *why, size_t why_cap)
 {
     size_t pos = 0, lineno = 0;
+    upk_err first = UPK_OK;
     if (why_cap > 0)
         why[0] = '\0';
     while (pos < len) {
@@ -221,17 +235,16 @@ upk_err upk__health_parse(const char *out, size_t len, upk_health *h, char *why,
             end++;
         lineno++;
         char line[160];
-        size_t n = end - pos;
-        if (n > 0 && out[pos + n - 1] == '\r')
+        size_t start = pos, n = end - pos;
+        pos = end + 1;
+        if (n > 0 && out[end - 1] == '\r')
             n--;
         if (n >= sizeof(line)) {
-            int r = snprintf(why, why_cap, "health hook line %zu is too long", lineno);
-            (void)r;
-            return UPK_E_FIELD_TYPE;
+            first = note(first, UPK_E_FIELD_TYPE, why, why_cap, "is too long", lineno);
+            continue;
         }
-        memcpy(line, out + pos, n);
+        memcpy(line, out + start, n);
         line[n] = '\0';
-        pos = end + 1;
         char *p = line;
         while (*p == ' ' || *p == '\t')
             p++;
@@ -252,17 +265,175 @@ upk_err upk__health_parse(const char *out, size_t len, upk_health *h, char *why,
                 vend++;
         if (!upk_id_valid(p) || *val == '\0' || vend == NULL || *vend != '\0' || errno != 0 ||
             !isfinite(d)) {
-            int r = snprintf(why, why_cap, "health hook line %zu is not \"name value\"", lineno);
-            (void)r;
-            return UPK_E_FIELD_TYPE;
+            first = note(first, UPK_E_FIELD_TYPE, why, why_cap, "is not \"name value\"", lineno);
+            continue;
         }
-        upk_err err = put_metric(h, p, d);
-        if (err != UPK_OK) {
-            int r =
-                snprintf(why, why_cap, "health hook gave more than 8 metrics (line %zu)", lineno);
-            (void)r;
-            return err;
-        }
+        if (put_metric(h, p, d) != UPK_OK)
+            first = note(first, UPK_E_FIELD_TOO_LONG, why, why_cap, "", lineno);
     }
+    return first;
+}
+
+uint32_t upk__health_gap(const upk__bake *b, int64_t now, uint32_t interval_s)
+{
+    uint32_t gap = interval_s;
+    if (b != NULL && b->active && b->until > now) {
+        int64_t tenth = (b->until - now) / 10;
+        if (tenth < (int64_t)gap)
+            gap = (uint32_t)tenth;
+    }
+    return gap > UPK__BAKE_MIN_GAP ? gap : UPK__BAKE_MIN_GAP;
+}
+
+bool upk__baseline_due(int64_t last, int64_t now, uint32_t interval_s)
+{
+    int64_t gap = interval_s > UPK__BAKE_MIN_GAP ? interval_s : UPK__BAKE_MIN_GAP;
+    return last == 0 || now - last >= gap || now < last;
+}
+
+/* ---- the hook runner */
+
+typedef struct hook_ctx {
+    uv_process_t proc;
+    uv_pipe_t out;
+    uv_timer_t timer;
+    upk__hook_done done;
+    void *cb_data;
+    int open_handles;
+    bool exited, eof, timed_out, truncated, finished;
+    int status;
+    size_t len;
+    char buf[UPK__HOOK_OUT_MAX];
+    char scratch[256]; /* output past buf is read here and discarded */
+} hook_ctx;
+
+static void hook_closed(uv_handle_t *h)
+{
+    hook_ctx *c = h->data;
+    if (--c->open_handles > 0)
+        return;
+    upk__hook_result r = {
+        .status = c->status, .out = c->buf, .len = c->len, .truncated = c->truncated};
+    if (c->done != NULL)
+        c->done(&r, c->cb_data);
+    free(c);
+}
+
+/* The timer goes once both the child has exited and its output is closed. */
+static void hook_maybe_finish(hook_ctx *c)
+{
+    if (!c->exited || !c->eof || c->finished)
+        return;
+    c->finished = true;
+    (void)uv_timer_stop(&c->timer);
+    uv_close((uv_handle_t *)&c->timer, hook_closed);
+}
+
+static void hook_close_pipe(hook_ctx *c)
+{
+    if (c->eof)
+        return;
+    c->eof = true;
+    (void)uv_read_stop((uv_stream_t *)&c->out);
+    uv_close((uv_handle_t *)&c->out, hook_closed);
+}
+
+static void hook_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)suggested;
+    hook_ctx *c = h->data;
+    if (c->len < sizeof(c->buf)) {
+        *buf = uv_buf_init(c->buf + c->len, (unsigned)(sizeof(c->buf) - c->len));
+    } else {
+        *buf = uv_buf_init(c->scratch, sizeof(c->scratch));
+    }
+}
+
+static void hook_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    hook_ctx *c = s->data;
+    if (n < 0) {
+        hook_close_pipe(c);
+        hook_maybe_finish(c);
+        return;
+    }
+    if (n == 0)
+        return;
+    if (buf->base == c->scratch)
+        c->truncated = true;
+    else
+        c->len += (size_t)n;
+}
+
+static void hook_exit(uv_process_t *p, int64_t exit_status, int term_signal)
+{
+    hook_ctx *c = p->data;
+    if (c->timed_out)
+        c->status = -2;
+    else if (term_signal != 0)
+        c->status = -1;
+    else
+        c->status = (int)(exit_status & 0xff);
+    c->exited = true;
+    uv_close((uv_handle_t *)&c->proc, hook_closed);
+    hook_maybe_finish(c);
+}
+
+static void hook_timeout(uv_timer_t *t)
+{
+    hook_ctx *c = t->data;
+    c->timed_out = true;
+    if (!c->exited && kill(-c->proc.pid, SIGKILL) != 0)
+        (void)uv_process_kill(&c->proc, SIGKILL);
+    /* A grandchild may hold the pipe open: stop reading regardless. */
+    hook_close_pipe(c);
+    hook_maybe_finish(c);
+}
+
+upk_err upk__hook_run(uv_loop_t *loop, char *const argv[], uint32_t timeout_ms, upk__hook_done done,
+                      void *cb_data)
+{
+    if (loop == NULL || argv == NULL || argv[0] == NULL || argv[0][0] != '/' || done == NULL)
+        return UPK_E_INVALID_ARG;
+    hook_ctx *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return UPK_E_NOMEM;
+    c->proc.data = c;
+    c->out.data = c;
+    c->timer.data = c;
+    if (uv_pipe_init(loop, &c->out, 0) != 0) {
+        free(c);
+        return UPK_E_IO;
+    }
+    uv_stdio_container_t stdio[3];
+    stdio[0].flags = UV_IGNORE;
+    stdio[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+    stdio[1].data.stream = (uv_stream_t *)&c->out;
+    stdio[2].flags = UV_INHERIT_FD;
+    stdio[2].data.fd = 2;
+    uv_process_options_t opt;
+    memset(&opt, 0, sizeof(opt));
+    opt.file = argv[0];
+    opt.args = (char **)argv;
+    opt.exit_cb = hook_exit;
+    opt.stdio = stdio;
+    opt.stdio_count = 3;
+    opt.flags = UV_PROCESS_DETACHED; /* own process group: the timeout kills it all */
+    int rc = uv_spawn(loop, &c->proc, &opt);
+    if (rc != 0) {
+        /* Both handles must be closed; done is not called (the async rule). */
+        c->open_handles = 2;
+        uv_close((uv_handle_t *)&c->proc, hook_closed);
+        uv_close((uv_handle_t *)&c->out, hook_closed);
+        return rc == UV_ENOENT || rc == UV_EACCES ? UPK_E_NOT_FOUND : UPK_E_IO;
+    }
+    c->done = done;
+    c->cb_data = cb_data;
+    (void)uv_timer_init(loop, &c->timer);
+    c->open_handles = 3;
+    if (uv_read_start((uv_stream_t *)&c->out, hook_alloc, hook_read) != 0)
+        hook_close_pipe(c);
+    if (timeout_ms > 0)
+        (void)uv_timer_start(&c->timer, hook_timeout, timeout_ms, 0);
     return UPK_OK;
 }

@@ -1,14 +1,16 @@
 /* Post-commit health reporting of the agent (bake window): the persisted bake
  * state (data_dir/bake.json: window end, agent restarts and device boots
  * since commit, last report time), boot detection by the kernel's boot id,
- * the report rate, and the parser of a health hook's "name value" lines.
- * Loop thread only; no shared state. */
+ * the report rate, the health hook runner and the parser of its "name value"
+ * lines. Loop thread only; no shared state. */
 #ifndef UPKEEP_AGENT_HEALTH_H
 #define UPKEEP_AGENT_HEALTH_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include <uv.h>
 
 #include "upkeep/err.h"
 #include "upkeep/id.h"
@@ -59,10 +61,39 @@ UPK_MUST_CHECK upk_err upk__boot_id(const char *path, char *buf, size_t cap);
 
 /* Parses a health hook's output: lines "name value" (name an id, value a
  * finite number); blank lines and lines starting with '#' are skipped. Adds
- * up to 8 metrics to h (a repeated name keeps the last value). Returns
- * UPK_E_FIELD_TYPE naming the first bad line in why (h keeps the good ones),
- * UPK_E_FIELD_TOO_LONG past 8 distinct names. */
+ * up to 8 metrics to h (a repeated name keeps the last value). A bad line is
+ * skipped and parsing goes on: returns UPK_E_FIELD_TYPE naming the first bad
+ * line in why (h keeps every good one), UPK_E_FIELD_TOO_LONG when a 9th
+ * distinct name was dropped (the first error wins). */
 UPK_MUST_CHECK upk_err upk__health_parse(const char *out, size_t len, upk_health *h, char *why,
                                          size_t why_cap);
+
+/* Seconds between health reports: in a bake window, a tenth of what is
+ * left, at most interval_s; outside one, interval_s; never below
+ * UPK__BAKE_MIN_GAP. */
+uint32_t upk__health_gap(const upk__bake *b, int64_t now, uint32_t interval_s);
+
+/* True when an idle (baseline) report is due: interval elapsed since last
+ * (0 = never sent) and at least UPK__BAKE_MIN_GAP. */
+bool upk__baseline_due(int64_t last, int64_t now, uint32_t interval_s);
+
+/* ---- running the health hook: argv[0] an absolute path, stdin closed,
+ * stderr to the agent's, stdout read up to UPK__HOOK_OUT_MAX bytes (the rest
+ * is discarded and reported as truncated). The child leads its own process
+ * group; at timeout_ms the whole group is killed. */
+typedef struct upk__hook_result {
+    int status;      /* exit status; -1 killed by a signal, -2 timed out */
+    const char *out; /* stdout bytes; valid during the callback only */
+    size_t len;
+    bool truncated; /* more than UPK__HOOK_OUT_MAX bytes were printed */
+} upk__hook_result;
+
+typedef void (*upk__hook_done)(const upk__hook_result *r, void *cb_data);
+
+/* Starts the hook; done runs exactly once on the loop thread, after every
+ * handle is closed. When this returns an error, done never runs
+ * (UPK_E_NOT_FOUND: no such executable). */
+UPK_MUST_CHECK upk_err upk__hook_run(uv_loop_t *loop, char *const argv[], uint32_t timeout_ms,
+                                     upk__hook_done done, void *cb_data);
 
 #endif

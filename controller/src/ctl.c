@@ -278,6 +278,23 @@ static upk_err h_device_show(upk_ctl *ctl, const cJSON *args, cJSON **data, char
         return err;
     }
     cJSON_AddItemToObject(dev, "events", ev);
+    /* What its health reports said (the health gate's inputs), per campaign
+     * ("" = baseline reports of an idle device). */
+    cJSON *health = NULL, *metrics = NULL;
+    if ((err = query(ctl,
+                     "SELECT campaign, restarts, boots, check_failed, recv_ms FROM health"
+                     " WHERE device=? ORDER BY recv_ms DESC LIMIT 20",
+                     b, 1, &health, msg)) != UPK_OK ||
+        (err = query(ctl,
+                     "SELECT campaign, name, sum / n AS mean, n AS reports, recv_ms FROM"
+                     " health_metrics WHERE device=? ORDER BY recv_ms DESC, name LIMIT 40",
+                     b, 1, &metrics, msg)) != UPK_OK) {
+        cJSON_Delete(health);
+        cJSON_Delete(dev);
+        return err;
+    }
+    cJSON_AddItemToObject(dev, "health", health);
+    cJSON_AddItemToObject(dev, "health_metrics", metrics);
     *data = dev;
     return UPK_OK;
 }

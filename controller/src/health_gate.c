@@ -95,6 +95,23 @@ static void compare_baseline(const upk_gate_cfg *cfg, const upk_gate_dev *devs, 
             double u, b;
             size_t nu, nb;
             means(devs, n, hw, name, &u, &nu, &b, &nb);
+            if (nu >= cfg->min_samples && nb >= cfg->min_samples && b >= 0) {
+                /* The figures watch shows: the worst pair compared so far. */
+                double r = b > 0 ? u / b : (u > 0 ? INFINITY : 1.0);
+                double best = out->metric[0] == '\0' ? -1.0
+                              : out->metric_baseline > 0
+                                  ? out->metric_updated / out->metric_baseline
+                                  : (out->metric_updated > 0 ? INFINITY : 1.0);
+                if (r > best) {
+                    int w = snprintf(out->metric, sizeof(out->metric), "%s", name);
+                    w = snprintf(out->metric_hw, sizeof(out->metric_hw), "%s", hw);
+                    (void)w;
+                    out->metric_updated = u;
+                    out->metric_baseline = b;
+                    out->metric_nu = nu;
+                    out->metric_nb = nb;
+                }
+            }
             if (nu < cfg->min_samples || nb < cfg->min_samples || b < 0 || u <= b ||
                 u <= cfg->baseline_factor * b)
                 continue;
@@ -176,7 +193,12 @@ void upk_gate_summary(const upk_gate_result *r, int64_t remaining_s, char *buf, 
         k = snprintf(left, sizeof(left), "bake %llds left", (long long)remaining_s);
     (void)k;
     causes(r, "restart loop", why, sizeof(why));
-    k = snprintf(buf, cap, "%s: %zu/%zu unhealthy%s%s%s", left, r->unhealthy, r->updated,
-                 why[0] ? " (" : "", why, why[0] ? ")" : "");
+    char fig[320] = "";
+    if (r->metric[0] != '\0')
+        k = snprintf(fig, sizeof(fig), "; %s on %s %.3g (%zu updated) vs %.3g (%zu not updated)",
+                     r->metric, r->metric_hw, r->metric_updated, r->metric_nu, r->metric_baseline,
+                     r->metric_nb);
+    k = snprintf(buf, cap, "%s: %zu/%zu unhealthy%s%s%s%s", left, r->unhealthy, r->updated,
+                 why[0] ? " (" : "", why, why[0] ? ")" : "", fig);
     (void)k;
 }

@@ -51,6 +51,12 @@ typedef struct upk_gate_result {
     size_t offline;
     bool halt;
     char reason[UPK_GATE_REASON_MAX + 1]; /* names the cause and the figures; "" */
+    /* With compare_baseline: the compared metric with the highest ratio of
+     * updated to baseline mean (metric "" when none could be compared). */
+    char metric[UPK_ID_MAX + 1];
+    char metric_hw[UPK_ID_MAX + 1];
+    double metric_updated, metric_baseline; /* means */
+    size_t metric_nu, metric_nb;            /* devices on each side */
 } upk_gate_result;
 
 /* Defaults: bake off, max_unhealthy 0, restart_limit 3, factor 1.5, min 1. */
@@ -63,7 +69,8 @@ UPK_MUST_CHECK upk_err upk_gate_eval(const upk_gate_cfg *cfg, const upk_gate_dev
                                      upk_gate_result *out);
 
 /* One line for `campaign watch`: "bake 4m10s left: 2/40 unhealthy (1 restart
- * loop, 1 rolled back)". remaining_s < 0 prints "bake done". */
+ * loop, 1 rolled back)", then with a compared metric "; cpu on rev-b 0.9
+ * (3 updated) vs 0.2 (9 not updated)". remaining_s < 0 prints "bake done". */
 void upk_gate_summary(const upk_gate_result *r, int64_t remaining_s, char *buf, size_t cap);
 
 #endif

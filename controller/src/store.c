@@ -1259,10 +1259,17 @@ upk_err upk_store_health_record(upk_store *s, const char *device, const upk_even
     }
     sqlite3_finalize(st);
     st = NULL;
+    /* Under a campaign: the mean over its bake window. Under none (an idle
+     * device's baseline report): the latest value only, so that a baseline
+     * is what the device reports now, not a mean over its whole life. */
     if ((err = prep(s,
-                    "INSERT INTO health_metrics(campaign, device, name, sum, n, recv_ms)"
-                    " VALUES(?1,?2,?3,?4,1,?5) ON CONFLICT(campaign, device, name) DO UPDATE SET"
-                    " sum=sum+?4, n=n+1, recv_ms=?5",
+                    e->campaign[0] != '\0'
+                        ? "INSERT INTO health_metrics(campaign, device, name, sum, n, recv_ms)"
+                          " VALUES(?1,?2,?3,?4,1,?5) ON CONFLICT(campaign, device, name) DO"
+                          " UPDATE SET sum=sum+?4, n=n+1, recv_ms=?5"
+                        : "INSERT INTO health_metrics(campaign, device, name, sum, n, recv_ms)"
+                          " VALUES(?1,?2,?3,?4,1,?5) ON CONFLICT(campaign, device, name) DO"
+                          " UPDATE SET sum=?4, n=1, recv_ms=?5",
                     &st)) != UPK_OK)
         goto fail;
     for (size_t i = 0; i < e->health.metric_count; i++) {
@@ -1287,7 +1294,8 @@ fail:
 
 /* Health and metrics of one device into d: for an updated device those
  * reported under campaign id, else the most recent ones under any other
- * campaign (or none): the baseline. */
+ * campaign (or none) received since the campaign's current stage started,
+ * i.e. over the same window: the baseline. */
 static upk_err gate_fill(upk_store *s, const char *id, upk_gate_dev *d)
 {
     sqlite3_stmt *st = NULL;
@@ -1316,12 +1324,14 @@ static upk_err gate_fill(upk_store *s, const char *id, upk_gate_dev *d)
         st = NULL;
     }
     if ((err = prep(s,
-                    d->updated
-                        ? "SELECT name, sum / n FROM health_metrics WHERE campaign=?1 AND"
-                          " device=?2 ORDER BY name"
-                        : "SELECT name, sum / n FROM health_metrics m WHERE campaign<>?1 AND"
-                          " device=?2 AND recv_ms = (SELECT max(recv_ms) FROM health_metrics"
-                          " WHERE device=m.device AND name=m.name AND campaign<>?1) ORDER BY name",
+                    d->updated ? "SELECT name, sum / n FROM health_metrics WHERE campaign=?1 AND"
+                                 " device=?2 ORDER BY name"
+                               : "SELECT name, sum / n FROM health_metrics m WHERE campaign<>?1 AND"
+                                 " device=?2 AND recv_ms = (SELECT max(recv_ms) FROM health_metrics"
+                                 " WHERE device=m.device AND name=m.name AND campaign<>?1) AND"
+                                 " recv_ms >= coalesce((SELECT stage_started_ms FROM campaigns"
+                                 " WHERE id=?1), 0)"
+                                 " ORDER BY name",
                     &st)) != UPK_OK)
         return err;
     bind_text(st, 1, id);

@@ -1,7 +1,10 @@
 /* A simulated fleet: N real agents on one libuv loop, each with its own data
  * directory, derived password and MQTT connection, and a fake installer of
  * its hardware class. Agents start at a bounded rate so that a large fleet
- * does not hit the broker with every CONNECT in the same millisecond. */
+ * does not hit the broker with every CONNECT in the same millisecond. A
+ * class's metrics are handed to its agents in-process (health probe), and
+ * --restart-after-commit restarts agents through upk_agent_close/new/start,
+ * the path a real restart takes (the agent's bake window counts it). */
 #include "upkeep/sim.h"
 
 #include <errno.h>
@@ -23,11 +26,18 @@
 #define DEFAULT_RATE   2000u
 #define DEFAULT_MODULE "ab-dir"
 
+#define RESTART_TICK_MS 500
+#define RESTART_GAP_MS  1500 /* between two restarts of one device */
+
 typedef struct sim_dev {
     upk_sim *sim;
     upk_agent_config cfg;
     upk_agent *agent;
     upk_sim_inst *inst;
+    const upk_sim_class *cls;
+    bool restarting;       /* its agent is closing to start again */
+    uint32_t restarts;     /* made for --restart-after-commit */
+    uint64_t next_restart; /* ms (uv_now) */
 } sim_dev;
 
 struct upk_sim {
@@ -46,6 +56,9 @@ struct upk_sim {
     size_t started; /* agents started */
     uv_timer_t ramp;
     bool ramp_live;
+    uv_timer_t restart; /* --restart-after-commit checks */
+    bool restart_live, restart_open;
+    size_t restarts;
 
     bool closing;
     size_t open_agents;
@@ -181,6 +194,13 @@ static upk_err make_root(upk_sim *s, char *err, size_t cap)
     return UPK_OK;
 }
 
+/* The agent's health probe: the class's metrics for the running version. */
+static void dev_probe(void *self, const char *version, upk_health *out)
+{
+    const sim_dev *d = self;
+    upk_sim_class_metrics(d->cls, version, out);
+}
+
 static upk_err make_device(upk_sim *s, size_t i, char *err, size_t cap)
 {
     sim_dev *d = &s->devs[i];
@@ -205,6 +225,7 @@ static upk_err make_device(upk_sim *s, size_t i, char *err, size_t cap)
         (void)upk_sim_class_iter_next(s->classes, o->class_count, &s->cls_it);
     const upk_sim_class *cls =
         &s->classes[upk_sim_class_iter_next(s->classes, o->class_count, &s->cls_it)];
+    d->cls = cls;
     upk_agent_config *c = &d->cfg;
     c->broker = dup_str(o->broker);
     c->device_id = dup_str(id);
@@ -229,6 +250,12 @@ static upk_err make_device(upk_sim *s, size_t i, char *err, size_t cap)
         c->limits.chunk_size = o->chunk_size;
     if (o->chunks_in_flight != 0)
         c->limits.chunks_in_flight = o->chunks_in_flight;
+    if (o->health_interval_s != 0)
+        c->health_interval_s = o->health_interval_s;
+    if (cls->metric_count > 0) {
+        c->health_probe = dev_probe;
+        c->health_probe_self = d;
+    }
     e = upk_fs_mkdirs(dir);
     if (e != UPK_OK)
         return fail(err, cap, e, "cannot create %s: %s", dir, strerror(errno));
@@ -255,7 +282,7 @@ static void free_now(upk_sim *s)
 
 static void maybe_done(upk_sim *s)
 {
-    if (s->open_agents > 0 || s->ramp_open)
+    if (s->open_agents > 0 || s->ramp_open || s->restart_open)
         return;
     void (*cb)(void *) = s->closed_cb;
     void *data = s->closed_data;
@@ -283,6 +310,58 @@ static void ramp_closed(uv_handle_t *h)
     maybe_done(s);
 }
 
+static void restart_closed(uv_handle_t *h)
+{
+    upk_sim *s = h->data;
+    s->restart_open = false;
+    maybe_done(s);
+}
+
+/* The old agent is gone: start a new one on the same config and data, as a
+ * restarted process would. */
+static void dev_restart_closed(void *userdata)
+{
+    sim_dev *d = userdata;
+    upk_sim *s = d->sim;
+    d->agent = NULL;
+    d->restarting = false;
+    if (s->closing) {
+        dev_closed(d);
+        return;
+    }
+    upk_err e = upk_agent_new(s->loop, &d->cfg, &d->agent);
+    if (e == UPK_OK)
+        e = upk_agent_start(d->agent);
+    if (e != UPK_OK)
+        upk_error("device=%s cannot restart its agent: %s", d->cfg.device_id, upk_err_str(e));
+}
+
+/* --restart-after-commit: a device of such a class that committed the named
+ * version restarts its agent, RESTART_GAP_MS apart, until it has done so N
+ * times. */
+static void restart_cb(uv_timer_t *t)
+{
+    upk_sim *s = t->data;
+    uint64_t now = uv_now(s->loop);
+    for (size_t i = 0; i < s->started; i++) {
+        sim_dev *d = &s->devs[i];
+        const upk_sim_class *c = d->cls;
+        if (c->restart_after_commit == 0 || d->restarting || d->agent == NULL ||
+            d->restarts >= c->restart_after_commit || now < d->next_restart ||
+            upk_agent_status(d->agent) != UPK_STATUS_COMMITTED ||
+            (c->restart_version[0] != '\0' &&
+             strcmp(upk_agent_installed_version(d->agent), c->restart_version) != 0))
+            continue;
+        d->restarting = true;
+        d->restarts++;
+        s->restarts++;
+        d->next_restart = now + RESTART_GAP_MS;
+        upk_info("device=%s restarting its agent (%u of %u after commit)", d->cfg.device_id,
+                 d->restarts, c->restart_after_commit);
+        upk_agent_close(d->agent, dev_restart_closed, d);
+    }
+}
+
 /* Closes devices [0, n) (all created); then frees s. */
 static void close_all(upk_sim *s)
 {
@@ -293,6 +372,12 @@ static void close_all(upk_sim *s)
         s->ramp_open = true;
         uv_close((uv_handle_t *)&s->ramp, ramp_closed);
     }
+    if (s->restart_live) {
+        (void)uv_timer_stop(&s->restart);
+        s->restart_live = false;
+        s->restart_open = true;
+        uv_close((uv_handle_t *)&s->restart, restart_closed);
+    }
     size_t n = s->count;
     s->open_agents = 0;
     for (size_t i = 0; i < n; i++) {
@@ -301,7 +386,9 @@ static void close_all(upk_sim *s)
     }
     for (size_t i = 0; i < n; i++) {
         sim_dev *d = &s->devs[i];
-        if (d->agent != NULL) {
+        if (d->restarting) {
+            continue; /* dev_restart_closed finishes it */
+        } else if (d->agent != NULL) {
             upk_agent_close(d->agent, dev_closed, d);
         } else {
             upk_sim_inst_free(d->inst);
@@ -373,6 +460,13 @@ upk_err upk_sim_new(uv_loop_t *loop, const upk_sim_opts *opts, upk_sim **out, ch
     }
     s->ramp.data = s;
     s->ramp_live = true;
+    if (uv_timer_init(loop, &s->restart) != 0) {
+        s->count = 0;
+        close_all(s);
+        return fail(err, err_cap, UPK_E_INTERNAL, "cannot create a timer");
+    }
+    s->restart.data = s;
+    s->restart_live = true;
     for (size_t i = 0; i < opts->count; i++) {
         s->count = i + 1;
         e = make_device(s, i, err, err_cap);
@@ -413,6 +507,11 @@ upk_err upk_sim_start(upk_sim *s)
     uint64_t period = rate >= 1000u / RAMP_TICK_MS ? RAMP_TICK_MS : 1000u / rate;
     if (uv_timer_start(&s->ramp, ramp_cb, 0, period) != 0)
         return UPK_E_INTERNAL;
+    bool restarts = false;
+    for (size_t k = 0; k < s->opts.class_count; k++)
+        restarts = restarts || s->classes[k].restart_after_commit > 0;
+    if (restarts && uv_timer_start(&s->restart, restart_cb, RESTART_TICK_MS, RESTART_TICK_MS) != 0)
+        return UPK_E_INTERNAL;
     return UPK_OK;
 }
 
@@ -423,6 +522,7 @@ void upk_sim_stats_get(const upk_sim *s, upk_sim_stats *out)
         return;
     out->devices = s->count;
     out->started = s->started;
+    out->restarts = s->restarts;
     for (size_t i = 0; i < s->count; i++) {
         const upk_agent *a = s->devs[i].agent;
         if (a == NULL)

@@ -259,3 +259,161 @@ size_t upk_sim_class_of(const upk_sim_class *classes, size_t n, size_t i)
         k = upk_sim_class_iter_next(classes, n, &it);
     return k;
 }
+
+/* "@VERSION" suffix of val, cut off in place into version ("" without). */
+static upk_err split_version(char *val, char *version, size_t cap, const char *what, char *err,
+                             size_t ecap)
+{
+    version[0] = '\0';
+    char *at = strchr(val, '@');
+    if (at == NULL)
+        return UPK_OK;
+    *at = '\0';
+    const char *v = at + 1;
+    if (v[0] == '\0' || strlen(v) >= cap || strpbrk(v, " \t@") != NULL)
+        return fail(err, ecap, "%s: bad release version after '@'", what);
+    (void)snprintf(version, cap, "%s", v);
+    return UPK_OK;
+}
+
+/* Classes named by cls ("*" = all) into a mask; false when unknown. */
+static bool class_mask(const upk_sim_class *classes, size_t n, const char *cls, bool *mask)
+{
+    bool any = false;
+    for (size_t i = 0; i < n; i++) {
+        mask[i] = strcmp(cls, "*") == 0 || strcmp(classes[i].name, cls) == 0;
+        any = any || mask[i];
+    }
+    return any;
+}
+
+static upk_err restart_item(char *item, void *vctx, char *err, size_t cap)
+{
+    apply_ctx *a = vctx;
+    char *colon = strchr(item, ':');
+    if (colon == NULL)
+        return fail(err, cap, "'%s': expected CLASS:N[@VERSION], e.g. rev-b:5@2.0.0", item);
+    *colon = '\0';
+    char *val = colon + 1;
+    char version[UPK_VERSION_STR_MAX + 1];
+    upk_err e = split_version(val, version, sizeof(version), item, err, cap);
+    if (e != UPK_OK)
+        return e;
+    uint32_t count = 0;
+    if (!parse_u32(val, UPK_SIM_RESTARTS_MAX, &count))
+        return fail(err, cap, "class %s: restart count '%s' must be 0..%d", item, val,
+                    UPK_SIM_RESTARTS_MAX);
+    bool mask[UPK_SIM_CLASS_MAX];
+    if (!class_mask(a->classes, a->n, item, mask))
+        return fail(err, cap, "unknown hardware class '%s' (not in --hw)", item);
+    for (size_t i = 0; i < a->n; i++) {
+        if (!mask[i])
+            continue;
+        a->classes[i].restart_after_commit = count;
+        (void)snprintf(a->classes[i].restart_version, sizeof(a->classes[i].restart_version), "%s",
+                       version);
+    }
+    return UPK_OK;
+}
+
+upk_err upk_sim_parse_restart(upk_sim_class *classes, size_t n, const char *spec, char *err,
+                              size_t err_cap)
+{
+    if (classes == NULL || n == 0 || n > UPK_SIM_CLASS_MAX)
+        return fail(err, err_cap, "no hardware classes");
+    apply_ctx a = {.classes = classes, .n = n, .field = UPK_SIM_INSTALL_MS};
+    return for_each_item(spec, restart_item, &a, err, err_cap);
+}
+
+/* A finite decimal number, optionally negative, no exponent. */
+static bool parse_signed(const char *s, double *out)
+{
+    bool neg = s[0] == '-';
+    double d = 0;
+    if (!parse_double(neg ? s + 1 : s, &d))
+        return false;
+    *out = neg ? -d : d;
+    return true;
+}
+
+static upk_err metric_item(char *item, void *vctx, char *err, size_t cap)
+{
+    apply_ctx *a = vctx;
+    char *c1 = strchr(item, ':');
+    char *c2 = c1 != NULL ? strchr(c1 + 1, ':') : NULL;
+    if (c1 == NULL || c2 == NULL || strchr(c2 + 1, ':') != NULL)
+        return fail(err, cap, "'%s': expected NAME:CLASS:VALUE[@VERSION], e.g. cpu:rev-b:0.9@2.0.0",
+                    item);
+    *c1 = '\0';
+    *c2 = '\0';
+    const char *name = item, *cls = c1 + 1;
+    char *val = c2 + 1;
+    if (!upk_id_valid(name))
+        return fail(err, cap, "metric name '%s' is not a valid id", name);
+    char version[UPK_VERSION_STR_MAX + 1];
+    upk_err e = split_version(val, version, sizeof(version), name, err, cap);
+    if (e != UPK_OK)
+        return e;
+    double v = 0;
+    if (!parse_signed(val, &v))
+        return fail(err, cap, "metric %s: value '%s' must be a decimal number", name, val);
+    bool mask[UPK_SIM_CLASS_MAX];
+    if (!class_mask(a->classes, a->n, cls, mask))
+        return fail(err, cap, "unknown hardware class '%s' (not in --hw)", cls);
+    for (size_t i = 0; i < a->n; i++) {
+        if (!mask[i])
+            continue;
+        upk_sim_class *c = &a->classes[i];
+        size_t k = 0;
+        while (k < c->metric_count && !(strcmp(c->metrics[k].name, name) == 0 &&
+                                        strcmp(c->metrics[k].version, version) == 0))
+            k++;
+        if (k == c->metric_count) {
+            if (c->metric_count >= UPK_SIM_METRICS_MAX)
+                return fail(err, cap, "class %s: more than %d --metric entries", c->name,
+                            UPK_SIM_METRICS_MAX);
+            c->metric_count++;
+        }
+        (void)snprintf(c->metrics[k].name, sizeof(c->metrics[k].name), "%s", name);
+        (void)snprintf(c->metrics[k].version, sizeof(c->metrics[k].version), "%s", version);
+        c->metrics[k].value = v;
+    }
+    return UPK_OK;
+}
+
+upk_err upk_sim_parse_metric(upk_sim_class *classes, size_t n, const char *spec, char *err,
+                             size_t err_cap)
+{
+    if (classes == NULL || n == 0 || n > UPK_SIM_CLASS_MAX)
+        return fail(err, err_cap, "no hardware classes");
+    apply_ctx a = {.classes = classes, .n = n, .field = UPK_SIM_INSTALL_MS};
+    return for_each_item(spec, metric_item, &a, err, err_cap);
+}
+
+void upk_sim_class_metrics(const upk_sim_class *c, const char *version, upk_health *out)
+{
+    const char *v = version != NULL ? version : "";
+    for (size_t k = 0; k < c->metric_count && k < UPK_SIM_METRICS_MAX; k++) {
+        const upk_sim_metric *m = &c->metrics[k];
+        bool exact = m->version[0] != '\0' && strcmp(m->version, v) == 0;
+        if (m->version[0] != '\0' && !exact)
+            continue;
+        /* An entry for every version yields to one for the running version. */
+        bool shadowed = false;
+        for (size_t j = 0; j < c->metric_count && !exact && !shadowed; j++)
+            shadowed = j != k && strcmp(c->metrics[j].name, m->name) == 0 &&
+                       c->metrics[j].version[0] != '\0' && strcmp(c->metrics[j].version, v) == 0;
+        if (shadowed)
+            continue;
+        size_t i = 0;
+        while (i < out->metric_count && strcmp(out->metric_name[i], m->name) != 0)
+            i++;
+        if (i == out->metric_count) {
+            if (out->metric_count >= 8)
+                continue;
+            out->metric_count++;
+        }
+        (void)snprintf(out->metric_name[i], sizeof(out->metric_name[i]), "%s", m->name);
+        out->metric_value[i] = m->value;
+    }
+}

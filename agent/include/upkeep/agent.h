@@ -110,8 +110,20 @@ struct upk_agent_config {
     size_t health_argc;
     char *health_argv[UPK_AGENT_HEALTH_ARGV_MAX + 1]; /* NULL-terminated; argc 0 = none */
     uint32_t health_timeout_s;                        /* default 60 */
-    int64_t support_until;                            /* epoch s; 0 = not stated */
-    char *topic_prefix;                               /* default upkeep/v1 */
+    /* Health hook (docs/agent.md): an executable printing "name value" lines
+     * of numeric metrics; argc 0 = none. Run with the health check during a
+     * bake window and, on an idle device, for the baseline. */
+    size_t hook_argc;
+    char *hook_argv[UPK_AGENT_HEALTH_ARGV_MAX + 1]; /* NULL-terminated */
+    uint32_t hook_timeout_s;                        /* default 10 */
+    uint32_t health_interval_s; /* s between health reports; default 60, >= 10 */
+    /* Optional in-process health probe (simulator), called on the loop
+     * thread with the installed version ("" for none) when a report is made:
+     * adds metrics to out and may set out->check_ok (0 or 1). NULL = none. */
+    void (*health_probe)(void *self, const char *version, upk_health *out);
+    void *health_probe_self;
+    int64_t support_until; /* epoch s; 0 = not stated */
+    char *topic_prefix;    /* default upkeep/v1 */
     upk_agent_limits limits;
     char *tls_ca_file, *tls_cert_file, *tls_key_file; /* NULL when unset */
     uint32_t reconnect_min_ms, reconnect_max_ms;      /* 0 = mqtt.h defaults */
@@ -163,6 +175,12 @@ upk_status upk_agent_status(const upk_agent *a);
 
 /* True while the agent's MQTT connection is up (for tests and the simulator). */
 bool upk_agent_connected(const upk_agent *a);
+
+/* Version of the installed release ("" for none) and the agent restarts
+ * counted in the current bake window (0 outside one); owned by a. For tests
+ * and the simulator. */
+const char *upk_agent_installed_version(const upk_agent *a);
+uint32_t upk_agent_bake_restarts(const upk_agent *a);
 
 /* Stops everything; closed (may be NULL) runs on the loop once all handles
  * are released and the agent is freed. Work already handed to the thread

@@ -34,6 +34,18 @@
 
 /* ---- per hardware class behaviour */
 
+#define UPK_SIM_METRICS_MAX  8   /* --metric entries per class (= upk_health's metrics) */
+#define UPK_SIM_RESTARTS_MAX 100 /* --restart-after-commit N */
+
+/* A health metric a class's devices report (--metric): value, only while
+ * running version when version is not "" (an entry for the running version
+ * wins over one for every version). */
+typedef struct upk_sim_metric {
+    char name[UPK_ID_MAX + 1];
+    double value;
+    char version[UPK_VERSION_STR_MAX + 1];
+} upk_sim_metric;
+
 typedef struct upk_sim_class {
     char name[UPK_ID_MAX + 1]; /* hardware id reported by its devices */
     double share;              /* fraction of the fleet, 0..1 (from --hw) */
@@ -44,6 +56,12 @@ typedef struct upk_sim_class {
     double health_fail;        /* probability a health check fails; default 0 */
     /* When not empty, health_fail applies only to releases of this version. */
     char health_fail_version[UPK_VERSION_STR_MAX + 1];
+    /* --restart-after-commit: after committing restart_version ("" = any),
+     * each device restarts its agent this many times (0 = never). */
+    uint32_t restart_after_commit;
+    char restart_version[UPK_VERSION_STR_MAX + 1];
+    size_t metric_count;
+    upk_sim_metric metrics[UPK_SIM_METRICS_MAX];
 } upk_sim_class;
 
 /* Parses "rev-a:50%,rev-b:50%" (percentages, or plain weights such as
@@ -70,6 +88,27 @@ typedef enum upk_sim_field {
  * partly updated then. */
 UPK_MUST_CHECK upk_err upk_sim_apply_spec(upk_sim_class *classes, size_t n, upk_sim_field field,
                                           const char *spec, char *err, size_t err_cap);
+
+/* Applies "--restart-after-commit CLASS:N[@VERSION][,...]": devices of
+ * CLASS ("*" for every class) restart their agent N times (0..
+ * UPK_SIM_RESTARTS_MAX) after committing VERSION (any version without @).
+ * UPK_E_INVALID_ARG with a message in err for an unknown class, a bad count
+ * or a bad version. */
+UPK_MUST_CHECK upk_err upk_sim_parse_restart(upk_sim_class *classes, size_t n, const char *spec,
+                                             char *err, size_t err_cap);
+
+/* Applies "--metric NAME:CLASS:VALUE[@VERSION][,...]": devices of CLASS ("*"
+ * for every class) report metric NAME (an id) with VALUE (a finite decimal
+ * number, may be negative), only while running VERSION when given. The same
+ * NAME and VERSION again replaces the value. UPK_E_INVALID_ARG with a message
+ * in err for a bad name, an unknown class, a bad value or version, or more
+ * than UPK_SIM_METRICS_MAX entries in a class. */
+UPK_MUST_CHECK upk_err upk_sim_parse_metric(upk_sim_class *classes, size_t n, const char *spec,
+                                            char *err, size_t err_cap);
+
+/* The metrics a device of class c reports while running version ("" none)
+ * are added to out (at most 8, as upk_health holds). */
+void upk_sim_class_metrics(const upk_sim_class *c, const char *version, upk_health *out);
 
 /* Assigns classes to device numbers 0, 1, 2, ... in turn by smooth
  * weighted round robin, so every prefix of the fleet is mixed in proportion
@@ -149,6 +188,7 @@ typedef struct upk_sim_opts {
     uint32_t chunk_size;                         /* 0 = agent default */
     uint32_t chunks_in_flight;                   /* 0 = agent default */
     uint64_t seed;                               /* failure draws; same seed, same outcomes */
+    uint32_t health_interval_s;                  /* agents' health report interval; 0 = default */
 } upk_sim_opts;
 
 typedef struct upk_sim upk_sim;
@@ -158,6 +198,7 @@ typedef struct upk_sim_stats {
     size_t started;   /* agents started so far (ramping up) */
     size_t connected; /* MQTT connection up */
     size_t by_status[UPK_STATUS__COUNT];
+    size_t restarts; /* agent restarts made for --restart-after-commit */
 } upk_sim_stats;
 
 /* Prepares the fleet: data directories, configs, derived passwords, fake

@@ -4,7 +4,7 @@
 # the campaign passes every stage. $1 = build dir.
 . "$(dirname "$0")/../fleet/common.sh"
 N=4
-BAKE=8
+BAKE=15 # long enough for watch to connect on a loaded machine and see stage 1 bake
 fl_broker_start
 fl_serve_start 200
 fl_sim_start fleet --count $N --hw rev-a:50%,rev-b:50% --install-ms 50 --health-ms 20

@@ -1,6 +1,8 @@
 /* Unit tests of the agent's bake-window pieces (agent/src/health.c): window
  * begin/restart/boot counting, the bounded report rate, bake.json round trip
- * and corruption, boot id reading, and the health hook parser. */
+ * and corruption, boot id reading, the health hook parser (a bad line is
+ * skipped, not fatal) and the hook runner (output, exit status, timeout,
+ * bounded output, missing executable). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -8,9 +10,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <uv.h>
 
 #include "health.h"
 
@@ -166,12 +170,146 @@ static void test_hook_parse(void **state)
     assert_string_equal(why, "health hook gave more than 8 metrics (line 9)");
 }
 
+static void test_hook_parse_skips_bad_lines(void **state)
+{
+    (void)state;
+    upk_health h;
+    char why[128];
+    memset(&h, 0, sizeof(h));
+    const char *mixed = "cpu 1\nnot a line\nmem 2\nbad/x 3\ntemp 4\n";
+    assert_int_equal(upk__health_parse(mixed, strlen(mixed), &h, why, sizeof(why)),
+                     UPK_E_FIELD_TYPE);
+    assert_string_equal(why, "health hook line 2 is not \"name value\"");
+    assert_int_equal(h.metric_count, 3);
+    assert_string_equal(h.metric_name[2], "temp");
+    assert_true(h.metric_value[2] == 4);
+}
+
+static void test_gap(void **state)
+{
+    (void)state;
+    upk__bake b;
+    upk__bake_begin(&b, 600, T0, "c1", "fw", "2.0", "boot-a");
+    assert_int_equal(upk__health_gap(&b, T0, 300), 60);       /* a tenth of 600 s */
+    assert_int_equal(upk__health_gap(&b, T0, 30), 30);        /* the interval caps it */
+    assert_int_equal(upk__health_gap(&b, T0 + 590, 300), 10); /* never below 10 s */
+    assert_int_equal(upk__health_gap(NULL, T0, 300), 300);
+    assert_int_equal(upk__health_gap(NULL, T0, 1), UPK__BAKE_MIN_GAP);
+    assert_true(upk__baseline_due(0, T0, 60));
+    assert_false(upk__baseline_due(T0, T0 + 59, 60));
+    assert_true(upk__baseline_due(T0, T0 + 60, 60));
+    assert_false(upk__baseline_due(T0, T0 + 9, 1)); /* the floor holds */
+    assert_true(upk__baseline_due(T0, T0 - 5, 60)); /* clock went back */
+}
+
+typedef struct hook_seen {
+    int calls;
+    int status;
+    bool truncated;
+    size_t len;
+    char out[UPK__HOOK_OUT_MAX + 1];
+} hook_seen;
+
+static void hook_cb(const upk__hook_result *r, void *cb_data)
+{
+    hook_seen *s = cb_data;
+    s->calls++;
+    s->status = r->status;
+    s->truncated = r->truncated;
+    s->len = r->len;
+    memcpy(s->out, r->out, r->len);
+    s->out[r->len] = '\0';
+}
+
+/* Writes an executable shell script into dir/name; its path into path. */
+static void script(const char *dir, const char *name, const char *body, char *path, size_t cap)
+{
+    int n = snprintf(path, cap, "%s/%s", dir, name);
+    assert_true(n > 0 && (size_t)n < cap);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    assert_true(fprintf(f, "#!/bin/sh\n%s\n", body) > 0);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(chmod(path, 0755), 0);
+}
+
+static void run_hook(const char *path, uint32_t timeout_ms, hook_seen *seen, upk_err want)
+{
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    memset(seen, 0, sizeof(*seen));
+    char *argv[] = {(char *)path, NULL};
+    assert_int_equal(upk__hook_run(&loop, argv, timeout_ms, hook_cb, seen), want);
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    assert_int_equal(seen->calls, want == UPK_OK ? 1 : 0);
+}
+
+static void test_hook_run(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/upk-hook-test-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char p_ok[256], p_fail[256], p_slow[256], p_big[256], p_bad[256];
+    script(dir, "ok", "echo 'cpu 0.5'\necho 'mem_mb 12'", p_ok, sizeof(p_ok));
+    script(dir, "fail", "echo 'cpu 1'\nexit 3", p_fail, sizeof(p_fail));
+    script(dir, "slow", "echo 'cpu 1'\nexec sleep 30", p_slow, sizeof(p_slow));
+    script(dir, "big", "i=0\nwhile [ $i -lt 2000 ]; do echo \"m$i 1\"; i=$((i+1)); done", p_big,
+           sizeof(p_big));
+    script(dir, "bad", "echo 'cpu'\necho 'x 1'", p_bad, sizeof(p_bad));
+    hook_seen *s = calloc(1, sizeof(*s));
+    assert_non_null(s);
+
+    run_hook(p_ok, 10000, s, UPK_OK);
+    assert_int_equal(s->status, 0);
+    assert_false(s->truncated);
+    assert_string_equal(s->out, "cpu 0.5\nmem_mb 12\n");
+    upk_health h;
+    char why[128];
+    memset(&h, 0, sizeof(h));
+    assert_int_equal(upk__health_parse(s->out, s->len, &h, why, sizeof(why)), UPK_OK);
+    assert_int_equal(h.metric_count, 2);
+
+    run_hook(p_fail, 10000, s, UPK_OK);
+    assert_int_equal(s->status, 3);
+
+    run_hook(p_slow, 300, s, UPK_OK);
+    assert_int_equal(s->status, -2);
+    assert_string_equal(s->out, "cpu 1\n");
+
+    run_hook(p_big, 10000, s, UPK_OK);
+    assert_int_equal(s->status, 0);
+    assert_true(s->truncated);
+    assert_int_equal(s->len, UPK__HOOK_OUT_MAX);
+
+    run_hook(p_bad, 10000, s, UPK_OK);
+    memset(&h, 0, sizeof(h));
+    assert_int_equal(upk__health_parse(s->out, s->len, &h, why, sizeof(why)), UPK_E_FIELD_TYPE);
+    assert_int_equal(h.metric_count, 1); /* the bad line skipped, the good one kept */
+
+    char missing[300];
+    (void)snprintf(missing, sizeof(missing), "%s/missing", dir);
+    run_hook(missing, 1000, s, UPK_E_NOT_FOUND);
+    char *rel[] = {(char *)"relative", NULL};
+    assert_int_equal(upk__hook_run(uv_default_loop(), rel, 1000, hook_cb, s), UPK_E_INVALID_ARG);
+
+    free(s);
+    const char *names[] = {"ok", "fail", "slow", "big", "bad"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        char p[300];
+        (void)snprintf(p, sizeof(p), "%s/%s", dir, names[i]);
+        assert_int_equal(unlink(p), 0);
+    }
+    assert_int_equal(rmdir(dir), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_window_counts), cmocka_unit_test(test_rate),
         cmocka_unit_test(test_save_load),     cmocka_unit_test(test_boot_id),
-        cmocka_unit_test(test_hook_parse),
+        cmocka_unit_test(test_hook_parse),    cmocka_unit_test(test_hook_parse_skips_bad_lines),
+        cmocka_unit_test(test_gap),           cmocka_unit_test(test_hook_run),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

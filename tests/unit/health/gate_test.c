@@ -127,10 +127,22 @@ static void test_baseline_one_hw(void **state)
     assert_int_equal(r.unhealthy, 0);
     assert_string_equal(r.reason, "health gate: metric cpu on hw rev-a is 0.9 on 3 updated devices"
                                   " vs 0.3 on 3 not updated (3.00x > 1.50x)");
-    /* Too few baseline devices to compare: no halt. */
+    /* The figures watch shows: the worst compared pair. */
+    assert_string_equal(r.metric, "cpu");
+    assert_string_equal(r.metric_hw, "rev-a");
+    assert_true(r.metric_updated > 0.89 && r.metric_updated < 0.91);
+    assert_true(r.metric_baseline > 0.29 && r.metric_baseline < 0.31);
+    assert_int_equal(r.metric_nu, 3);
+    assert_int_equal(r.metric_nb, 3);
+    char line[256];
+    upk_gate_summary(&r, 30, line, sizeof(line));
+    assert_string_equal(line, "bake 30s left: 0/6 unhealthy; cpu on rev-a 0.9 (3 updated) vs 0.3"
+                              " (3 not updated)");
+    /* Too few baseline devices to compare: no halt, no figures. */
     cfg.min_samples = 4;
     assert_int_equal(upk_gate_eval(&cfg, d, 12, &r), UPK_OK);
     assert_false(r.halt);
+    assert_string_equal(r.metric, "");
     /* Off without --compare-baseline. */
     cfg.min_samples = 1;
     cfg.compare_baseline = false;
@@ -142,6 +154,7 @@ static void test_baseline_one_hw(void **state)
         d[i].metric_value[1] = 0.4;
     assert_int_equal(upk_gate_eval(&cfg, d, 12, &r), UPK_OK);
     assert_false(r.halt);
+    assert_string_equal(r.metric, "cpu"); /* shown though under the factor */
     /* Baseline zero, updated positive: named without a ratio. */
     for (int i = 0; i < 6; i++)
         d[i].metric_value[1] = i % 2 == 0 ? 2 : 0;
