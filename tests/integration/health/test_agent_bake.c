@@ -1,7 +1,10 @@
 /* The agent's post-commit health reports (bake window) in-process: one agent
  * with a fake installer against a plain mosquitto and the controller
- * stand-in. After a commit with bake_s the agent reports health through its
- * outbox; after a restart inside the window it reports the restart. */
+ * stand-in. Before any update the idle agent reports its health hook's and
+ * probe's metrics with no campaign (the baseline; the hook's bad line skipped
+ * with a named error). After a commit with bake_s the agent reports health
+ * through its outbox, with the re-run health check and the metrics; after a
+ * restart inside the window it reports the restart. */
 #include <errno.h>
 #include <netinet/in.h>
 #include <pwd.h>
@@ -197,11 +200,17 @@ static bool connected(env *e)
     return e->s[0].connected && e->s[0].have_state;
 }
 
-/* The last health report's restarts, or -1 when none yet. */
+/* A bake report: a health report under the campaign (not a baseline one). */
+static bool is_bake(const upk_event_msg *e)
+{
+    return e->health.present && e->campaign[0] != '\0';
+}
+
+/* The last bake report's restarts, or -1 when none yet. */
 static long last_health_restarts(const standin *s)
 {
     for (size_t i = s->event_count; i > 0; i--) {
-        if (s->events[i - 1].health.present)
+        if (is_bake(&s->events[i - 1]))
             return (long)s->events[i - 1].health.restarts;
     }
     return -1;
@@ -211,10 +220,44 @@ static size_t health_reports(const standin *s)
 {
     size_t n = 0;
     for (size_t i = 0; i < s->event_count; i++)
-        n += s->events[i].health.present;
+        n += is_bake(&s->events[i]);
     return n;
 }
 
+/* The first baseline report (idle, no campaign), or NULL. */
+static const upk_event_msg *baseline_report(const standin *s)
+{
+    for (size_t i = 0; i < s->event_count; i++) {
+        if (s->events[i].health.present && s->events[i].campaign[0] == '\0')
+            return &s->events[i];
+    }
+    return NULL;
+}
+
+static double metric_of(const upk_health *h, const char *name)
+{
+    for (size_t i = 0; i < h->metric_count; i++) {
+        if (strcmp(h->metric_name[i], name) == 0)
+            return h->metric_value[i];
+    }
+    return -1;
+}
+
+/* The in-process probe (as the simulator's): one metric, the version seen. */
+static char probe_version[UPK_VERSION_STR_MAX + 1];
+static void probe(void *self, const char *version, upk_health *out)
+{
+    (void)self;
+    (void)snprintf(probe_version, sizeof(probe_version), "%s", version);
+    out->metric_count = 1;
+    (void)snprintf(out->metric_name[0], sizeof(out->metric_name[0]), "probe_x");
+    out->metric_value[0] = 7;
+}
+
+static bool baseline_reported(env *e)
+{
+    return baseline_report(&e->s[0]) != NULL;
+}
 static bool committed(env *e)
 {
     return standin_saw(&e->s[0], UPK_STATUS_COMMITTED, UPK_OK);
@@ -256,6 +299,17 @@ static void start_agent(env *e, const char *url)
     c->limits.chunk_size = 4096;
     c->reconnect_min_ms = 100;
     c->reconnect_max_ms = 400;
+    char hook[600], check[600];
+    (void)snprintf(hook, sizeof(hook), "%s/hook.sh", e->dir);
+    (void)snprintf(check, sizeof(check), "%s/check.sh", e->dir);
+    c->hook_argv[0] = strdup(hook);
+    c->hook_argc = 1;
+    c->health_argv[0] = strdup(check);
+    c->health_argc = 1;
+    assert_non_null(c->hook_argv[0]);
+    assert_non_null(c->health_argv[0]);
+    c->health_probe = probe;
+    c->hook_timeout_s = 2;
     e->fk[0].loop = &e->loop;
     c->installer_ops = &fake_ops;
     c->installer_self = &e->fk[0];
@@ -314,8 +368,31 @@ static void health_reports_in_bake_window_and_across_restart(void **state)
     (void)snprintf(dev, sizeof(dev), "bake-%d", (int)getpid());
     assert_int_equal(standin_init(&e->s[0], &e->loop, url, dev), 0);
     standin_set_artifact(&e->s[0], art, sizeof(art));
+    /* The health hook: two metrics around a bad line; the check passes. */
+    const char *scripts[][2] = {
+        {"hook.sh", "#!/bin/sh\necho 'cpu_pct 12.5'\necho 'not a metric line'\necho 'mem_mb 3'\n"},
+        {"check.sh", "#!/bin/sh\nexit 0\n"},
+    };
+    for (size_t i = 0; i < 2; i++) {
+        char path[600];
+        (void)snprintf(path, sizeof(path), "%s/%s", e->dir, scripts[i][0]);
+        assert_int_equal(upk_fs_write_atomic(path, scripts[i][1], strlen(scripts[i][1])), UPK_OK);
+        assert_int_equal(chmod(path, 0755), 0);
+    }
     start_agent(e, url);
     assert_true(wait_for(e, connected, 15));
+    /* Idle: a baseline report with the hook's and the probe's metrics. */
+    assert_true(wait_for(e, baseline_reported, 15));
+    const upk_event_msg *bl = baseline_report(&e->s[0]);
+    assert_int_equal(bl->step, UPK_STATUS_IDLE);
+    assert_string_equal(bl->version, "");
+    assert_int_equal(bl->health.check_ok, -1); /* the check judges updates only */
+    assert_int_equal(bl->health.metric_count, 3);
+    assert_true(metric_of(&bl->health, "probe_x") == 7);
+    assert_true(metric_of(&bl->health, "cpu_pct") == 12.5);
+    assert_true(metric_of(&bl->health, "mem_mb") == 3);
+    assert_string_equal(bl->message,
+                        "health hook line 2 is not \"name value\" (skipped) (FIELD_TYPE)");
 
     upk_manifest m;
     memset(&m, 0, sizeof(m));
@@ -342,7 +419,10 @@ static void health_reports_in_bake_window_and_across_restart(void **state)
     assert_string_equal(ev->campaign, "bake");
     assert_string_equal(ev->version, "8");
     assert_int_equal(ev->health.boots, 0);
-    assert_int_equal(ev->health.check_ok, -1);
+    assert_int_equal(ev->health.check_ok, 1); /* the check was re-run */
+    assert_true(metric_of(&ev->health, "cpu_pct") == 12.5);
+    assert_true(metric_of(&ev->health, "probe_x") == 7);
+    assert_string_equal(probe_version, "8");
     /* The rate is bounded: no second report within the minimum gap. */
     size_t before = health_reports(&e->s[0]);
     double t0 = now_mono();
@@ -350,14 +430,30 @@ static void health_reports_in_bake_window_and_across_restart(void **state)
         (void)uv_run(&e->loop, UV_RUN_ONCE);
     assert_int_equal(health_reports(&e->s[0]), before);
 
-    /* A restart inside the window is counted, persisted and reported. */
+    /* A restart inside the window is counted, persisted and reported; by then
+     * the check fails and the hook hangs (killed at its timeout). */
     stop_agent(e);
+    const char *sick[][2] = {
+        {"hook.sh", "#!/bin/sh\necho 'cpu_pct 99'\nexec sleep 30\n"},
+        {"check.sh", "#!/bin/sh\nexit 3\n"},
+    };
+    for (size_t i = 0; i < 2; i++) {
+        char path[600];
+        (void)snprintf(path, sizeof(path), "%s/%s", e->dir, sick[i][0]);
+        assert_int_equal(upk_fs_write_atomic(path, sick[i][1], strlen(sick[i][1])), UPK_OK);
+        assert_int_equal(chmod(path, 0755), 0);
+    }
     char bake[700];
     (void)snprintf(bake, sizeof(bake), "%s/dev/bake.json", e->dir);
     struct stat st;
     assert_int_equal(stat(bake, &st), 0);
     start_agent(e, url);
     assert_true(wait_for(e, restart_reported, 30));
+    ev = standin_last_event(&e->s[0]);
+    assert_int_equal(ev->health.check_ok, 0);
+    assert_int_equal(ev->health.metric_count, 1); /* the probe's; the hook timed out */
+    assert_true(metric_of(&ev->health, "probe_x") == 7);
+    assert_non_null(strstr(ev->message, "exited with 3 (HEALTH_FAILED)"));
     assert_int_equal(e->s[0].dup_events, 0);
 
     stop_agent(e);

@@ -17,6 +17,9 @@
 #include <uv.h>
 
 #include "health.h"
+#include "upkeep/agent.h"
+#include "upkeep/fs.h"
+#include "upkeep/key.h"
 
 #define T0 1800000000LL
 
@@ -303,6 +306,70 @@ static void test_hook_run(void **state)
     assert_int_equal(rmdir(dir), 0);
 }
 
+/* health_hook and health_interval_s in the agent config, and their errors. */
+static void test_hook_config(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/upk-hookcfg-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char keyp[300];
+    (void)snprintf(keyp, sizeof(keyp), "%s/k.pem", dir);
+    upk_key *k = NULL;
+    char *pem = NULL;
+    assert_int_equal(upk_key_generate(&k), UPK_OK);
+    assert_int_equal(upk_key_public_pem(k, &pem), UPK_OK);
+    assert_int_equal(upk_fs_write_atomic(keyp, pem, strlen(pem)), UPK_OK);
+    free(pem);
+    upk_key_free(k);
+#define CFG_FMT                                                                  \
+    "{\"broker\":\"tcp://127.0.0.1:1\",\"device_id\":\"d1\",\"hardware\":\"h\"," \
+    "\"data_dir\":\"/tmp/x\",\"keys\":[\"%s\"]%s}"
+    char json[1024], eb[256];
+    upk_agent_config cfg;
+    /* Defaults: no hook, 10 s hook timeout, a report a minute. */
+    (void)snprintf(json, sizeof(json), CFG_FMT, keyp, "");
+    assert_int_equal(upk_agent_config_parse(json, strlen(json), &cfg, eb, sizeof(eb)), UPK_OK);
+    assert_int_equal(cfg.hook_argc, 0);
+    assert_int_equal(cfg.hook_timeout_s, 10);
+    assert_int_equal(cfg.health_interval_s, 60);
+    upk_agent_config_cleanup(&cfg);
+    (void)snprintf(json, sizeof(json), CFG_FMT, keyp,
+                   ",\"health_hook\":{\"command\":[\"/usr/bin/metrics\",\"--all\"],"
+                   "\"timeout_s\":3},\"health_interval_s\":15");
+    assert_int_equal(upk_agent_config_parse(json, strlen(json), &cfg, eb, sizeof(eb)), UPK_OK);
+    assert_int_equal(cfg.hook_argc, 2);
+    assert_string_equal(cfg.hook_argv[0], "/usr/bin/metrics");
+    assert_string_equal(cfg.hook_argv[1], "--all");
+    assert_null(cfg.hook_argv[2]);
+    assert_int_equal(cfg.hook_timeout_s, 3);
+    assert_int_equal(cfg.health_interval_s, 15);
+    assert_int_equal(cfg.health_argc, 0);
+    upk_agent_config_cleanup(&cfg);
+
+    struct {
+        const char *extra, *field;
+    } bad[] = {
+        {",\"health_hook\":[]", "health_hook: must be an object"},
+        {",\"health_hook\":{}", "health_hook.command"},
+        {",\"health_hook\":{\"command\":[]}", "health_hook.command"},
+        {",\"health_hook\":{\"command\":[\"metrics\"]}", "health_hook.command: first word must be"},
+        {",\"health_hook\":{\"command\":[\"/m\",3]}", "health_hook.command"},
+        {",\"health_hook\":{\"command\":[\"/m\"],\"timeout_s\":0}", "timeout_s"},
+        {",\"health_interval_s\":5", "health_interval_s"},
+        {",\"health_interval_s\":\"60\"", "health_interval_s"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        (void)snprintf(json, sizeof(json), CFG_FMT, keyp, bad[i].extra);
+        eb[0] = '\0';
+        assert_int_equal(upk_agent_config_parse(json, strlen(json), &cfg, eb, sizeof(eb)),
+                         UPK_E_CONFIG_INVALID);
+        if (strstr(eb, bad[i].field) == NULL)
+            fail_msg("'%s' gave '%s', not naming %s", bad[i].extra, eb, bad[i].field);
+    }
+    assert_int_equal(unlink(keyp), 0);
+    assert_int_equal(rmdir(dir), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -310,6 +377,7 @@ int main(void)
         cmocka_unit_test(test_save_load),     cmocka_unit_test(test_boot_id),
         cmocka_unit_test(test_hook_parse),    cmocka_unit_test(test_hook_parse_skips_bad_lines),
         cmocka_unit_test(test_gap),           cmocka_unit_test(test_hook_run),
+        cmocka_unit_test(test_hook_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
