@@ -8,8 +8,9 @@
 # variant and its reconnect-storm measurement:
 #   BR_DEVICES (24)  BR_SIGNAL (TERM: clean stop; KILL: the broker is lost)
 #   BR_RESTARTS (1)  BR_INSTALL_MS (5000)  BR_RECONNECT_MAX_MS (2000)
-#   BR_STORM_OUT     file that gets "restart <epoch s>" per broker kill and
-#                    the fleet log's path ("log <path>"; agents log at info)
+#   BR_STORM_OUT     file that gets "restart <epoch s>" per broker kill, "up
+#                    <epoch s>" when the new broker's port accepts, and the
+#                    fleet log's path ("log <path>"; agents log at info)
 #   BR_STORM_ANALYSE storm.py, run on it before the log is removed
 #   BR_STORM_SUMMARY file storm.py appends its figures to
 . "$(dirname "$0")/common.sh"
@@ -63,6 +64,7 @@ for ((r = 1; r <= RESTARTS; r++)); do
     fi
     [ -z "${BR_STORM_OUT:-}" ] || echo "restart $(date +%s.%N)" >> "$BR_STORM_OUT"
     fl_broker_start "$port"
+    [ -z "${BR_STORM_OUT:-}" ] || echo "up $(date +%s.%N)" >> "$BR_STORM_OUT"
     e2e_expect "$FL_PORT" "$port" "broker port after restart"
     fl_wait 120 "the controller to answer again" upk campaign list --timeout 2
     # The whole fleet back before the next kill (each storm measured whole).

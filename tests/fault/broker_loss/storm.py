@@ -5,7 +5,8 @@ stamped by it with milliseconds when the broker accepted it).
 
 usage: storm.py STORM_FILE DEVICES [SUMMARY_OUT]
 STORM_FILE holds "restart <epoch s>" per broker kill (taken just before the
-new broker is started on the same port) and "log <path>" (the fleet log).
+new broker is started on the same port), "up <epoch s>" when its port
+accepts connections again, and "log <path>" (the fleet log).
 For each kill: the first reconnection of every device until the next kill,
 its delay after the kill (p50, p90, max), the peak of connections in any
 one second (sliding window), and a histogram per 100 ms. Fails (exit 1)
@@ -28,12 +29,14 @@ def pct(xs, p):
 
 
 def main():
-    restarts, log = [], None
+    restarts, ups, log = [], [], None
     with open(sys.argv[1]) as f:
         for line in f:
             k, v = line.split(None, 1)
             if k == "restart":
                 restarts.append(float(v))
+            elif k == "up":
+                ups.append(float(v))
             elif k == "log":
                 log = v.strip()
     n = int(sys.argv[2])
@@ -52,6 +55,7 @@ def main():
             if t0 <= t < t1 and dev not in first:
                 first[dev] = t - t0
         d = sorted(first.values())
+        up = min([u for u in ups if t0 <= u < t1] or [t0]) - t0
         hist = {}
         for x in d:
             hist[int(x * 10)] = hist.get(int(x * 10), 0) + 1
@@ -60,7 +64,8 @@ def main():
             while d[k] - d[j] >= 1.0:
                 j += 1
             peak = max(peak, k - j + 1)
-        lines.append(f"restart {i + 1}: {len(d)} of {n} devices reconnected; after the kill "
+        lines.append(f"restart {i + 1}: broker port open again {up:.2f} s after the kill; "
+                     f"{len(d)} of {n} devices reconnected; after the kill "
                      f"p50 {pct(d, 0.5):.2f} s, p90 {pct(d, 0.9):.2f} s, "
                      f"max {(max(d) if d else 0):.2f} s; peak {peak} connects in one second")
         lines.append("  per 100 ms after the kill: " + " ".join(

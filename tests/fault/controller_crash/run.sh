@@ -16,7 +16,7 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/upkeep-crash-XXXXXX")
 trap 'rm -rf "$work"' EXIT
 seed=${SEED:-$(( $(date +%s) % 100000 ))}
 bash "$here/scenario.sh" "$build" ref "$work/ref.json"
-done_trials=0 fails=0 kills=0 gaps=0
+done_trials=0 fails=0 kills=0 missing=0
 for ((t = 0; t < trials; t++)); do
     if [ "$t" -gt 0 ] && [ "$max_s" -gt 0 ] && [ $SECONDS -ge "$max_s" ]; then break; fi
     s=$((seed + t))
@@ -32,8 +32,8 @@ for ((t = 0; t < trials; t++)); do
     fi
     if [ -f "$work/run-$t.json" ]; then
         kills=$((kills + $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["kills"])' "$work/run-$t.json")))
-        gaps=$((gaps + $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["event_gaps"])' "$work/run-$t.json")))
+        missing=$((missing + $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["events_stored"] - json.load(open(sys.argv[2]))["events_stored"])' "$work/ref.json" "$work/run-$t.json")))
     fi
 done
-echo "controller_crash: trials=$done_trials kills=$kills failures=$fails event_gaps=$gaps first_seed=$seed seconds=$SECONDS"
+echo "controller_crash: trials=$done_trials kills=$kills failures=$fails events_missing=$missing first_seed=$seed seconds=$SECONDS"
 [ $fails -eq 0 ]
