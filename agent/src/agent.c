@@ -1471,6 +1471,8 @@ static void requeue_step_event(upk_agent *a)
         memset(&a->m, 0, sizeof(a->m));
     upk_info("device=%s campaign=%s queueing the %s event a restart kept from being sent",
              a->cfg->device_id, j->campaign, upk_status_str(j->status));
+    if (a->ob.next_seq < j->event_seq)
+        a->ob.next_seq = j->event_seq; /* numbers only ever go up */
     bool final = upk_status_is_final(j->status);
     char msg[UPK_ERRMSG_MAX + 1];
     (void)snprintf(msg, sizeof(msg), "%s", final ? j->message : "");

@@ -162,6 +162,18 @@ upk_err upk__outbox_open(upk__outbox *ob, const char *dir, size_t max, bool do_f
         ob->seqs[ob->count++] = all[i];
     free(all);
     ob->next_seq = from_file > highest ? from_file : highest + 1;
+    if (ob->next_seq > from_file) {
+        /* The seq file is behind a queued event (a crash between the two
+         * writes of a push): bring it up now, before that event is sent
+         * and removed and its number could come back. */
+        char path[UPK_AGENT_PATH_MAX], num[32];
+        int n = snprintf(num, sizeof(num), "%" PRIu64 "\n", ob->next_seq);
+        err = upk__path(path, sizeof(path), ob->dir, SEQ_FILE);
+        if (err == UPK_OK)
+            err = write_file(ob, path, num, (size_t)n);
+        if (err != UPK_OK)
+            goto out_fail;
+    }
     return UPK_OK;
 out_fail:
     upk__outbox_cleanup(ob);

@@ -109,6 +109,37 @@ static void outbox_event_file_before_seq_file(void **state)
     upk__outbox_cleanup(&ob);
 }
 
+/* The soak found this one: a crash between event 3's file and the seq file,
+ * a restart that sends and removes event 3, then a crash before anything
+ * else moved the seq file on: the next open must not hand 3 out again. */
+static void outbox_seq_file_brought_up_at_open(void **state)
+{
+    const char *dir = *state;
+    upk__outbox ob;
+    assert_int_equal(upk__outbox_open(&ob, dir, 16, true), UPK_OK);
+    assert_int_equal(push(&ob), UPK_OK);
+    assert_int_equal(push(&ob), UPK_OK);
+    upk__outbox_cleanup(&ob);
+    char *e2 = tu_read(dir, "00000000000000000002.ev", NULL);
+    assert_non_null(e2);
+    assert_int_equal(tu_write(dir, "00000000000000000003.ev", e2, strlen(e2)), 0);
+    free(e2);
+    assert_int_equal(tu_write(dir, "seq", "3\n", 2), 0);
+    assert_int_equal(upk__outbox_open(&ob, dir, 16, true), UPK_OK);
+    char *seq = tu_read(dir, "seq", NULL);
+    assert_non_null(seq);
+    assert_string_equal(seq, "4\n");
+    free(seq);
+    /* All three sent and removed; a restart continues at 4. */
+    assert_int_equal(upk__outbox_pop(&ob, 1), UPK_OK);
+    assert_int_equal(upk__outbox_pop(&ob, 2), UPK_OK);
+    assert_int_equal(upk__outbox_pop(&ob, 3), UPK_OK);
+    upk__outbox_cleanup(&ob);
+    assert_int_equal(upk__outbox_open(&ob, dir, 16, true), UPK_OK);
+    assert_int_equal(ob.next_seq, 4);
+    upk__outbox_cleanup(&ob);
+}
+
 /* When the seq file cannot be written the event is not made: no file is
  * left behind and the number is handed out again. */
 static void outbox_seq_write_failure_makes_no_event(void **state)
@@ -139,6 +170,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(journal_without_event_seq_reads_as_unknown, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(outbox_event_file_before_seq_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(outbox_seq_file_brought_up_at_open, setup, teardown),
         cmocka_unit_test_setup_teardown(outbox_seq_write_failure_makes_no_event, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
