@@ -305,6 +305,7 @@ static void finish(upk_agent *a, upk_status st, upk_err err, const char *msg)
 {
     a->j.status = st;
     a->j.rolling_back = false;
+    a->j.committing = false;
     a->j.error = err;
     a->j.event_seq = a->ob.next_seq; /* the seq emit() is about to use */
     (void)snprintf(a->j.message, sizeof(a->j.message), "%s", msg != NULL ? msg : "");
@@ -1059,6 +1060,16 @@ static void commit_done(upk_err err, const char *msg, void *cb_data)
 
 static void step_commit(upk_agent *a)
 {
+    /* Journaled first: once the module's commit step may have run, a
+     * restart must finish the commit, not roll back. */
+    if (!a->j.committing) {
+        a->j.committing = true;
+        if (upk__journal_save_ex(a->journal_path, &a->j, a->cfg->fsync) != UPK_OK) {
+            a->j.committing = false;
+            start_rollback(a, UPK_E_IO, "cannot write the journal");
+            return;
+        }
+    }
     prepare_job(a, UPK_STATUS_HEALTH_CHECK);
     a->busy = true;
     a->outstanding++;
@@ -1516,6 +1527,12 @@ static void resume(upk_agent *a)
         upk_info("device=%s campaign=%s the commit was recorded before the restart; completing it",
                  a->cfg->device_id, j->campaign);
         commit_complete(a);
+        return;
+    }
+    if (j->status == UPK_STATUS_HEALTH_CHECK && j->committing) {
+        upk_info("device=%s campaign=%s health passed and the commit had begun; committing again",
+                 a->cfg->device_id, j->campaign);
+        step_commit(a);
         return;
     }
     switch (j->status) {

@@ -38,6 +38,9 @@ typedef struct upk__journal {
      * before the event is queued, so that a start finding the seq never
      * handed out queues that event (exactly once). 0 = not known. */
     uint64_t event_seq;
+    /* The module's commit step was started: a restart re-runs it and never
+     * rolls back (the module may have dropped what a rollback needs). */
+    bool committing;
 } upk__journal;
 
 /* Frees the manifest copy; leaves an idle journal. Safe twice. */

@@ -86,7 +86,8 @@ upk_err upk__journal_save_ex(const char *path, const upk__journal *j, bool do_sy
               cJSON_AddStringToObject(root, "sig", sig64) &&
               cJSON_AddStringToObject(root, "slot", j->slot) &&
               cJSON_AddNumberToObject(root, "restarts", j->restarts) &&
-              cJSON_AddNumberToObject(root, "event_seq", (double)j->event_seq);
+              cJSON_AddNumberToObject(root, "event_seq", (double)j->event_seq) &&
+              cJSON_AddBoolToObject(root, "committing", j->committing);
     if (!ok) {
         cJSON_Delete(root);
         return UPK_E_NOMEM;
@@ -176,6 +177,10 @@ upk_err upk__journal_load(const char *path, upk__journal *j)
     if (cJSON_GetObjectItemCaseSensitive(root, "event_seq") != NULL &&
         !read_u64(root, "event_seq", &j->event_seq))
         goto out_corrupt;
+    const cJSON *cm = cJSON_GetObjectItemCaseSensitive(root, "committing");
+    if (cm != NULL && !cJSON_IsBool(cm))
+        goto out_corrupt;
+    j->committing = cJSON_IsTrue(cm);
     j->manifest_len = strlen(man->valuestring);
     if (j->manifest_len > 0) {
         j->manifest = strdup(man->valuestring);

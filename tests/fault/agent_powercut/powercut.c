@@ -1496,6 +1496,68 @@ out:
     free(json);
 }
 
+/* Regression for a power cut after the module's commit step began (it may
+ * drop what a rollback needs) and before the installed facts were written:
+ * the restart at the limit rolled back, leaving the new image in place under
+ * facts naming the old one. Crafted: the new image active, no backup, the
+ * journal in health_check, committing, at the restart limit. */
+static void commit_begun_check(dev *d)
+{
+    power_cut(d);
+    printf("commit-begun check: module commit started, facts not yet written\n");
+    upk_manifest m;
+    make_manifest(&m, "9.2", &d->img[0], "file");
+    char *json = NULL, sig64[256], *jtext = NULL, prev[PATH_CAP];
+    size_t jlen = 0, siglen = 0, slen = 0;
+    uint8_t sig[UPK_SIG_MAX];
+    cJSON *root = NULL;
+    if (upk_manifest_encode(&m, &json, &jlen) != UPK_OK ||
+        upk_manifest_sign(R.key, json, jlen, sig, &siglen) != UPK_OK ||
+        upk_base64_encode(sig, siglen, sig64, sizeof(sig64), &slen) != UPK_OK) {
+        failf(d, "cannot sign the crafted manifest");
+        goto out;
+    }
+    root = cJSON_CreateObject();
+    bool ok = root != NULL && cJSON_AddNumberToObject(root, "v", 1) &&
+              cJSON_AddStringToObject(root, "status", "health_check") &&
+              cJSON_AddBoolToObject(root, "rolling_back", false) &&
+              cJSON_AddStringToObject(root, "error", upk_err_str(UPK_OK)) &&
+              cJSON_AddStringToObject(root, "message", "") &&
+              cJSON_AddStringToObject(root, "campaign", "commit-y") &&
+              cJSON_AddStringToObject(root, "desired_id", "") &&
+              cJSON_AddStringToObject(root, "key_id", upk_key_id(R.key)) &&
+              cJSON_AddStringToObject(root, "manifest", json) &&
+              cJSON_AddStringToObject(root, "sig", sig64) &&
+              cJSON_AddStringToObject(root, "slot", "") &&
+              cJSON_AddNumberToObject(root, "restarts", 1) &&
+              cJSON_AddNumberToObject(root, "event_seq", 8) &&
+              cJSON_AddBoolToObject(root, "committing", true);
+    jtext = ok ? cJSON_PrintUnformatted(root) : NULL;
+    (void)join(prev, d->target, "", ".upkprev");
+    (void)unlink(prev);
+    if (jtext == NULL || write_bin(d->target, d->img[0].data, d->img[0].len) != 0 ||
+        write_text(d->journal, jtext, 0600) != 0) {
+        failf(d, "cannot write the crafted journal");
+        goto out;
+    }
+    agent_start(d);
+    expect_event(d, 9, UPK_STATUS_COMMITTED, "commit-y");
+    upk_status st = UPK_STATUS_IDLE;
+    bool rb = false;
+    facts f;
+    if (!read_journal(d, &st, &rb, NULL, 0) || st != UPK_STATUS_COMMITTED)
+        failf(d, "journal says %s, expected committed", upk_status_str(st));
+    if (which_image(d, d->target) != 0)
+        failf(d, "the new image is no longer installed");
+    if (!read_installed(d, &f) || strcmp(f.version, "9.2") != 0)
+        failf(d, "installed.json does not name 9.2");
+    R.done_trials++;
+out:
+    cJSON_Delete(root);
+    free(jtext);
+    free(json);
+}
+
 /* --------------------------------------------------------------- report */
 
 static void report(void)
@@ -1625,6 +1687,7 @@ int main(int argc, char **argv)
     if (requeue_only) {
         requeue_check(&R.devs[SC_FILE]);
         commit_window_check(&R.devs[SC_FILE]);
+        commit_begun_check(&R.devs[SC_FILE]);
         rc = 0;
         goto out;
     }
