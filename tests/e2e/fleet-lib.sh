@@ -217,6 +217,10 @@ fl_campaign_state() { fl_json 'd.get("state","")' upk campaign show "$1" --json;
 
 fl_campaign_is() { [ "$(fl_campaign_state "$1")" = "$2" ]; }
 
+# fl_devices_are N: the controller knows exactly N devices. For fl_wait, which
+# re-runs its command: a "$(...)" in fl_wait's arguments runs only once.
+fl_devices_are() { [ "$(fl_json 'len(d)' upk devices --json)" = "$1" ]; }
+
 # fl_make_artifact PATH KIB [SEED]: a deterministic pseudo-random file.
 fl_make_artifact() {
     python3 - "$1" "$2" "${3:-$1}" <<'EOF'

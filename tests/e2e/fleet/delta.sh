@@ -8,7 +8,7 @@ fl_broker_start
 fl_serve_start 200
 fl_sim_start fleet --count $N --hw rev-a:50%,rev-b:50% --install-ms 50 --health-ms 20
 fl_wait_sim fleet connected $N 120
-fl_wait 60 "$N devices registered" test "$(fl_json 'len(d)' upk devices --json)" = $N
+fl_wait 60 "$N devices registered" fl_devices_are $N
 
 fl_make_artifact "$FL_DIR/v1" 256 v1
 fl_release fw 1.0.0 1 "$FL_DIR/v1" > /dev/null

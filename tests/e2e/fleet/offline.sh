@@ -12,7 +12,7 @@ fl_sim_start late --count 1 --id-prefix late- --data-dir "$FL_DIR/late-data" \
 late=$FL_SIM_PID
 fl_wait_sim fleet connected $N 120
 fl_wait_sim late connected 1 60
-fl_wait 60 "$((N + 1)) devices registered" test "$(fl_json 'len(d)' upk devices --json)" = $((N + 1))
+fl_wait 60 "$((N + 1)) devices registered" fl_devices_are $((N + 1))
 kill -KILL "$late"
 wait "$late" 2>/dev/null || true
 fl_wait 30 "late-00001 seen offline" \

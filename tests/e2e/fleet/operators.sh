@@ -9,7 +9,7 @@ fl_broker_start
 fl_serve_start 200
 fl_sim_start fleet --count $N --install-ms 2500 --health-ms 50
 fl_wait_sim fleet connected $N 120
-fl_wait 60 "$N devices registered" test "$(fl_json 'len(d)' upk devices --json)" = $N
+fl_wait 60 "$N devices registered" fl_devices_are $N
 fl_make_artifact "$FL_DIR/a1" 64 a1
 fl_release fw 1.0.0 1 "$FL_DIR/a1" > /dev/null
 upk campaign create --id op --release fw-1.0.0 --stages 100% --soak 0 --max-in-flight 2 > /dev/null

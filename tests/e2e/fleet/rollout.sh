@@ -9,7 +9,7 @@ fl_serve_start 200
 fl_sim_start fleet --count $N --hw rev-a:50%,rev-b:50% --install-ms rev-a:100,rev-b:200 \
     --health-ms 50 --health-fail rev-b:1@1.1.0
 fl_wait_sim fleet connected $N 120
-fl_wait 60 "$N devices registered" test "$(fl_json 'len(d)' upk devices --json)" = $N
+fl_wait 60 "$N devices registered" fl_devices_are $N
 
 fl_make_artifact "$FL_DIR/a1" 64 a1
 fl_release fw 1.0.0 1 "$FL_DIR/a1" > /dev/null

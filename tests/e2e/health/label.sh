@@ -10,7 +10,7 @@ fl_broker_start
 fl_serve_start 200
 fl_sim_start fleet --count $N --hw rev-a:50%,rev-b:50% --install-ms 50 --health-ms 20
 fl_wait_sim fleet connected $N 120
-fl_wait 60 "$N devices registered" test "$(fl_json 'len(d)' upk devices --json)" = $N
+fl_wait 60 "$N devices registered" fl_devices_are $N
 dev=$(fl_json 'sorted(x["id"] for x in d)[0]' upk devices --json)
 
 # Before any signed release: no end of support stated.

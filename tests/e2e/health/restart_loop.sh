@@ -15,7 +15,7 @@ fl_serve_start 200
 fl_sim_start fleet --count $N --hw rev-a:50%,rev-b:50% --install-ms 50 --health-ms 20 \
     --restart-after-commit "*:$LOOPS@1.3.0"
 fl_wait_sim fleet connected $N 120
-fl_wait 60 "$N devices registered" test "$(fl_json 'len(d)' upk devices --json)" = $N
+fl_wait 60 "$N devices registered" fl_devices_are $N
 
 fl_make_artifact "$FL_DIR/a1" 16 loop
 fl_release fw 1.3.0 8 "$FL_DIR/a1" > /dev/null
