@@ -36,6 +36,8 @@ THREADS=${THREADS:-4}
 INFLIGHT=${INFLIGHT:-20}
 PAYLOAD=${PAYLOAD:-64}
 INSTR=${INSTR:-0}
+# The load generator gives up after TIMEOUT seconds (callgrind is ~50x slower).
+TIMEOUT=${TIMEOUT:-$([ "$INSTR" = 1 ] && echo 900 || echo 120)}
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 case "$BUILD" in /*) ;; *) BUILD="$ROOT/$BUILD" ;; esac
@@ -170,7 +172,7 @@ run_once() { # NAME QOS LOADGEN_AUTH_ARGS...
     [ "$INSTR" != 1 ] || instr_begin "${PID[$name]}"
     line=$("$LOADGEN" --port "${PORT[$name]}" --devices "$DEVICES" --messages "$MESSAGES" \
            --qos "$qos" --threads "$THREADS" --inflight "$INFLIGHT" --payload "$PAYLOAD" \
-           --label "$name" "$@")
+           --timeout "$TIMEOUT" --label "$name" "$@")
     c1=$(cpu_ticks "${PID[$name]}")
     rx=$(sed -n 's/.*received=\([0-9]*\).*/\1/p' <<< "$line")
     rate=$(sed -n 's/.*msg_per_s=\([0-9]*\).*/\1/p' <<< "$line")
