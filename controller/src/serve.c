@@ -1,7 +1,20 @@
 /* `upkeep serve` wiring (serve.h): registry updates from retained state and
  * online messages, event application, chunk serving to devices whose desired
  * names the artifact, operator commands, and the engine tick that advances
- * every running campaign. Everything runs on the loop thread. */
+ * every running campaign. Everything runs on the loop thread.
+ *
+ * Flow control: desired messages and chunk replies wait in our own bounded
+ * queues (outq.h, duplicates dropped) and at most PUB_WINDOW of them are
+ * handed to Paho at a time, released by their completion callbacks. Paho
+ * keeps its commands and in-flight messages in lists it scans per packet, so
+ * a long backlog inside Paho made every publish slower (docs/benchmarks.md,
+ * Scale). Replies to operators bypass the queues.
+ *
+ * Paho's send thread sleeps up to a second when a partial socket write
+ * blocks the client and is woken only by a new command, not when the write
+ * completes; with every slot of the window waiting inside Paho nothing new
+ * would come. So when the window is full and nothing completed for NUDGE_MS,
+ * one more publish is handed over (up to PUB_WINDOW_MAX), which wakes it. */
 #include "serve.h"
 
 #include <errno.h>
@@ -17,6 +30,7 @@
 
 #include "ctl.h"
 #include "engine.h"
+#include "outq.h"
 #include "store.h"
 #include "upkeep/hash.h"
 #include "upkeep/log.h"
@@ -24,8 +38,16 @@
 #include "upkeep/msg.h"
 #include "upkeep/topic.h"
 
-#define RUNNING_MAX        256   /* campaigns advanced per tick */
-#define REPUBLISH_EVERY_MS 10000 /* retry of desired publishes that failed */
+#define RUNNING_MAX        256              /* campaigns advanced per tick */
+#define REPUBLISH_EVERY_MS 10000            /* retry of desired publishes that failed */
+#define PUB_WINDOW         64               /* queued publishes handed to Paho, not done yet */
+#define CHUNKQ_MAX         131072           /* chunk requests waiting (~150 bytes each) */
+#define DESIREDQ_MAX       1048576          /* devices whose desired waits to be published */
+#define WINDOW_STALL_MS    30000            /* no completion for this long: forget the window */
+#define NUDGE_MS           10               /* window full and no completion this long: one more */
+#define PUB_WINDOW_MAX     (2 * PUB_WINDOW) /* ... but never more than this */
+
+enum { OQ_CHUNK = 1, OQ_DESIRED = 2 };
 
 typedef struct srv {
     uv_loop_t loop;
@@ -33,7 +55,7 @@ typedef struct srv {
     upk_store *store;
     upk_ctl *ctl;
     upk_mqtt *mqtt;
-    uv_timer_t tick;
+    uv_timer_t tick, nudge;
     uv_signal_t sigint, sigterm;
     bool stopping;
     bool republish;
@@ -43,7 +65,16 @@ typedef struct srv {
     char *cache_payload;
     size_t cache_len;
     uint8_t *chunk_buf;
-    uint64_t events, chunks, desired_sent;
+    /* Outbound flow control (see the top of this file). */
+    upk_outq *chunkq, *desiredq;
+    unsigned inflight;
+    int64_t last_done_ms;
+    bool turn_desired, pumping;
+    /* The blob of the last chunk served, kept open (blobs are immutable). */
+    int blob_fd;
+    uint64_t blob_size;
+    char blob_hex[UPK_SHA256_HEX_LEN + 1];
+    uint64_t events, chunks, desired_sent, chunk_dropped;
 } srv;
 
 struct pub_ctx {
@@ -68,10 +99,29 @@ static bool stamped(const char *sender, const char *role, const char *id)
            strcmp(sender + rl + 1, id) == 0;
 }
 
+static void pump(srv *s);
+
+/* A publish handed out by pump is done: its window slot is free again. */
+static void slot_done(srv *s)
+{
+    if (s->inflight > 0)
+        s->inflight--;
+    s->last_done_ms = now_ms();
+    pump(s);
+}
+
+static void chunk_done(upk_mqtt *c, upk_err err, void *cb_data)
+{
+    (void)c;
+    (void)err; /* a lost reply is asked for again by the agent */
+    slot_done(cb_data);
+}
+
 static void desired_done(upk_mqtt *c, upk_err err, void *cb_data)
 {
     (void)c;
     struct pub_ctx *p = cb_data;
+    srv *s = p->s;
     if (err == UPK_OK) {
         if (upk_store_desired_acked(p->s->store, p->device, p->release, p->campaign) != UPK_OK)
             upk_error("serve: could not record desired ack device=%s", p->device);
@@ -81,6 +131,7 @@ static void desired_done(upk_mqtt *c, upk_err err, void *cb_data)
         p->s->republish = true;
     }
     free(p);
+    slot_done(s);
 }
 
 static upk_err desired_payload(srv *s, const char *release, const char *campaign)
@@ -120,15 +171,14 @@ static upk_err desired_payload(srv *s, const char *release, const char *campaign
 }
 
 /* Publishes the current desired of device (retained, QoS 1); the store
- * records it as acknowledged on PUBACK. */
-static void publish_desired(const char *device, void *ud)
+ * records it as acknowledged on PUBACK. True when handed to Paho. */
+static bool send_desired(srv *s, const char *device)
 {
-    srv *s = ud;
     char release[UPK_ID_MAX + 1], campaign[UPK_ID_MAX + 1], topic[UPK_TOPIC_MAX + 1];
     if (upk_store_device_desired(s->store, device, release, campaign) != UPK_OK ||
         upk_topic_build(topic, sizeof(topic), s->cfg->prefix, UPK_TOPIC_DEV_DESIRED, device) !=
             UPK_OK)
-        return;
+        return false;
     const void *payload = "";
     size_t len = 0;
     if (release[0] != '\0') {
@@ -136,14 +186,16 @@ static void publish_desired(const char *device, void *ud)
         if (err != UPK_OK) {
             upk_error("serve: cannot build desired device=%s release=%s err=%s", device, release,
                       upk_err_str(err));
-            return;
+            return false;
         }
         payload = s->cache_payload;
         len = s->cache_len;
     }
     struct pub_ctx *p = calloc(1, sizeof(*p));
-    if (p == NULL)
-        return;
+    if (p == NULL) {
+        s->republish = true;
+        return false;
+    }
     p->s = s;
     memcpy(p->device, device, strlen(device) + 1);
     memcpy(p->release, release, sizeof(p->release));
@@ -152,11 +204,35 @@ static void publish_desired(const char *device, void *ud)
     if (err != UPK_OK) {
         free(p);
         s->republish = true;
-        return;
+        return false;
     }
     s->desired_sent++;
     upk_debug("serve: desired device=%s release=%s campaign=%s", device,
               release[0] ? release : "(none)", campaign);
+    return true;
+}
+
+/* Queues the publication of device's current desired (what the store says
+ * when its turn comes; a device already queued is not queued twice). */
+static void publish_desired(const char *device, void *ud)
+{
+    srv *s = ud;
+    upk_outq_item it;
+    memset(&it, 0, sizeof(it));
+    size_t dl = strlen(device);
+    if (dl > UPK_ID_MAX)
+        return;
+    it.kind = OQ_DESIRED;
+    memcpy(it.device, device, dl + 1);
+    bool dup = false;
+    upk_err err = upk_outq_push(s->desiredq, &it, &dup);
+    if (err != UPK_OK) {
+        upk_warn("serve: desired of device=%s not queued err=%s; retried later", device,
+                 upk_err_str(err));
+        s->republish = true;
+        return;
+    }
+    pump(s);
 }
 
 static void republish_all(srv *s)
@@ -182,6 +258,7 @@ static void on_connect(upk_mqtt *c, void *ud)
     }
     upk_info("serve: connected to %s", s->cfg->broker);
     republish_all(s);
+    pump(s);
 }
 
 static void on_disconnect(upk_mqtt *c, upk_err err, void *ud)
@@ -191,69 +268,152 @@ static void on_disconnect(upk_mqtt *c, upk_err err, void *ud)
     upk_warn("serve: broker %s: %s; reconnecting", s->cfg->broker, upk_err_str(err));
 }
 
-static void handle_chunk(srv *s, const char *device, const upk_mqtt_msg *m)
+/* The blob of hex, open and sized in s->blob_*; false when it is not there. */
+static bool blob_open(srv *s, const char *hex)
 {
-    upk_chunk_req req;
+    if (s->blob_fd >= 0 && strcmp(s->blob_hex, hex) == 0)
+        return true;
+    char path[UPK_PATH_MAX];
+    if (upk_store_blob_path(s->store, hex, path, sizeof(path)) != UPK_OK)
+        return false;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return false;
+    }
+    if (s->blob_fd >= 0)
+        close(s->blob_fd);
+    s->blob_fd = fd;
+    s->blob_size = (uint64_t)st.st_size;
+    memcpy(s->blob_hex, hex, sizeof(s->blob_hex));
+    return true;
+}
+
+/* Answers one queued chunk request. True when handed to Paho. Whether the
+ * device may fetch is decided now, not when it asked: a device whose desired
+ * changed meanwhile gets NOT_FOUND, which its agent drops. */
+static bool send_chunk(srv *s, const upk_outq_item *req)
+{
     upk_chunk_hdr h;
     memset(&h, 0, sizeof(h));
-    char topic[UPK_TOPIC_MAX + 1], hex[UPK_SHA256_HEX_LEN + 1], path[UPK_PATH_MAX];
-    upk_err derr = upk_chunk_req_decode((const char *)m->payload, m->len, &req);
-    if (derr != UPK_OK) {
-        upk_warn("serve: malformed chunk request device=%s err=%s", device, upk_err_str(derr));
-        return;
-    }
-    if (upk_topic_build(topic, sizeof(topic), s->cfg->prefix, UPK_TOPIC_DEV_CHUNK_DATA, device) !=
-            UPK_OK ||
-        upk_hex_encode(req.artifact, UPK_SHA256_LEN, hex, sizeof(hex)) != UPK_OK)
-        return;
-    memcpy(h.artifact, req.artifact, UPK_SHA256_LEN);
-    h.offset = req.offset;
+    char topic[UPK_TOPIC_MAX + 1], hex[UPK_SHA256_HEX_LEN + 1];
+    if (upk_topic_build(topic, sizeof(topic), s->cfg->prefix, UPK_TOPIC_DEV_CHUNK_DATA,
+                        req->device) != UPK_OK ||
+        upk_hex_encode(req->artifact, UPK_SHA256_LEN, hex, sizeof(hex)) != UPK_OK)
+        return false;
+    memcpy(h.artifact, req->artifact, UPK_SHA256_LEN);
+    h.offset = req->offset;
     bool ok = false;
     size_t n = 0;
-    if (upk_store_may_fetch(s->store, device, hex, &ok) != UPK_OK) {
+    if (upk_store_may_fetch(s->store, req->device, hex, &ok) != UPK_OK) {
         h.status = UPK_CHUNK_BUSY;
     } else if (!ok) {
         h.status = UPK_CHUNK_NOT_FOUND;
-        upk_warn("serve: chunk refused device=%s artifact=%.16s: not in its desired", device, hex);
-    } else if (upk_store_blob_path(s->store, hex, path, sizeof(path)) == UPK_OK) {
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        struct stat st;
-        if (fd < 0 || fstat(fd, &st) != 0) {
-            h.status = UPK_CHUNK_NOT_FOUND;
-        } else if (req.length == 0 || req.length > UPK_CHUNK_MAX ||
-                   req.offset >= (uint64_t)st.st_size) {
-            h.status = UPK_CHUNK_RANGE;
-        } else {
-            size_t want = req.length;
-            if ((uint64_t)want > (uint64_t)st.st_size - req.offset)
-                want = (size_t)((uint64_t)st.st_size - req.offset);
-            while (n < want) {
-                ssize_t r = pread(fd, s->chunk_buf + UPK_CHUNK_HDR_LEN + n, want - n,
-                                  (off_t)(req.offset + n));
-                if (r < 0 && errno == EINTR)
-                    continue;
-                if (r <= 0)
-                    break;
-                n += (size_t)r;
-            }
-            h.status = n == want ? UPK_CHUNK_OK : UPK_CHUNK_BUSY;
+        upk_warn("serve: chunk refused device=%s artifact=%.16s: not in its desired", req->device,
+                 hex);
+    } else if (!blob_open(s, hex)) {
+        h.status = UPK_CHUNK_NOT_FOUND;
+    } else if (req->length == 0 || req->length > UPK_CHUNK_MAX || req->offset >= s->blob_size) {
+        h.status = UPK_CHUNK_RANGE;
+    } else {
+        size_t want = req->length;
+        if ((uint64_t)want > s->blob_size - req->offset)
+            want = (size_t)(s->blob_size - req->offset);
+        while (n < want) {
+            ssize_t r = pread(s->blob_fd, s->chunk_buf + UPK_CHUNK_HDR_LEN + n, want - n,
+                              (off_t)(req->offset + n));
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0)
+                break;
+            n += (size_t)r;
         }
-        if (fd >= 0)
-            close(fd);
+        h.status = n == want ? UPK_CHUNK_OK : UPK_CHUNK_BUSY;
     }
     if (h.status != UPK_CHUNK_OK)
         n = 0;
     h.length = (uint32_t)n;
     upk_chunk_hdr_write(&h, s->chunk_buf);
     /* QoS 0: agents subscribe to chunk data at QoS 0 and ask again after a
-     * timeout, so QoS 1 bought nothing; it only made Paho track every reply
-     * (a linear search per message that dominated the controller's profile
-     * at 10,000 devices). */
-    if (upk_mqtt_publish(s->mqtt, topic, s->chunk_buf, UPK_CHUNK_HDR_LEN + n, 0, false, NULL,
-                         NULL) != UPK_OK)
-        upk_warn("serve: chunk reply dropped device=%s (broker busy)", device);
-    else
-        s->chunks++;
+     * timeout, so QoS 1 would buy nothing but Paho's tracking of every reply. */
+    if (upk_mqtt_publish(s->mqtt, topic, s->chunk_buf, UPK_CHUNK_HDR_LEN + n, 0, false, chunk_done,
+                         s) != UPK_OK) {
+        upk_warn("serve: chunk reply dropped device=%s (broker busy)", req->device);
+        return false;
+    }
+    s->chunks++;
+    return true;
+}
+
+/* Hands queued publishes to Paho while the window has room, alternating
+ * between desired messages and chunk replies when both wait. */
+static void pump_upto(srv *s, unsigned window)
+{
+    if (s->pumping)
+        return;
+    s->pumping = true;
+    while (s->inflight < window && upk_mqtt_connected(s->mqtt)) {
+        upk_outq *first = s->turn_desired ? s->desiredq : s->chunkq;
+        upk_outq *second = s->turn_desired ? s->chunkq : s->desiredq;
+        s->turn_desired = !s->turn_desired;
+        upk_outq_item it;
+        if (!upk_outq_pop(first, &it) && !upk_outq_pop(second, &it))
+            break;
+        bool sent = it.kind == OQ_CHUNK ? send_chunk(s, &it) : send_desired(s, it.device);
+        if (sent) {
+            if (s->inflight++ == 0)
+                s->last_done_ms = now_ms();
+        }
+    }
+    s->pumping = false;
+}
+
+static void pump(srv *s)
+{
+    pump_upto(s, PUB_WINDOW);
+}
+
+static void on_nudge(uv_timer_t *t)
+{
+    srv *s = t->data;
+    if (s->inflight >= PUB_WINDOW && s->inflight < PUB_WINDOW_MAX &&
+        now_ms() - s->last_done_ms >= NUDGE_MS) {
+        pump_upto(s, s->inflight + 1);
+        s->last_done_ms = now_ms();
+    }
+}
+
+static void handle_chunk(srv *s, const char *device, const upk_mqtt_msg *m)
+{
+    upk_chunk_req req;
+    upk_err derr = upk_chunk_req_decode((const char *)m->payload, m->len, &req);
+    if (derr != UPK_OK) {
+        upk_warn("serve: malformed chunk request device=%s err=%s", device, upk_err_str(derr));
+        return;
+    }
+    upk_outq_item it;
+    memset(&it, 0, sizeof(it));
+    size_t dl = strlen(device);
+    if (dl > UPK_ID_MAX)
+        return;
+    it.kind = OQ_CHUNK;
+    memcpy(it.device, device, dl + 1);
+    memcpy(it.artifact, req.artifact, UPK_SHA256_LEN);
+    it.offset = req.offset;
+    it.length = req.length;
+    bool dup = false;
+    upk_err err = upk_outq_push(s->chunkq, &it, &dup);
+    if (err != UPK_OK) {
+        /* Full: the agent asks again after its timeout. */
+        if (s->chunk_dropped++ % 1000 == 0)
+            upk_warn("serve: chunk request dropped device=%s err=%s (%llu so far)", device,
+                     upk_err_str(err), (unsigned long long)s->chunk_dropped);
+        return;
+    }
+    if (!dup)
+        pump(s);
 }
 
 static void handle_ctl(srv *s, const char *op, const upk_mqtt_msg *m)
@@ -416,6 +576,12 @@ static void on_tick(uv_timer_t *t)
     }
     free(ids);
     upk_ctl_expire(s->ctl, now);
+    if (s->inflight > 0 && now - s->last_done_ms >= WINDOW_STALL_MS) {
+        upk_warn("serve: no publish completed in %d ms; releasing %u window slots", WINDOW_STALL_MS,
+                 s->inflight);
+        s->inflight = 0;
+    }
+    pump(s);
     if (s->republish && upk_mqtt_connected(s->mqtt) &&
         now - s->last_republish_ms >= REPUBLISH_EVERY_MS)
         republish_all(s);
@@ -440,6 +606,8 @@ static void on_signal(uv_signal_t *sig, int signum)
     upk_info("serve: signal %d; stopping", signum);
     uv_timer_stop(&s->tick);
     uv_close((uv_handle_t *)&s->tick, on_closed);
+    uv_timer_stop(&s->nudge);
+    uv_close((uv_handle_t *)&s->nudge, on_closed);
     uv_close((uv_handle_t *)&s->sigint, on_closed);
     uv_close((uv_handle_t *)&s->sigterm, on_closed);
     upk_mqtt_close(s->mqtt, mqtt_closed, s);
@@ -453,8 +621,12 @@ upk_err upk_serve_run(const upk_serve_config *cfg)
         return UPK_E_NOMEM;
     s->cfg = cfg;
     upk_err err = UPK_OK;
+    s->blob_fd = -1;
     s->chunk_buf = malloc(UPK_CHUNK_HDR_LEN + UPK_CHUNK_MAX);
-    if (s->chunk_buf == NULL || uv_loop_init(&s->loop) != 0) {
+    if (s->chunk_buf == NULL || upk_outq_new(CHUNKQ_MAX, &s->chunkq) != UPK_OK ||
+        upk_outq_new(DESIREDQ_MAX, &s->desiredq) != UPK_OK || uv_loop_init(&s->loop) != 0) {
+        upk_outq_free(s->chunkq);
+        upk_outq_free(s->desiredq);
         free(s->chunk_buf);
         free(s);
         return UPK_E_NOMEM;
@@ -493,6 +665,9 @@ upk_err upk_serve_run(const upk_serve_config *cfg)
     uv_timer_init(&s->loop, &s->tick);
     s->tick.data = s;
     uv_timer_start(&s->tick, on_tick, cfg->tick_ms, cfg->tick_ms);
+    uv_timer_init(&s->loop, &s->nudge);
+    s->nudge.data = s;
+    uv_timer_start(&s->nudge, on_nudge, NUDGE_MS, NUDGE_MS);
     uv_signal_init(&s->loop, &s->sigint);
     uv_signal_init(&s->loop, &s->sigterm);
     s->sigint.data = s->sigterm.data = s;
@@ -501,8 +676,11 @@ upk_err upk_serve_run(const upk_serve_config *cfg)
     upk_info("serve: data_dir=%s broker=%s prefix=%s tick=%ums", cfg->data_dir, cfg->broker,
              cfg->prefix, cfg->tick_ms);
     uv_run(&s->loop, UV_RUN_DEFAULT);
-    upk_info("serve: stopped (events=%llu chunks=%llu desired=%llu)", (unsigned long long)s->events,
-             (unsigned long long)s->chunks, (unsigned long long)s->desired_sent);
+    upk_info("serve: stopped (events=%llu chunks=%llu desired=%llu chunk_dups=%llu "
+             "chunk_dropped=%llu)",
+             (unsigned long long)s->events, (unsigned long long)s->chunks,
+             (unsigned long long)s->desired_sent, (unsigned long long)upk_outq_dups(s->chunkq),
+             (unsigned long long)s->chunk_dropped);
     goto out_ctl;
 out_mqtt:
     upk_mqtt_close(s->mqtt, NULL, NULL);
@@ -514,6 +692,10 @@ out_store:
 out_loop:
     if (uv_loop_close(&s->loop) != 0)
         upk_warn("serve: loop closed with handles open");
+    if (s->blob_fd >= 0)
+        close(s->blob_fd);
+    upk_outq_free(s->chunkq);
+    upk_outq_free(s->desiredq);
     free(s->cache_payload);
     free(s->chunk_buf);
     free(s);
