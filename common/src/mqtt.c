@@ -86,7 +86,9 @@ struct upk_mqtt {
     bool connect_in_flight;
     uint32_t backoff_ms;
     uint64_t next_pub_id;
-    struct pending_pub *pending;
+    /* Oldest first: completions mostly arrive in publish order, so the
+     * search in EV_PUB_DONE ends at or near the head. */
+    struct pending_pub *pending, *pending_tail;
     int handles_open;
     void (*closed)(void *userdata);
     void *closed_data;
@@ -369,7 +371,7 @@ static void start_connect(upk_mqtt *c)
 static void fail_pending(upk_mqtt *c, upk_err err)
 {
     struct pending_pub *p = c->pending;
-    c->pending = NULL;
+    c->pending = c->pending_tail = NULL;
     while (p != NULL) {
         struct pending_pub *next = p->next;
         if (p->done != NULL && c->state != ST_CLOSING && c->state != ST_FINAL)
@@ -570,13 +572,17 @@ static void handle_event(upk_mqtt *c, struct ev *e)
         }
         break;
     case EV_PUB_DONE: {
-        struct pending_pub **pp = &c->pending;
-        while (*pp != NULL && (*pp)->id != e->pub_id)
+        struct pending_pub **pp = &c->pending, *prev = NULL;
+        while (*pp != NULL && (*pp)->id != e->pub_id) {
+            prev = *pp;
             pp = &(*pp)->next;
+        }
         struct pending_pub *p = *pp;
         if (p == NULL)
             break; /* already failed at a connection loss */
         *pp = p->next;
+        if (c->pending_tail == p)
+            c->pending_tail = prev;
         if (p->done != NULL && !closing)
             p->done(c, e->err, p->cb_data);
         free(p);
@@ -801,8 +807,12 @@ upk_err upk_mqtt_publish(upk_mqtt *c, const char *topic, const void *payload, si
             return UPK_E_INVALID_ARG;
         return UPK_E_CONN;
     }
-    p->next = c->pending;
-    c->pending = p;
+    p->next = NULL;
+    if (c->pending_tail != NULL)
+        c->pending_tail->next = p;
+    else
+        c->pending = p;
+    c->pending_tail = p;
     return UPK_OK;
 }
 
