@@ -104,7 +104,8 @@ typedef struct upk__window_slot {
     uint32_t len;
     uint32_t tries;
     uint64_t sent_ms;
-    uint8_t *data; /* owned copy once arrived */
+    uint32_t wait_ms; /* answer overdue at sent_ms + wait_ms (backs off per try) */
+    uint8_t *data;    /* owned copy once arrived */
 } upk__window_slot;
 
 typedef struct upk__window {
@@ -122,7 +123,12 @@ typedef struct upk__window {
 void upk__window_init(upk__window *w, uint64_t size, uint32_t chunk, uint32_t max_inflight,
                       uint32_t timeout_ms, uint64_t written);
 /* Next request to send at now_ms (a new one, or one whose answer is overdue).
- * Returns false when nothing needs sending now. */
+ * Returns false when nothing needs sending now. A request is overdue
+ * timeout_ms after its first sending; each re-request doubles the wait, up
+ * to UPK__WINDOW_BACKOFF_MAX times timeout_ms, plus up to a quarter of it at
+ * random, so that late answers from a busy controller are not met with a
+ * synchronised wave of repeats. */
+#define UPK__WINDOW_BACKOFF_MAX 8
 bool upk__window_next(upk__window *w, uint64_t now_ms, uint64_t *off, uint32_t *len);
 /* Takes an arriving chunk (copied). UPK_E_CHUNK_UNEXPECTED when not
  * outstanding (duplicate, never requested); UPK_E_SIZE_MISMATCH when its

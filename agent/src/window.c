@@ -7,6 +7,22 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The wait after the tries-th sending of a request: timeout doubled per
+ * re-request up to the cap, plus jitter in [0, wait/4] from re-requests on. */
+static uint32_t backoff_ms(uint32_t timeout, uint32_t tries)
+{
+    uint64_t w = timeout;
+    for (uint32_t i = 1; i < tries && w < (uint64_t)timeout * UPK__WINDOW_BACKOFF_MAX; i++)
+        w *= 2;
+    if (w > (uint64_t)timeout * UPK__WINDOW_BACKOFF_MAX)
+        w = (uint64_t)timeout * UPK__WINDOW_BACKOFF_MAX;
+    if (w > UINT32_MAX / 2)
+        w = UINT32_MAX / 2;
+    if (tries > 1)
+        w += (uint64_t)((unsigned)rand() % (unsigned)(w / 4 + 1)); /* spreads load only */
+    return (uint32_t)w;
+}
+
 void upk__window_init(upk__window *w, uint64_t size, uint32_t chunk, uint32_t max_inflight,
                       uint32_t timeout_ms, uint64_t written)
 {
@@ -27,9 +43,10 @@ bool upk__window_next(upk__window *w, uint64_t now_ms, uint64_t *off, uint32_t *
      * stall the writer for long. */
     for (size_t i = 0; i < w->n; i++) {
         upk__window_slot *s = &w->slot[i];
-        if (s->data == NULL && now_ms >= s->sent_ms + w->timeout_ms) {
+        if (s->data == NULL && now_ms >= s->sent_ms + s->wait_ms) {
             s->sent_ms = now_ms;
             s->tries++;
+            s->wait_ms = backoff_ms(w->timeout_ms, s->tries);
             *off = s->off;
             *len = s->len;
             return true;
@@ -43,6 +60,7 @@ bool upk__window_next(upk__window *w, uint64_t now_ms, uint64_t *off, uint32_t *
     s->len = left < w->chunk ? (uint32_t)left : w->chunk;
     s->tries = 1;
     s->sent_ms = now_ms;
+    s->wait_ms = backoff_ms(w->timeout_ms, 1);
     s->data = NULL;
     w->next += s->len;
     *off = s->off;

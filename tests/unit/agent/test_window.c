@@ -90,6 +90,39 @@ static void window_rerequests_after_timeout(void **state)
     upk__window_cleanup(&w);
 }
 
+/* Each re-request of the same chunk waits about twice as long as the one
+ * before (plus at most a quarter of jitter), up to the cap. */
+static void window_rerequests_back_off_to_a_cap(void **state)
+{
+    (void)state;
+    for (int round = 0; round < 50; round++) {
+        upk__window w;
+        upk__window_init(&w, 100, 100, 1, 1000, 0);
+        uint64_t off, t = 0;
+        uint32_t len;
+        assert_true(upk__window_next(&w, t, &off, &len));
+        uint64_t expect = 1000; /* the first timeout is exact */
+        for (uint32_t tries = 2; tries <= 7; tries++) {
+            assert_false(upk__window_next(&w, t + expect - 1, &off, &len));
+            uint64_t hi = expect + (tries > 2 ? expect / 4 : 0);
+            uint64_t at = t + expect;
+            while (!upk__window_next(&w, at, &off, &len)) {
+                at++;
+                assert_true(at <= t + hi); /* never later than wait + jitter */
+            }
+            assert_int_equal(off, 0);
+            assert_int_equal(w.slot[0].tries, tries);
+            t = at;
+            expect = (uint64_t)1000 << (tries - 1);
+            if (expect > 1000u * UPK__WINDOW_BACKOFF_MAX)
+                expect = 1000u * UPK__WINDOW_BACKOFF_MAX;
+        }
+        assert_true(w.slot[0].wait_ms >= 1000u * UPK__WINDOW_BACKOFF_MAX);
+        assert_true(w.slot[0].wait_ms <= 1250u * UPK__WINDOW_BACKOFF_MAX);
+        upk__window_cleanup(&w);
+    }
+}
+
 static void window_resumes_from_written_and_resets(void **state)
 {
     (void)state;
@@ -119,6 +152,7 @@ int main(void)
         cmocka_unit_test(window_requests_up_to_limit_in_order),
         cmocka_unit_test(window_refuses_strays_duplicates_and_wrong_lengths),
         cmocka_unit_test(window_rerequests_after_timeout),
+        cmocka_unit_test(window_rerequests_back_off_to_a_cap),
         cmocka_unit_test(window_resumes_from_written_and_resets),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
