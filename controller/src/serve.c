@@ -380,8 +380,12 @@ static void on_nudge(uv_timer_t *t)
     srv *s = t->data;
     if (s->inflight >= PUB_WINDOW && s->inflight < PUB_WINDOW_MAX &&
         now_ms() - s->last_done_ms >= NUDGE_MS) {
-        pump_upto(s, s->inflight + 1);
-        s->last_done_ms = now_ms();
+        unsigned before = s->inflight;
+        pump_upto(s, before + 1);
+        /* Only a publish handed over restarts the clock: lost completions
+         * must still reach the WINDOW_STALL_MS check in on_tick. */
+        if (s->inflight > before)
+            s->last_done_ms = now_ms();
     }
 }
 
