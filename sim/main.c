@@ -79,7 +79,7 @@ static void usage(FILE *out)
             "  --status-file PATH    rewrite PATH each second with the summary as JSON\n"
             "  --quiet               no per-second summary on stdout\n"
             "  --procs K             split the fleet over K worker processes (default: one per\n"
-            "                        500 devices, at most 32), because Paho's per-process\n"
+            "                        100 devices, at most 200), because Paho's per-process\n"
             "                        cost grows with the number of clients\n"
             "  -l, --log LEVEL       agent log level: debug, info, warn, error (default warn)\n"
             "\n"
@@ -313,8 +313,8 @@ static int add_keys(upk_keyring *ring, const char *list)
  * grows with the clients of a process; the fleet is split over K processes
  * of the same binary, and the parent only aggregates their status files. */
 
-#define PROCS_MAX 32
-#define PER_PROC  500u
+#define PROCS_MAX 200
+#define PER_PROC  100u
 
 typedef struct worker {
     uv_process_t proc;

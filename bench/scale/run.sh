@@ -67,12 +67,12 @@ one_run() {
     fl_broker_start
     fl_serve_start 200
     local t_conn=$SECONDS
+    # SIM_PROCS=K overrides the simulator's worker count (default 1 per 100).
     fl_sim_start fleet --count "$n" --hw rev-a:50%,rev-b:50% --install-ms 0 --activate-ms 0 \
-        --health-ms 0 --connect-rate 2000
+        --health-ms 0 --connect-rate 2000 ${SIM_PROCS:+--procs "$SIM_PROCS"}
     fl_wait_sim fleet connected "$n" 600
     t_conn=$((SECONDS - t_conn))
-    fl_wait 300 "$n devices registered" \
-        test "$(fl_json 'len(d)' upk devices --json)" = "$n"
+    fl_wait 300 "$n devices registered" fl_devices_are "$n"
     fl_make_artifact "$FL_DIR/art" "$kib" "art-$kib"
     fl_release fw 1.0.0 1 "$FL_DIR/art" > /dev/null
     read -r b0 _ <<< "$(cpu_of "$FL_BROKER_PID")"
