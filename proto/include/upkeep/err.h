@@ -68,7 +68,7 @@
     X(SUPERSEDED, "update superseded by a newer desired release")                              \
     X(CANCELLED, "update cancelled")                                                           \
     X(DB, "database error")                                                                    \
-    X(INTERNAL, "internal error")                                                             \
+    X(INTERNAL, "internal error")                                                              \
     X(TLS_UNTRUSTED, "broker TLS certificate not trusted (unknown CA, wrong name or expired)") \
     X(TLS_FAILED, "TLS connection failed (the broker refused our certificate or TLS setup)")
 

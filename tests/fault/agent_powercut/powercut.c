@@ -1228,7 +1228,7 @@ static void run_trial(dev *d)
     c.new_idx = 1 - d->cur;
     c.new_img = &d->img[c.new_idx];
     (void)snprintf(c.campaign, sizeof(c.campaign), "pc-%u", R.trial);
-    (void)snprintf(c.version, sizeof(c.version), "%u.%u", 1 + R.trial, c.new_idx);
+    (void)snprintf(c.version, sizeof(c.version), "%u.%d", 1 + R.trial, c.new_idx);
     upk_manifest m;
     make_manifest(&m, c.version, c.new_img,
                   d->sc == SC_FILE    ? "file"
