@@ -117,54 +117,93 @@ upk_err upk__bp_acl_prepare(upk_bp_config *cfg)
     }
     free(cfg->patterns);
     cfg->patterns = p;
+    cfg->prefix_len = strlen(cfg->prefix);
+    memset(cfg->dev_tail_kind, UPK_TOPIC__COUNT, sizeof(cfg->dev_tail_kind));
+    for (unsigned k = 0; k < (unsigned)UPK_TOPIC__COUNT; k++) {
+        if (!upk_topic_kind_is_device((upk_topic_kind)k))
+            continue;
+        size_t len = strlen(upk_topic_kind_str((upk_topic_kind)k));
+        uint8_t *slot = cfg->dev_tail_kind[len <= UPK_BP_DEV_TAIL_MAX ? len : 0];
+        if (len > UPK_BP_DEV_TAIL_MAX || slot[1] != UPK_TOPIC__COUNT)
+            return UPK_E_INTERNAL; /* the topic scheme outgrew this table */
+        slot[slot[0] != UPK_TOPIC__COUNT] = (uint8_t)k;
+    }
+    memset(cfg->acl_mask, 0, sizeof(cfg->acl_mask));
+    for (unsigned role = 0; role < (unsigned)UPK_BP_ROLE__COUNT; role++) {
+        for (unsigned a = 0; a < 2; a++) {
+            const struct rule_set *rs = &rules[role][a];
+            for (size_t i = 0; i < rs->n; i++)
+                cfg->acl_mask[role][a][rs->r[i].scope == SCOPE_ANY] |= 1u << rs->r[i].kind;
+        }
+    }
     return UPK_OK;
 }
 
-/* True when the concrete topic matches one of the rules for who. */
-static bool concrete_allowed(const upk_bp_config *cfg, const upk_bp_identity *who,
-                             const struct rule_set *rs, const char *topic, size_t tlen)
+/* True when the klen bytes of tail are the tail of device kind k. */
+static bool tail_is(unsigned k, const char *tail, size_t klen)
 {
+    const char *name = upk_topic_kind_str((upk_topic_kind)k);
+    return name[0] == tail[0] && memcmp(name, tail, klen) == 0;
+}
+
+/* True when id (idlen bytes) is who's own name. */
+static bool is_self(const upk_bp_identity *who, const char *id, size_t idlen)
+{
+    return idlen <= UPK_BP_USERNAME_MAX && strncmp(who->name, id, idlen) == 0 &&
+           who->name[idlen] == '\0';
+}
+
+/* True when the concrete topic matches one of the rules of who for access
+ * (READ or WRITE), judged with the bitmasks built from the rule table. */
+static bool concrete_allowed(const upk_bp_config *cfg, const upk_bp_identity *who,
+                             upk_bp_access access, const char *topic, size_t tlen)
+{
+    const uint32_t *mask = cfg->acl_mask[who->role][access]; /* [0] own id, [1] any */
     /* The prefix was validated with the config: match it here and parse the
      * rest, which is what upk_topic_parse would do at twice the cost. */
-    size_t plen = strlen(cfg->prefix);
+    size_t plen = cfg->prefix_len;
     if (tlen <= plen || memcmp(topic, cfg->prefix, plen) != 0 || topic[plen] != '/')
         return false;
     const char *rest = topic + plen + 1;
     size_t rlen = tlen - plen - 1;
-    /* Fast path for "dev/<id>/<kind>", the bulk of all checks (every device
-     * message is checked on publish and again on delivery): one split and
-     * string compares instead of the parser, with the same verdicts. The id
-     * of a device's own topic needs no validation: it is the authenticated
-     * name. Anything else goes through the parser. */
+    /* Fast path for "dev/<id>/<tail>", the bulk of all checks (every device
+     * message is checked on publish and again on delivery): one split, the
+     * tail matched against the six device tails by length and bytes, one
+     * bit test, with the same verdicts as the parser. The id of a device's
+     * own topic needs no validation: it is the authenticated name. Anything
+     * else goes through the parser. */
     if (rlen > 4 && memcmp(rest, "dev/", 4) == 0) {
         const char *id = rest + 4;
         const char *slash = memchr(id, '/', rlen - 4);
         if (slash == NULL)
             return false;
         size_t idlen = (size_t)(slash - id);
-        const char *kind = slash + 1;
+        const char *tail = slash + 1;
         size_t klen = rlen - 4 - idlen - 1;
-        bool self = strlen(who->name) == idlen && memcmp(id, who->name, idlen) == 0;
-        if (!(self && who->role == UPK_BP_ROLE_DEVICE) && !upk_id_valid_n(id, idlen))
+        if (klen > UPK_BP_DEV_TAIL_MAX)
             return false;
-        for (size_t i = 0; i < rs->n; i++) {
-            const char *name = upk_topic_kind_str(rs->r[i].kind);
-            if (upk_topic_kind_is_device(rs->r[i].kind) && (self || rs->r[i].scope == SCOPE_ANY) &&
-                strncmp(name, kind, klen) == 0 && name[klen] == '\0')
-                return true;
+        const uint8_t *cand = cfg->dev_tail_kind[klen];
+        unsigned k = cand[0];
+        if (k != UPK_TOPIC__COUNT && !tail_is(k, tail, klen)) {
+            k = cand[1];
+            if (k != UPK_TOPIC__COUNT && !tail_is(k, tail, klen))
+                k = UPK_TOPIC__COUNT;
         }
-        return false;
+        if (k == UPK_TOPIC__COUNT)
+            return false;
+        uint32_t bit = 1u << k;
+        if (mask[1] & bit)
+            return upk_id_valid_n(id, idlen) ||
+                   (who->role == UPK_BP_ROLE_DEVICE && is_self(who, id, idlen));
+        if (!(mask[0] & bit) || !is_self(who, id, idlen))
+            return false;
+        return who->role == UPK_BP_ROLE_DEVICE || upk_id_valid_n(id, idlen);
     }
     upk_topic t;
     if (upk_topic_parse_rest(rest, rlen, &t) != UPK_OK)
         return false;
-    for (size_t i = 0; i < rs->n; i++) {
-        if (rs->r[i].kind != t.kind)
-            continue;
-        if (rs->r[i].scope == SCOPE_ANY || strcmp(t.id, who->name) == 0)
-            return true;
-    }
-    return false;
+    uint32_t bit = 1u << t.kind;
+    return (mask[1] & bit) || ((mask[0] & bit) && strcmp(t.id, who->name) == 0);
 }
 
 /* True when a filter level (no wildcard) may stand at the id level. */
@@ -227,9 +266,8 @@ bool upk__bp_acl_allows(const upk_bp_config *cfg, const upk_bp_identity *who, up
         return false; /* longer than any upkeep topic */
     switch (access) {
     case UPK_BP_ACCESS_WRITE:
-        return concrete_allowed(cfg, who, &rules[who->role][UPK_BP_ACCESS_WRITE], topic, tlen);
     case UPK_BP_ACCESS_READ:
-        return concrete_allowed(cfg, who, &rules[who->role][UPK_BP_ACCESS_READ], topic, tlen);
+        return concrete_allowed(cfg, who, access, topic, tlen);
     case UPK_BP_ACCESS_SUBSCRIBE: {
         const struct rule_set *rs = &rules[who->role][UPK_BP_ACCESS_READ];
         for (size_t i = 0; i < rs->n; i++) {

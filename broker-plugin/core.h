@@ -30,6 +30,7 @@
 #define UPK_BP_PBKDF2_ITER_MAX   10000000u
 #define UPK_BP_FILTER_LEVELS_MAX 64 /* levels of a subscription filter we judge */
 #define UPK_BP_ERRMSG_MAX        512
+#define UPK_BP_DEV_TAIL_MAX      15 /* bytes of a device topic's tail ("chunk/data") */
 
 /* ---- roles ---------------------------------------------------------------- */
 typedef enum upk_bp_role {
@@ -135,6 +136,15 @@ typedef struct upk_bp_config {
     upk_bp_lockout_cfg lockout;
     uint32_t stats_interval_s; /* 0 = never publish */
     upk_bp_pattern *patterns;  /* UPK_TOPIC__COUNT entries, built at load */
+    /* Built with patterns by upk__bp_acl_prepare: the prefix's length, the
+     * device kinds by the length of their tails ("state", "chunk/req", ...),
+     * and the role table as bitmasks of kinds: acl_mask[role][access][scope]
+     * (access READ or WRITE, scope 0 = the client's own id, 1 = any id). */
+    size_t prefix_len;
+    /* dev_tail_kind[len][i]: the device kinds whose tail is len bytes long
+     * (at most two share a length), UPK_TOPIC__COUNT for none. */
+    uint8_t dev_tail_kind[UPK_BP_DEV_TAIL_MAX + 1][2];
+    uint32_t acl_mask[UPK_BP_ROLE__COUNT][2][2];
     /* Certificate logins (a listener with use_identity_as_username): the
      * certificate's CN is the username. cert_accounts maps a CN to a role
      * (heap upk_bp_role); with cert_devices, any other CN that is a valid
@@ -270,6 +280,59 @@ void upk__bp_rate_init(upk_bp_rate *r, const upk_bp_limits *l, double now);
 /* Judges one publish of payload_len bytes. */
 upk_bp_rate_verdict upk__bp_rate_check(upk_bp_rate *r, const upk_bp_limits *l, size_t payload_len,
                                        double now);
+
+/* ---- connected clients ---------------------------------------------------- */
+/* One record per connected client id: its identity, the "role:name" value
+ * stamped on its messages (built once, at login), its rate state. conn is
+ * the broker's opaque connection pointer, compared and hashed, never read.
+ * Records live in a map by client id (disconnects, session takeovers) and in
+ * a direct-mapped cache by conn pointer (every message looks its sender and
+ * each subscriber up, so the cache spares them the hash of the id). A cache
+ * hit is accepted only when the record is bound to that conn AND carries the
+ * same client id and username, so a pointer that the broker reuses for
+ * another client never finds the earlier client's record. */
+#define UPK_BP_CLIENT_CACHE_BITS  12
+#define UPK_BP_CLIENT_CACHE_SLOTS (1u << UPK_BP_CLIENT_CACHE_BITS)
+#define UPK_BP_SENDER_MAX         (UPK_BP_USERNAME_MAX + 16)
+
+typedef struct upk_bp_client {
+    const void *conn; /* the connection this record is bound to */
+    upk_bp_identity who;
+    bool refused; /* a refused certificate login: deny everything */
+    upk_bp_rate rate;
+    size_t sender_len;
+    char sender[UPK_BP_SENDER_MAX]; /* "role:name" */
+    char id[];                      /* the client id (NUL-terminated) */
+} upk_bp_client;
+
+typedef struct upk_bp_clients {
+    upk_bp_map by_id; /* client id -> upk_bp_client* (owned) */
+    /* cache[slot(conn)] is NULL or a record r with slot(r->conn) == that
+     * slot; binding a record to another conn and freeing it clear its slot. */
+    upk_bp_client *cache[UPK_BP_CLIENT_CACHE_SLOTS];
+    uint64_t cache_hits, cache_misses; /* for tests and profiling */
+} upk_bp_clients;
+
+/* The table is large (the cache): allocate it, e.g. with calloc. */
+UPK_MUST_CHECK upk_err upk__bp_clients_init(upk_bp_clients *t);
+void upk__bp_clients_cleanup(upk_bp_clients *t);
+/* The record bound to conn whose client id is id and whose identity's name
+ * is user; NULL otherwise (never a record of another connection or name).
+ * Refused records are returned too (the caller checks refused). */
+upk_bp_client *upk__bp_clients_find(upk_bp_clients *t, const void *conn, const char *id,
+                                    const char *user);
+/* Binds the record of id to conn (creating it, or taking it over from an
+ * earlier connection with the same id) with identity who, the stamp value
+ * built from it and fresh rate state for lim. *out (may be NULL) gets the
+ * record. UPK_E_INVALID_ARG for a NULL argument, UPK_E_NOMEM. */
+UPK_MUST_CHECK upk_err upk__bp_clients_bind(upk_bp_clients *t, const void *conn, const char *id,
+                                            const upk_bp_identity *who, bool refused,
+                                            const upk_bp_limits *lim, double now,
+                                            upk_bp_client **out);
+/* Forgets the record of id when it is bound to conn (after a session
+ * takeover it belongs to the new connection and stays). True when removed. */
+bool upk__bp_clients_drop(upk_bp_clients *t, const void *conn, const char *id);
+size_t upk__bp_clients_count(const upk_bp_clients *t);
 
 /* ---- stats ---------------------------------------------------------------- */
 typedef struct upk_bp_stats {

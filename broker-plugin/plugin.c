@@ -23,19 +23,11 @@
 #define PRUNE_INTERVAL_S 10.0
 #define STATS_JSON_MAX   1024
 
-struct client_rec {
-    const struct mosquitto *client; /* the connection this record was made for */
-    upk_bp_identity who;
-    char sender[UPK_BP_USERNAME_MAX + 16]; /* "role:name" */
-    upk_bp_rate rate;
-    bool refused; /* a certificate login we refuse: deny all, kicked on the next tick */
-};
-
 struct upk_bp_state {
     mosquitto_plugin_id_t *pid;
     upk_bp_config cfg;
     upk_bp_lockout lockout;
-    upk_bp_map clients; /* client id -> struct client_rec */
+    upk_bp_clients clients; /* connected clients by id, cached by connection */
     upk_bp_stats stats;
     char stats_topic[UPK_TOPIC_MAX + 1];
     double next_stats;
@@ -84,15 +76,16 @@ static bool cert_login(struct upk_bp_state *st, const char *id, const char *user
 /* The record of this connection: made at BASIC_AUTH for password logins, at
  * the first check for certificate logins, or (a session restored from
  * persistence, a will after the connection is gone) from the username. NULL
- * when the client has no identity, which every caller treats as deny. */
-static struct client_rec *client_get(struct upk_bp_state *st, struct mosquitto *client, double now)
+ * when the client has no identity or was refused, which every caller treats
+ * as deny. The clock is read only when a record is made. */
+static upk_bp_client *client_get(struct upk_bp_state *st, struct mosquitto *client)
 {
     const char *id = mosquitto_client_id(client);
     const char *user = mosquitto_client_username(client);
     if (id == NULL || user == NULL)
         return NULL;
-    struct client_rec *r = upk__bp_map_get(&st->clients, id);
-    if (r != NULL && r->client == client && strcmp(r->who.name, user) == 0)
+    upk_bp_client *r = upk__bp_clients_find(&st->clients, client, id, user);
+    if (r != NULL)
         return r->refused ? NULL : r;
     upk_bp_identity who;
     bool refused = false;
@@ -109,21 +102,10 @@ static struct client_rec *client_get(struct upk_bp_state *st, struct mosquitto *
                !upk__bp_cert_identity_of(&st->cfg, user, &who)) {
         return NULL;
     }
-    if (r == NULL) {
-        r = calloc(1, sizeof(*r));
-        if (r == NULL)
-            return NULL;
-        if (upk__bp_map_put(&st->clients, id, r) != UPK_OK) {
-            free(r);
-            return NULL;
-        }
-    }
-    r->client = client;
-    r->who = who;
-    r->refused = refused;
-    snprintf(r->sender, sizeof(r->sender), "%s:%s", upk__bp_role_str(who.role), who.name);
-    upk__bp_rate_init(&r->rate, &st->cfg.limits[who.role], now);
-    st->stats.clients = st->clients.count;
+    if (upk__bp_clients_bind(&st->clients, client, id, &who, refused, &st->cfg.limits[who.role],
+                             now_s(), &r) != UPK_OK)
+        return NULL;
+    st->stats.clients = upk__bp_clients_count(&st->clients);
     if (cert != NULL) {
         const char *a = mosquitto_client_address(client);
         if (refused) {
@@ -152,24 +134,10 @@ static upk_err remember_login(struct upk_bp_state *st, struct mosquitto *client,
     const char *id = mosquitto_client_id(client);
     if (id == NULL)
         return UPK_OK; /* client_get denies a client without id anyway */
-    struct client_rec *r = upk__bp_map_get(&st->clients, id);
-    if (r == NULL) {
-        r = calloc(1, sizeof(*r));
-        if (r == NULL)
-            return UPK_E_NOMEM;
-        upk_err e = upk__bp_map_put(&st->clients, id, r);
-        if (e != UPK_OK) {
-            free(r);
-            return e;
-        }
-    }
-    r->client = client;
-    r->who = *who;
-    r->refused = false;
-    snprintf(r->sender, sizeof(r->sender), "%s:%s", upk__bp_role_str(who->role), who->name);
-    upk__bp_rate_init(&r->rate, &st->cfg.limits[who->role], now);
-    st->stats.clients = st->clients.count;
-    return UPK_OK;
+    upk_err e = upk__bp_clients_bind(&st->clients, client, id, who, false,
+                                     &st->cfg.limits[who->role], now, NULL);
+    st->stats.clients = upk__bp_clients_count(&st->clients);
+    return e;
 }
 
 /* ---- callbacks ---------------------------------------------------------- */
@@ -252,7 +220,7 @@ static int on_acl_check(int event, void *event_data, void *userdata)
     default:
         return MOSQ_ERR_ACL_DENIED;
     }
-    struct client_rec *r = client_get(st, ed->client, now_s());
+    upk_bp_client *r = client_get(st, ed->client);
     if (r != NULL && upk__bp_acl_allows(&st->cfg, &r->who, access, ed->topic))
         return MOSQ_ERR_SUCCESS;
     st->stats.denied_topic++;
@@ -380,10 +348,10 @@ static int on_message(int event, void *event_data, void *userdata)
     struct upk_bp_state *st = userdata;
     struct mosquitto_evt_message *ed = event_data;
     (void)event;
-    double now = now_s();
-    struct client_rec *r = client_get(st, ed->client, now);
+    upk_bp_client *r = client_get(st, ed->client);
     if (r == NULL)
         return MOSQ_ERR_ACL_DENIED;
+    double now = now_s();
     const upk_bp_limits *lim = &st->cfg.limits[r->who.role];
     upk_bp_rate_verdict v = upk__bp_rate_check(&r->rate, lim, ed->payloadlen, now);
     switch (v) {
@@ -414,7 +382,7 @@ static void publish_stats(struct upk_bp_state *st)
 {
     char json[STATS_JSON_MAX];
     size_t len = 0;
-    st->stats.clients = st->clients.count;
+    st->stats.clients = upk__bp_clients_count(&st->clients);
     if (upk__bp_stats_json(&st->stats, json, sizeof(json), &len) != UPK_OK)
         return;
     char *payload = mosquitto_malloc(len);
@@ -463,11 +431,9 @@ static int on_disconnect(int event, void *event_data, void *userdata)
     const char *id = mosquitto_client_id(ed->client);
     if (id == NULL)
         return MOSQ_ERR_SUCCESS;
-    struct client_rec *r = upk__bp_map_get(&st->clients, id);
     /* After a session takeover the record belongs to the new connection. */
-    if (r != NULL && r->client == ed->client)
-        free(upk__bp_map_remove(&st->clients, id));
-    st->stats.clients = st->clients.count;
+    (void)upk__bp_clients_drop(&st->clients, ed->client, id);
+    st->stats.clients = upk__bp_clients_count(&st->clients);
     return MOSQ_ERR_SUCCESS;
 }
 
@@ -497,7 +463,7 @@ static void state_free(struct upk_bp_state *st)
         return;
     for (size_t i = 0; i < st->nkicks; i++)
         free(st->kicks[i]);
-    upk__bp_map_cleanup(&st->clients, free);
+    upk__bp_clients_cleanup(&st->clients);
     upk__bp_lockout_cleanup(&st->lockout);
     upk__bp_config_cleanup(&st->cfg);
     free(st);
@@ -547,7 +513,7 @@ UPK_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **u
         goto fail;
     }
     if (upk__bp_lockout_init(&st->lockout, &st->cfg.lockout) != UPK_OK ||
-        upk__bp_map_init(&st->clients, 1024) != UPK_OK ||
+        upk__bp_clients_init(&st->clients) != UPK_OK ||
         upk_topic_build(st->stats_topic, sizeof(st->stats_topic), st->cfg.prefix,
                         UPK_TOPIC_BROKER_STATS, NULL) != UPK_OK)
         goto fail;

@@ -8,6 +8,9 @@
 #   bench/broker/run.sh [BUILD_DIR]        (default: build)
 #   env: DEVICES=100 MESSAGES=500 (per device) REPEAT=3 DYNSEC_ACCOUNTS=10000
 #        THREADS=4 INFLIGHT=20 PAYLOAD=64
+#        CONFIGS="none upkeep dynsec" (a subset runs only those brokers, e.g.
+#        CONFIGS="upkeep" to compare two builds of the plugin quickly; ratios
+#        to none need none)
 #        INSTR=1: run each mosquitto under valgrind's callgrind and report the
 #        broker's instructions per message instead of its CPU time (see below)
 #
@@ -36,6 +39,7 @@ THREADS=${THREADS:-4}
 INFLIGHT=${INFLIGHT:-20}
 PAYLOAD=${PAYLOAD:-64}
 INSTR=${INSTR:-0}
+CONFIGS=${CONFIGS:-none upkeep dynsec}
 # The load generator gives up after TIMEOUT seconds (callgrind is ~50x slower).
 TIMEOUT=${TIMEOUT:-$([ "$INSTR" = 1 ] && echo 900 || echo 120)}
 
@@ -199,19 +203,23 @@ echo "mosquitto $("$MOSQUITTO" -h 2>&1 | sed -n 's/^mosquitto version //p'), dev
 # All three brokers run side by side; the runs are interleaved (none, upkeep,
 # dynsec, none, ...) so that load from other work on the machine hits each
 # configuration alike.
-start_broker none "allow_anonymous true"
-start_broker upkeep "allow_anonymous false
+want() { case " $CONFIGS " in *" $1 "*) return 0 ;; esac; return 1; }
+for name in $CONFIGS; do
+    case "$name" in none | upkeep | dynsec) ;; *) echo "unknown config $name in CONFIGS" >&2; exit 1 ;; esac
+done
+! want none || start_broker none "allow_anonymous true"
+! want upkeep || start_broker upkeep "allow_anonymous false
 plugin $PLUGIN
 plugin_opt_config $WORK/upkeep.json"
-start_broker dynsec "allow_anonymous false
+! want dynsec || start_broker dynsec "allow_anonymous false
 plugin $DYNSEC
 plugin_opt_config_file $WORK/dynsec.json"
 AUTH=(--secret-file "$WORK/fleet.secret" --sub-user bench-consumer --sub-pass consumer-pw)
 for rep in $(seq "$REPEAT"); do
     for qos in 0 1; do
-        run_once none "$qos"
-        run_once upkeep "$qos" "${AUTH[@]}"
-        run_once dynsec "$qos" "${AUTH[@]}"
+        ! want none || run_once none "$qos"
+        ! want upkeep || run_once upkeep "$qos" "${AUTH[@]}"
+        ! want dynsec || run_once dynsec "$qos" "${AUTH[@]}"
     done
 done
 # Ratios are taken within each repetition (paired runs, back to back) and
@@ -222,11 +230,11 @@ for k in "${!RATES[@]}"; do
     CPU[$k]=$(median <<< "${CPUS[$k]}")
 done
 for qos in 0 1; do
-    for name in none upkeep dynsec; do
+    for name in $CONFIGS; do
         rr="" cr=""
         for rep in $(seq "$REPEAT"); do
-            rr="$rr $(awk -v a="${REP_RATE[$name,$qos,$rep]}" -v b="${REP_RATE[none,$qos,$rep]}" 'BEGIN{printf "%.3f", (b > 0 ? a / b : 0)}')"
-            cr="$cr $(awk -v a="${REP_CPU[$name,$qos,$rep]}" -v b="${REP_CPU[none,$qos,$rep]}" 'BEGIN{printf "%.3f", (a > 0 ? b / a : 0)}')"
+            rr="$rr $(awk -v a="${REP_RATE[$name,$qos,$rep]}" -v b="${REP_RATE[none,$qos,$rep]:-0}" 'BEGIN{printf "%.3f", (b > 0 ? a / b : 0)}')"
+            cr="$cr $(awk -v a="${REP_CPU[$name,$qos,$rep]}" -v b="${REP_CPU[none,$qos,$rep]:-0}" 'BEGIN{printf "%.3f", (a > 0 ? b / a : 0)}')"
         done
         RRATIO[$name,$qos]=$(median <<< "$rr")
         CRATIO[$name,$qos]=$(median <<< "$cr")
@@ -237,7 +245,7 @@ if [ "$INSTR" = 1 ]; then
     printf '\n| config | QoS | broker instructions per message (median) | ratio to none: none / config (paired median) |\n'
     printf '| --- | --- | --- | --- |\n'
     for qos in 0 1; do
-        for name in none upkeep dynsec; do
+        for name in $CONFIGS; do
             awk -v n="$name" -v q="$qos" -v c="${CPU[$name,$qos]}" -v cr="${CRATIO[$name,$qos]}" \
                 'BEGIN{ printf "| %s | %d | %d | %.3fx |\n", n, q, c, cr }'
         done
@@ -247,7 +255,7 @@ fi
 printf '\n| config | QoS | msg/s end-to-end (median) | ratio to none (paired median) | broker CPU us/msg (median) | broker-limited msg/s | its ratio to none (paired median) |\n'
 printf '| --- | --- | --- | --- | --- | --- | --- |\n'
 for qos in 0 1; do
-    for name in none upkeep dynsec; do
+    for name in $CONFIGS; do
         awk -v n="$name" -v q="$qos" -v r="${RATE[$name,$qos]}" -v rr="${RRATIO[$name,$qos]}" \
             -v c="${CPU[$name,$qos]}" -v cr="${CRATIO[$name,$qos]}" 'BEGIN{
             printf "| %s | %d | %d | %.2fx | %.1f | %d | %.2fx |\n", n, q, r, rr, c, (c > 0 ? 1e6 / c : 0), cr }'

@@ -2,7 +2,8 @@
  * free loopback port, real MQTT 5 clients (Paho). Covers every cell of the
  * role table for publish, subscribe and receive; refused logins (anonymous,
  * unknown, wrong password, foreign client id, wildcard names); sender
- * stamping; lockout and its expiry; flood dropping, kicking and hold-off
+ * stamping, also across reconnects of other roles and a session takeover;
+ * lockout and its expiry; flood dropping, kicking and hold-off
  * while another device is unaffected; stats; refused configs. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -420,6 +421,68 @@ static void stamp_present_and_unforgeable(void **state)
     upk_h_client_close(ctl);
 }
 
+/* The plugin keeps each client's identity in a cache keyed by Mosquitto's
+ * connection pointer, which Mosquitto reuses once a client is gone. Clients
+ * of different roles take turns (each disconnects before the next logs in,
+ * so the broker is likely to hand the next one the same memory), and a
+ * device's session is taken over by a second connection: every message must
+ * carry its own sender's stamp and be judged by its own sender's role. */
+#define TURNS 4
+
+static void stamp_and_acl_follow_reconnects_and_takeovers(void **state)
+{
+    struct env *e = *state;
+    int reason;
+    char id[32], topic[128], want[64];
+    upk_h_client *ctl = login(e, "ctl", "ctl", "ctl-pw");
+    assert_int_equal(upk_h_client_subscribe(ctl, "upkeep/v1/dev/+/events", 1, &reason), 0);
+    assert_int_equal(upk_h_client_subscribe(ctl, "upkeep/v1/ctl/req/+", 1, &reason), 0);
+    for (int i = 0; i < TURNS; i++) {
+        bool device = i % 2 == 0;
+        upk_h_client *c;
+        if (device) {
+            snprintf(id, sizeof(id), "dev-turn%d", i);
+            c = login_device(e, id);
+            snprintf(topic, sizeof(topic), "upkeep/v1/dev/%s/events", id);
+            snprintf(want, sizeof(want), "device:%s", id);
+            /* An operator's topic, allowed to the previous client: refused. */
+            assert_int_equal(
+                upk_h_client_publish(c, "upkeep/v1/ctl/req/op1", "x", 1, 1, false, NULL, &reason),
+                -1);
+            assert_int_equal(reason, 0x87);
+        } else {
+            const char *op = i % 4 == 1 ? "op1" : "op2";
+            c = login(e, op, op, i % 4 == 1 ? "op1-pw" : "op2-pw");
+            snprintf(topic, sizeof(topic), "upkeep/v1/ctl/req/%s", op);
+            snprintf(want, sizeof(want), "operator:%s", op);
+            /* The previous client's (a device's) own topic: refused. */
+            snprintf(id, sizeof(id), "upkeep/v1/dev/dev-turn%d/events", i - 1);
+            assert_int_equal(upk_h_client_publish(c, id, "x", 1, 1, false, NULL, &reason), -1);
+            assert_int_equal(reason, 0x87);
+        }
+        assert_int_equal(upk_h_client_publish(c, topic, "t", 1, 1, false, "admin:root", &reason),
+                         0);
+        assert_int_equal(upk_h_client_wait_msg(ctl, 5.0, &msgbuf), 0);
+        assert_string_equal(msgbuf.topic, topic);
+        assert_int_equal(msgbuf.sender_count, 1);
+        assert_string_equal(msgbuf.sender, want);
+        upk_h_client_close(c);
+    }
+    /* Session takeover: the second connection of dev-take owns the session;
+     * its messages are stamped, the first connection is dropped. */
+    upk_h_client *first = login_device(e, "dev-take");
+    upk_h_client *second = login_device(e, "dev-take");
+    assert_true(upk_h_client_wait_disconnected(first, 5.0));
+    assert_int_equal(upk_h_client_publish(second, "upkeep/v1/dev/dev-take/events", "s", 1, 1, false,
+                                          NULL, &reason),
+                     0);
+    assert_int_equal(upk_h_client_wait_msg(ctl, 5.0, &msgbuf), 0);
+    assert_string_equal(msgbuf.sender, "device:dev-take");
+    upk_h_client_close(first);
+    upk_h_client_close(second);
+    upk_h_client_close(ctl);
+}
+
 static void stats_published_retained(void **state)
 {
     struct env *e = *state;
@@ -676,6 +739,7 @@ int main(void)
         cmocka_unit_test(acl_receive_cells),
         cmocka_unit_test(acl_device_will_only_on_own_topics),
         cmocka_unit_test(stamp_present_and_unforgeable),
+        cmocka_unit_test(stamp_and_acl_follow_reconnects_and_takeovers),
         cmocka_unit_test(stats_published_retained),
         cmocka_unit_test(device_key_cli_matches_plugin),
     };

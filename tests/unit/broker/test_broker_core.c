@@ -659,6 +659,189 @@ static bool drop_odd(const char *key, void *value, void *ctx)
     return ((uintptr_t)value & 1) != 0;
 }
 
+/* ---- client table and its cache by connection pointer -------------------- */
+
+/* Stand-ins for the broker's connection pointers: only compared and hashed. */
+static char conn_mem[3 * UPK_BP_CLIENT_CACHE_SLOTS * 16];
+#define CONN(i) ((const void *)&conn_mem[(size_t)(i)*16])
+
+static upk_bp_clients *clients_new(void)
+{
+    upk_bp_clients *t = calloc(1, sizeof(*t));
+    assert_non_null(t);
+    assert_int_equal(upk__bp_clients_init(t), UPK_OK);
+    return t;
+}
+
+static void clients_free(upk_bp_clients *t)
+{
+    upk__bp_clients_cleanup(t);
+    free(t);
+}
+
+/* A connection pointer that the broker frees and hands to the next client
+ * must never find the earlier client's record: not after a disconnect, and
+ * not when a disconnect was missed (same pointer, other id or username). */
+static void clients_reused_pointer_never_finds_earlier_client(void **state)
+{
+    (void)state;
+    upk_bp_clients *t = clients_new();
+    upk_bp_limits tight = {1, 1, 0, 0, 0, 0, 10, 0}; /* one message, then drops */
+    upk_bp_identity a = id_of(UPK_BP_ROLE_CONTROLLER, "dev-a");
+    upk_bp_client *ra = NULL;
+    assert_int_equal(upk__bp_clients_bind(t, CONN(1), "dev-a", &a, false, &tight, 0, &ra), UPK_OK);
+    assert_non_null(ra);
+    assert_string_equal(ra->sender, "controller:dev-a");
+    assert_int_equal(ra->sender_len, strlen("controller:dev-a"));
+    assert_int_equal(upk__bp_rate_check(&ra->rate, &tight, 1, 0), UPK_BP_RATE_PASS);
+    assert_int_equal(upk__bp_rate_check(&ra->rate, &tight, 1, 0), UPK_BP_RATE_DROP);
+    uint64_t hits = t->cache_hits;
+    assert_ptr_equal(upk__bp_clients_find(t, CONN(1), "dev-a", "dev-a"), ra);
+    assert_int_equal(t->cache_hits, hits + 1); /* the cache answered */
+
+    /* Disconnect, then another client on the same pointer. */
+    assert_true(upk__bp_clients_drop(t, CONN(1), "dev-a"));
+    assert_int_equal(upk__bp_clients_count(t), 0);
+    assert_null(upk__bp_clients_find(t, CONN(1), "dev-a", "dev-a"));
+    assert_null(upk__bp_clients_find(t, CONN(1), "dev-b", "dev-b"));
+    upk_bp_identity b = id_of(UPK_BP_ROLE_DEVICE, "dev-b");
+    upk_bp_client *rb = NULL;
+    assert_int_equal(upk__bp_clients_bind(t, CONN(1), "dev-b", &b, false, &tight, 0, &rb), UPK_OK);
+    assert_ptr_equal(upk__bp_clients_find(t, CONN(1), "dev-b", "dev-b"), rb);
+    assert_int_equal(rb->who.role, UPK_BP_ROLE_DEVICE);
+    assert_string_equal(rb->who.name, "dev-b");
+    assert_string_equal(rb->sender, "device:dev-b");
+    /* Fresh limits, not dev-a's spent bucket. */
+    assert_int_equal(upk__bp_rate_check(&rb->rate, &tight, 1, 0), UPK_BP_RATE_PASS);
+
+    /* A missed disconnect: dev-b's record is still bound to the pointer when
+     * a client with another id, or the same id and another username, uses
+     * it. Neither may see dev-b's record. */
+    assert_null(upk__bp_clients_find(t, CONN(1), "dev-c", "dev-c"));
+    assert_null(upk__bp_clients_find(t, CONN(1), "dev-c", "dev-b"));
+    assert_null(upk__bp_clients_find(t, CONN(1), "dev-b", "dev-c"));
+    assert_null(upk__bp_clients_find(t, CONN(2), "dev-b", "dev-b"));
+    assert_ptr_equal(upk__bp_clients_find(t, CONN(1), "dev-b", "dev-b"), rb);
+    /* Binding the new client on that pointer leaves dev-b's record unreachable
+     * by it, and dev-b's own lookups (same pointer, its id) still work. */
+    upk_bp_identity c = id_of(UPK_BP_ROLE_OPERATOR, "dev-c");
+    upk_bp_client *rc = NULL;
+    assert_int_equal(upk__bp_clients_bind(t, CONN(1), "dev-c", &c, false, &tight, 0, &rc), UPK_OK);
+    assert_true(rc != rb);
+    assert_ptr_equal(upk__bp_clients_find(t, CONN(1), "dev-c", "dev-c"), rc);
+    assert_ptr_equal(upk__bp_clients_find(t, CONN(1), "dev-b", "dev-b"), rb);
+    assert_ptr_equal(upk__bp_clients_find(t, CONN(1), "dev-c", "dev-c"), rc);
+    assert_int_equal(upk__bp_clients_count(t), 2);
+    clients_free(t);
+}
+
+/* A session takeover moves the record to the new connection: the old
+ * pointer finds nothing, its disconnect drops nothing, and once the new
+ * connection's disconnect frees the record no stale cache slot refers to it
+ * (ASan would report the use after free). */
+static void clients_session_takeover_moves_record(void **state)
+{
+    (void)state;
+    upk_bp_clients *t = clients_new();
+    upk_bp_limits lim = {0};
+    upk_bp_identity d = id_of(UPK_BP_ROLE_DEVICE, "d1");
+    upk_bp_client *r1 = NULL, *r2 = NULL;
+    assert_int_equal(upk__bp_clients_bind(t, CONN(1), "d1", &d, false, &lim, 0, &r1), UPK_OK);
+    assert_int_equal(upk__bp_clients_bind(t, CONN(2), "d1", &d, false, &lim, 0, &r2), UPK_OK);
+    assert_ptr_equal(r1, r2);
+    assert_int_equal(upk__bp_clients_count(t), 1);
+    assert_null(upk__bp_clients_find(t, CONN(1), "d1", "d1"));
+    assert_ptr_equal(upk__bp_clients_find(t, CONN(2), "d1", "d1"), r2);
+    assert_false(upk__bp_clients_drop(t, CONN(1), "d1"));
+    assert_int_equal(upk__bp_clients_count(t), 1);
+    assert_true(upk__bp_clients_drop(t, CONN(2), "d1"));
+    assert_int_equal(upk__bp_clients_count(t), 0);
+    assert_null(upk__bp_clients_find(t, CONN(1), "d1", "d1"));
+    assert_null(upk__bp_clients_find(t, CONN(2), "d1", "d1"));
+    assert_false(upk__bp_clients_drop(t, CONN(2), "d1"));
+    clients_free(t);
+}
+
+/* More clients than cache slots: pointers collide, and every lookup still
+ * returns the client's own record (from the cache or by id); dropped
+ * clients are never found. */
+static void clients_cache_collisions_fall_back_to_id(void **state)
+{
+    (void)state;
+    upk_bp_clients *t = clients_new();
+    upk_bp_limits lim = {0};
+    enum { N = 3 * UPK_BP_CLIENT_CACHE_SLOTS };
+    upk_bp_client **recs = calloc(N, sizeof(*recs));
+    assert_non_null(recs);
+    char id[32];
+    for (int i = 0; i < N; i++) {
+        snprintf(id, sizeof(id), "d%d", i);
+        upk_bp_identity w = id_of(UPK_BP_ROLE_DEVICE, id);
+        assert_int_equal(upk__bp_clients_bind(t, CONN(i), id, &w, false, &lim, 0, &recs[i]),
+                         UPK_OK);
+    }
+    assert_int_equal(upk__bp_clients_count(t), N);
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < N; i++) {
+            snprintf(id, sizeof(id), "d%d", i);
+            upk_bp_client *r = upk__bp_clients_find(t, CONN(i), id, id);
+            if (pass == 1 && i % 2 == 1) {
+                assert_null(r);
+                continue;
+            }
+            assert_ptr_equal(r, recs[i]);
+            assert_string_equal(r->id, id);
+            /* Another client's pointer never yields this record. */
+            assert_null(upk__bp_clients_find(t, CONN((i + 1) % N), id, id));
+        }
+        for (int i = 1; pass == 0 && i < N; i += 2) {
+            snprintf(id, sizeof(id), "d%d", i);
+            assert_true(upk__bp_clients_drop(t, CONN(i), id));
+        }
+    }
+    assert_int_equal(upk__bp_clients_count(t), N / 2);
+    assert_true(t->cache_misses > 0);
+    free(recs);
+    clients_free(t);
+}
+
+static void clients_reject_bad_arguments(void **state)
+{
+    (void)state;
+    upk_bp_clients *t = clients_new();
+    upk_bp_limits lim = {0};
+    upk_bp_identity w = id_of(UPK_BP_ROLE_DEVICE, "d1");
+    upk_bp_client *r = NULL;
+    assert_int_equal(upk__bp_clients_init(NULL), UPK_E_INVALID_ARG);
+    assert_int_equal(upk__bp_clients_bind(NULL, CONN(1), "d1", &w, false, &lim, 0, &r),
+                     UPK_E_INVALID_ARG);
+    assert_int_equal(upk__bp_clients_bind(t, NULL, "d1", &w, false, &lim, 0, &r),
+                     UPK_E_INVALID_ARG);
+    assert_int_equal(upk__bp_clients_bind(t, CONN(1), NULL, &w, false, &lim, 0, &r),
+                     UPK_E_INVALID_ARG);
+    assert_int_equal(upk__bp_clients_bind(t, CONN(1), "d1", NULL, false, &lim, 0, &r),
+                     UPK_E_INVALID_ARG);
+    assert_int_equal(upk__bp_clients_bind(t, CONN(1), "d1", &w, false, NULL, 0, &r),
+                     UPK_E_INVALID_ARG);
+    assert_null(r);
+    assert_int_equal(upk__bp_clients_count(t), 0);
+    assert_int_equal(upk__bp_clients_bind(t, CONN(1), "d1", &w, true, &lim, 0, NULL), UPK_OK);
+    /* A refused record is found (the plugin then denies). */
+    r = upk__bp_clients_find(t, CONN(1), "d1", "d1");
+    assert_non_null(r);
+    assert_true(r->refused);
+    assert_null(upk__bp_clients_find(NULL, CONN(1), "d1", "d1"));
+    assert_null(upk__bp_clients_find(t, NULL, "d1", "d1"));
+    assert_null(upk__bp_clients_find(t, CONN(1), NULL, "d1"));
+    assert_null(upk__bp_clients_find(t, CONN(1), "d1", NULL));
+    assert_false(upk__bp_clients_drop(NULL, CONN(1), "d1"));
+    assert_false(upk__bp_clients_drop(t, CONN(1), NULL));
+    assert_false(upk__bp_clients_drop(t, CONN(1), "nobody"));
+    assert_int_equal(upk__bp_clients_count(NULL), 0);
+    upk__bp_clients_cleanup(NULL);
+    clients_free(t);
+}
+
 static void map_grows_and_prunes(void **state)
 {
     (void)state;
@@ -725,6 +908,10 @@ int main(void)
                                         tmp_teardown),
         cmocka_unit_test(auth_without_fleet_secret_has_no_devices),
         cmocka_unit_test(map_grows_and_prunes),
+        cmocka_unit_test(clients_reused_pointer_never_finds_earlier_client),
+        cmocka_unit_test(clients_session_takeover_moves_record),
+        cmocka_unit_test(clients_cache_collisions_fall_back_to_id),
+        cmocka_unit_test(clients_reject_bad_arguments),
         cmocka_unit_test(stats_json_lists_every_counter),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

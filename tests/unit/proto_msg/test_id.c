@@ -82,6 +82,19 @@ static void id_valid_n_counts_len_bytes_only(void **state)
     assert_false(upk_id_valid_n(s, 4));
 }
 
+/* Every byte value after a valid first char: exactly [A-Za-z0-9._-] pass. */
+static void id_chars_are_exactly_the_allowed_set(void **state)
+{
+    (void)state;
+    for (int c = 1; c < 256; c++) {
+        char s[3] = {'a', (char)c, '\0'};
+        bool want = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '.' || c == '_' || c == '-';
+        if (upk_id_valid(s) != want)
+            fail_msg("byte %d: valid %d, want %d", c, !want, want);
+    }
+}
+
 static void id_rejects_long_unterminated_without_overread(void **state)
 {
     (void)state;
@@ -98,6 +111,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(id_accepts_valid_forms),
+        cmocka_unit_test(id_chars_are_exactly_the_allowed_set),
         cmocka_unit_test(id_rejects_invalid_forms),
         cmocka_unit_test(id_allows_dots_and_dashes_after_the_first_char),
         cmocka_unit_test(id_valid_n_counts_len_bytes_only),
