@@ -3,6 +3,8 @@
  * SubjectPublicKeyInfo, and a small fixed-size keyring of pinned keys. */
 #include "upkeep/key.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -289,6 +291,63 @@ out_rng:
 #error "upkeep needs mbedTLS with MBEDTLS_ECDSA_DETERMINISTIC (RFC 6979 signatures)"
 #endif
 
+/* The verification memo (key.h): a ring of hashes of verified triples. */
+static struct {
+    pthread_mutex_t mu;
+    atomic_bool on;
+    size_t next;
+    size_t used;
+    size_t hits;
+    uint8_t seen[UPK_KEY_VERIFY_MEMO][UPK_SHA256_LEN];
+} memo = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+void upk_key_verify_memo_enable(void)
+{
+    atomic_store(&memo.on, true);
+}
+
+size_t upk_key_verify_memo_hits(void)
+{
+    pthread_mutex_lock(&memo.mu);
+    size_t n = memo.hits;
+    pthread_mutex_unlock(&memo.mu);
+    return n;
+}
+
+static void memo_hash(const upk_key *key, const uint8_t digest[UPK_SHA256_LEN], const uint8_t *sig,
+                      size_t siglen, uint8_t out[UPK_SHA256_LEN])
+{
+    /* Fixed-length key id and digest first, so the fields cannot run into
+     * each other. */
+    uint8_t buf[UPK_KEY_ID_LEN + UPK_SHA256_LEN + UPK_SIG_MAX];
+    memcpy(buf, key->id, UPK_KEY_ID_LEN);
+    memcpy(buf + UPK_KEY_ID_LEN, digest, UPK_SHA256_LEN);
+    memcpy(buf + UPK_KEY_ID_LEN + UPK_SHA256_LEN, sig, siglen);
+    upk_sha256_buf(buf, UPK_KEY_ID_LEN + UPK_SHA256_LEN + siglen, out);
+}
+
+static bool memo_has(const uint8_t h[UPK_SHA256_LEN])
+{
+    bool found = false;
+    pthread_mutex_lock(&memo.mu);
+    for (size_t i = 0; i < memo.used && !found; i++)
+        found = memcmp(memo.seen[i], h, UPK_SHA256_LEN) == 0;
+    if (found)
+        memo.hits++;
+    pthread_mutex_unlock(&memo.mu);
+    return found;
+}
+
+static void memo_add(const uint8_t h[UPK_SHA256_LEN])
+{
+    pthread_mutex_lock(&memo.mu);
+    memcpy(memo.seen[memo.next], h, UPK_SHA256_LEN);
+    memo.next = (memo.next + 1) % UPK_KEY_VERIFY_MEMO;
+    if (memo.used < UPK_KEY_VERIFY_MEMO)
+        memo.used++;
+    pthread_mutex_unlock(&memo.mu);
+}
+
 upk_err upk_key_verify(const upk_key *key, const void *msg, size_t len, const uint8_t *sig,
                        size_t siglen)
 {
@@ -298,12 +357,21 @@ upk_err upk_key_verify(const upk_key *key, const void *msg, size_t len, const ui
         return UPK_E_SIG_INVALID;
     uint8_t digest[UPK_SHA256_LEN];
     upk_sha256_buf(msg, len, digest);
+    bool use_memo = atomic_load(&memo.on);
+    uint8_t h[UPK_SHA256_LEN];
+    if (use_memo) {
+        memo_hash(key, digest, sig, siglen, h);
+        if (memo_has(h))
+            return UPK_OK;
+    }
     /* mbedtls_pk_verify copies the EC key into a local ECDSA context and
      * rejects trailing bytes after the DER signature; it does not write to
      * key->pk, so sharing a key between threads is safe. */
     if (mbedtls_pk_verify((mbedtls_pk_context *)&key->pk, MBEDTLS_MD_SHA256, digest, sizeof(digest),
                           sig, siglen) != 0)
         return UPK_E_SIG_INVALID;
+    if (use_memo)
+        memo_add(h);
     return UPK_OK;
 }
 

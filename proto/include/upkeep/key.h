@@ -56,6 +56,19 @@ UPK_MUST_CHECK upk_err upk_key_sign(const upk_key *key, const void *msg, size_t 
 UPK_MUST_CHECK upk_err upk_key_verify(const upk_key *key, const void *msg, size_t len,
                                       const uint8_t *sig, size_t siglen);
 
+/* From now on this process remembers its last UPK_KEY_VERIFY_MEMO successful
+ * verifications, each as SHA-256 over (key id, message digest, signature),
+ * and answers the same question again with that hash instead of an ECDSA
+ * verification. Failures are never remembered. Off by default: only the
+ * simulator turns it on, where thousands of agents in one process verify the
+ * same signed manifest (each real device verifies on its own CPU). Any
+ * thread; the memo is guarded by a mutex. */
+#define UPK_KEY_VERIFY_MEMO 16
+void upk_key_verify_memo_enable(void);
+
+/* How many verifications the memo has answered in this process. */
+size_t upk_key_verify_memo_hits(void);
+
 /* A set of pinned public keys, looked up by key id. */
 typedef struct upk_keyring upk_keyring;
 
