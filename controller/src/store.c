@@ -15,10 +15,24 @@
 #include "upkeep/hash.h"
 #include "upkeep/log.h"
 
+/* Prepared statements are kept and reused: preparing (parsing and planning
+ * the SQL) was the larger part of the store's CPU at 10,000 devices. An
+ * entry is found by its SQL text's address and checked against the text;
+ * one in use (a caller iterating it calls another query) is never handed
+ * out twice: the second caller gets a statement of its own. */
+#define STMT_CACHE 96
+
+struct stmt_slot {
+    const char *sql;
+    sqlite3_stmt *st;
+    bool busy;
+};
+
 struct upk_store {
     sqlite3 *db;
     char dir[UPK_PATH_MAX];
     int schema;
+    struct stmt_slot cache[STMT_CACHE];
 };
 
 /* Migration i takes the schema from version i to i+1. Append only. */
@@ -110,16 +124,6 @@ static upk_err exec(upk_store *s, const char *sql)
     return UPK_OK;
 }
 
-static upk_err begin(upk_store *s)
-{
-    return exec(s, "BEGIN IMMEDIATE");
-}
-
-static upk_err commit(upk_store *s)
-{
-    return exec(s, "COMMIT");
-}
-
 static void rollback(upk_store *s)
 {
     if (sqlite3_get_autocommit(s->db) == 0) {
@@ -130,9 +134,77 @@ static void rollback(upk_store *s)
 
 static upk_err prep(upk_store *s, const char *sql, sqlite3_stmt **st)
 {
+    struct stmt_slot *free_slot = NULL;
+    for (size_t i = 0; i < STMT_CACHE; i++) {
+        struct stmt_slot *e = &s->cache[i];
+        if (e->st == NULL) {
+            if (free_slot == NULL)
+                free_slot = e;
+            continue;
+        }
+        if (e->sql == sql && !e->busy && strcmp(sqlite3_sql(e->st), sql) == 0) {
+            e->busy = true;
+            *st = e->st;
+            return UPK_OK;
+        }
+    }
     if (sqlite3_prepare_v2(s->db, sql, -1, st, NULL) != SQLITE_OK)
         return db_err(s, "prepare");
+    if (free_slot != NULL) {
+        free_slot->sql = sql;
+        free_slot->st = *st;
+        free_slot->busy = true;
+    }
     return UPK_OK;
+}
+
+/* Gives a statement from prep back: reset for its next use, or finalized
+ * if it was not cached. NULL is a no-op. */
+static void unprep(upk_store *s, sqlite3_stmt *st)
+{
+    if (st == NULL)
+        return;
+    for (size_t i = 0; i < STMT_CACHE; i++) {
+        if (s->cache[i].st == st) {
+            (void)sqlite3_reset(st); /* the step's error was handled by the caller */
+            (void)sqlite3_clear_bindings(st);
+            s->cache[i].busy = false;
+            return;
+        }
+    }
+    sqlite3_finalize(st);
+}
+
+/* A statement without results through the cache (BEGIN, COMMIT). */
+static upk_err exec_cached(upk_store *s, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    upk_err err = prep(s, sql, &st);
+    if (err != UPK_OK)
+        return err;
+    if (sqlite3_step(st) != SQLITE_DONE)
+        err = db_err(s, sql);
+    unprep(s, st);
+    return err;
+}
+
+static upk_err begin(upk_store *s)
+{
+    return exec_cached(s, "BEGIN IMMEDIATE");
+}
+
+static upk_err commit(upk_store *s)
+{
+    return exec_cached(s, "COMMIT");
+}
+
+static void cache_clear(upk_store *s)
+{
+    for (size_t i = 0; i < STMT_CACHE; i++) {
+        sqlite3_finalize(s->cache[i].st);
+        s->cache[i].st = NULL;
+        s->cache[i].busy = false;
+    }
 }
 
 static void bind_text(sqlite3_stmt *st, int i, const char *v)
@@ -163,7 +235,7 @@ static upk_err run(upk_store *s, const char *sql, const char *const *binds, size
         err = db_err(s, "step");
     else if (changes != NULL)
         *changes = sqlite3_changes(s->db);
-    sqlite3_finalize(st);
+    unprep(s, st);
     return err;
 }
 
@@ -180,7 +252,7 @@ static upk_err migrate(upk_store *s)
     int version = 0;
     if (sqlite3_step(st) == SQLITE_ROW)
         version = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
+    unprep(s, st);
     if (version < 0 || (size_t)version > N_MIGRATIONS) {
         upk_error("store: database schema version %d is newer than this upkeep (%zu)", version,
                   N_MIGRATIONS);
@@ -245,6 +317,7 @@ upk_err upk_store_open(const char *data_dir, upk_store **out)
     *out = s;
     return UPK_OK;
 fail_close:
+    cache_clear(s);
     sqlite3_close(s->db);
 fail_free:
     free(s);
@@ -255,6 +328,7 @@ void upk_store_close(upk_store *s)
 {
     if (s == NULL)
         return;
+    cache_clear(s);
     sqlite3_close(s->db);
     free(s);
 }
@@ -322,7 +396,7 @@ upk_err upk_store_device_state(upk_store *s, const upk_state_msg *m, int64_t now
     sqlite3_bind_int(st, 18, m->cap.delta);
     if (sqlite3_step(st) != SQLITE_DONE)
         err = db_err(s, "device state");
-    sqlite3_finalize(st);
+    unprep(s, st);
     return err;
 }
 
@@ -340,7 +414,7 @@ upk_err upk_store_device_online(upk_store *s, const char *device, bool online, i
     sqlite3_bind_int64(st, 3, now_ms);
     if (sqlite3_step(st) != SQLITE_DONE)
         err = db_err(s, "device online");
-    sqlite3_finalize(st);
+    unprep(s, st);
     return err;
 }
 
@@ -382,7 +456,7 @@ upk_err upk_store_may_fetch(upk_store *s, const char *device, const char *sha_he
         *ok = false;
     else
         err = db_err(s, "may fetch");
-    sqlite3_finalize(st);
+    unprep(s, st);
     return err;
 }
 
@@ -403,7 +477,7 @@ upk_err upk_store_device_desired(upk_store *s, const char *device, char release[
     } else {
         err = db_err(s, "device desired");
     }
-    sqlite3_finalize(st);
+    unprep(s, st);
     return err;
 }
 
@@ -418,7 +492,7 @@ upk_err upk_store_desired_unacked(upk_store *s, void (*fn)(const char *device, v
         fn((const char *)sqlite3_column_text(st, 0), ud);
     if (rc != SQLITE_DONE)
         err = db_err(s, "desired unacked");
-    sqlite3_finalize(st);
+    unprep(s, st);
     return err;
 }
 
@@ -466,7 +540,7 @@ static upk_err apply_outcome(upk_store *s, const char *device, const char *campa
     bind_text(st, 4, version);
     int rc = sqlite3_step(st);
     if (rc == SQLITE_DONE) {
-        sqlite3_finalize(st);
+        unprep(s, st);
         return UPK_OK;
     }
     if (rc != SQLITE_ROW) {
@@ -478,7 +552,7 @@ static upk_err apply_outcome(upk_store *s, const char *device, const char *campa
         err = UPK_E_STATE_CORRUPT;
         goto out;
     }
-    sqlite3_finalize(st);
+    unprep(s, st);
     st = NULL;
     int next = event_transition(cur, step);
     if (next < 0)
@@ -496,7 +570,7 @@ static upk_err apply_outcome(upk_store *s, const char *device, const char *campa
     if (sqlite3_step(st) != SQLITE_DONE)
         err = db_err(s, "outcome apply");
 out:
-    sqlite3_finalize(st);
+    unprep(s, st);
     return err;
 }
 
@@ -543,7 +617,7 @@ upk_err upk_store_event_apply(upk_store *s, const char *device, const upk_event_
         err = db_err(s, "event insert");
         goto fail_st;
     }
-    sqlite3_finalize(st);
+    unprep(s, st);
     st = NULL;
     if (sqlite3_changes(s->db) == 0) {
         *dup = true;
@@ -555,7 +629,7 @@ upk_err upk_store_event_apply(upk_store *s, const char *device, const upk_event_
         goto fail;
     return commit(s);
 fail_st:
-    sqlite3_finalize(st);
+    unprep(s, st);
 fail:
     rollback(s);
     return err;
@@ -615,7 +689,7 @@ upk_err upk_store_release_insert(upk_store *s, const char *id, const upk_manifes
         err = UPK_E_EXISTS;
     else if (rc != SQLITE_DONE)
         err = db_err(s, "release insert");
-    sqlite3_finalize(st);
+    unprep(s, st);
     return err;
 }
 
@@ -664,7 +738,7 @@ upk_err upk_store_release_get(upk_store *s, const char *id, upk_release_row *out
     }
     *out = r;
 done:
-    sqlite3_finalize(st);
+    unprep(s, st);
     return err;
 }
 
@@ -755,7 +829,7 @@ upk_err upk_store_campaign_insert(upk_store *s, const upk_campaign *c, const cha
         goto fail;
     bind_campaign(st, c);
     int rc = sqlite3_step(st);
-    sqlite3_finalize(st);
+    unprep(s, st);
     st = NULL;
     if (rc == SQLITE_CONSTRAINT) {
         err = UPK_E_EXISTS;
@@ -787,10 +861,10 @@ upk_err upk_store_campaign_insert(upk_store *s, const upk_campaign *c, const cha
             goto fail_st;
         }
     }
-    sqlite3_finalize(st);
+    unprep(s, st);
     return commit(s);
 fail_st:
-    sqlite3_finalize(st);
+    unprep(s, st);
 fail:
     rollback(s);
     return err;
@@ -854,7 +928,7 @@ upk_err upk_store_campaign_get(upk_store *s, const char *id, upk_campaign *out)
     }
     *out = c;
 done:
-    sqlite3_finalize(st);
+    unprep(s, st);
     return err;
 }
 
@@ -901,12 +975,12 @@ upk_err upk_store_campaign_devices(upk_store *s, const char *id, upk_cdev **out,
         err = db_err(s, "campaign devices");
         goto fail;
     }
-    sqlite3_finalize(st);
+    unprep(s, st);
     *out = v;
     *n = count;
     return UPK_OK;
 fail:
-    sqlite3_finalize(st);
+    unprep(s, st);
     free(v);
     return err;
 }
@@ -925,7 +999,7 @@ upk_err upk_store_campaigns_running(upk_store *s, char (*ids)[UPK_ID_MAX + 1], s
         col_text(st, 0, ids[count++], UPK_ID_MAX + 1);
     if (rc != SQLITE_DONE && rc != SQLITE_ROW)
         err = db_err(s, "campaigns running");
-    sqlite3_finalize(st);
+    unprep(s, st);
     *n = count;
     return err;
 }
@@ -950,7 +1024,7 @@ static upk_err campaign_update(upk_store *s, const upk_campaign *c)
         err = db_err(s, "campaign update");
     else if (sqlite3_changes(s->db) != 1)
         err = UPK_E_NOT_FOUND;
-    sqlite3_finalize(st);
+    unprep(s, st);
     return err;
 }
 
@@ -989,7 +1063,7 @@ static void notify_started(upk_store *s, const char *id,
     bind_text(st, 1, id);
     while (sqlite3_step(st) == SQLITE_ROW)
         changed((const char *)sqlite3_column_text(st, 0), ud);
-    sqlite3_finalize(st);
+    unprep(s, st);
 }
 
 upk_err upk_store_campaign_apply(upk_store *s, const upk_step_result *res, const upk_cdev *devs,
@@ -1056,13 +1130,13 @@ upk_err upk_store_campaign_apply(upk_store *s, const upk_step_result *res, const
             }
         }
     }
-    sqlite3_finalize(desired);
+    unprep(s, desired);
     desired = NULL;
     if (res->verdict == UPK_VERDICT_ROLLBACK &&
         (err = restore_previous(s, c->id, now_ms)) != UPK_OK)
         goto fail;
-    sqlite3_finalize(start);
-    sqlite3_finalize(fin);
+    unprep(s, start);
+    unprep(s, fin);
     start = fin = NULL;
     if ((err = commit(s)) != UPK_OK)
         goto fail;
@@ -1077,10 +1151,10 @@ upk_err upk_store_campaign_apply(upk_store *s, const upk_step_result *res, const
     }
     return UPK_OK;
 fail_desired:
-    sqlite3_finalize(desired);
+    unprep(s, desired);
 fail:
-    sqlite3_finalize(start);
-    sqlite3_finalize(fin);
+    unprep(s, start);
+    unprep(s, fin);
     rollback(s);
     return err;
 }
@@ -1225,7 +1299,7 @@ upk_err upk_store_query_json(upk_store *s, const char *sql, const char *const *b
 fail:
     cJSON_Delete(arr);
 done:
-    sqlite3_finalize(st);
+    unprep(s, st);
     return err;
 }
 
@@ -1257,7 +1331,7 @@ upk_err upk_store_health_record(upk_store *s, const char *device, const upk_even
         err = db_err(s, "health record");
         goto fail;
     }
-    sqlite3_finalize(st);
+    unprep(s, st);
     st = NULL;
     /* Under a campaign: the mean over its bake window. Under none (an idle
      * device's baseline report): the latest value only, so that a baseline
@@ -1284,10 +1358,10 @@ upk_err upk_store_health_record(upk_store *s, const char *device, const upk_even
             goto fail;
         }
     }
-    sqlite3_finalize(st);
+    unprep(s, st);
     return commit(s);
 fail:
-    sqlite3_finalize(st);
+    unprep(s, st);
     rollback(s);
     return err;
 }
@@ -1305,7 +1379,7 @@ static upk_err gate_fill(upk_store *s, const char *id, upk_gate_dev *d)
     bind_text(st, 1, d->device);
     if (sqlite3_step(st) == SQLITE_ROW)
         col_text(st, 0, d->hw, sizeof(d->hw));
-    sqlite3_finalize(st);
+    unprep(s, st);
     st = NULL;
     if (d->updated) {
         if ((err = prep(s,
@@ -1320,7 +1394,7 @@ static upk_err gate_fill(upk_store *s, const char *id, upk_gate_dev *d)
             d->boots = (uint32_t)sqlite3_column_int64(st, 1);
             d->check_failed = d->check_failed || sqlite3_column_int(st, 2) != 0;
         }
-        sqlite3_finalize(st);
+        unprep(s, st);
         st = NULL;
     }
     if ((err = prep(s,
@@ -1344,7 +1418,7 @@ static upk_err gate_fill(upk_store *s, const char *id, upk_gate_dev *d)
         d->metric_value[k] = sqlite3_column_double(st, 1);
         d->metric_count++;
     }
-    sqlite3_finalize(st);
+    unprep(s, st);
     return UPK_OK;
 }
 

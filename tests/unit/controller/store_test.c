@@ -567,6 +567,34 @@ static void audit_is_recorded(void **state)
     cJSON_Delete(rows);
 }
 
+/* The statement cache: one buffer (one address) holding different SQL
+ * texts must never be answered with another text's statement, and more
+ * distinct statements than the cache holds still run (uncached). */
+static void statement_cache_keys_on_text_and_overflows(void **state)
+{
+    struct fx *f = *state;
+    char sql[64];
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < 300; i++) {
+            (void)snprintf(sql, sizeof(sql), "SELECT %d AS v", i);
+            cJSON *rows = NULL;
+            assert_int_equal(upk_store_query_json(f->s, sql, NULL, 0, &rows), UPK_OK);
+            assert_int_equal(cJSON_GetArraySize(rows), 1);
+            assert_int_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(rows, 0), "v")->valueint, i);
+            cJSON_Delete(rows);
+        }
+    }
+    /* The store still works with the cache full of those. */
+    add_device(f->s, "dev-1", "rev-a", "1.0.0", true);
+    cJSON *rows = NULL;
+    const char *binds[] = {"dev-1"};
+    assert_int_equal(
+        upk_store_query_json(f->s, "SELECT hw FROM devices WHERE id=?", binds, 1, &rows), UPK_OK);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(rows, 0), "hw")->valuestring,
+                        "rev-a");
+    cJSON_Delete(rows);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -583,6 +611,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(state_outcome_recovers_lost_events, setup, teardown),
         cmocka_unit_test_setup_teardown(release_round_trips, setup, teardown),
         cmocka_unit_test_setup_teardown(audit_is_recorded, setup, teardown),
+        cmocka_unit_test_setup_teardown(statement_cache_keys_on_text_and_overflows, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
