@@ -8,7 +8,9 @@
 #
 #   bash bench/scale/run.sh BUILD_DIR [DEVICES:KIB ...]
 #   bash bench/scale/run.sh build 1000:64 10000:64 1000:1024 10000:1024   (default)
-#   PERF=1 ...   also records a perf profile of the busiest process (needs perf)
+#   PERF=1 ...   also records a perf profile (15 s from the campaign's start) of
+#                the broker, the controller and every simulator process, and
+#                only those (needs perf): perf report -i BUILD/bench-scale-N-KIB.perf
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 build=$(cd "${1:-build}" && pwd)
@@ -84,7 +86,10 @@ one_run() {
     upk campaign create --id scale --release fw-1.0.0 --stages 1%,10%,50%,100% --soak 0 \
         --max-failures 5% --device-timeout 600s > /dev/null
     if [ "${PERF:-0}" = 1 ]; then
-        perf record -F 499 -g -a -o "$build/bench-scale-$n-$kib.perf" -- sleep 15 \
+        local pids
+        pids=$(echo "$FL_BROKER_PID" "$FL_SERVE_PID" "$FL_SIM_PID" \
+            $(pgrep -P "$FL_SIM_PID" || true) | tr ' ' ',')
+        perf record -F 499 -g -p "$pids" -o "$build/bench-scale-$n-$kib.perf" -- sleep 15 \
             > /dev/null 2>&1 &
         perf_pid=$!
     fi
