@@ -1,7 +1,8 @@
 /* The table of connected clients: records by client id (a map) with a
  * direct-mapped cache by the broker's connection pointer in front, so the
  * three lookups of every message (publish check, message, delivery check)
- * cost a multiply and two short compares instead of hashing the id. */
+ * cost a multiply and two short compares instead of hashing the id; and
+ * each record's memo of the last topic its identity may publish to. */
 #include "core.h"
 
 #include <stdio.h>
@@ -90,6 +91,7 @@ upk_err upk__bp_clients_bind(upk_bp_clients *t, const void *conn, const char *id
         snprintf(r->sender, sizeof(r->sender), "%s:%s", upk__bp_role_str(who->role), r->who.name);
     r->sender_len = n > 0 ? (size_t)n : 0; /* never truncated: role + ':' + name fit */
     upk__bp_rate_init(&r->rate, lim, now);
+    r->write_ok[0] = '\0'; /* a verdict of the earlier identity */
     t->cache[slot_of(conn)] = r;
     if (out != NULL)
         *out = r;
@@ -111,4 +113,20 @@ bool upk__bp_clients_drop(upk_bp_clients *t, const void *conn, const char *id)
 size_t upk__bp_clients_count(const upk_bp_clients *t)
 {
     return t != NULL ? t->by_id.count : 0;
+}
+
+bool upk__bp_client_may_write(const upk_bp_config *cfg, upk_bp_client *r, const char *topic)
+{
+    if (cfg == NULL || r == NULL || topic == NULL)
+        return false;
+    if (r->write_ok[0] != '\0' && strcmp(r->write_ok, topic) == 0) {
+        r->write_memo_hits++;
+        return true;
+    }
+    if (!upk__bp_acl_allows(cfg, &r->who, UPK_BP_ACCESS_WRITE, topic))
+        return false;
+    size_t len = strnlen(topic, UPK_BP_WRITE_MEMO_MAX + 1);
+    if (len <= UPK_BP_WRITE_MEMO_MAX)
+        memcpy(r->write_ok, topic, len + 1);
+    return true;
 }

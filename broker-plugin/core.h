@@ -294,6 +294,7 @@ upk_bp_rate_verdict upk__bp_rate_check(upk_bp_rate *r, const upk_bp_limits *l, s
 #define UPK_BP_CLIENT_CACHE_BITS  12
 #define UPK_BP_CLIENT_CACHE_SLOTS (1u << UPK_BP_CLIENT_CACHE_BITS)
 #define UPK_BP_SENDER_MAX         (UPK_BP_USERNAME_MAX + 16)
+#define UPK_BP_WRITE_MEMO_MAX     96 /* bytes of a remembered topic */
 
 typedef struct upk_bp_client {
     const void *conn; /* the connection this record is bound to */
@@ -302,7 +303,12 @@ typedef struct upk_bp_client {
     upk_bp_rate rate;
     size_t sender_len;
     char sender[UPK_BP_SENDER_MAX]; /* "role:name" */
-    char id[];                      /* the client id (NUL-terminated) */
+    /* The last topic this identity was allowed to publish to ("" = none):
+     * a device publishes to the same few topics again and again, and the
+     * verdict depends only on the identity and the topic. Reset by bind. */
+    char write_ok[UPK_BP_WRITE_MEMO_MAX + 1];
+    uint64_t write_memo_hits; /* for tests and profiling */
+    char id[];                /* the client id (NUL-terminated) */
 } upk_bp_client;
 
 typedef struct upk_bp_clients {
@@ -333,6 +339,9 @@ UPK_MUST_CHECK upk_err upk__bp_clients_bind(upk_bp_clients *t, const void *conn,
  * takeover it belongs to the new connection and stays). True when removed. */
 bool upk__bp_clients_drop(upk_bp_clients *t, const void *conn, const char *id);
 size_t upk__bp_clients_count(const upk_bp_clients *t);
+/* upk__bp_acl_allows(cfg, &r->who, UPK_BP_ACCESS_WRITE, topic), answered
+ * from r->write_ok when topic is the last topic allowed. */
+bool upk__bp_client_may_write(const upk_bp_config *cfg, upk_bp_client *r, const char *topic);
 
 /* ---- stats ---------------------------------------------------------------- */
 typedef struct upk_bp_stats {

@@ -221,7 +221,9 @@ static int on_acl_check(int event, void *event_data, void *userdata)
         return MOSQ_ERR_ACL_DENIED;
     }
     upk_bp_client *r = client_get(st, ed->client);
-    if (r != NULL && upk__bp_acl_allows(&st->cfg, &r->who, access, ed->topic))
+    if (r != NULL &&
+        (access == UPK_BP_ACCESS_WRITE ? upk__bp_client_may_write(&st->cfg, r, ed->topic)
+                                       : upk__bp_acl_allows(&st->cfg, &r->who, access, ed->topic)))
         return MOSQ_ERR_SUCCESS;
     st->stats.denied_topic++;
     if (access != UPK_BP_ACCESS_READ) {

@@ -805,6 +805,53 @@ static void clients_cache_collisions_fall_back_to_id(void **state)
     clients_free(t);
 }
 
+/* The memo of the last allowed publish topic answers only for the same
+ * topic and the same identity: other topics are judged afresh, refusals are
+ * never remembered, and a record bound to another identity forgets it. */
+static void clients_write_memo_follows_identity(void **state)
+{
+    (void)state;
+    upk_bp_config cfg;
+    assert_int_equal(upk__bp_config_init(&cfg), UPK_OK);
+    upk_bp_clients *t = clients_new();
+    upk_bp_limits lim = {0};
+    upk_bp_identity d1 = id_of(UPK_BP_ROLE_DEVICE, "d1");
+    upk_bp_client *r = NULL;
+    assert_int_equal(upk__bp_clients_bind(t, CONN(1), "d1", &d1, false, &lim, 0, &r), UPK_OK);
+    const char *own = "upkeep/v1/dev/d1/events";
+    assert_true(upk__bp_client_may_write(&cfg, r, own));
+    assert_int_equal(r->write_memo_hits, 0);
+    assert_true(upk__bp_client_may_write(&cfg, r, own));
+    assert_int_equal(r->write_memo_hits, 1);
+    /* A prefix or extension of the remembered topic is judged afresh. */
+    assert_false(upk__bp_client_may_write(&cfg, r, "upkeep/v1/dev/d1/event"));
+    assert_false(upk__bp_client_may_write(&cfg, r, "upkeep/v1/dev/d1/events/x"));
+    assert_false(upk__bp_client_may_write(&cfg, r, "upkeep/v1/dev/d2/events"));
+    assert_false(upk__bp_client_may_write(&cfg, r, "upkeep/v1/dev/d2/events"));
+    assert_int_equal(r->write_memo_hits, 1);
+    /* Same connection and client id, now an operator (e.g. a certificate
+     * login decided again): the device's topic is no longer allowed. */
+    upk_bp_identity op = id_of(UPK_BP_ROLE_OPERATOR, "d1");
+    assert_int_equal(upk__bp_clients_bind(t, CONN(1), "d1", &op, false, &lim, 0, &r), UPK_OK);
+    assert_false(upk__bp_client_may_write(&cfg, r, own));
+    assert_true(upk__bp_client_may_write(&cfg, r, "upkeep/v1/ctl/req/d1"));
+    assert_int_equal(r->write_memo_hits, 1);
+    /* A topic longer than the memo is allowed but not remembered. */
+    upk_bp_identity adm = id_of(UPK_BP_ROLE_ADMIN, "root");
+    assert_int_equal(upk__bp_clients_bind(t, CONN(2), "root", &adm, false, &lim, 0, &r), UPK_OK);
+    char longt[UPK_BP_WRITE_MEMO_MAX + 8];
+    memset(longt, 'a', sizeof(longt) - 1);
+    longt[sizeof(longt) - 1] = '\0';
+    assert_true(upk__bp_client_may_write(&cfg, r, longt));
+    assert_true(upk__bp_client_may_write(&cfg, r, longt));
+    assert_int_equal(r->write_memo_hits, 0);
+    assert_false(upk__bp_client_may_write(NULL, r, own));
+    assert_false(upk__bp_client_may_write(&cfg, NULL, own));
+    assert_false(upk__bp_client_may_write(&cfg, r, NULL));
+    clients_free(t);
+    upk__bp_config_cleanup(&cfg);
+}
+
 static void clients_reject_bad_arguments(void **state)
 {
     (void)state;
@@ -911,6 +958,7 @@ int main(void)
         cmocka_unit_test(clients_reused_pointer_never_finds_earlier_client),
         cmocka_unit_test(clients_session_takeover_moves_record),
         cmocka_unit_test(clients_cache_collisions_fall_back_to_id),
+        cmocka_unit_test(clients_write_memo_follows_identity),
         cmocka_unit_test(clients_reject_bad_arguments),
         cmocka_unit_test(stats_json_lists_every_counter),
     };
