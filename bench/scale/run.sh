@@ -11,6 +11,8 @@
 #   PERF=1 ...   also records a perf profile (15 s from the campaign's start) of
 #                the broker, the controller and every simulator process, and
 #                only those (needs perf): perf report -i BUILD/bench-scale-N-KIB.perf
+#   PERF_ONLY=serve|sim|broker  profile that process only; PERF_CG="--call-graph dwarf"
+#                for call graphs through code built without frame pointers
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 build=$(cd "${1:-build}" && pwd)
@@ -87,10 +89,16 @@ one_run() {
         --max-failures 5% --device-timeout 600s > /dev/null
     if [ "${PERF:-0}" = 1 ]; then
         local pids
-        pids=$(echo "$FL_BROKER_PID" "$FL_SERVE_PID" "$FL_SIM_PID" \
-            $(pgrep -P "$FL_SIM_PID" || true) | tr ' ' ',')
-        perf record -F 499 -g -p "$pids" -o "$build/bench-scale-$n-$kib.perf" -- sleep 15 \
-            > /dev/null 2>&1 &
+        case "${PERF_ONLY:-all}" in
+        serve) pids=$FL_SERVE_PID ;;
+        broker) pids=$FL_BROKER_PID ;;
+        sim) pids=$(echo "$FL_SIM_PID" $(pgrep -P "$FL_SIM_PID" || true) | tr ' ' ',') ;;
+        *) pids=$(echo "$FL_BROKER_PID" "$FL_SERVE_PID" "$FL_SIM_PID" \
+            $(pgrep -P "$FL_SIM_PID" || true) | tr ' ' ',') ;;
+        esac
+        # shellcheck disable=SC2086 # PERF_CG is a list of options
+        perf record -F 499 ${PERF_CG:--g} -p "$pids" -o "$build/bench-scale-$n-$kib.perf" \
+            -- sleep 15 > /dev/null 2>&1 &
         perf_pid=$!
     fi
     # Wait for the controller's log line that ends the campaign: asking the

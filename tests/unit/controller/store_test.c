@@ -147,9 +147,10 @@ static void newer_schema_is_refused(void **state)
     int r = snprintf(path, sizeof(path), "%s/upkeep.db", f->dir);
     (void)r;
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    assert_int_equal(
-        sqlite3_exec(db, "UPDATE meta SET value='4' WHERE key='schema_version'", NULL, NULL, NULL),
-        SQLITE_OK);
+    char sql[96];
+    r = snprintf(sql, sizeof(sql), "UPDATE meta SET value='%d' WHERE key='schema_version'",
+                 UPK_STORE_SCHEMA_VERSION);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
     assert_int_equal(upk_store_open(f->dir, &f->s), UPK_OK);
 }
