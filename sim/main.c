@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,8 +80,7 @@ static void usage(FILE *out)
             "  --status-file PATH    rewrite PATH each second with the summary as JSON\n"
             "  --quiet               no per-second summary on stdout\n"
             "  --procs K             split the fleet over K worker processes (default: one per\n"
-            "                        100 devices, at most 200), because Paho's per-process\n"
-            "                        cost grows with the number of clients\n"
+            "                        1000 devices, at most 200), to use every core\n"
             "  -l, --log LEVEL       agent log level: debug, info, warn, error (default warn)\n"
             "\n"
             "The open-file limit is raised to its hard limit at start (one socket per\n"
@@ -308,13 +308,14 @@ static int add_keys(upk_keyring *ring, const char *list)
     return 0;
 }
 
-/* ---- parent of worker processes (--procs K > 1). Paho MQTTAsync keeps all
- * clients of a process in lists it scans per packet, so its cost per message
- * grows with the clients of a process; the fleet is split over K processes
- * of the same binary, and the parent only aggregates their status files. */
+/* ---- parent of worker processes (--procs K > 1). Each worker runs its
+ * share of the fleet on one libuv loop; K of them use every core. The
+ * parent only aggregates their status files. At 10,000 devices, 10 workers
+ * used 25.6 CPU s where 100 used 29.6 (more processes, more wake-ups;
+ * docs/benchmarks.md, Scale). */
 
 #define PROCS_MAX 200
-#define PER_PROC  100u
+#define PER_PROC  1000u
 
 typedef struct worker {
     uv_process_t proc;
@@ -593,6 +594,13 @@ int main(int argc, char **argv)
     app a;
     memset(&a, 0, sizeof(a));
     upk_log_set_level(UPK_LOG_WARN);
+    /* Thousands of agents allocate and free chunk-sized buffers all the
+     * time; glibc's defaults give large blocks back to the kernel at once
+     * (munmap, heap trimming), and every return flushes the TLB of every
+     * core: 7% of the simulator's CPU at 10,000 devices (perf). Keep them.
+     * Failure only costs speed. */
+    (void)mallopt(M_MMAP_THRESHOLD, 8 << 20);
+    (void)mallopt(M_TRIM_THRESHOLD, 256 << 20);
 
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i];

@@ -71,7 +71,7 @@ one_run() {
     fl_broker_start
     fl_serve_start 200
     local t_conn=$SECONDS
-    # SIM_PROCS=K overrides the simulator's worker count (default 1 per 100).
+    # SIM_PROCS=K overrides the simulator's worker count (default 1 per 1,000).
     fl_sim_start fleet --count "$n" --hw rev-a:50%,rev-b:50% --install-ms 0 --activate-ms 0 \
         --health-ms 0 --connect-rate 2000 ${SIM_PROCS:+--procs "$SIM_PROCS"}
     fl_wait_sim fleet connected "$n" 600
