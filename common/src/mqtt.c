@@ -17,6 +17,7 @@
 
 #include <MQTTAsync.h>
 
+#include "mqtt_shared.h"
 #include "upkeep/log.h"
 
 #ifndef UPK_MQTT_NO_TLS
@@ -285,14 +286,6 @@ static void ev_free(struct ev *e)
     free(e);
 }
 
-static uint32_t jittered(uint32_t d)
-{
-    /* "Equal jitter": uniform in [d/2, d]. rand() is fine: this spreads load,
-     * it protects nothing. */
-    uint32_t half = d / 2;
-    return half + (uint32_t)((unsigned)rand() % (half + 1));
-}
-
 static void start_connect(upk_mqtt *c);
 
 static void on_timer(uv_timer_t *t)
@@ -305,10 +298,7 @@ static void on_timer(uv_timer_t *t)
 static void schedule_reconnect(upk_mqtt *c)
 {
     c->state = ST_BACKOFF;
-    uint32_t delay = jittered(c->backoff_ms);
-    uint64_t doubled = (uint64_t)c->backoff_ms * 2;
-    c->backoff_ms =
-        doubled > c->opts.reconnect_max_ms ? c->opts.reconnect_max_ms : (uint32_t)doubled;
+    uint32_t delay = upk__mqtt_backoff_next(&c->backoff_ms, c->opts.reconnect_max_ms);
     if (uv_timer_start(&c->timer, on_timer, delay, 0) != 0)
         upk_error("mqtt: cannot arm reconnect timer client=%s", c->client_id);
 }
@@ -611,16 +601,6 @@ static void on_async(uv_async_t *a)
     }
 }
 
-static char *dup_or_null(const char *s, bool *ok)
-{
-    if (s == NULL)
-        return NULL;
-    char *d = strdup(s);
-    if (d == NULL)
-        *ok = false;
-    return d;
-}
-
 upk_err upk_mqtt_new(uv_loop_t *loop, const upk_mqtt_opts *opts, upk_mqtt **out)
 {
     if (loop == NULL || opts == NULL || out == NULL || opts->url == NULL ||
@@ -633,14 +613,14 @@ upk_err upk_mqtt_new(uv_loop_t *loop, const upk_mqtt_opts *opts, upk_mqtt **out)
     bool ok = true;
     c->loop = loop;
     c->opts = *opts;
-    c->url = dup_or_null(opts->url, &ok);
-    c->client_id = dup_or_null(opts->client_id, &ok);
-    c->username = dup_or_null(opts->username, &ok);
-    c->password = dup_or_null(opts->password, &ok);
-    c->ca_file = dup_or_null(opts->ca_file, &ok);
-    c->cert_file = dup_or_null(opts->cert_file, &ok);
-    c->key_file = dup_or_null(opts->key_file, &ok);
-    c->will_topic = dup_or_null(opts->will_topic, &ok);
+    c->url = upk__mqtt_strdup(opts->url, &ok);
+    c->client_id = upk__mqtt_strdup(opts->client_id, &ok);
+    c->username = upk__mqtt_strdup(opts->username, &ok);
+    c->password = upk__mqtt_strdup(opts->password, &ok);
+    c->ca_file = upk__mqtt_strdup(opts->ca_file, &ok);
+    c->cert_file = upk__mqtt_strdup(opts->cert_file, &ok);
+    c->key_file = upk__mqtt_strdup(opts->key_file, &ok);
+    c->will_topic = upk__mqtt_strdup(opts->will_topic, &ok);
     c->tls = strncmp(opts->url, "ssl://", 6) == 0 || strncmp(opts->url, "mqtts://", 8) == 0;
 #ifndef UPK_MQTT_NO_TLS
     c->diag_fresh = true;
@@ -671,18 +651,7 @@ upk_err upk_mqtt_new(uv_loop_t *loop, const upk_mqtt_opts *opts, upk_mqtt **out)
     }
     if (!ok)
         goto out_free;
-    if (c->opts.keepalive_s <= 0)
-        c->opts.keepalive_s = 30;
-    if (c->opts.reconnect_min_ms == 0)
-        c->opts.reconnect_min_ms = 1000;
-    if (c->opts.reconnect_max_ms == 0)
-        c->opts.reconnect_max_ms = 60000;
-    if (c->opts.reconnect_max_ms < c->opts.reconnect_min_ms)
-        c->opts.reconnect_max_ms = c->opts.reconnect_min_ms;
-    if (c->opts.max_inflight <= 0)
-        c->opts.max_inflight = 64;
-    if (c->opts.max_buffered <= 0)
-        c->opts.max_buffered = 1024;
+    upk__mqtt_opts_normalize(&c->opts);
     c->backoff_ms = c->opts.reconnect_min_ms;
     c->next_pub_id = 1;
 

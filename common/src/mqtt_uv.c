@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mqtt_shared.h"
 #include "upkeep/log.h"
 
 #define CONNECT_TIMEOUT_MS 10000
@@ -181,12 +182,8 @@ static void finish_close(upk_mqtt *c);
 static void conn_lost(upk_mqtt *c, upk_err err, const char *why);
 static void drain(upk_mqtt *c);
 
-static void handle_closed(upk_mqtt *c)
+static void free_client(upk_mqtt *c)
 {
-    if (--c->handles_open > 0)
-        return;
-    void (*closed)(void *) = c->closed;
-    void *closed_data = c->closed_data;
     free(c->client_id);
     free(c->username);
     free(c->password);
@@ -194,6 +191,15 @@ static void handle_closed(upk_mqtt *c)
     free(c->will_payload);
     free(c->host);
     free(c);
+}
+
+static void handle_closed(upk_mqtt *c)
+{
+    if (--c->handles_open > 0)
+        return;
+    void (*closed)(void *) = c->closed;
+    void *closed_data = c->closed_data;
+    free_client(c);
     if (closed != NULL)
         closed(closed_data);
 }
@@ -359,13 +365,6 @@ static void fail_pending(upk_mqtt *c, upk_err err, bool report)
     fail_list(c, q, err, report);
 }
 
-static uint32_t jittered(uint32_t d)
-{
-    /* "Equal jitter": uniform in [d/2, d], as in mqtt.c. */
-    uint32_t half = d / 2;
-    return half + (uint32_t)((unsigned)rand() % (half + 1));
-}
-
 static void on_timer(uv_timer_t *t)
 {
     upk_mqtt *c = t->data;
@@ -394,10 +393,7 @@ static void finish_close(upk_mqtt *c)
 static void schedule_reconnect(upk_mqtt *c)
 {
     c->state = ST_BACKOFF;
-    uint32_t delay = jittered(c->backoff_ms);
-    uint64_t doubled = (uint64_t)c->backoff_ms * 2;
-    c->backoff_ms =
-        doubled > c->opts.reconnect_max_ms ? c->opts.reconnect_max_ms : (uint32_t)doubled;
+    uint32_t delay = upk__mqtt_backoff_next(&c->backoff_ms, c->opts.reconnect_max_ms);
     if (uv_timer_start(&c->timer, on_timer, delay, 0) != 0)
         upk_error("mqtt: cannot arm reconnect timer client=%s", c->client_id);
 }
@@ -1047,16 +1043,6 @@ static void start_connect(upk_mqtt *c)
 
 /* ---- the contract */
 
-static char *dup_or_null(const char *s, bool *ok)
-{
-    if (s == NULL)
-        return NULL;
-    char *d = strdup(s);
-    if (d == NULL)
-        *ok = false;
-    return d;
-}
-
 /* tcp://host:port or mqtt://host:port; [v6]:port allowed. */
 static upk_err parse_url(const char *url, char **host, int *port)
 {
@@ -1109,10 +1095,10 @@ upk_err upk_mqtt_new(uv_loop_t *loop, const upk_mqtt_opts *opts, upk_mqtt **out)
     bool ok = true;
     c->loop = loop;
     c->opts = *opts;
-    c->client_id = dup_or_null(opts->client_id, &ok);
-    c->username = dup_or_null(opts->username, &ok);
-    c->password = dup_or_null(opts->password, &ok);
-    c->will_topic = dup_or_null(opts->will_topic, &ok);
+    c->client_id = upk__mqtt_strdup(opts->client_id, &ok);
+    c->username = upk__mqtt_strdup(opts->username, &ok);
+    c->password = upk__mqtt_strdup(opts->password, &ok);
+    c->will_topic = upk__mqtt_strdup(opts->will_topic, &ok);
     if (opts->will_topic != NULL) {
         c->will_payload = malloc(opts->will_len + 1);
         if (c->will_payload == NULL)
@@ -1121,35 +1107,22 @@ upk_err upk_mqtt_new(uv_loop_t *loop, const upk_mqtt_opts *opts, upk_mqtt **out)
             memcpy(c->will_payload, opts->will_payload, opts->will_len);
     }
     c->opts.url = NULL;
-    if (c->opts.keepalive_s <= 0)
-        c->opts.keepalive_s = 30;
-    if (c->opts.keepalive_s > 65535)
-        c->opts.keepalive_s = 65535;
-    if (c->opts.reconnect_min_ms == 0)
-        c->opts.reconnect_min_ms = 1000;
-    if (c->opts.reconnect_max_ms == 0)
-        c->opts.reconnect_max_ms = 60000;
-    if (c->opts.reconnect_max_ms < c->opts.reconnect_min_ms)
-        c->opts.reconnect_max_ms = c->opts.reconnect_min_ms;
-    if (c->opts.max_inflight <= 0 || c->opts.max_inflight > 65535)
-        c->opts.max_inflight = 64;
-    if (c->opts.max_buffered <= 0)
-        c->opts.max_buffered = 1024;
+    upk__mqtt_opts_normalize(&c->opts);
     c->backoff_ms = c->opts.reconnect_min_ms;
     c->next_pub_id = 1;
     c->next_pid = 1;
-    if (!ok || uv_timer_init(loop, &c->timer) != 0 || uv_timer_init(loop, &c->ka) != 0) {
-        /* uv_timer_init cannot fail on a live loop; memory can. */
-        free(c->client_id);
-        free(c->username);
-        free(c->password);
-        free(c->will_topic);
-        free(c->will_payload);
-        free(c->host);
-        free(c);
+    if (!ok || uv_timer_init(loop, &c->timer) != 0) {
+        free_client(c);
         return ok ? UPK_E_INTERNAL : UPK_E_NOMEM;
     }
     c->timer.data = c;
+    if (uv_timer_init(loop, &c->ka) != 0) {
+        /* The first timer is the loop's now: it frees c once closed. */
+        c->handles_open = 1;
+        c->state = ST_CLOSING;
+        uv_close((uv_handle_t *)&c->timer, on_timer_closed);
+        return UPK_E_INTERNAL;
+    }
     c->ka.data = c;
     c->handles_open = 2;
     c->state = ST_IDLE;

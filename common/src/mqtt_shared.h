@@ -1,0 +1,27 @@
+/* What the two upk_mqtt clients (mqtt.c over Paho, mqtt_uv.c on libuv)
+ * share so that they behave alike: option defaults, the reconnect backoff
+ * with its jitter, and copying the options' strings. Internal to common/.
+ *
+ * Threads: pure functions, any thread. */
+#ifndef UPKEEP_MQTT_SHARED_H
+#define UPKEEP_MQTT_SHARED_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "upkeep/mqtt.h"
+
+/* Fills the documented defaults (mqtt.h) into o's zero fields and clamps
+ * the rest: keepalive 30 s (at most 65535), reconnect 1 s doubling to 60 s
+ * (the maximum never below the minimum), 64 in flight (at most 65535),
+ * 1024 buffered. */
+void upk__mqtt_opts_normalize(upk_mqtt_opts *o);
+
+/* The wait before the next connect attempt, drawn from [d/2, d] ("equal
+ * jitter") where d = *backoff_ms; then doubles *backoff_ms up to max_ms. */
+uint32_t upk__mqtt_backoff_next(uint32_t *backoff_ms, uint32_t max_ms);
+
+/* strdup(s), NULL for NULL; clears *ok when out of memory. */
+char *upk__mqtt_strdup(const char *s, bool *ok);
+
+#endif
