@@ -159,6 +159,14 @@ typedef void (*upk__spawn_done)(int status, void *cb_data);
 UPK_MUST_CHECK upk_err upk__spawn(uv_loop_t *loop, char *const argv[], char *const env[],
                                   uint32_t timeout_ms, upk__spawn_done done, void *cb_data);
 
+/* The status above from a libuv exit callback's figures. */
+int upk__spawn_status(bool timed_out, int64_t exit_status, int term_signal);
+
+/* SIGKILL to a detached child's whole process group (so that a shell
+ * script's children do not outlive it), or to the child alone if that
+ * fails. */
+void upk__spawn_kill(uv_process_t *p);
+
 /* ---- small helpers */
 /* snprintf into buf; UPK_E_BUFFER_TOO_SMALL when truncated. */
 UPK_MUST_CHECK upk_err upk__path(char *buf, size_t cap, const char *dir, const char *name);

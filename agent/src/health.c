@@ -4,7 +4,6 @@
 
 #include <errno.h>
 #include <math.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +11,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "agent_int.h"
 #include "upkeep/fs.h"
 
 #define BAKE_V 1
@@ -368,12 +368,7 @@ static void hook_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 static void hook_exit(uv_process_t *p, int64_t exit_status, int term_signal)
 {
     hook_ctx *c = p->data;
-    if (c->timed_out)
-        c->status = -2;
-    else if (term_signal != 0)
-        c->status = -1;
-    else
-        c->status = (int)(exit_status & 0xff);
+    c->status = upk__spawn_status(c->timed_out, exit_status, term_signal);
     c->exited = true;
     uv_close((uv_handle_t *)&c->proc, hook_closed);
     hook_maybe_finish(c);
@@ -383,8 +378,8 @@ static void hook_timeout(uv_timer_t *t)
 {
     hook_ctx *c = t->data;
     c->timed_out = true;
-    if (!c->exited && kill(-c->proc.pid, SIGKILL) != 0)
-        (void)uv_process_kill(&c->proc, SIGKILL);
+    if (!c->exited)
+        upk__spawn_kill(&c->proc);
     /* A grandchild may hold the pipe open: stop reading regardless. */
     hook_close_pipe(c);
     hook_maybe_finish(c);

@@ -70,15 +70,25 @@ static void spawn_handle_closed(uv_handle_t *h)
     free(s);
 }
 
+int upk__spawn_status(bool timed_out, int64_t exit_status, int term_signal)
+{
+    if (timed_out)
+        return -2;
+    if (term_signal != 0)
+        return -1;
+    return (int)(exit_status & 0xff);
+}
+
+void upk__spawn_kill(uv_process_t *p)
+{
+    if (kill(-p->pid, SIGKILL) != 0)
+        (void)uv_process_kill(p, SIGKILL);
+}
+
 static void spawn_exit_cb(uv_process_t *p, int64_t exit_status, int term_signal)
 {
     spawn_ctx *s = p->data;
-    if (s->timed_out)
-        s->status = -2;
-    else if (term_signal != 0)
-        s->status = -1;
-    else
-        s->status = (int)(exit_status & 0xff);
+    s->status = upk__spawn_status(s->timed_out, exit_status, term_signal);
     uv_timer_stop(&s->timer);
     uv_close((uv_handle_t *)&s->timer, spawn_handle_closed);
     uv_close((uv_handle_t *)&s->proc, spawn_handle_closed);
@@ -88,10 +98,7 @@ static void spawn_timeout_cb(uv_timer_t *t)
 {
     spawn_ctx *s = t->data;
     s->timed_out = true;
-    /* The child leads its own process group (detached): kill the whole
-     * group, so that a shell script's children do not outlive it. */
-    if (kill(-s->proc.pid, SIGKILL) != 0)
-        (void)uv_process_kill(&s->proc, SIGKILL);
+    upk__spawn_kill(&s->proc); /* it leads its own process group (detached) */
 }
 
 upk_err upk__spawn(uv_loop_t *loop, char *const argv[], char *const env[], uint32_t timeout_ms,
