@@ -1425,6 +1425,64 @@ static void requeue_check(dev *d)
     R.done_trials++;
 }
 
+/* The journal of an update signed for m, in health_check at the restart
+ * limit (restarts 1), as the two commit-window checks below craft it; NULL
+ * (and the trial failed) when it cannot be made. Caller frees. */
+static char *crafted_health_check_journal(dev *d, const upk_manifest *m, const char *campaign,
+                                          int event_seq, bool committing)
+{
+    char *json = NULL, sig64[256], *jtext = NULL;
+    size_t jlen = 0, siglen = 0, slen = 0;
+    uint8_t sig[UPK_SIG_MAX];
+    if (upk_manifest_encode(m, &json, &jlen) != UPK_OK ||
+        upk_manifest_sign(R.key, json, jlen, sig, &siglen) != UPK_OK ||
+        upk_base64_encode(sig, siglen, sig64, sizeof(sig64), &slen) != UPK_OK) {
+        failf(d, "cannot sign the crafted manifest");
+        free(json);
+        return NULL;
+    }
+    cJSON *root = cJSON_CreateObject();
+    bool ok = root != NULL && cJSON_AddNumberToObject(root, "v", 1) &&
+              cJSON_AddStringToObject(root, "status", "health_check") &&
+              cJSON_AddBoolToObject(root, "rolling_back", false) &&
+              cJSON_AddStringToObject(root, "error", upk_err_str(UPK_OK)) &&
+              cJSON_AddStringToObject(root, "message", "") &&
+              cJSON_AddStringToObject(root, "campaign", campaign) &&
+              cJSON_AddStringToObject(root, "desired_id", "") &&
+              cJSON_AddStringToObject(root, "key_id", upk_key_id(R.key)) &&
+              cJSON_AddStringToObject(root, "manifest", json) &&
+              cJSON_AddStringToObject(root, "sig", sig64) &&
+              cJSON_AddStringToObject(root, "slot", "") &&
+              cJSON_AddNumberToObject(root, "restarts", 1) &&
+              cJSON_AddNumberToObject(root, "event_seq", event_seq) &&
+              (!committing || cJSON_AddBoolToObject(root, "committing", true));
+    jtext = ok ? cJSON_PrintUnformatted(root) : NULL;
+    if (jtext == NULL)
+        failf(d, "cannot write the crafted journal");
+    cJSON_Delete(root);
+    free(json);
+    return jtext;
+}
+
+/* After a crafted journal: the agent restarted, sent event seq as committed
+ * for campaign, and image img (of version) is what is installed. */
+static void expect_committed_kept(dev *d, uint32_t seq, const char *campaign, int img,
+                                  const char *version)
+{
+    agent_start(d);
+    expect_event(d, seq, UPK_STATUS_COMMITTED, campaign);
+    upk_status st = UPK_STATUS_IDLE;
+    bool rb = false;
+    facts f;
+    if (!read_journal(d, &st, &rb, NULL, 0) || st != UPK_STATUS_COMMITTED)
+        failf(d, "journal says %s, expected committed", upk_status_str(st));
+    if (which_image(d, d->target) != img)
+        failf(d, "the new image is no longer installed");
+    if (!read_installed(d, &f) || strcmp(f.version, version) != 0)
+        failf(d, "installed.json does not name %s", version);
+    R.done_trials++;
+}
+
 /* Regression for a power cut between the commit's write of the installed
  * facts and the journal's "committed": the restart found the journal in
  * health_check, counted a restart over the limit and rolled back, leaving
@@ -1439,61 +1497,29 @@ static void commit_window_check(dev *d)
     printf("commit window check: facts written, journal in health_check at the restart limit\n");
     upk_manifest m;
     make_manifest(&m, "9.1", &d->img[1], "file");
-    char *json = NULL, hex[UPK_SHA256_HEX_LEN + 1], sig64[256], *jtext = NULL;
-    size_t jlen = 0, siglen = 0, slen = 0;
-    uint8_t sig[UPK_SIG_MAX];
-    char facts_text[1024];
-    cJSON *root = NULL;
-    if (upk_manifest_encode(&m, &json, &jlen) != UPK_OK ||
-        upk_manifest_sign(R.key, json, jlen, sig, &siglen) != UPK_OK ||
-        upk_base64_encode(sig, siglen, sig64, sizeof(sig64), &slen) != UPK_OK ||
-        upk_hex_encode(d->img[1].sha, UPK_SHA256_LEN, hex, sizeof(hex)) != UPK_OK) {
-        failf(d, "cannot sign the crafted manifest");
-        goto out;
+    char hex[UPK_SHA256_HEX_LEN + 1], facts_text[1024];
+    if (upk_hex_encode(d->img[1].sha, UPK_SHA256_LEN, hex, sizeof(hex)) != UPK_OK) {
+        failf(d, "cannot encode the image hash");
+        return;
     }
     int n = snprintf(facts_text, sizeof(facts_text),
                      "{\"v\":1,\"release\":\"fw\",\"version\":\"9.1\",\"security_version\":1,"
                      "\"image_sha256\":\"%s\",\"campaign\":\"commit-x\",\"last_patched\":%lld,"
                      "\"support_until\":0}",
                      hex, (long long)R.now);
-    root = cJSON_CreateObject();
-    bool ok = root != NULL && n > 0 && (size_t)n < sizeof(facts_text) &&
-              cJSON_AddNumberToObject(root, "v", 1) &&
-              cJSON_AddStringToObject(root, "status", "health_check") &&
-              cJSON_AddBoolToObject(root, "rolling_back", false) &&
-              cJSON_AddStringToObject(root, "error", upk_err_str(UPK_OK)) &&
-              cJSON_AddStringToObject(root, "message", "") &&
-              cJSON_AddStringToObject(root, "campaign", "commit-x") &&
-              cJSON_AddStringToObject(root, "desired_id", "") &&
-              cJSON_AddStringToObject(root, "key_id", upk_key_id(R.key)) &&
-              cJSON_AddStringToObject(root, "manifest", json) &&
-              cJSON_AddStringToObject(root, "sig", sig64) &&
-              cJSON_AddStringToObject(root, "slot", "") &&
-              cJSON_AddNumberToObject(root, "restarts", 1) &&
-              cJSON_AddNumberToObject(root, "event_seq", 7);
-    jtext = ok ? cJSON_PrintUnformatted(root) : NULL;
-    if (jtext == NULL || write_bin(d->target, d->img[1].data, d->img[1].len) != 0 ||
+    char *jtext = crafted_health_check_journal(d, &m, "commit-x", 7, false);
+    if (jtext == NULL)
+        return;
+    if (n <= 0 || (size_t)n >= sizeof(facts_text) ||
+        write_bin(d->target, d->img[1].data, d->img[1].len) != 0 ||
         write_text(d->installed, facts_text, 0600) != 0 ||
         write_text(d->journal, jtext, 0600) != 0) {
         failf(d, "cannot write the crafted journal");
-        goto out;
+        free(jtext);
+        return;
     }
-    agent_start(d);
-    expect_event(d, 8, UPK_STATUS_COMMITTED, "commit-x");
-    upk_status st = UPK_STATUS_IDLE;
-    bool rb = false;
-    facts f;
-    if (!read_journal(d, &st, &rb, NULL, 0) || st != UPK_STATUS_COMMITTED)
-        failf(d, "journal says %s, expected committed", upk_status_str(st));
-    if (which_image(d, d->target) != 1)
-        failf(d, "the new image is no longer installed");
-    if (!read_installed(d, &f) || strcmp(f.version, "9.1") != 0)
-        failf(d, "installed.json no longer names 9.1");
-    R.done_trials++;
-out:
-    cJSON_Delete(root);
     free(jtext);
-    free(json);
+    expect_committed_kept(d, 8, "commit-x", 1, "9.1");
 }
 
 /* Regression for a power cut after the module's commit step began (it may
@@ -1507,55 +1533,20 @@ static void commit_begun_check(dev *d)
     printf("commit-begun check: module commit started, facts not yet written\n");
     upk_manifest m;
     make_manifest(&m, "9.2", &d->img[0], "file");
-    char *json = NULL, sig64[256], *jtext = NULL, prev[PATH_CAP];
-    size_t jlen = 0, siglen = 0, slen = 0;
-    uint8_t sig[UPK_SIG_MAX];
-    cJSON *root = NULL;
-    if (upk_manifest_encode(&m, &json, &jlen) != UPK_OK ||
-        upk_manifest_sign(R.key, json, jlen, sig, &siglen) != UPK_OK ||
-        upk_base64_encode(sig, siglen, sig64, sizeof(sig64), &slen) != UPK_OK) {
-        failf(d, "cannot sign the crafted manifest");
-        goto out;
-    }
-    root = cJSON_CreateObject();
-    bool ok = root != NULL && cJSON_AddNumberToObject(root, "v", 1) &&
-              cJSON_AddStringToObject(root, "status", "health_check") &&
-              cJSON_AddBoolToObject(root, "rolling_back", false) &&
-              cJSON_AddStringToObject(root, "error", upk_err_str(UPK_OK)) &&
-              cJSON_AddStringToObject(root, "message", "") &&
-              cJSON_AddStringToObject(root, "campaign", "commit-y") &&
-              cJSON_AddStringToObject(root, "desired_id", "") &&
-              cJSON_AddStringToObject(root, "key_id", upk_key_id(R.key)) &&
-              cJSON_AddStringToObject(root, "manifest", json) &&
-              cJSON_AddStringToObject(root, "sig", sig64) &&
-              cJSON_AddStringToObject(root, "slot", "") &&
-              cJSON_AddNumberToObject(root, "restarts", 1) &&
-              cJSON_AddNumberToObject(root, "event_seq", 8) &&
-              cJSON_AddBoolToObject(root, "committing", true);
-    jtext = ok ? cJSON_PrintUnformatted(root) : NULL;
+    char prev[PATH_CAP];
+    char *jtext = crafted_health_check_journal(d, &m, "commit-y", 8, true);
+    if (jtext == NULL)
+        return;
     (void)join(prev, d->target, "", ".upkprev");
     (void)unlink(prev);
-    if (jtext == NULL || write_bin(d->target, d->img[0].data, d->img[0].len) != 0 ||
+    if (write_bin(d->target, d->img[0].data, d->img[0].len) != 0 ||
         write_text(d->journal, jtext, 0600) != 0) {
         failf(d, "cannot write the crafted journal");
-        goto out;
+        free(jtext);
+        return;
     }
-    agent_start(d);
-    expect_event(d, 9, UPK_STATUS_COMMITTED, "commit-y");
-    upk_status st = UPK_STATUS_IDLE;
-    bool rb = false;
-    facts f;
-    if (!read_journal(d, &st, &rb, NULL, 0) || st != UPK_STATUS_COMMITTED)
-        failf(d, "journal says %s, expected committed", upk_status_str(st));
-    if (which_image(d, d->target) != 0)
-        failf(d, "the new image is no longer installed");
-    if (!read_installed(d, &f) || strcmp(f.version, "9.2") != 0)
-        failf(d, "installed.json does not name 9.2");
-    R.done_trials++;
-out:
-    cJSON_Delete(root);
     free(jtext);
-    free(json);
+    expect_committed_kept(d, 9, "commit-y", 0, "9.2");
 }
 
 /* --------------------------------------------------------------- report */

@@ -321,6 +321,16 @@ static void drain_loop(uv_loop_t *loop)
     assert_int_equal(uv_loop_close(loop), 0);
 }
 
+/* Closes the client and the scripted broker, waits for the client's closed
+ * callback and closes the loop. */
+static void close_all(uv_loop_t *loop, upk_mqtt *c, struct fake *f, struct obs *o)
+{
+    upk_mqtt_close(c, o_closed, o);
+    fake_close(f);
+    run_until(loop, &o->closed, 1);
+    drain_loop(loop);
+}
+
 /* ---- tests */
 
 static void wire_bytewise_publish_with_properties(void **state)
@@ -391,11 +401,8 @@ static void wire_bytewise_publish_with_properties(void **state)
     for (int i = 0; i < 5; i++)
         assert_int_equal(o.done_order[i], i);
 
-    upk_mqtt_close(c, o_closed, &o);
-    fake_close(&f);
-    run_until(&loop, &o.closed, 1);
+    close_all(&loop, c, &f, &o);
     assert_int_equal(o.disconnects, 0);
-    drain_loop(&loop);
 }
 
 static void wire_garbage_is_a_lost_connection(void **state)
@@ -441,10 +448,7 @@ static void wire_garbage_is_a_lost_connection(void **state)
     run_until(&loop, &o.disconnects, 5);
     run_until(&loop, &o.connects, before + 1);
 
-    upk_mqtt_close(c, o_closed, &o);
-    fake_close(&f);
-    run_until(&loop, &o.closed, 1);
-    drain_loop(&loop);
+    close_all(&loop, c, &f, &o);
 }
 
 static void wire_refused_and_silent_brokers(void **state)
@@ -483,11 +487,8 @@ static void wire_refused_and_silent_brokers(void **state)
     int seen = f.connects;
     run_until(&loop, &f.connects, seen + 1);
     d = o.disconnects;
-    upk_mqtt_close(c, o_closed, &o);
-    fake_close(&f);
-    run_until(&loop, &o.closed, 1);
+    close_all(&loop, c, &f, &o);
     assert_int_equal(o.disconnects, d);
-    drain_loop(&loop);
 }
 
 static void wire_rejects_what_it_cannot_do(void **state)

@@ -55,4 +55,32 @@ static inline char *ct_read_vector(const char *name, size_t *len)
     return ct_read_path(path, len);
 }
 
+#ifdef UPKEEP_KEY_H
+/* Every tampered form of a good signature sig of msg fails to verify under
+ * key: any flipped message or signature byte, every truncation, a trailing
+ * byte (sig has room for siglen + 1), an oversized length, and the
+ * untouched pair under other. msg and sig are restored. Include cmocka and
+ * upkeep/key.h first. */
+static inline void ct_assert_tampering_fails(const upk_key *key, const upk_key *other, char *msg,
+                                             size_t mlen, uint8_t *sig, size_t siglen)
+{
+    for (size_t i = 0; i < mlen; i++) {
+        msg[i] ^= 0x01;
+        assert_int_equal(upk_key_verify(key, msg, mlen, sig, siglen), UPK_E_SIG_INVALID);
+        msg[i] ^= 0x01;
+    }
+    for (size_t i = 0; i < siglen; i++) {
+        sig[i] ^= 0x80;
+        assert_int_equal(upk_key_verify(key, msg, mlen, sig, siglen), UPK_E_SIG_INVALID);
+        sig[i] ^= 0x80;
+    }
+    for (size_t n = 0; n < siglen; n++)
+        assert_int_equal(upk_key_verify(key, msg, mlen, sig, n), UPK_E_SIG_INVALID);
+    sig[siglen] = 0x00;
+    assert_int_equal(upk_key_verify(key, msg, mlen, sig, siglen + 1), UPK_E_SIG_INVALID);
+    assert_int_equal(upk_key_verify(key, msg, mlen, sig, UPK_SIG_MAX + 1), UPK_E_SIG_INVALID);
+    assert_int_equal(upk_key_verify(other, msg, mlen, sig, siglen), UPK_E_SIG_INVALID);
+}
+#endif
+
 #endif

@@ -168,27 +168,7 @@ static void key_verify_rejects_tampering(void **state)
     assert_int_equal(upk_key_sign(key, msg, sizeof(msg) - 1, sig, &siglen), UPK_OK);
     assert_int_equal(upk_key_verify(key, msg, sizeof(msg) - 1, sig, siglen), UPK_OK);
 
-    /* Any flipped message byte. */
-    for (size_t i = 0; i < sizeof(msg) - 1; i++) {
-        msg[i] ^= 0x01;
-        assert_int_equal(upk_key_verify(key, msg, sizeof(msg) - 1, sig, siglen), UPK_E_SIG_INVALID);
-        msg[i] ^= 0x01;
-    }
-    /* Any flipped signature byte. */
-    for (size_t i = 0; i < siglen; i++) {
-        sig[i] ^= 0x80;
-        assert_int_equal(upk_key_verify(key, msg, sizeof(msg) - 1, sig, siglen), UPK_E_SIG_INVALID);
-        sig[i] ^= 0x80;
-    }
-    /* Truncated, empty, trailing garbage, oversized. */
-    for (size_t n = 0; n < siglen; n++)
-        assert_int_equal(upk_key_verify(key, msg, sizeof(msg) - 1, sig, n), UPK_E_SIG_INVALID);
-    sig[siglen] = 0x00;
-    assert_int_equal(upk_key_verify(key, msg, sizeof(msg) - 1, sig, siglen + 1), UPK_E_SIG_INVALID);
-    assert_int_equal(upk_key_verify(key, msg, sizeof(msg) - 1, sig, UPK_SIG_MAX + 1),
-                     UPK_E_SIG_INVALID);
-    /* Another key. */
-    assert_int_equal(upk_key_verify(other, msg, sizeof(msg) - 1, sig, siglen), UPK_E_SIG_INVALID);
+    ct_assert_tampering_fails(key, other, msg, sizeof(msg) - 1, sig, siglen);
     upk_key_free(key);
     upk_key_free(other);
 }

@@ -13,6 +13,8 @@
 
 #include "upkeep/key.h"
 
+#include "crypto_test_util.h"
+
 static const char MSG[] = "{\"name\":\"fw\",\"version\":\"1.2.3\"}";
 
 static void memo_answers_only_the_same_triple(void **state)
@@ -38,22 +40,8 @@ static void memo_answers_only_the_same_triple(void **state)
     assert_int_equal(upk_key_verify(key, msg, sizeof(msg) - 1, sig, siglen), UPK_OK);
     assert_int_equal(upk_key_verify_memo_hits(), 1);
 
-    for (size_t i = 0; i < sizeof(msg) - 1; i++) {
-        msg[i] ^= 0x01;
-        assert_int_equal(upk_key_verify(key, msg, sizeof(msg) - 1, sig, siglen), UPK_E_SIG_INVALID);
-        msg[i] ^= 0x01;
-    }
-    for (size_t i = 0; i < siglen; i++) {
-        sig[i] ^= 0x80;
-        assert_int_equal(upk_key_verify(key, msg, sizeof(msg) - 1, sig, siglen), UPK_E_SIG_INVALID);
-        sig[i] ^= 0x80;
-    }
-    for (size_t n = 0; n < siglen; n++)
-        assert_int_equal(upk_key_verify(key, msg, sizeof(msg) - 1, sig, n), UPK_E_SIG_INVALID);
-    sig[siglen] = 0x00;
-    assert_int_equal(upk_key_verify(key, msg, sizeof(msg) - 1, sig, siglen + 1), UPK_E_SIG_INVALID);
-    /* Another key, twice: failures are not remembered either. */
-    assert_int_equal(upk_key_verify(other, msg, sizeof(msg) - 1, sig, siglen), UPK_E_SIG_INVALID);
+    ct_assert_tampering_fails(key, other, msg, sizeof(msg) - 1, sig, siglen);
+    /* Another key again: failures are not remembered either. */
     assert_int_equal(upk_key_verify(other, msg, sizeof(msg) - 1, sig, siglen), UPK_E_SIG_INVALID);
     assert_int_equal(upk_key_verify_memo_hits(), 1);
 
