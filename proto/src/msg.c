@@ -888,6 +888,43 @@ upk_err upk_chunk_req_decode(const char *json, size_t len, upk_chunk_req *out)
     return err;
 }
 
+/* ---- dev/{d}/ack */
+
+upk_err upk_ack_encode(uint64_t seq, char **out, size_t *outlen)
+{
+    if (out == NULL)
+        return UPK_E_INVALID_ARG;
+    if (seq == 0 || seq > UPK__JSON_SAFE_INT_MAX)
+        return UPK_E_FIELD_RANGE;
+    cJSON *root = NULL;
+    upk_err err = new_msg(&root);
+    if (err != UPK_OK)
+        return err;
+    err = add_uint(root, "seq", seq);
+    if (err == UPK_OK)
+        err = finish_msg(root, out, outlen);
+    cJSON_Delete(root);
+    return err;
+}
+
+upk_err upk_ack_decode(const char *json, size_t len, uint64_t *seq)
+{
+    if (json == NULL || seq == NULL)
+        return UPK_E_INVALID_ARG;
+    cJSON *root = NULL;
+    upk_err err = parse_msg(json, len, &root);
+    if (err != UPK_OK)
+        return err;
+    uint64_t v = 0;
+    err = upk__json_u64(root, "seq", false, UPK__JSON_SAFE_INT_MAX, &v);
+    if (err == UPK_OK && v == 0)
+        err = UPK_E_FIELD_RANGE;
+    if (err == UPK_OK)
+        *seq = v;
+    cJSON_Delete(root);
+    return err;
+}
+
 /* ---- dev/{d}/chunk/data */
 
 static const uint8_t chunk_magic[4] = {'U', 'P', 'K', 'C'};

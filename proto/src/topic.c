@@ -28,6 +28,7 @@ static const struct kind_shape shapes[UPK_TOPIC__COUNT] = {
     [UPK_TOPIC_DEV_EVENTS] = SHAPE("events", "dev/", "/events", true),
     [UPK_TOPIC_DEV_CHUNK_REQ] = SHAPE("chunk/req", "dev/", "/chunk/req", true),
     [UPK_TOPIC_DEV_CHUNK_DATA] = SHAPE("chunk/data", "dev/", "/chunk/data", true),
+    [UPK_TOPIC_DEV_ACK] = SHAPE("ack", "dev/", "/ack", true),
     [UPK_TOPIC_CTL_REQ] = SHAPE("ctl/req", "ctl/req/", "", true),
     [UPK_TOPIC_CTL_RESP] = SHAPE("ctl/resp", "ctl/resp/", "", true),
     [UPK_TOPIC_BROKER_STATS] = SHAPE("broker/stats", "broker/stats", "", false),
@@ -56,7 +57,7 @@ bool upk_topic_prefix_valid(const char *prefix)
 
 bool upk_topic_kind_is_device(upk_topic_kind kind)
 {
-    return kind <= UPK_TOPIC_DEV_CHUNK_DATA;
+    return kind <= UPK_TOPIC_DEV_ACK;
 }
 
 const char *upk_topic_kind_str(upk_topic_kind kind)

@@ -132,6 +132,17 @@ typedef struct upk_event_msg {
 UPK_MUST_CHECK upk_err upk_event_encode(const upk_event_msg *m, char **out, size_t *outlen);
 UPK_MUST_CHECK upk_err upk_event_decode(const char *json, size_t len, upk_event_msg *out);
 
+/* ---- dev/{d}/ack (controller -> device, QoS 0): {"v":1,"seq":N} says the
+ * controller has stored the device's event N (or had it already). The agent
+ * keeps each event on disk until this arrives, so an event acknowledged by a
+ * broker that then died, or taken by a controller that then crashed, is sent
+ * again (docs/protocol.md, "Event acknowledgement"). */
+UPK_MUST_CHECK upk_err upk_ack_encode(uint64_t seq, char **out, size_t *outlen);
+/* Reads seq (1..2^53-1) of an ack. Other members are ignored, so the
+ * controller can also read the seq of an event it cannot decode, refuse that
+ * event by name and still release it from the device's outbox. */
+UPK_MUST_CHECK upk_err upk_ack_decode(const char *json, size_t len, uint64_t *seq);
+
 /* ---- dev/{d}/chunk/req (device -> controller) */
 #define UPK_CHUNK_MAX (256u * 1024u) /* bytes of one chunk, at most */
 

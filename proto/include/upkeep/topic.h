@@ -2,7 +2,7 @@
  *
  * Every topic is "<prefix>/<rest>" where prefix defaults to "upkeep/v1":
  *   dev/{d}/state  dev/{d}/online  dev/{d}/desired  dev/{d}/events
- *   dev/{d}/chunk/req  dev/{d}/chunk/data  ctl/req/{o}  ctl/resp/{o}
+ *   dev/{d}/chunk/req  dev/{d}/chunk/data  dev/{d}/ack  ctl/req/{o}  ctl/resp/{o}
  *   broker/stats
  * {d} is a device id and {o} an operator id (see id.h). The parser accepts
  * exactly these shapes and returns the kind and id, so callers never split
@@ -27,6 +27,7 @@ typedef enum upk_topic_kind {
     UPK_TOPIC_DEV_EVENTS,
     UPK_TOPIC_DEV_CHUNK_REQ,
     UPK_TOPIC_DEV_CHUNK_DATA,
+    UPK_TOPIC_DEV_ACK, /* controller -> device: highest event seq stored */
     UPK_TOPIC_CTL_REQ,
     UPK_TOPIC_CTL_RESP,
     UPK_TOPIC_BROKER_STATS,

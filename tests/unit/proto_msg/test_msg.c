@@ -1216,6 +1216,70 @@ static void chunk_req_round_trips(void **state)
     free(json);
 }
 
+/* ---- event acknowledgement */
+
+static upk_err ack_dec(const char *s, uint64_t *seq)
+{
+    size_t n;
+    char *b = exact(s, &n);
+    upk_err err = upk_ack_decode(b, n, seq);
+    free(b);
+    return err;
+}
+
+static void ack_round_trips_and_reads_an_event_seq(void **state)
+{
+    (void)state;
+    const uint64_t seqs[] = {1, 17, MAX_EXACT};
+    for (size_t i = 0; i < sizeof(seqs) / sizeof(seqs[0]); i++) {
+        char *json = NULL;
+        size_t len = 0;
+        uint64_t got = 0;
+        assert_int_equal(upk_ack_encode(seqs[i], &json, &len), UPK_OK);
+        assert_int_equal(upk_ack_decode(json, len, &got), UPK_OK);
+        assert_true(got == seqs[i]);
+        free(json);
+    }
+    /* The seq of an event the controller cannot otherwise decode. */
+    uint64_t got = 0;
+    assert_int_equal(ack_dec("{\"v\":1,\"seq\":42,\"step\":\"no_such_step\"}", &got), UPK_OK);
+    assert_true(got == 42);
+}
+
+static void ack_rejects_bad_input_and_leaves_seq(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *json;
+        upk_err want;
+    } bad[] = {
+        {"{\"v\":1}", UPK_E_FIELD_MISSING},
+        {"{\"v\":1,\"seq\":0}", UPK_E_FIELD_RANGE},
+        {"{\"v\":1,\"seq\":-3}", UPK_E_FIELD_RANGE},
+        {"{\"v\":1,\"seq\":1.5}", UPK_E_FIELD_RANGE},
+        {"{\"v\":1,\"seq\":\"7\"}", UPK_E_FIELD_TYPE},
+        {"{\"v\":1,\"seq\":9007199254740994}", UPK_E_FIELD_RANGE},
+        {"{\"v\":1,\"seq\":1,\"seq\":2}", UPK_E_JSON_INVALID},
+        {"{\"seq\":1}", UPK_E_FIELD_MISSING},
+        {"[1]", UPK_E_FIELD_TYPE},
+        {"", UPK_E_JSON_INVALID},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        uint64_t seq = 99;
+        upk_err got = ack_dec(bad[i].json, &seq);
+        if (got != bad[i].want)
+            fail_msg("ack %s: got %s want %s", bad[i].json, upk_err_str(got),
+                     upk_err_str(bad[i].want));
+        assert_true(seq == 99);
+    }
+    char *json = NULL;
+    assert_int_equal(upk_ack_encode(0, &json, NULL), UPK_E_FIELD_RANGE);
+    assert_int_equal(upk_ack_encode(MAX_EXACT + 1, &json, NULL), UPK_E_FIELD_RANGE);
+    assert_null(json);
+    assert_int_equal(upk_ack_encode(1, NULL, NULL), UPK_E_INVALID_ARG);
+    assert_int_equal(upk_ack_decode(NULL, 0, NULL), UPK_E_INVALID_ARG);
+}
+
 #define CR_ART "\"artifact\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\""
 
 static void chunk_req_decode_rejects_bad_input(void **state)
@@ -1643,6 +1707,8 @@ int main(void)
         cmocka_unit_test(event_decode_rejects_bad_ids_and_lengths),
         cmocka_unit_test(event_decode_rejects_every_truncation),
         cmocka_unit_test(event_encode_rejects_invalid_input),
+        cmocka_unit_test(ack_round_trips_and_reads_an_event_seq),
+        cmocka_unit_test(ack_rejects_bad_input_and_leaves_seq),
         cmocka_unit_test(chunk_req_round_trips),
         cmocka_unit_test(chunk_req_decode_rejects_bad_input),
         cmocka_unit_test(chunk_req_encode_rejects_bad_range),

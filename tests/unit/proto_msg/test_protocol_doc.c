@@ -26,6 +26,7 @@ enum section {
     SEC_CHUNK_REQ,
     SEC_CTL,
     SEC_STATS,
+    SEC_ACK,
     SEC_MANIFEST,
     SEC__COUNT
 };
@@ -34,10 +35,10 @@ static const struct {
     const char *heading; /* line prefix that starts the section */
     enum section sec;
 } headings[] = {
-    {"### 5.1 ", SEC_STATE}, {"### 5.2 ", SEC_NONE},      {"### 5.3 ", SEC_DESIRED},
-    {"### 5.4 ", SEC_EVENT}, {"### 5.5 ", SEC_CHUNK_REQ}, {"### 5.6 ", SEC_NONE},
-    {"### 5.7 ", SEC_CTL},   {"### 5.8 ", SEC_STATS},     {"## 6. ", SEC_MANIFEST},
-    {"## 7. ", SEC_NONE},
+    {"### 5.1 ", SEC_STATE},  {"### 5.2 ", SEC_NONE},      {"### 5.3 ", SEC_DESIRED},
+    {"### 5.4 ", SEC_EVENT},  {"### 5.5 ", SEC_CHUNK_REQ}, {"### 5.6 ", SEC_NONE},
+    {"### 5.7 ", SEC_CTL},    {"### 5.8 ", SEC_STATS},     {"### 5.9 ", SEC_ACK},
+    {"## 6. ", SEC_MANIFEST}, {"## 7. ", SEC_NONE},
 };
 
 static char *read_doc(void)
@@ -124,6 +125,11 @@ static void check_example(enum section sec, const char *json, size_t len, const 
         cJSON_Delete(o);
         break;
     }
+    case SEC_ACK: {
+        uint64_t seq = 0;
+        err = upk_ack_decode(json, len, &seq);
+        break;
+    }
     case SEC_MANIFEST: {
         upk_manifest m;
         err = upk_manifest_decode(json, len, &m);
@@ -183,6 +189,7 @@ static void protocol_doc_examples_decode(void **state)
     assert_int_equal(seen[SEC_CHUNK_REQ], 1);
     assert_int_equal(seen[SEC_CTL], 3);
     assert_int_equal(seen[SEC_STATS], 1);
+    assert_int_equal(seen[SEC_ACK], 1);
     assert_int_equal(seen[SEC_MANIFEST], 1);
     free(doc);
 }

@@ -25,6 +25,7 @@ static const struct {
     {UPK_TOPIC_DEV_EVENTS, "dev-1", "upkeep/v1/dev/dev-1/events", "events"},
     {UPK_TOPIC_DEV_CHUNK_REQ, "dev-1", "upkeep/v1/dev/dev-1/chunk/req", "chunk/req"},
     {UPK_TOPIC_DEV_CHUNK_DATA, "dev-1", "upkeep/v1/dev/dev-1/chunk/data", "chunk/data"},
+    {UPK_TOPIC_DEV_ACK, "dev-1", "upkeep/v1/dev/dev-1/ack", "ack"},
     {UPK_TOPIC_CTL_REQ, "alice", "upkeep/v1/ctl/req/alice", "ctl/req"},
     {UPK_TOPIC_CTL_RESP, "alice", "upkeep/v1/ctl/resp/alice", "ctl/resp"},
     {UPK_TOPIC_BROKER_STATS, NULL, "upkeep/v1/broker/stats", "broker/stats"},
