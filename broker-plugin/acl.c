@@ -34,9 +34,10 @@ static const struct rule_set rules[UPK_BP_ROLE__COUNT][2] =
     {
         [UPK_BP_ROLE_DEVICE] =
             {
-                [UPK_BP_ACCESS_READ] = {2,
+                [UPK_BP_ACCESS_READ] = {3,
                                         {{UPK_TOPIC_DEV_DESIRED, SCOPE_SELF},
-                                         {UPK_TOPIC_DEV_CHUNK_DATA, SCOPE_SELF}}},
+                                         {UPK_TOPIC_DEV_CHUNK_DATA, SCOPE_SELF},
+                                         {UPK_TOPIC_DEV_ACK, SCOPE_SELF}}},
                 [UPK_BP_ACCESS_WRITE] = {4,
                                          {{UPK_TOPIC_DEV_STATE, SCOPE_SELF},
                                           {UPK_TOPIC_DEV_ONLINE, SCOPE_SELF},
@@ -53,9 +54,10 @@ static const struct rule_set rules[UPK_BP_ROLE__COUNT][2] =
                                          {UPK_TOPIC_DEV_CHUNK_REQ, SCOPE_ANY},
                                          {UPK_TOPIC_DEV_CHUNK_DATA, SCOPE_ANY},
                                          {UPK_TOPIC_CTL_REQ, SCOPE_ANY}}},
-                [UPK_BP_ACCESS_WRITE] = {3,
+                [UPK_BP_ACCESS_WRITE] = {4,
                                          {{UPK_TOPIC_DEV_DESIRED, SCOPE_ANY},
                                           {UPK_TOPIC_DEV_CHUNK_DATA, SCOPE_ANY},
+                                          {UPK_TOPIC_DEV_ACK, SCOPE_ANY},
                                           {UPK_TOPIC_CTL_RESP, SCOPE_ANY}}},
             },
         [UPK_BP_ROLE_OPERATOR] =
