@@ -433,6 +433,26 @@ static void handle_ctl(srv *s, const char *op, const upk_mqtt_msg *m)
     free(out);
 }
 
+/* Tells device that its event seq is stored (docs/protocol.md 5.9), so its
+ * agent may delete it. QoS 0: a lost ack only makes the event come again,
+ * which the store answers as a duplicate and acks anew. */
+static void send_ack(srv *s, const char *device, uint64_t seq)
+{
+    char topic[UPK_TOPIC_MAX + 1];
+    char *json = NULL;
+    size_t len = 0;
+    if (upk_topic_build(topic, sizeof(topic), s->cfg->prefix, UPK_TOPIC_DEV_ACK, device) !=
+            UPK_OK ||
+        upk_ack_encode(seq, &json, &len) != UPK_OK) {
+        upk_error("serve: no ack for device=%s seq=%llu", device, (unsigned long long)seq);
+        return;
+    }
+    if (upk_mqtt_publish(s->mqtt, topic, json, len, 0, false, NULL, NULL) != UPK_OK)
+        upk_debug("serve: ack device=%s seq=%llu not sent (the device will send the event again)",
+                  device, (unsigned long long)seq);
+    free(json);
+}
+
 static void on_message(upk_mqtt *c, const upk_mqtt_msg *m, void *ud)
 {
     (void)c;
@@ -481,14 +501,23 @@ static void on_message(upk_mqtt *c, const upk_mqtt_msg *m, void *ud)
         upk_event_msg e;
         upk_err err = upk_event_decode((const char *)m->payload, m->len, &e);
         if (err != UPK_OK) {
-            upk_warn("serve: bad event device=%s err=%s", t.id, upk_err_str(err));
+            /* Refused and not stored; acked when its seq is readable, so the
+             * device does not send it forever and its later events flow. */
+            uint64_t seq = 0;
+            bool ackable = upk_ack_decode((const char *)m->payload, m->len, &seq) == UPK_OK;
+            upk_warn("serve: bad event device=%s err=%s%s", t.id, upk_err_str(err),
+                     ackable ? " (refused; acked so the device moves on)" : "");
+            if (ackable)
+                send_ack(s, t.id, seq);
             return;
         }
         bool dup = false;
-        if (upk_store_event_apply(s->store, t.id, &e, now_ms(), &dup) != UPK_OK)
+        if (upk_store_event_apply(s->store, t.id, &e, now_ms(), &dup) != UPK_OK) {
             upk_error("serve: could not record event device=%s seq=%llu", t.id,
                       (unsigned long long)e.seq);
-        else if (!dup)
+            return; /* not acked: the device sends it again */
+        }
+        if (!dup)
             s->events++;
         if (!dup && e.health.present &&
             upk_store_health_record(s->store, t.id, &e, now_ms()) != UPK_OK)
@@ -497,6 +526,7 @@ static void on_message(upk_mqtt *c, const upk_mqtt_msg *m, void *ud)
         upk_debug("serve: event device=%s seq=%llu step=%s campaign=%s%s", t.id,
                   (unsigned long long)e.seq, upk_status_str(e.step), e.campaign,
                   dup ? " (duplicate)" : "");
+        send_ack(s, t.id, e.seq);
         break;
     }
     case UPK_TOPIC_DEV_CHUNK_REQ:

@@ -56,6 +56,8 @@ struct fdev {
     int chunk_status;     /* of the last chunk reply, -1 none */
     char st_campaign[65]; /* reported in state, like an agent */
     upk_status st_status;
+    int acks;          /* dev/{d}/ack messages received */
+    uint64_t last_ack; /* seq of the last one */
 };
 
 struct env {
@@ -319,6 +321,9 @@ static int connect_dev(struct env *e, int i, dev_mode mode)
     snprintf(topic, sizeof(topic), PREFIX "/dev/%s/chunk/data", d->id);
     if (upk_h_client_subscribe(d->c, topic, 1, &reason) != 0)
         return -1;
+    snprintf(topic, sizeof(topic), PREFIX "/dev/%s/ack", d->id);
+    if (upk_h_client_subscribe(d->c, topic, 0, &reason) != 0)
+        return -1;
     publish_state(d);
     snprintf(topic, sizeof(topic), PREFIX "/dev/%s/online", d->id);
     return upk_h_client_publish(d->c, topic, "1", 1, 1, true, NULL, &reason);
@@ -342,6 +347,14 @@ static void pump(struct env *e, double wait_s)
                         (h.offset + h.length > ART_LEN ||
                          memcmp(data, e->art + h.offset, h.length) != 0))
                         d->chunk_status = 99; /* wrong bytes */
+                }
+                continue;
+            }
+            if (tl > 4 && strcmp(msgbuf.topic + tl - 4, "/ack") == 0) {
+                uint64_t seq = 0;
+                if (upk_ack_decode(msgbuf.payload, msgbuf.len, &seq) == UPK_OK) {
+                    d->acks++;
+                    d->last_ack = seq;
                 }
                 continue;
             }
@@ -928,9 +941,72 @@ static void real_agents_complete_a_campaign(void **state)
 }
 #endif
 
+static void pump_acks(struct env *e, struct fdev *d, int want)
+{
+    double end = upk_h_now() + 20;
+    while (d->acks < want && upk_h_now() < end)
+        pump(e, 0.05);
+    if (d->acks != want) {
+        dump_logs(e);
+        fail_msg("%s: %d acks, want %d", d->id, d->acks, want);
+    }
+}
+
+/* Events listed by `upkeep devices show` for d. */
+static int stored_events(struct env *e, struct fdev *d)
+{
+    assert_int_equal(
+        cli(e, "alice", outbuf, sizeof(outbuf), "devices", "show", d->id, "--json", (char *)NULL),
+        0);
+    cJSON *o = cJSON_Parse(outbuf);
+    assert_non_null(o);
+    int n = cJSON_GetArraySize(cJSON_GetObjectItem(o, "events"));
+    cJSON_Delete(o);
+    return n;
+}
+
+/* The controller acknowledges an event on dev/{d}/ack once stored, and
+ * again when it comes twice; an event it cannot decode but whose seq it can
+ * read is refused (not stored) and still acknowledged, so the device moves
+ * on; one without a readable seq gets no ack at all. */
+static void events_are_acked_once_stored(void **state)
+{
+    struct env *e = *state;
+    add_devices(e, 1, DEV_SILENT);
+    struct fdev *d = &e->dev[0];
+    publish_event(d, "", "", UPK_STATUS_IDLE, UPK_OK);
+    pump_acks(e, d, 1);
+    assert_true(d->last_ack == 1);
+    d->seq = 0; /* the same seq again, as after a lost ack */
+    publish_event(d, "", "", UPK_STATUS_IDLE, UPK_OK);
+    pump_acks(e, d, 2);
+    assert_true(d->last_ack == 1);
+    assert_int_equal(stored_events(e, d), 1);
+    char topic[128];
+    int reason;
+    snprintf(topic, sizeof(topic), PREFIX "/dev/%s/events", d->id);
+    static const char bad[] = "{\"v\":1,\"seq\":2,\"ts\":1,\"step\":\"no_such_step\"}";
+    assert_int_equal(upk_h_client_publish(d->c, topic, bad, strlen(bad), 1, false, NULL, &reason),
+                     0);
+    pump_acks(e, d, 3);
+    assert_true(d->last_ack == 2);
+    static const char noseq[] = "{\"v\":1,\"step\":\"idle\"}";
+    assert_int_equal(
+        upk_h_client_publish(d->c, topic, noseq, strlen(noseq), 1, false, NULL, &reason), 0);
+    d->seq = 2;
+    publish_event(d, "", "", UPK_STATUS_IDLE, UPK_OK); /* seq 3: acked after the one before */
+    pump_acks(e, d, 4);
+    assert_true(d->last_ack == 3);
+    assert_int_equal(stored_events(e, d), 2);
+    char logp[UPK_H_PATH_MAX + 16];
+    snprintf(logp, sizeof(logp), "%s/serve.log", e->dir);
+    assert_true(upk_h_file_contains(logp, "bad event device=dev-00 err=FIELD_RANGE (refused"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(events_are_acked_once_stored, env_setup, env_teardown),
         cmocka_unit_test_setup_teardown(three_stage_campaign_completes, env_setup, env_teardown),
         cmocka_unit_test_setup_teardown(failing_stage_halts_and_rolls_back, env_setup,
                                         env_teardown),
