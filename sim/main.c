@@ -38,7 +38,7 @@ static void usage(FILE *out)
             "                  [--chunks-in-flight N] [--seed N] [--duration S]\n"
             "                  [--status-file PATH] [--quiet] [--procs K] [-l LEVEL]\n"
             "                  [--restart-after-commit SPEC] [--metric SPEC]...\n"
-            "                  [--health-interval S]\n"
+            "                  [--health-interval S] [--ack-timeout-ms MS]\n"
             "\n"
             "Runs N simulated devices in one process. Each is a full upkeep agent (state\n"
             "machine, journal, outbox, signature and hash verification) with its own MQTT\n"
@@ -72,6 +72,8 @@ static void usage(FILE *out)
             "                        for more metrics (at most 8 per class)\n"
             "  --health-interval S   seconds between the agents' health reports (default 60,\n"
             "                        at least 10)\n"
+            "  --ack-timeout-ms MS   agents re-send an event the controller has not\n"
+            "                        acknowledged after MS (default 10000, doubling)\n"
             "  --base-image FILE     image every device starts with installed (for deltas)\n"
             "  --module NAME         install module the devices report (default ab-dir)\n"
             "  --connect-rate N      devices started per second (default 2000)\n"
@@ -164,8 +166,9 @@ static void write_status(const char *path, const upk_sim_stats *st, uint64_t t_s
             return;
         off += (size_t)n;
     }
-    n = snprintf(buf + off, sizeof(buf) - off, "},\"restarts\":%zu,\"stopping\":%s}\n",
-                 st->restarts, stopping ? "true" : "false");
+    n = snprintf(buf + off, sizeof(buf) - off,
+                 "},\"restarts\":%zu,\"events_pending\":%zu,\"stopping\":%s}\n", st->restarts,
+                 st->events_pending, stopping ? "true" : "false");
     if (n < 0 || (size_t)n >= sizeof(buf) - off)
         return;
     off += (size_t)n;
@@ -381,6 +384,9 @@ static bool parent_collect(parent *p, upk_sim_stats *st)
         q = strstr(text, "\"restarts\":");
         if (q != NULL)
             st->restarts += strtoull(q + 11, NULL, 10);
+        q = strstr(text, "\"events_pending\":");
+        if (q != NULL)
+            st->events_pending += strtoull(q + 17, NULL, 10);
         st->devices += dev;
         st->started += started;
         st->connected += conn;
@@ -702,6 +708,10 @@ int main(int argc, char **argv)
             if (!parse_u64(val, 86400u, &v) || v < 10)
                 goto bad_value;
             o.health_interval_s = (uint32_t)v;
+        } else if (strcmp(k, "--ack-timeout-ms") == 0) {
+            if (!parse_u64(val, 600000u, &v) || v < 100)
+                goto bad_value;
+            o.ack_timeout_ms = (uint32_t)v;
         } else {
             fprintf(stderr, "upkeep-sim: unknown argument '%s'; see --help\n", k);
             return 2;

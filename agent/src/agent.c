@@ -47,6 +47,7 @@ struct upk_agent {
     char artifact_path[UPK_AGENT_PATH_MAX];
     char t_state[UPK_TOPIC_MAX + 1], t_online[UPK_TOPIC_MAX + 1], t_desired[UPK_TOPIC_MAX + 1];
     char t_events[UPK_TOPIC_MAX + 1], t_req[UPK_TOPIC_MAX + 1], t_data[UPK_TOPIC_MAX + 1];
+    char t_ack[UPK_TOPIC_MAX + 1];
 
     upk__journal j;
     upk_manifest m; /* decoded j.manifest when an update is under way */
@@ -63,9 +64,15 @@ struct upk_agent {
     char probe_note[UPK_ERRMSG_MAX + 1]; /* a named hook/check problem, or "" */
     int64_t last_baseline;               /* epoch s of the last idle (baseline) report; 0 none */
 
+    /* Events leave one at a time: published (ob_sending until the broker's
+     * PUBACK), then awaited (ob_waiting) until the controller's ack of
+     * ob_seq, or sent again on reconnect or after the ack timeout. */
     upk__outbox ob;
     bool ob_sending;
+    bool ob_waiting;
     uint64_t ob_seq;
+    uint64_t ob_sent_ms; /* when ob_seq was last handed to the broker */
+    unsigned ob_tries;   /* ack timeouts in a row for ob_seq, at most 5 (backoff) */
 
     /* download */
     bool dl_ready; /* window and hash are live (not re-hashing) */
@@ -1086,25 +1093,78 @@ static void step_commit(upk_agent *a)
 
 /* ---------------------------------------------------------------- outbox */
 
+/* The oldest queued event's seq; 0 when the outbox is empty. */
+static uint64_t ob_head(const upk_agent *a)
+{
+    return a->ob.count > 0 ? a->ob.seqs[0] : 0;
+}
+
+/* The broker took the event (PUBACK). That is not delivery: the controller
+ * acknowledges it once stored (on_ack); until then it stays queued. */
 static void ob_done(upk_mqtt *c, upk_err err, void *cb_data)
 {
     (void)c;
     upk_agent *a = cb_data;
     a->ob_sending = false;
     if (err != UPK_OK) {
-        upk_warn("device=%s event seq=%" PRIu64 " not acknowledged (%s); will resend",
+        upk_warn("device=%s event seq=%" PRIu64 " not taken by the broker (%s); will resend",
                  a->cfg->device_id, a->ob_seq, upk_err_str(err));
         return;
     }
-    if (upk__outbox_pop(&a->ob, a->ob_seq) != UPK_OK)
-        upk_warn("device=%s outbox lost track of seq=%" PRIu64, a->cfg->device_id, a->ob_seq);
+    if (ob_head(a) == a->ob_seq)
+        a->ob_waiting = true; /* else the ack came first, or it was dropped */
+    else
+        ob_kick(a);
+}
+
+/* dev/{d}/ack: the controller has stored event seq. Only the event in
+ * flight can be acked; anything else is stale (a second ack of a re-sent
+ * event) and changes nothing. */
+static void on_ack(upk_agent *a, const char *payload, size_t len)
+{
+    uint64_t seq = 0;
+    upk_err err = upk_ack_decode(payload, len, &seq);
+    if (err != UPK_OK) {
+        upk_warn("device=%s bad ack ignored error=%s", a->cfg->device_id, upk_err_str(err));
+        return;
+    }
+    if (seq != a->ob_seq || (!a->ob_waiting && !a->ob_sending)) {
+        upk_debug("device=%s stale ack seq=%" PRIu64 " ignored", a->cfg->device_id, seq);
+        return;
+    }
+    if (ob_head(a) == seq && upk__outbox_pop(&a->ob, seq) != UPK_OK)
+        upk_warn("device=%s outbox lost track of seq=%" PRIu64, a->cfg->device_id, seq);
+    a->ob_waiting = false;
+    a->ob_tries = 0;
+    ob_kick(a);
+}
+
+/* Ack timeout for the try-th wait in a row: limits.ack_timeout_ms doubling,
+ * at most 32 times that, so a fleet whose controller is away for a while
+ * does not fill its queue with copies. */
+static uint64_t ob_ack_timeout(const upk_agent *a)
+{
+    return (uint64_t)a->cfg->limits.ack_timeout_ms << a->ob_tries;
+}
+
+/* On the tick: an event whose ack is overdue goes again. */
+static void ob_check(upk_agent *a)
+{
+    if (!a->ob_waiting || upk__now_ms() - a->ob_sent_ms < ob_ack_timeout(a))
+        return;
+    upk_warn("device=%s no ack for event seq=%" PRIu64 " in %" PRIu64 " ms; sending it again",
+             a->cfg->device_id, a->ob_seq, ob_ack_timeout(a));
+    a->ob_waiting = false;
+    if (a->ob_tries < 5)
+        a->ob_tries++;
     ob_kick(a);
 }
 
 /* Sends the oldest queued event; one at a time so that order holds. */
 static void ob_kick(upk_agent *a)
 {
-    if (a->closing || a->ob_sending || a->mqtt == NULL || !upk_mqtt_connected(a->mqtt))
+    if (a->closing || a->ob_sending || a->ob_waiting || a->mqtt == NULL ||
+        !upk_mqtt_connected(a->mqtt))
         return;
     uint64_t seq;
     char *json = NULL;
@@ -1115,8 +1175,11 @@ static void ob_kick(upk_agent *a)
     free(json);
     if (err != UPK_OK)
         return; /* retried on the next tick */
+    if (seq != a->ob_seq)
+        a->ob_tries = 0;
     a->ob_sending = true;
     a->ob_seq = seq;
+    a->ob_sent_ms = upk__now_ms();
 }
 
 /* ---------------------------------------------------------------- mqtt glue */
@@ -1128,7 +1191,8 @@ static void on_connect(upk_mqtt *c, void *userdata)
         return;
     upk_info("device=%s connected to %s", a->cfg->device_id, a->cfg->broker);
     if (upk_mqtt_subscribe(c, a->t_desired, 1) != UPK_OK ||
-        upk_mqtt_subscribe(c, a->t_data, 0) != UPK_OK)
+        upk_mqtt_subscribe(c, a->t_data, 0) != UPK_OK ||
+        upk_mqtt_subscribe(c, a->t_ack, 0) != UPK_OK)
         upk_error("device=%s subscribe failed", a->cfg->device_id);
     if (upk_mqtt_publish(c, a->t_online, "1", 1, 1, true, NULL, NULL) != UPK_OK)
         upk_warn("device=%s online flag not published", a->cfg->device_id);
@@ -1136,6 +1200,9 @@ static void on_connect(upk_mqtt *c, void *userdata)
     if (a->dl_ready)
         upk__window_reset(&a->win);
     request_more(a);
+    /* The event in flight may have died with the old connection (a broker
+     * that acked it and crashed): send it again now. */
+    a->ob_waiting = false;
     ob_kick(a);
 }
 
@@ -1156,6 +1223,8 @@ static void on_message(upk_mqtt *c, const upk_mqtt_msg *msg, void *userdata)
         return;
     if (strcmp(msg->topic, a->t_data) == 0) {
         on_chunk(a, msg->payload, msg->len);
+    } else if (strcmp(msg->topic, a->t_ack) == 0) {
+        on_ack(a, (const char *)msg->payload, msg->len);
     } else if (strcmp(msg->topic, a->t_desired) == 0) {
         if (msg->len > UPK_MSG_MAX) {
             upk_warn("device=%s oversized desired message ignored (%zu bytes) error=MSG_TOO_LARGE",
@@ -1343,6 +1412,7 @@ static void tick_cb(uv_timer_t *t)
     upk_agent *a = t->data;
     request_more(a);
     health_tick(a);
+    ob_check(a);
     ob_kick(a);
 }
 
@@ -1358,7 +1428,8 @@ static upk_err build_topics(upk_agent *a)
         (err = upk_topic_build(a->t_desired, sizeof(a->t_desired), p, UPK_TOPIC_DEV_DESIRED, d)) ||
         (err = upk_topic_build(a->t_events, sizeof(a->t_events), p, UPK_TOPIC_DEV_EVENTS, d)) ||
         (err = upk_topic_build(a->t_req, sizeof(a->t_req), p, UPK_TOPIC_DEV_CHUNK_REQ, d)) ||
-        (err = upk_topic_build(a->t_data, sizeof(a->t_data), p, UPK_TOPIC_DEV_CHUNK_DATA, d)))
+        (err = upk_topic_build(a->t_data, sizeof(a->t_data), p, UPK_TOPIC_DEV_CHUNK_DATA, d)) ||
+        (err = upk_topic_build(a->t_ack, sizeof(a->t_ack), p, UPK_TOPIC_DEV_ACK, d)))
         return err;
     return UPK_OK;
 }
@@ -1604,6 +1675,11 @@ upk_status upk_agent_status(const upk_agent *a)
 bool upk_agent_connected(const upk_agent *a)
 {
     return a != NULL && a->mqtt != NULL && upk_mqtt_connected(a->mqtt);
+}
+
+size_t upk_agent_events_pending(const upk_agent *a)
+{
+    return a != NULL ? a->ob.count : 0;
 }
 
 const char *upk_agent_installed_version(const upk_agent *a)

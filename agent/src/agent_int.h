@@ -90,7 +90,7 @@ UPK_MUST_CHECK upk_err upk__outbox_open(upk__outbox *ob, const char *dir, size_t
 UPK_MUST_CHECK upk_err upk__outbox_push(upk__outbox *ob, upk_event_msg *ev);
 /* Oldest queued event: its seq and JSON (caller frees). UPK_E_NOT_FOUND when empty. */
 UPK_MUST_CHECK upk_err upk__outbox_peek(upk__outbox *ob, uint64_t *seq, char **json, size_t *len);
-/* Removes seq (after its PUBACK). UPK_E_NOT_FOUND if it is not the oldest. */
+/* Removes seq (once the controller acked it). UPK_E_NOT_FOUND if it is not the oldest. */
 UPK_MUST_CHECK upk_err upk__outbox_pop(upk__outbox *ob, uint64_t seq);
 void upk__outbox_cleanup(upk__outbox *ob);
 

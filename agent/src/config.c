@@ -26,6 +26,7 @@ void upk_agent_config_defaults(upk_agent_config *cfg)
     cfg->limits.max_artifact_size = 1024ull * 1024 * 1024;
     cfg->limits.outbox_max = 1000;
     cfg->limits.chunk_timeout_ms = 5000;
+    cfg->limits.ack_timeout_ms = 10000;
     cfg->limits.step_timeout_s = 600;
     cfg->limits.max_restarts = 3;
     cfg->health_timeout_s = 60;
@@ -182,6 +183,7 @@ static upk_err parse_limits(const cJSON *lim, upk_agent_config *cfg, char *eb, s
         (err = get_u64(lim, "max_artifact_size", 1, 1ull << 50, &l->max_artifact_size, eb, ecap)) ||
         (err = get_u32(lim, "outbox_max", 1, 1000000, &l->outbox_max, eb, ecap)) ||
         (err = get_u32(lim, "chunk_timeout_ms", 50, 600000, &l->chunk_timeout_ms, eb, ecap)) ||
+        (err = get_u32(lim, "ack_timeout_ms", 100, 600000, &l->ack_timeout_ms, eb, ecap)) ||
         (err = get_u32(lim, "step_timeout_s", 1, 86400, &l->step_timeout_s, eb, ecap)) ||
         (err = get_u32(lim, "max_restarts", 0, 100, &l->max_restarts, eb, ecap)))
         return err;

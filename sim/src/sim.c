@@ -253,6 +253,8 @@ static upk_err make_device(upk_sim *s, size_t i, char *err, size_t cap)
         c->limits.chunks_in_flight = o->chunks_in_flight;
     if (o->health_interval_s != 0)
         c->health_interval_s = o->health_interval_s;
+    if (o->ack_timeout_ms != 0)
+        c->limits.ack_timeout_ms = o->ack_timeout_ms;
     if (cls->metric_count > 0) {
         c->health_probe = dev_probe;
         c->health_probe_self = d;
@@ -539,6 +541,7 @@ void upk_sim_stats_get(const upk_sim *s, upk_sim_stats *out)
             out->by_status[st]++;
         if (upk_agent_connected(a))
             out->connected++;
+        out->events_pending += upk_agent_events_pending(a);
     }
 }
 

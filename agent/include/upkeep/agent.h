@@ -91,6 +91,7 @@ typedef struct upk_agent_limits {
     uint64_t max_artifact_size; /* bytes; default 1 GiB */
     uint32_t outbox_max;        /* events kept while offline; default 1000 */
     uint32_t chunk_timeout_ms;  /* re-request a chunk after this; default 5000 */
+    uint32_t ack_timeout_ms;    /* re-send an event not acked by the controller; default 10000 */
     uint32_t step_timeout_s;    /* install module steps; default 600 */
     uint32_t max_restarts;      /* restarts mid-activation before rolling back; default 3 */
 } upk_agent_limits;
@@ -175,6 +176,10 @@ upk_status upk_agent_status(const upk_agent *a);
 
 /* True while the agent's MQTT connection is up (for tests and the simulator). */
 bool upk_agent_connected(const upk_agent *a);
+
+/* Events in the outbox that the controller has not acknowledged yet (for
+ * tests and the simulator: 0 means every event made so far is stored). */
+size_t upk_agent_events_pending(const upk_agent *a);
 
 /* Version of the installed release ("" for none) and the agent restarts
  * counted in the current bake window (0 outside one); owned by a. For tests

@@ -189,6 +189,7 @@ typedef struct upk_sim_opts {
     uint32_t chunks_in_flight;                   /* 0 = agent default */
     uint64_t seed;                               /* failure draws; same seed, same outcomes */
     uint32_t health_interval_s;                  /* agents' health report interval; 0 = default */
+    uint32_t ack_timeout_ms;                     /* agents' event ack timeout; 0 = default */
 } upk_sim_opts;
 
 typedef struct upk_sim upk_sim;
@@ -198,7 +199,8 @@ typedef struct upk_sim_stats {
     size_t started;   /* agents started so far (ramping up) */
     size_t connected; /* MQTT connection up */
     size_t by_status[UPK_STATUS__COUNT];
-    size_t restarts; /* agent restarts made for --restart-after-commit */
+    size_t restarts;       /* agent restarts made for --restart-after-commit */
+    size_t events_pending; /* events not yet acknowledged by the controller */
 } upk_sim_stats;
 
 /* Prepares the fleet: data directories, configs, derived passwords, fake

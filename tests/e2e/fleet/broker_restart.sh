@@ -24,7 +24,8 @@ fl_broker_start
 port=$FL_PORT
 fl_serve_start 200
 fl_sim_start fleet --count "$N" --hw rev-a:50%,rev-b:50% --install-ms "${BR_INSTALL_MS:-5000}" \
-    --health-ms 500 --reconnect-max-ms "${BR_RECONNECT_MAX_MS:-2000}" "${storm_log[@]}"
+    --health-ms 500 --reconnect-max-ms "${BR_RECONNECT_MAX_MS:-2000}" --ack-timeout-ms 2000 \
+    "${storm_log[@]}"
 fl_wait_sim fleet connected "$N" 120
 registered() { [ "$(fl_json 'len(d)' upk devices --json)" = "$N" ]; }
 fl_wait 60 "$N devices registered" registered
@@ -77,7 +78,9 @@ e2e_expect "$(e2e_count br failed)" 0 "failed"
 e2e_expect "$(e2e_count br timed_out)" 0 "timed out"
 fl_wait_sim fleet committed "$N" 120
 fl_wait 60 "all devices report 1.0.0" e2e_versions_are 1.0.0 "$N"
-# Every device's events, from its first to its commit, are in the store.
+# Every device's events, from its first to its commit, are in the store:
+# once the controller has acknowledged every event (protocol.md 5.9).
+fl_wait_sim fleet events_pending 0 120
 python3 - "$FL_DIR/ctl/upkeep.db" "$N" <<'PY' || fl_die "events missing from the store"
 import sqlite3, sys
 db = sqlite3.connect("file:" + sys.argv[1] + "?mode=ro", uri=True)

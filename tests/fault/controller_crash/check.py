@@ -13,8 +13,9 @@ Fails (exit 1, one line per problem) unless:
     end committed on it);
   - stored events of a device are unique by seq (the store's key) and no
     event is stored twice.
-Event sequence gaps (events the controller never stored) are counted and
-reported, not failed: see docs/reliability.md "Controller crashes"."""
+Event sequence gaps (events the controller never stored) are counted;
+compare.py fails a run that has any (docs/reliability.md "Controller
+crashes")."""
 import json
 import os
 import sqlite3

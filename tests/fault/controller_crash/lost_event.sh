@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The known window of a controller kill: Paho sends PUBACK for a device
-# event before the controller's loop has stored it (common/src/mqtt.c), so a
-# SIGKILL in between loses that event. This test makes the loss certain
-# instead of rare: with the controller killed, it deletes every stored event
+# The second line of defence behind the event ack (protocol.md 5.9): should
+# an event row be lost anyway (Paho sends PUBACK before the controller has
+# stored an event; the agent's outbox, waiting for the controller's own ack,
+# is what normally covers that), outcomes must not depend on it. This test
+# makes the loss certain: with the controller killed, it deletes every stored event
 # of some devices (as if each had been acknowledged and never committed) and
 # puts their campaign rows back to in_progress, then restarts the controller.
 # Outcomes must come back from the devices' retained state alone: the

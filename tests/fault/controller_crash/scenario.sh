@@ -88,7 +88,8 @@ import json, sys
 d = json.load(open(sys.argv[1]))
 s = d["status"]
 busy = sum(v for k, v in s.items() if k not in ("idle", "committed", "rolled_back", "failed", "rejected"))
-sys.exit(0 if d["connected"] == int(sys.argv[2]) and busy == 0 else 1)
+# At rest includes: every event made so far acknowledged as stored.
+sys.exit(0 if d["connected"] == int(sys.argv[2]) and busy == 0 and d["events_pending"] == 0 else 1)
 EOF
 }
 
@@ -105,7 +106,8 @@ snapshot() {
 fl_broker_start
 fl_serve_start 200
 fl_sim_start fleet --count "$N" --hw rev-a:50%,rev-b:50% --install-ms "${CRASH_INSTALL_MS:-1200}" \
-    --health-ms 50 --health-fail rev-b:1@1.1.0 --reconnect-max-ms 2000 --seed 7
+    --health-ms 50 --health-fail rev-b:1@1.1.0 --reconnect-max-ms 2000 --ack-timeout-ms 2000 \
+    --seed 7
 fl_wait_sim fleet connected "$N" 120
 registered() { [ "$(fl_json 'len(d)' upk devices --json)" = "$N" ]; }
 fl_wait 60 "$N devices registered" registered

@@ -67,6 +67,19 @@ static void serve(standin *s, const upk_chunk_req *r)
     free(buf);
 }
 
+/* As the controller does once an event is stored (protocol.md 5.9). */
+static void ack(standin *s, uint64_t seq)
+{
+    char *json = NULL;
+    size_t len = 0;
+    if (upk_ack_encode(seq, &json, &len) != UPK_OK ||
+        upk_mqtt_publish(s->mqtt, s->t_ack, json, len, 0, false, NULL, NULL) != UPK_OK)
+        fprintf(stderr, "standin: ack of seq %llu not sent\n", (unsigned long long)seq);
+    else
+        s->acks_sent++;
+    free(json);
+}
+
 static void on_message(upk_mqtt *c, const upk_mqtt_msg *m, void *ud)
 {
     (void)c;
@@ -81,14 +94,15 @@ static void on_message(upk_mqtt *c, const upk_mqtt_msg *m, void *ud)
             fprintf(stderr, "standin: undecodable event\n");
             return;
         }
-        for (size_t i = 0; i < s->event_count; i++) {
-            if (s->events[i].seq == ev.seq) {
-                s->dup_events++;
-                return;
-            }
-        }
-        if (s->event_count < STANDIN_EVENTS_MAX)
+        bool dup = false;
+        for (size_t i = 0; i < s->event_count && !dup; i++)
+            dup = s->events[i].seq == ev.seq;
+        if (dup)
+            s->dup_events++;
+        else if (s->event_count < STANDIN_EVENTS_MAX)
             s->events[s->event_count++] = ev;
+        if (!s->hold_acks)
+            ack(s, ev.seq);
     } else if (strcmp(m->topic, s->t_state) == 0) {
         if (m->len > 0 && upk_state_decode((const char *)m->payload, m->len, &s->state) == UPK_OK)
             s->have_state = true;
@@ -108,7 +122,8 @@ int standin_init(standin *s, uv_loop_t *loop, const char *url, const char *devic
         upk_topic_build(s->t_events, sizeof(s->t_events), p, UPK_TOPIC_DEV_EVENTS, device) ||
         upk_topic_build(s->t_state, sizeof(s->t_state), p, UPK_TOPIC_DEV_STATE, device) ||
         upk_topic_build(s->t_online, sizeof(s->t_online), p, UPK_TOPIC_DEV_ONLINE, device) ||
-        upk_topic_build(s->t_req, sizeof(s->t_req), p, UPK_TOPIC_DEV_CHUNK_REQ, device))
+        upk_topic_build(s->t_req, sizeof(s->t_req), p, UPK_TOPIC_DEV_CHUNK_REQ, device) ||
+        upk_topic_build(s->t_ack, sizeof(s->t_ack), p, UPK_TOPIC_DEV_ACK, device))
         return -1;
     char id[UPK_ID_MAX + 16];
     (void)snprintf(id, sizeof(id), "standin-%s", device);

@@ -1,8 +1,9 @@
 /* A stand-in for the upkeep controller in agent tests: signs manifests with
  * a test key, publishes the retained desired message, serves chunk requests
  * with the binary chunk header, and records the events and state the agent
- * reports. Faults on demand: stall, drop, corrupt a chunk, serve a shorter
- * artifact. Runs on the test's libuv loop (upk_mqtt); loop thread only. */
+ * reports, acknowledging each event as the controller does. Faults on
+ * demand: stall, drop, corrupt a chunk, serve a shorter artifact, hold acks. Runs on the test's
+ * libuv loop (upk_mqtt); loop thread only. */
 #ifndef UPK_AGENT_STANDIN_H
 #define UPK_AGENT_STANDIN_H
 
@@ -27,7 +28,7 @@ typedef struct standin {
     char device[UPK_ID_MAX + 1];
     char t_desired[UPK_TOPIC_MAX + 1], t_data[UPK_TOPIC_MAX + 1];
     char t_events[UPK_TOPIC_MAX + 1], t_state[UPK_TOPIC_MAX + 1], t_req[UPK_TOPIC_MAX + 1];
-    char t_online[UPK_TOPIC_MAX + 1];
+    char t_online[UPK_TOPIC_MAX + 1], t_ack[UPK_TOPIC_MAX + 1];
 
     /* artifact served */
     uint8_t *art;
@@ -41,6 +42,7 @@ typedef struct standin {
     uint64_t corrupt_off; /* flip a byte in the chunk at this offset (once per request) */
     bool corrupt;
     uint32_t drop_every; /* drop every n-th request (0 = none) */
+    bool hold_acks;      /* record events but do not acknowledge them */
 
     /* observations */
     size_t req_count;
@@ -50,6 +52,7 @@ typedef struct standin {
     size_t event_count;
     upk_event_msg events[STANDIN_EVENTS_MAX];
     size_t dup_events; /* events whose seq was already seen */
+    size_t acks_sent;
     bool have_state;
     upk_state_msg state;
     char online;

@@ -223,7 +223,8 @@ static void write_config(env *e, const char *module, const char *settings, const
                    "\"module_settings\":%s,\"modules_dir\":\"%s\",%s%s%s"
                    "\"support_until\":\"2031-01-01\",\"reconnect_min_ms\":100,"
                    "\"reconnect_max_ms\":400,\"limits\":{\"chunk_size\":16384,"
-                   "\"chunks_in_flight\":4,\"chunk_timeout_ms\":500,\"step_timeout_s\":20}%s%s}",
+                   "\"chunks_in_flight\":4,\"chunk_timeout_ms\":500,\"ack_timeout_ms\":1000,"
+                   "\"step_timeout_s\":20}%s%s}",
                    e->url, e->device, e->data_dir, e->key_path, module, settings, MODULES_DIR,
                    health != NULL ? "\"health_check\":{\"command\":" : "",
                    health != NULL ? health : "", health != NULL ? ",\"timeout_s\":2}," : "",
@@ -875,6 +876,62 @@ static void events_made_offline_arrive_after_reconnect(void **state)
     assert_int_equal(e->s.event_count, before);
 }
 
+static size_t outbox_files(env *e);
+
+static bool p_outbox_empty(env *e, const void *arg)
+{
+    (void)arg;
+    return outbox_files(e) == 0;
+}
+
+static bool p_resent_twice(env *e, const void *arg)
+{
+    (void)arg;
+    return e->s.event_count >= 1 && e->s.dup_events >= 2;
+}
+
+/* Event files queued in the agent's outbox. */
+static size_t outbox_files(env *e)
+{
+    char dir[1200];
+    (void)snprintf(dir, sizeof(dir), "%s/outbox", e->data_dir);
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    size_t n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL)
+        n += strstr(de->d_name, ".ev") != NULL;
+    closedir(d);
+    return n;
+}
+
+/* The broker's PUBACK does not release an event: only the controller's ack
+ * does (protocol.md 5.9). While acks are held the agent re-sends the first
+ * event (ack_timeout_ms 1000, doubling), sends nothing after it and keeps
+ * the rest on disk; once acks flow again everything arrives once, in order. */
+static void events_stay_until_the_controller_acks_them(void **state)
+{
+    env *e = *state;
+    start_file_agent(e, "[\"/bin/true\"]");
+    e->s.hold_acks = true;
+    upk_manifest m;
+    make_manifest(e, &m, "2.0", 1, e->art, 4096, "file");
+    standin_set_artifact(&e->s, e->art, 4096);
+    assert_int_equal(standin_publish_desired(&e->s, &m, "camp-ack", e->key, false), 0);
+    assert_true(wait_for(e, p_journal_says, "\"status\":\"committed\"", 20));
+    if (!wait_for(e, p_resent_twice, NULL, 20)) {
+        dump_agent_log(e);
+        fail_msg("first event not re-sent while unacknowledged (%zu events, %zu copies)",
+                 e->s.event_count, e->s.dup_events);
+    }
+    assert_int_equal(e->s.event_count, 1);
+    assert_true(outbox_files(e) >= 6); /* every step of the update, still queued */
+    e->s.hold_acks = false;
+    expect_final(e, "camp-ack", UPK_STATUS_COMMITTED, UPK_OK);
+    expect_seqs_in_order(e);
+    assert_true(wait_for(e, p_outbox_empty, NULL, 10));
+}
+
 /* A module script in the test dir that fails the steps matching pattern. */
 static void write_failing_module(env *e, const char *pattern)
 {
@@ -1051,6 +1108,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(newer_desired_supersedes_and_clear_cancels, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(events_made_offline_arrive_after_reconnect, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(events_stay_until_the_controller_acks_them, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(module_failures_end_failed_or_rolled_back, setup, teardown),
         cmocka_unit_test_setup_teardown(controller_refusal_and_corrupt_journal_are_reported, setup,

@@ -61,6 +61,7 @@ typedef struct hx {
     upk_h_broker b;
     pid_t serve, agent;
     upk_h_client *inj, *obs, *op, *evil;
+    bool ack_events; /* serve is stopped: the test acks the agent's events */
     upk_key *rel, *rogue;
     char *legit; /* the controller's desired for dev-a, as delivered */
     size_t legit_len;
@@ -266,9 +267,21 @@ static void observe(hx *e, const upk_h_msg *m)
             e->ev[e->nev].step = ev.step;
             e->ev[e->nev].error = ev.error;
             e->nev++;
+            /* Standing in for the stopped controller (protocol.md 5.9). */
+            char *ack = NULL;
+            size_t alen = 0;
+            int reason;
+            if (e->ack_events && (upk_ack_encode(ev.seq, &ack, &alen) != UPK_OK ||
+                                  upk_h_client_publish(e->inj, PREFIX "/dev/" DEV "/ack", ack, alen,
+                                                       0, false, NULL, &reason) != 0))
+                fprintf(stderr, "hostile: ack of event %llu not sent\n",
+                        (unsigned long long)ev.seq);
+            free(ack);
         }
         return;
     }
+    if (strcmp(t, PREFIX "/dev/" DEV "/ack") == 0)
+        return;
     if (strcmp(t, PREFIX "/dev/" DEV "/state") == 0) {
         /* Like the controller, trust only what the plugin stamped as dev-a. */
         upk_state_msg st;
@@ -1311,6 +1324,7 @@ static void chunks_corrupt_truncated_unasked_and_reordered(void **state)
 
     /* The test plays the controller: serve is stopped so it answers nothing. */
     assert_int_equal(kill(e->serve, SIGSTOP), 0);
+    e->ack_events = true;
 
     /* 1. Every chunk of the right artifact, one byte wrong: HASH_MISMATCH,
      * nothing installed. */
@@ -1382,6 +1396,7 @@ static void chunks_corrupt_truncated_unasked_and_reordered(void **state)
     assert_true(file_sha(e->target_path, s));
     assert_memory_equal(s, sha, 32);
     assert_int_equal(kill(e->serve, SIGCONT), 0);
+    e->ack_events = false;
     assert_true(alive(e->serve));
     assert_true(alive(e->agent));
 }
