@@ -1117,9 +1117,10 @@ static void ob_done(upk_mqtt *c, upk_err err, void *cb_data)
         ob_kick(a);
 }
 
-/* dev/{d}/ack: the controller has stored event seq. Only the event in
- * flight can be acked; anything else is stale (a second ack of a re-sent
- * event) and changes nothing. */
+/* dev/{d}/ack: the controller has stored event seq. Only the oldest queued
+ * event can be acked (the controller acks nothing it has not stored, and
+ * nothing newer is sent before it); anything else is stale (a second ack of
+ * a re-sent event) and changes nothing. */
 static void on_ack(upk_agent *a, const char *payload, size_t len)
 {
     uint64_t seq = 0;
@@ -1128,11 +1129,11 @@ static void on_ack(upk_agent *a, const char *payload, size_t len)
         upk_warn("device=%s bad ack ignored error=%s", a->cfg->device_id, upk_err_str(err));
         return;
     }
-    if (seq != a->ob_seq || (!a->ob_waiting && !a->ob_sending)) {
+    if (seq != ob_head(a)) {
         upk_debug("device=%s stale ack seq=%" PRIu64 " ignored", a->cfg->device_id, seq);
         return;
     }
-    if (ob_head(a) == seq && upk__outbox_pop(&a->ob, seq) != UPK_OK)
+    if (upk__outbox_pop(&a->ob, seq) != UPK_OK)
         upk_warn("device=%s outbox lost track of seq=%" PRIu64, a->cfg->device_id, seq);
     a->ob_waiting = false;
     a->ob_tries = 0;
@@ -1147,9 +1148,15 @@ static uint64_t ob_ack_timeout(const upk_agent *a)
     return (uint64_t)a->cfg->limits.ack_timeout_ms << a->ob_tries;
 }
 
-/* On the tick: an event whose ack is overdue goes again. */
+/* On the tick: an event whose ack is overdue goes again; so does the next
+ * one at once when the awaited event was dropped from a full outbox. */
 static void ob_check(upk_agent *a)
 {
+    if (a->ob_waiting && ob_head(a) != a->ob_seq) {
+        a->ob_waiting = false;
+        ob_kick(a);
+        return;
+    }
     if (!a->ob_waiting || upk__now_ms() - a->ob_sent_ms < ob_ack_timeout(a))
         return;
     upk_warn("device=%s no ack for event seq=%" PRIu64 " in %" PRIu64 " ms; sending it again",
