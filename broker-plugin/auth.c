@@ -63,6 +63,8 @@ bool upk__bp_identity_of(const upk_bp_config *cfg, const char *username, upk_bp_
     }
     size_t n = strlen(username);
     memcpy(who->name, username, n + 1);
+    who->derived = false;
+    who->epoch = 0;
     return true;
 }
 
@@ -83,13 +85,16 @@ bool upk__bp_cert_identity_of(const upk_bp_config *cfg, const char *cn, upk_bp_i
     }
     size_t n = strlen(cn);
     memcpy(who->name, cn, n + 1);
+    who->derived = false;
+    who->epoch = 0;
     return true;
 }
 
 /* Checks the password of an identity found by upk__bp_identity_of: NULL
- * when it is good, else the reason (static). A device's derived password
- * must also be of an epoch at or above the device's minimum (epochs.c). */
-static const char *password_bad(const upk_bp_config *cfg, const upk_bp_identity *who,
+ * when it is good (a derived device password then marks who with its epoch),
+ * else the reason (static). A device's derived password must also be of an
+ * epoch at or above the device's minimum (epochs.c). */
+static const char *password_bad(const upk_bp_config *cfg, upk_bp_identity *who,
                                 const char *password, size_t password_len)
 {
     const upk_bp_account *a = upk__bp_map_get(&cfg->accounts, who->name);
@@ -99,6 +104,8 @@ static const char *password_bad(const upk_bp_config *cfg, const upk_bp_identity 
     if (upk_devkey_verify(cfg->fleet_secret, cfg->fleet_secret_len, who->name, password,
                           password_len, &epoch) != UPK_OK)
         return "wrong password";
+    who->derived = true;
+    who->epoch = epoch;
     if (epoch < upk__bp_epochs_min(cfg, who->name))
         return "device password of a revoked epoch (below the device's minimum in "
                "device_epochs_file)";

@@ -210,6 +210,15 @@ uint32_t upk__bp_epochs_min(const upk_bp_config *cfg, const char *id);
 /* Devices listed in the table in use. */
 size_t upk__bp_epochs_count(const upk_bp_config *cfg);
 
+struct upk_bp_clients;
+struct upk_bp_client;
+/* After the table changed: marks refused every connected client that logged
+ * in with a derived device password whose epoch is now below its device's
+ * minimum (so every later check denies it) and calls revoked(record, ctx)
+ * for each (may be NULL), e.g. to disconnect it. Returns how many. */
+size_t upk__bp_epochs_revoke(struct upk_bp_clients *t, const upk_bp_config *cfg,
+                             void (*revoked)(struct upk_bp_client *r, void *ctx), void *ctx);
+
 /* ---- lockout and hold-off table ------------------------------------------- */
 typedef enum upk_bp_lock_kind {
     UPK_BP_LOCK_USERNAME = 'u',
@@ -242,6 +251,11 @@ size_t upk__bp_lockout_count(const upk_bp_lockout *lo);
 typedef struct upk_bp_identity {
     upk_bp_role role;
     char name[UPK_BP_USERNAME_MAX + 1];
+    /* A device that logged in with a password derived from the fleet secret:
+     * derived is true and epoch is that password's credential epoch (so a
+     * raised minimum can disconnect it). false/0 for every other login. */
+    bool derived;
+    uint32_t epoch;
 } upk_bp_identity;
 
 /* Decides a login. address may be NULL. Updates the lockout table. Returns

@@ -214,3 +214,25 @@ size_t upk__bp_epochs_count(const upk_bp_config *cfg)
 {
     return cfg != NULL ? cfg->device_min_epoch.count : 0;
 }
+
+size_t upk__bp_epochs_revoke(struct upk_bp_clients *t, const upk_bp_config *cfg,
+                             void (*revoked)(struct upk_bp_client *r, void *ctx), void *ctx)
+{
+    size_t n = 0;
+    if (t == NULL || cfg == NULL || t->by_id.buckets == NULL)
+        return 0;
+    for (size_t i = 0; i < t->by_id.nbuckets; i++) {
+        for (upk_bp_map_entry *en = t->by_id.buckets[i]; en != NULL; en = en->next) {
+            upk_bp_client *r = en->value;
+            if (r == NULL || r->refused || r->who.role != UPK_BP_ROLE_DEVICE || !r->who.derived ||
+                r->who.epoch >= upk__bp_epochs_min(cfg, r->who.name))
+                continue;
+            r->refused = true;
+            r->write_ok[0] = '\0';
+            n++;
+            if (revoked != NULL)
+                revoked(r, ctx);
+        }
+    }
+    return n;
+}

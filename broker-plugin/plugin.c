@@ -432,6 +432,20 @@ static bool epochs_same(const struct epochs_seen *a, const struct epochs_seen *b
            a->mtime.tv_sec == b->mtime.tv_sec && a->mtime.tv_nsec == b->mtime.tv_nsec;
 }
 
+/* A connected device whose password's epoch is now revoked: every check
+ * denies it already (its record is refused); disconnect it on the next tick,
+ * without its Will. */
+static void revoke_one(upk_bp_client *r, void *ctx)
+{
+    struct upk_bp_state *st = ctx;
+    mosquitto_log_printf(MOSQ_LOG_NOTICE,
+                         "upkeep_broker: disconnecting user=%s client=%.128s: its password's "
+                         "epoch %u is below the device's new minimum %u error=AUTH_FAILED",
+                         r->who.name, r->id, r->who.epoch,
+                         upk__bp_epochs_min(&st->cfg, r->who.name));
+    queue_kick(st, r->id);
+}
+
 /* Reads device_epochs_file again when it changed since it was last read (or
  * always, with force). A file that cannot be read or parsed leaves the table
  * in use as it is (so a botched edit never lowers a minimum) and is logged
@@ -459,11 +473,12 @@ static void epochs_check(struct upk_bp_state *st, bool force)
     st->epochs_seen = now;
     char err[UPK_BP_ERRMSG_MAX];
     upk_err e = upk__bp_epochs_load(&st->cfg, path, err, sizeof(err));
-    if (e == UPK_OK)
+    if (e == UPK_OK) {
         mosquitto_log_printf(MOSQ_LOG_NOTICE,
                              "upkeep_broker: device_epochs_file '%s' read: %zu devices listed",
                              path, upk__bp_epochs_count(&st->cfg));
-    else
+        (void)upk__bp_epochs_revoke(&st->clients, &st->cfg, revoke_one, st);
+    } else
         mosquitto_log_printf(MOSQ_LOG_ERR,
                              "upkeep_broker: %s; keeping the table in use (%zu devices listed) "
                              "error=%s",

@@ -287,6 +287,8 @@ static upk_err login(upk_bp_config *cfg, upk_bp_lockout *lo, const char *id, uin
     if (e == UPK_OK) {
         assert_int_equal(who.role, UPK_BP_ROLE_DEVICE);
         assert_string_equal(who.name, id);
+        assert_true(who.derived);
+        assert_int_equal(who.epoch, epoch);
     }
     return e;
 }
@@ -342,6 +344,73 @@ static void auth_refuses_epochs_below_the_minimum(void **state)
     upk__bp_config_cleanup(&cfg);
 }
 
+/* ---- connected devices when a minimum is raised --------------------------- */
+
+static char conns[8];
+
+static void bind_dev(upk_bp_clients *t, int i, const char *id, upk_bp_role role, bool derived,
+                     uint32_t epoch, const upk_bp_config *cfg)
+{
+    upk_bp_identity who;
+    memset(&who, 0, sizeof(who));
+    who.role = role;
+    snprintf(who.name, sizeof(who.name), "%s", id);
+    who.derived = derived;
+    who.epoch = epoch;
+    assert_int_equal(
+        upk__bp_clients_bind(t, &conns[i], id, &who, false, &cfg->limits[role], 0, NULL), UPK_OK);
+}
+
+static void note_revoked(struct upk_bp_client *r, void *ctx)
+{
+    char *seen = ctx;
+    strncat(seen, r->id, 64);
+    strncat(seen, ";", 2);
+}
+
+static void revoke_marks_only_connected_devices_below_minimum(void **state)
+{
+    struct tmpdir *t = *state;
+    upk_bp_config cfg;
+    char err[UPK_BP_ERRMSG_MAX], seen[256] = "";
+    write_file(t->path, "epochs", "dev-1 2\ndev-3 1\ndev-4 2\n");
+    assert_int_equal(parse_cfg(t,
+                               "{\"fleet_secret_file\":\"secret\",\"device_epochs_file\":"
+                               "\"epochs\"}",
+                               &cfg, err, sizeof(err)),
+                     UPK_OK);
+    upk_bp_clients *tab = calloc(1, sizeof(*tab));
+    assert_non_null(tab);
+    assert_int_equal(upk__bp_clients_init(tab), UPK_OK);
+    bind_dev(tab, 0, "dev-1", UPK_BP_ROLE_DEVICE, true, 1, &cfg);  /* below: revoked */
+    bind_dev(tab, 1, "dev-2", UPK_BP_ROLE_DEVICE, true, 0, &cfg);  /* unlisted */
+    bind_dev(tab, 2, "dev-3", UPK_BP_ROLE_DEVICE, false, 0, &cfg); /* certificate login */
+    bind_dev(tab, 3, "dev-4", UPK_BP_ROLE_DEVICE, true, 3, &cfg);  /* above the minimum */
+    bind_dev(tab, 4, "op1", UPK_BP_ROLE_OPERATOR, false, 0, &cfg);
+    assert_int_equal(upk__bp_epochs_revoke(tab, &cfg, note_revoked, seen), 1);
+    assert_string_equal(seen, "dev-1;");
+    upk_bp_client *r = upk__bp_clients_find(tab, &conns[0], "dev-1", "dev-1");
+    assert_non_null(r);
+    assert_true(r->refused);
+    static const char *const kept[] = {"dev-2", "dev-3", "dev-4", "op1"};
+    for (int i = 0; i < 4; i++) {
+        r = upk__bp_clients_find(tab, &conns[i + 1], kept[i], kept[i]);
+        assert_non_null(r);
+        assert_false(r->refused);
+    }
+    /* already refused: not counted again */
+    assert_int_equal(upk__bp_epochs_revoke(tab, &cfg, NULL, NULL), 0);
+    /* the device's new connection at its current epoch is a fresh record */
+    bind_dev(tab, 5, "dev-1", UPK_BP_ROLE_DEVICE, true, 2, &cfg);
+    r = upk__bp_clients_find(tab, &conns[5], "dev-1", "dev-1");
+    assert_non_null(r);
+    assert_false(r->refused);
+    assert_int_equal(upk__bp_epochs_revoke(tab, &cfg, NULL, NULL), 0);
+    upk__bp_clients_cleanup(tab);
+    free(tab);
+    upk__bp_config_cleanup(&cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -351,6 +420,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(epochs_failed_load_keeps_table, tmp_setup, tmp_teardown),
         cmocka_unit_test_setup_teardown(auth_refuses_epochs_below_the_minimum, tmp_setup,
                                         tmp_teardown),
+        cmocka_unit_test_setup_teardown(revoke_marks_only_connected_devices_below_minimum,
+                                        tmp_setup, tmp_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
