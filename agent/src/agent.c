@@ -1217,7 +1217,8 @@ static void on_disconnect(upk_mqtt *c, upk_err err, void *userdata)
 {
     (void)c;
     upk_agent *a = userdata;
-    upk_warn("device=%s disconnected: %s", a->cfg->device_id, upk_err_str(err));
+    if (err != UPK_E_AUTH_FAILED) /* else logged by the client, once per backoff step */
+        upk_warn("device=%s disconnected: %s", a->cfg->device_id, upk_err_str(err));
     if (a->dl_ready)
         upk__window_reset(&a->win); /* ask again from the written prefix */
 }

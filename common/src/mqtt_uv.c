@@ -398,9 +398,34 @@ static void schedule_reconnect(upk_mqtt *c)
         upk_error("mqtt: cannot arm reconnect timer client=%s", c->client_id);
 }
 
+/* A refused login: a slow backoff (or none at all), one log line. */
+static void schedule_refused(upk_mqtt *c, int reason)
+{
+    char where[300];
+    int r = snprintf(where, sizeof(where), "tcp://%s:%d", c->host, c->port);
+    (void)r; /* a longer host name is cut in the log line only */
+    c->state = ST_BACKOFF;
+    if (c->opts.stop_on_refusal) {
+        upk__mqtt_log_refused(where, c->username, c->client_id, reason, 0);
+        return;
+    }
+    uint32_t delay = upk__mqtt_backoff_refused(&c->backoff_ms, &c->opts);
+    upk__mqtt_log_refused(where, c->username, c->client_id, reason, delay);
+    if (uv_timer_start(&c->timer, on_timer, delay, 0) != 0)
+        upk_error("mqtt: cannot arm reconnect timer client=%s", c->client_id);
+}
+
+static void conn_end(upk_mqtt *c, upk_err err, const char *why, int reason);
+
 /* The connection (or the attempt) is over: fail what was pending, schedule
  * the next attempt and tell the user. */
 static void conn_lost(upk_mqtt *c, upk_err err, const char *why)
+{
+    conn_end(c, err, why, 0);
+}
+
+/* conn_lost, with the CONNACK reason of a refused login. */
+static void conn_end(upk_mqtt *c, upk_err err, const char *why, int reason)
 {
     if (c->state != ST_CONNECTING && c->state != ST_CONNECTED)
         return;
@@ -412,12 +437,16 @@ static void conn_lost(upk_mqtt *c, upk_err err, const char *why)
     }
     (void)uv_timer_stop(&c->ka);
     (void)uv_timer_stop(&c->timer);
-    if (was_connected)
+    if (was_connected) {
         upk_warn("mqtt: connection lost client=%s (%s)", c->client_id, why);
-    else
+        schedule_reconnect(c);
+    } else if (err == UPK_E_AUTH_FAILED) {
+        schedule_refused(c, reason);
+    } else {
         upk_warn("mqtt: connect failed client=%s error=%s (%s)", c->client_id, upk_err_str(err),
                  why);
-    schedule_reconnect(c);
+        schedule_reconnect(c);
+    }
     fail_pending(c, UPK_E_CONN, true);
     if (c->opts.on_disconnect != NULL && c->state == ST_BACKOFF)
         c->opts.on_disconnect(c, err, c->opts.userdata);
@@ -687,7 +716,7 @@ static bool handle_connack(upk_mqtt *c, const uint8_t *p, const uint8_t *end)
     if (rc >= 0x80) {
         char why[48];
         (void)snprintf(why, sizeof(why), "refused with reason 0x%02x", rc);
-        conn_lost(c, reason_to_err(rc), why);
+        conn_end(c, reason_to_err(rc), why, rc);
         return true;
     }
     (void)uv_timer_stop(&c->timer);

@@ -127,10 +127,9 @@ bool upk_client_cfg_opt(upk_client_cfg *cfg, int code, const char *value)
 
 int upk_client_exit_code(upk_err err)
 {
-    return (err == UPK_E_CONN || err == UPK_E_TIMEOUT || err == UPK_E_AUTH_FAILED ||
-            err == UPK_E_CONFIG_INVALID)
-               ? 3
-               : 1;
+    if (err == UPK_E_AUTH_FAILED)
+        return UPK_CLIENT_EXIT_REFUSED;
+    return (err == UPK_E_CONN || err == UPK_E_TIMEOUT || err == UPK_E_CONFIG_INVALID) ? 3 : 1;
 }
 
 static void on_connect(upk_mqtt *m, void *ud)
@@ -245,6 +244,9 @@ upk_err upk_client_connect(const upk_client_cfg *cfg, upk_client **out, char *wh
     o.clean_start = true;
     o.reconnect_min_ms = 200;
     o.reconnect_max_ms = 2000;
+    /* Every retry of a refused login counts towards the plugin's lockout:
+     * one attempt, then the refusal is reported. */
+    o.stop_on_refusal = true;
     o.on_connect = on_connect;
     o.on_disconnect = on_disconnect;
     o.on_message = on_message;
@@ -264,12 +266,14 @@ upk_err upk_client_connect(const upk_client_cfg *cfg, upk_client **out, char *wh
         if (err == UPK_E_TLS_UNTRUSTED || err == UPK_E_TLS_FAILED)
             r = snprintf(why, whycap, "TLS to the broker at %s failed: %s (%s; details above)",
                          cfg->broker, upk_err_str(err), upk_err_msg(err));
+        else if (err == UPK_E_AUTH_FAILED)
+            r = snprintf(why, whycap,
+                         "login refused for '%s' by the broker at %s: wrong password, unknown "
+                         "account, or locked out after repeated failures (see the broker log)",
+                         cfg->user, cfg->broker);
         else
             r = snprintf(why, whycap,
-                         err == UPK_E_AUTH_FAILED
-                             ? "broker %s refused user '%s': check --user and --password-file"
-                             : "cannot reach the broker at %s as '%s': check --broker and that "
-                               "it runs",
+                         "cannot reach the broker at %s as '%s': check --broker and that it runs",
                          cfg->broker, cfg->user);
         upk_client_close(c);
         goto out_pw;

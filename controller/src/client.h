@@ -83,8 +83,13 @@ UPK_MUST_CHECK upk_err upk_client_call(upk_client *c, const char *cmd, const str
                                        struct cJSON **data, char *msg, size_t msgcap);
 void upk_client_close(upk_client *c);
 
-/* Exit status for a client error: 3 when the controller or broker was not
- * reached, else 1. */
+/* The exit status of a refused login (wrong password, unknown account,
+ * locked out): distinct from 3 so that scripts never retry it (each retry
+ * counts towards the broker's lockout). */
+#define UPK_CLIENT_EXIT_REFUSED 4
+
+/* Exit status for a client error: UPK_CLIENT_EXIT_REFUSED for a refused
+ * login, 3 when the controller or broker was not reached, else 1. */
 int upk_client_exit_code(upk_err err);
 
 #endif

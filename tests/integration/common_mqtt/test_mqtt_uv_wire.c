@@ -292,6 +292,8 @@ static upk_mqtt *client_new(uv_loop_t *loop, struct fake *f, struct obs *o, int 
         .keepalive_s = keepalive,
         .reconnect_min_ms = 50,
         .reconnect_max_ms = 100,
+        .refused_min_ms = 50, /* this fake broker keeps no lockout */
+        .refused_max_ms = 100,
         .on_connect = o_connect,
         .on_disconnect = o_disconnect,
         .on_message = o_message,
