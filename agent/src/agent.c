@@ -1518,6 +1518,7 @@ upk_err upk_agent_new(uv_loop_t *loop, const upk_agent_config *cfg, upk_agent **
     mo.reconnect_min_ms = cfg->reconnect_min_ms;
     mo.reconnect_max_ms = cfg->reconnect_max_ms;
     mo.max_inflight = (int)cfg->limits.chunks_in_flight + 16;
+    mo.max_packet = cfg->limits.max_packet; /* bounded receive: nothing larger arrives */
     mo.on_connect = on_connect;
     mo.on_disconnect = on_disconnect;
     mo.on_message = on_message;

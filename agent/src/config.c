@@ -29,6 +29,7 @@ void upk_agent_config_defaults(upk_agent_config *cfg)
     cfg->limits.ack_timeout_ms = 10000;
     cfg->limits.step_timeout_s = 600;
     cfg->limits.max_restarts = 3;
+    cfg->limits.max_packet = UPK_AGENT_MAX_PACKET;
     cfg->health_timeout_s = 60;
     cfg->hook_timeout_s = 10;
     cfg->health_interval_s = 60;
@@ -185,8 +186,14 @@ static upk_err parse_limits(const cJSON *lim, upk_agent_config *cfg, char *eb, s
         (err = get_u32(lim, "chunk_timeout_ms", 50, 600000, &l->chunk_timeout_ms, eb, ecap)) ||
         (err = get_u32(lim, "ack_timeout_ms", 100, 600000, &l->ack_timeout_ms, eb, ecap)) ||
         (err = get_u32(lim, "step_timeout_s", 1, 86400, &l->step_timeout_s, eb, ecap)) ||
-        (err = get_u32(lim, "max_restarts", 0, 100, &l->max_restarts, eb, ecap)))
+        (err = get_u32(lim, "max_restarts", 0, 100, &l->max_restarts, eb, ecap)) ||
+        (err = get_u32(lim, "max_packet", UPK_MSG_MAX + UPK_AGENT_PACKET_OVERHEAD,
+                       64u * 1024u * 1024u, &l->max_packet, eb, ecap)))
         return err;
+    if (l->max_packet < UPK_CHUNK_HDR_LEN + l->chunk_size + UPK_AGENT_PACKET_OVERHEAD)
+        return bad(eb, ecap, "limits.max_packet",
+                   "must be at least limits.chunk_size + %u (a chunk with its header)",
+                   UPK_CHUNK_HDR_LEN + UPK_AGENT_PACKET_OVERHEAD);
     return UPK_OK;
 }
 

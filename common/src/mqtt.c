@@ -334,7 +334,7 @@ static void start_connect(upk_mqtt *c)
     MQTTAsync_willOptions will = MQTTAsync_willOptions_initializer;
     MQTTAsync_SSLOptions ssl = MQTTAsync_SSLOptions_initializer;
     MQTTProperties props = MQTTProperties_initializer;
-    MQTTProperty expiry;
+    MQTTProperty expiry, maxpkt;
 
     co.keepAliveInterval = c->opts.keepalive_s;
     co.cleanstart = c->opts.clean_start ? 1 : 0;
@@ -361,6 +361,13 @@ static void start_connect(upk_mqtt *c)
         if (MQTTProperties_add(&props, &expiry) != 0) {
             upk_error("mqtt: cannot set session expiry client=%s", c->client_id);
         }
+        co.connectProperties = &props;
+    }
+    if (c->opts.max_packet > 0) {
+        maxpkt.identifier = MQTTPROPERTY_CODE_MAXIMUM_PACKET_SIZE;
+        maxpkt.value.integer4 = c->opts.max_packet;
+        if (MQTTProperties_add(&props, &maxpkt) != 0)
+            upk_error("mqtt: cannot set the maximum packet size client=%s", c->client_id);
         co.connectProperties = &props;
     }
     if (c->tls) {

@@ -27,7 +27,7 @@
 
 #define CONNECT_TIMEOUT_MS 10000
 #define CLOSE_TIMEOUT_MS   1000
-#define MAX_PACKET         (64u * 1024u * 1024u) /* inbound cap; bigger is a protocol error */
+#define MAX_PACKET         (64u * 1024u * 1024u) /* inbound cap without opts.max_packet */
 #define READ_CHUNK         (64u * 1024u)
 
 enum pkt {
@@ -461,6 +461,8 @@ static upk_err send_connect(upk_mqtt *c)
     bool expiry = !c->opts.clean_start && c->opts.session_expiry_s > 0;
     if (expiry)
         props += 5;
+    if (c->opts.max_packet > 0)
+        props += 5;
     size_t body = 10 + varint_len(props) + props + 2 + cid;
     uint8_t flags = c->opts.clean_start ? 0x02 : 0x00;
     if (c->will_topic != NULL) {
@@ -489,6 +491,10 @@ static upk_err send_connect(upk_mqtt *c)
     if (expiry) {
         *p++ = 0x11;
         p = put_u32(p, c->opts.session_expiry_s);
+    }
+    if (c->opts.max_packet > 0) {
+        *p++ = 0x27; /* maximum packet size */
+        p = put_u32(p, c->opts.max_packet);
     }
     p = put_bin(p, c->client_id, cid);
     if (c->will_topic != NULL) {
@@ -896,7 +902,12 @@ static size_t parse_packets(upk_mqtt *c, conn *cn, const uint8_t *data, size_t l
             }
             break;
         }
-        if (body > MAX_PACKET) {
+        /* Judged from the header alone: a packet over the limit is never
+         * buffered (MQTT 5 counts the whole packet, header included). */
+        size_t limit = c->opts.max_packet > 0 ? c->opts.max_packet : MAX_PACKET;
+        if (body > limit || (size_t)(q - p) + body > limit) {
+            upk_warn("mqtt: refused a packet of %zu bytes over the limit of %zu client=%s",
+                     (size_t)(q - p) + body, limit, c->client_id);
             conn_lost(c, UPK_E_CONN, "packet too large");
             return SIZE_MAX;
         }

@@ -94,7 +94,15 @@ typedef struct upk_agent_limits {
     uint32_t ack_timeout_ms;    /* re-send an event not acked by the controller; default 10000 */
     uint32_t step_timeout_s;    /* install module steps; default 600 */
     uint32_t max_restarts;      /* restarts mid-activation before rolling back; default 3 */
+    uint32_t max_packet;        /* largest MQTT packet accepted; default UPK_AGENT_MAX_PACKET */
 } upk_agent_limits;
+
+/* The default limits.max_packet: a chunk of the largest size (its 52-byte
+ * header and UPK_CHUNK_MAX bytes) or a JSON message of UPK_MSG_MAX bytes,
+ * whichever is larger, plus 2 KiB for the MQTT header, topic and properties.
+ * The broker is told in the CONNECT and sends nothing larger. */
+#define UPK_AGENT_PACKET_OVERHEAD 2048u
+#define UPK_AGENT_MAX_PACKET      (UPK_CHUNK_HDR_LEN + UPK_CHUNK_MAX + UPK_AGENT_PACKET_OVERHEAD)
 
 struct upk_agent_config {
     char *broker;    /* tcp://host:port or ssl://host:port */

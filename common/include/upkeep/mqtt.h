@@ -78,6 +78,15 @@ typedef struct upk_mqtt_opts {
      * further attempt is made at all (for a command-line client, which
      * reports the refusal itself and exits); the client stays idle until
      * closed. */
+    /* The largest MQTT packet this client accepts, in bytes (MQTT 5
+     * Maximum Packet Size, sent in the CONNECT): the broker must not send
+     * anything larger (Mosquitto drops such a message for this client and
+     * delivers it to the others). mqtt_uv.c also refuses a larger packet
+     * itself, from its header, without buffering it (the connection is
+     * dropped). 0 means no limit announced (mqtt_uv.c still refuses more
+     * than 64 MiB). */
+    uint32_t max_packet;
+
     uint32_t refused_min_ms;
     uint32_t refused_max_ms;
     bool stop_on_refusal;
