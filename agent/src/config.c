@@ -11,6 +11,7 @@
 #include <cjson/cJSON.h>
 
 #include "upkeep/fs.h"
+#include "upkeep/jsoncfg.h"
 #include "upkeep/id.h"
 #include "upkeep/timefmt.h"
 #include "upkeep/topic.h"
@@ -155,6 +156,14 @@ static upk_err load_keys(upk_agent_config *cfg, char *eb, size_t ecap)
         if (err != UPK_OK)
             return bad(eb, ecap, "keys", "cannot read %s (%s)", cfg->key_paths[i],
                        upk_err_str(err));
+        if (upk_jsoncfg_pem_is_private(pem, len)) {
+            memset(pem, 0, len);
+            free(pem);
+            return bad(eb, ecap, "keys",
+                       "%s is a private key; pin the public key (the .pub that `upkeep keygen` "
+                       "writes), never the signing key, on a device",
+                       cfg->key_paths[i]);
+        }
         upk_key *key = NULL;
         err = upk_key_load_pem(pem, len, &key);
         free(pem);
@@ -177,8 +186,13 @@ static upk_err parse_limits(const cJSON *lim, upk_agent_config *cfg, char *eb, s
         return UPK_OK;
     if (!cJSON_IsObject(lim))
         return bad(eb, ecap, "limits", "must be an object");
+    static const char *const known[] = {
+        "chunk_size",     "chunks_in_flight", "max_artifact_size", "outbox_max", "chunk_timeout_ms",
+        "ack_timeout_ms", "step_timeout_s",   "max_restarts",      "max_packet", NULL};
     upk_agent_limits *l = &cfg->limits;
     upk_err err;
+    if ((err = upk_jsoncfg_known(lim, "limits.", known, eb, ecap)))
+        return err;
     if ((err = get_u32(lim, "chunk_size", 512, UPK_CHUNK_MAX, &l->chunk_size, eb, ecap)) ||
         (err = get_u32(lim, "chunks_in_flight", 1, 64, &l->chunks_in_flight, eb, ecap)) ||
         (err = get_u64(lim, "max_artifact_size", 1, 1ull << 50, &l->max_artifact_size, eb, ecap)) ||
@@ -208,6 +222,12 @@ static upk_err parse_command(const cJSON *h, const char *name, char **argv, size
     (void)snprintf(field, sizeof(field), "%s.command", name);
     if (!cJSON_IsObject(h))
         return bad(eb, ecap, name, "must be an object");
+    static const char *const known[] = {"command", "timeout_s", NULL};
+    char ctx[48];
+    (void)snprintf(ctx, sizeof(ctx), "%s.", name); /* names are short literals */
+    upk_err kerr = upk_jsoncfg_known(h, ctx, known, eb, ecap);
+    if (kerr != UPK_OK)
+        return kerr;
     const cJSON *cmd = cJSON_GetObjectItemCaseSensitive(h, "command");
     if (cmd == NULL || !cJSON_IsArray(cmd))
         return bad(eb, ecap, field, "must be an array of strings");
@@ -249,7 +269,10 @@ static upk_err parse_tls(const cJSON *t, upk_agent_config *cfg, char *eb, size_t
         return UPK_OK;
     if (!cJSON_IsObject(t))
         return bad(eb, ecap, "tls", "must be an object");
+    static const char *const known[] = {"ca_file", "cert_file", "key_file", NULL};
     upk_err err;
+    if ((err = upk_jsoncfg_known(t, "tls.", known, eb, ecap)))
+        return err;
     if ((err = get_str(t, "ca_file", false, UPK_AGENT_PATH_MAX, &cfg->tls_ca_file, eb, ecap)) ||
         (err = get_str(t, "cert_file", false, UPK_AGENT_PATH_MAX, &cfg->tls_cert_file, eb, ecap)) ||
         (err = get_str(t, "key_file", false, UPK_AGENT_PATH_MAX, &cfg->tls_key_file, eb, ecap)))
@@ -295,9 +318,35 @@ static upk_err parse_password(const cJSON *root, upk_agent_config *cfg, char *eb
 
 static upk_err parse_root(const cJSON *root, upk_agent_config *cfg, char *eb, size_t ecap)
 {
+    /* Every field parsed here; anything else is a typo and refused by name
+     * (as the broker plugin does). A new field must be added here. */
+    static const char *const known[] = {"broker",
+                                        "device_id",
+                                        "username",
+                                        "password",
+                                        "password_file",
+                                        "hardware",
+                                        "data_dir",
+                                        "keys",
+                                        "module",
+                                        "module_settings",
+                                        "modules_dir",
+                                        "health_check",
+                                        "health_hook",
+                                        "health_interval_s",
+                                        "support_until",
+                                        "topic_prefix",
+                                        "limits",
+                                        "tls",
+                                        "reconnect_min_ms",
+                                        "reconnect_max_ms",
+                                        "fsync",
+                                        NULL};
     upk_err err;
     if (!cJSON_IsObject(root))
         return bad(eb, ecap, "(top level)", "must be a JSON object");
+    if ((err = upk_jsoncfg_known(root, "", known, eb, ecap)))
+        return err;
     if ((err = get_str(root, "broker", true, BROKER_MAX, &cfg->broker, eb, ecap)))
         return err;
     if (strncmp(cfg->broker, "tcp://", 6) != 0 && strncmp(cfg->broker, "ssl://", 6) != 0 &&
@@ -412,10 +461,11 @@ upk_err upk_agent_config_parse(const char *json, size_t len, upk_agent_config *c
     upk_agent_config_defaults(cfg);
     if (json == NULL || len > UPK_AGENT_CONFIG_MAX)
         return bad(eb, ecap, "(file)", "is larger than %u bytes", UPK_AGENT_CONFIG_MAX);
-    cJSON *root = cJSON_ParseWithLength(json, len);
-    if (root == NULL)
-        return bad(eb, ecap, "(file)", "is not valid JSON");
-    upk_err err = parse_root(root, cfg, eb, ecap);
+    cJSON *root = NULL;
+    upk_err err = upk_jsoncfg_parse(json, len, &root, eb, ecap);
+    if (err != UPK_OK)
+        return err;
+    err = parse_root(root, cfg, eb, ecap);
     cJSON_Delete(root);
     if (err != UPK_OK) {
         if (err != UPK_E_CONFIG_INVALID)

@@ -23,6 +23,10 @@ typedef struct upk_client_cfg {
     char cert_file[4096]; /* client certificate (a listener that wants one) */
     char key_file[4096];
     unsigned timeout_ms;
+    /* Why ~/.config/upkeep/cli.json was refused ("PATH: field: why"), or ""
+     * (also when there is no such file). upk_client_connect refuses to run
+     * with it set: a typo in the file is never silently ignored. */
+    char file_error[640];
 } upk_client_cfg;
 
 /* getopt_long codes of the connection options every remote command takes. */
