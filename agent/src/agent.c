@@ -1739,7 +1739,21 @@ static void offline_published(upk_mqtt *c, upk_err err, void *cb_data)
     upk_agent *a = cb_data;
     if (err != UPK_OK)
         upk_warn("device=%s offline flag not confirmed: %s", a->cfg->device_id, upk_err_str(err));
+    uv_timer_stop(&a->timer);
+    if (!uv_is_closing((uv_handle_t *)&a->timer))
+        uv_close((uv_handle_t *)&a->timer, timer_closed);
     upk_mqtt_close(c, mqtt_closed, a);
+}
+
+/* The broker did not confirm the offline flag in time: disconnect anyway
+ * (closing drops the publish without calling offline_published). */
+static void offline_wait_over(uv_timer_t *t)
+{
+    upk_agent *a = t->data;
+    upk_warn("device=%s offline flag not confirmed within %u ms; disconnecting", a->cfg->device_id,
+             (unsigned)UPK_AGENT_OFFLINE_WAIT_MS);
+    uv_close((uv_handle_t *)&a->timer, timer_closed);
+    upk_mqtt_close(a->mqtt, mqtt_closed, a);
 }
 
 void upk_agent_close(upk_agent *a, void (*closed)(void *userdata), void *userdata)
@@ -1751,12 +1765,18 @@ void upk_agent_close(upk_agent *a, void (*closed)(void *userdata), void *userdat
     a->closed_data = userdata;
     a->close_waits = 2;
     uv_timer_stop(&a->timer);
-    uv_close((uv_handle_t *)&a->timer, timer_closed);
     /* A clean disconnect suppresses the will, so say "offline" ourselves
      * first; otherwise a stopped device would look online to the controller
-     * and be assigned work until its timeout. */
+     * and be assigned work until its timeout. A broker that hangs without
+     * closing the connection never confirms it: wait UPK_AGENT_OFFLINE_WAIT_MS
+     * at most, so that the agent stops within its bound (docs/agent.md). */
     if (a->mqtt != NULL && upk_mqtt_connected(a->mqtt) &&
-        upk_mqtt_publish(a->mqtt, a->t_online, "0", 1, 1, true, offline_published, a) == UPK_OK)
-        return;
-    upk_mqtt_close(a->mqtt, mqtt_closed, a);
+        upk_mqtt_publish(a->mqtt, a->t_online, "0", 1, 1, true, offline_published, a) == UPK_OK) {
+        if (uv_timer_start(&a->timer, offline_wait_over, UPK_AGENT_OFFLINE_WAIT_MS, 0) == 0)
+            return;
+        upk_mqtt_close(a->mqtt, mqtt_closed, a); /* no timer: do not wait */
+    } else {
+        upk_mqtt_close(a->mqtt, mqtt_closed, a);
+    }
+    uv_close((uv_handle_t *)&a->timer, timer_closed);
 }

@@ -195,9 +195,19 @@ size_t upk_agent_events_pending(const upk_agent *a);
 const char *upk_agent_installed_version(const upk_agent *a);
 uint32_t upk_agent_bake_restarts(const upk_agent *a);
 
+/* How long a closing agent waits for the broker to confirm its retained
+ * "offline" flag before it disconnects anyway (a hung broker never does). */
+#define UPK_AGENT_OFFLINE_WAIT_MS 2000u
+/* The bound on stopping the upkeep-agent daemon after SIGTERM/SIGINT,
+ * whatever its outbox holds and whether or not the broker answers: past it
+ * the process exits without waiting for a clean disconnect. Its state is on
+ * disk (journal, outbox), so this is as safe as a power cut. */
+#define UPK_AGENT_STOP_BOUND_MS 5000u
+
 /* Stops everything; closed (may be NULL) runs on the loop once all handles
  * are released and the agent is freed. Work already handed to the thread
- * pool finishes first. NULL is a no-op. */
+ * pool finishes first. The MQTT side takes at most UPK_AGENT_OFFLINE_WAIT_MS
+ * plus the client's disconnect timeout (1 s). NULL is a no-op. */
 void upk_agent_close(upk_agent *a, void (*closed)(void *userdata), void *userdata);
 
 #endif
