@@ -1481,6 +1481,15 @@ upk_err upk_agent_new(uv_loop_t *loop, const upk_agent_config *cfg, upk_agent **
     } else if (err != UPK_OK) {
         goto out_outbox;
     }
+    if (a->facts.release[0] == '\0' && a->load_err == UPK_OK && cfg->has_factory) {
+        /* Never updated: the release installed at the factory is what runs,
+         * so it is reported (and judged against) until the first commit
+         * writes the installed facts. */
+        (void)snprintf(a->facts.release, sizeof(a->facts.release), "%s", cfg->factory_name);
+        (void)snprintf(a->facts.version, sizeof(a->facts.version), "%s", cfg->factory_version);
+        a->facts.security_version = cfg->factory_security_version;
+        memcpy(a->facts.image_sha256, cfg->factory_image_sha256, UPK_SHA256_LEN);
+    }
     err = upk__journal_load(a->journal_path, &a->j);
     if (err == UPK_E_STATE_CORRUPT) {
         upk_error("device=%s %s is corrupt; starting idle", cfg->device_id, a->journal_path);

@@ -12,6 +12,7 @@
 
 #include "upkeep/fs.h"
 #include "upkeep/jsoncfg.h"
+#include "upkeep/hash.h"
 #include "upkeep/id.h"
 #include "upkeep/timefmt.h"
 #include "upkeep/topic.h"
@@ -282,6 +283,48 @@ static upk_err parse_tls(const cJSON *t, upk_agent_config *cfg, char *eb, size_t
     return UPK_OK;
 }
 
+/* "factory_release": {"name", "version", "security_version", "image_sha256"}:
+ * what the device runs before its first update. */
+static upk_err parse_factory(const cJSON *f, upk_agent_config *cfg, char *eb, size_t ecap)
+{
+    if (f == NULL)
+        return UPK_OK;
+    if (!cJSON_IsObject(f))
+        return bad(eb, ecap, "factory_release", "must be an object");
+    static const char *const known[] = {"name", "version", "security_version", "image_sha256",
+                                        NULL};
+    upk_err err = upk_jsoncfg_known(f, "factory_release.", known, eb, ecap);
+    if (err != UPK_OK)
+        return err;
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(f, "name");
+    if (!cJSON_IsString(n) || !upk_id_valid(n->valuestring))
+        return bad(eb, ecap, "factory_release.name", "required: the release name, an id");
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(f, "version");
+    bool vok = cJSON_IsString(v) && v->valuestring[0] != '\0' &&
+               strlen(v->valuestring) <= UPK_VERSION_STR_MAX;
+    for (const char *p = vok ? v->valuestring : ""; *p != '\0' && vok; p++)
+        vok = *p > ' ' && *p < 0x7f;
+    if (!vok)
+        return bad(eb, ecap, "factory_release.version",
+                   "required: 1..%d printable characters without spaces", UPK_VERSION_STR_MAX);
+    uint64_t sv = 0;
+    if (cJSON_GetObjectItemCaseSensitive(f, "security_version") == NULL)
+        return bad(eb, ecap, "factory_release.security_version", "required: a number >= 0");
+    if ((err = get_u64(f, "security_version", 0, (1ull << 53), &sv, eb, ecap)))
+        return err;
+    const cJSON *h = cJSON_GetObjectItemCaseSensitive(f, "image_sha256");
+    if (h != NULL && (!cJSON_IsString(h) || strlen(h->valuestring) != UPK_SHA256_HEX_LEN ||
+                      upk_hex_decode(h->valuestring, UPK_SHA256_HEX_LEN, cfg->factory_image_sha256,
+                                     UPK_SHA256_LEN) != UPK_OK))
+        return bad(eb, ecap, "factory_release.image_sha256",
+                   "must be the SHA-256 of the installed image in 64 hex digits");
+    (void)snprintf(cfg->factory_name, sizeof(cfg->factory_name), "%s", n->valuestring);
+    (void)snprintf(cfg->factory_version, sizeof(cfg->factory_version), "%s", v->valuestring);
+    cfg->factory_security_version = sv;
+    cfg->has_factory = true;
+    return UPK_OK;
+}
+
 static upk_err parse_password(const cJSON *root, upk_agent_config *cfg, char *eb, size_t ecap)
 {
     char *file = NULL;
@@ -341,6 +384,7 @@ static upk_err parse_root(const cJSON *root, upk_agent_config *cfg, char *eb, si
                                         "reconnect_min_ms",
                                         "reconnect_max_ms",
                                         "fsync",
+                                        "factory_release",
                                         NULL};
     upk_err err;
     if (!cJSON_IsObject(root))
@@ -444,6 +488,9 @@ static upk_err parse_root(const cJSON *root, upk_agent_config *cfg, char *eb, si
     if (cfg->reconnect_min_ms != 0 && cfg->reconnect_max_ms != 0 &&
         cfg->reconnect_min_ms > cfg->reconnect_max_ms)
         return bad(eb, ecap, "reconnect_min_ms", "must not exceed reconnect_max_ms");
+    if ((err = parse_factory(cJSON_GetObjectItemCaseSensitive(root, "factory_release"), cfg, eb,
+                             ecap)))
+        return err;
     const cJSON *fs = cJSON_GetObjectItemCaseSensitive(root, "fsync");
     if (fs != NULL) {
         if (!cJSON_IsBool(fs))

@@ -137,6 +137,14 @@ struct upk_agent_config {
     char *tls_ca_file, *tls_cert_file, *tls_key_file; /* NULL when unset */
     uint32_t reconnect_min_ms, reconnect_max_ms;      /* 0 = mqtt.h defaults */
     bool fsync;                                       /* default true; false only for simulators */
+    /* The release installed at the factory ("factory_release"), reported
+     * and used for anti-rollback until the first update commits: has_factory
+     * false when not given; image_sha256 all zero when not given. */
+    bool has_factory;
+    char factory_name[UPK_ID_MAX + 1];
+    char factory_version[UPK_VERSION_STR_MAX + 1];
+    uint64_t factory_security_version;
+    uint8_t factory_image_sha256[UPK_SHA256_LEN];
 
     /* Set by the loader from key_paths; owned by the config. A caller that
      * builds a config by hand may point it at a shared keyring instead (then

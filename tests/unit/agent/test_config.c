@@ -168,6 +168,17 @@ static void config_rejects_each_bad_field(void **state)
         {"\"password\":\"a\",\"password_file\":\"/x\"", "password_file"},
         {"\"password_file\":\"/nonexistent/pw\"", "password_file"},
         {"\"username\":\"\"", "username"},
+        {"\"factory_release\":{\"version\":\"1\",\"security_version\":1}", "factory_release.name"},
+        {"\"factory_release\":{\"name\":\"fw\",\"version\":\"1 0\",\"security_version\":1}",
+         "factory_release.version"},
+        {"\"factory_release\":{\"name\":\"fw\",\"version\":\"1\"}",
+         "factory_release.security_version"},
+        {"\"factory_release\":{\"name\":\"fw\",\"version\":\"1\",\"security_version\":1,"
+         "\"image_sha256\":\"abc\"}",
+         "factory_release.image_sha256"},
+        {"\"factory_release\":{\"name\":\"fw\",\"version\":\"1\",\"security_version\":1,"
+         "\"sha\":\"abc\"}",
+         "factory_release.sha: unknown field"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         upk_agent_config cfg;
@@ -244,6 +255,27 @@ static void config_is_as_strict_as_the_plugin(void **state)
         if (err != UPK_E_CONFIG_INVALID || strcmp(eb, cases[i].msg) != 0)
             fail_msg("case %zu (%s): err %s, message '%s'", i, cases[i].extra, upk_err_str(err),
                      eb);
+    }
+    /* The factory release, with and without the image hash. */
+    {
+        upk_agent_config fc;
+        char feb[256];
+        assert_int_equal(
+            parse(f,
+                  "\"factory_release\":{\"name\":\"fw\",\"version\":\"1.0.0\","
+                  "\"security_version\":3,\"image_sha256\":\""
+                  "abababababababababababababababababababababababababababababababab\"}",
+                  &fc, feb, sizeof(feb)),
+            UPK_OK);
+        assert_true(fc.has_factory);
+        assert_string_equal(fc.factory_name, "fw");
+        assert_string_equal(fc.factory_version, "1.0.0");
+        assert_int_equal(fc.factory_security_version, 3);
+        assert_int_equal(fc.factory_image_sha256[31], 0xab);
+        upk_agent_config_cleanup(&fc);
+        assert_int_equal(parse(f, "", &fc, feb, sizeof(feb)), UPK_OK);
+        assert_false(fc.has_factory);
+        upk_agent_config_cleanup(&fc);
     }
     /* module_settings belongs to the module: free-form. */
     upk_agent_config cfg;
