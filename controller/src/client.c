@@ -169,7 +169,9 @@ int upk_client_exit_code(upk_err err)
 {
     if (err == UPK_E_AUTH_FAILED)
         return UPK_CLIENT_EXIT_REFUSED;
-    return (err == UPK_E_CONN || err == UPK_E_TIMEOUT || err == UPK_E_CONFIG_INVALID) ? 3 : 1;
+    if (err == UPK_E_CONFIG_INVALID)
+        return 2; /* no broker or user, a bad cli.json or TLS file: fix the settings */
+    return (err == UPK_E_CONN || err == UPK_E_TIMEOUT) ? 3 : 1;
 }
 
 static void on_connect(upk_mqtt *m, void *ud)

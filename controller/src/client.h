@@ -93,7 +93,9 @@ void upk_client_close(upk_client *c);
 #define UPK_CLIENT_EXIT_REFUSED 4
 
 /* Exit status for a client error: UPK_CLIENT_EXIT_REFUSED for a refused
- * login, 3 when the controller or broker was not reached, else 1. */
+ * login, 2 for settings to fix (UPK_E_CONFIG_INVALID: no broker or user, a
+ * bad cli.json, an unreadable TLS file), 3 when the controller or broker was
+ * not reached, else 1. */
 int upk_client_exit_code(upk_err err);
 
 #endif
