@@ -54,7 +54,7 @@ static void read_cli_json(upk_client_cfg *cfg, const char *path)
     if (err == UPK_E_NOT_FOUND)
         return;
     if (err != UPK_OK) {
-        r = snprintf(cfg->file_error, sizeof(cfg->file_error), "%s: cannot read (%s)", path,
+        r = snprintf(cfg->file_error, sizeof(cfg->file_error), "%.400s: cannot read (%s)", path,
                      upk_err_str(err));
         (void)r;
         return;
@@ -91,7 +91,7 @@ static void read_cli_json(upk_client_cfg *cfg, const char *path)
     free(text);
     return;
 refused:
-    r = snprintf(cfg->file_error, sizeof(cfg->file_error), "%s: %s", path, why);
+    r = snprintf(cfg->file_error, sizeof(cfg->file_error), "%.400s: %.230s", path, why);
     (void)r; /* a cut message still names the file and field first */
     cJSON_Delete(j);
     free(text);
