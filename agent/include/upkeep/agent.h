@@ -20,6 +20,7 @@
 
 #include "upkeep/err.h"
 #include "upkeep/key.h"
+#include "upkeep/linkauth.h"
 #include "upkeep/manifest.h"
 #include "upkeep/msg.h"
 
@@ -129,6 +130,11 @@ struct upk_agent_config {
     char *tls_ca_file, *tls_cert_file, *tls_key_file; /* NULL when unset */
     uint32_t reconnect_min_ms, reconnect_max_ms;      /* 0 = mqtt.h defaults */
     bool fsync;                                       /* default true; false only for simulators */
+    /* The device's link key (docs/protocol.md 8.1), from "link_key_file".
+     * has_link_key false = legacy mode: controller messages are taken
+     * untagged, as before link keys existed (warned once at start). */
+    bool has_link_key;
+    upk_link_key link_key;
 
     /* Set by the loader from key_paths; owned by the config. A caller that
      * builds a config by hand may point it at a shared keyring instead (then
