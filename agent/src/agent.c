@@ -1865,7 +1865,7 @@ upk_err upk_agent_start(upk_agent *a)
     if (a == NULL || a->started)
         return UPK_E_STATE_INVALID;
     a->started = true;
-    if (!a->cfg->has_link_key)
+    if (!a->cfg->has_link_key && !a->cfg->legacy_quiet)
         upk_warn("device=%s no link_key_file: controller messages are taken without link "
                  "authentication (legacy mode); anyone who can publish to this device's topics "
                  "can decide its updates",

@@ -135,6 +135,9 @@ struct upk_agent_config {
      * untagged, as before link keys existed (warned once at start). */
     bool has_link_key;
     upk_link_key link_key;
+    /* Legacy mode without the warning at start: a program running many
+     * agents (the simulator) has warned once for all of them. */
+    bool legacy_quiet;
 
     /* Set by the loader from key_paths; owned by the config. A caller that
      * builds a config by hand may point it at a shared keyring instead (then
