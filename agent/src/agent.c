@@ -65,6 +65,7 @@ struct upk_agent {
     /* Unauthenticated refusal statuses in a row (legacy mode only): a
      * refusal ends an update only after UPK__REFUSALS_MAX of them. */
     uint32_t refusals;
+    uint64_t dropped[UPK_E__COUNT]; /* controller messages dropped, by why */
 
     /* post-commit health reports (health.h) */
     char bake_path[UPK_AGENT_PATH_MAX];
@@ -923,6 +924,7 @@ static void on_chunk(upk_agent *a, const uint8_t *payload, size_t len, const cha
     upk_err perr = upk_chunk_parse(payload, len, &h, &data);
     if (perr != UPK_OK) {
         upk_warn("device=%s malformed chunk ignored error=%s", dev, upk_err_str(perr));
+        a->dropped[perr]++;
         return;
     }
     if (!a->dl_ready || a->busy || a->j.status != UPK_STATUS_DOWNLOADING ||
@@ -931,6 +933,7 @@ static void on_chunk(upk_agent *a, const uint8_t *payload, size_t len, const cha
          * someone else's bytes. Debug only: it is harmless and may be many. */
         upk_debug("device=%s chunk dropped offset=%" PRIu64 " error=CHUNK_UNEXPECTED", dev,
                   h.offset);
+        a->dropped[UPK_E_CHUNK_UNEXPECTED]++;
         return;
     }
     upk_err err;
@@ -939,6 +942,7 @@ static void on_chunk(upk_agent *a, const uint8_t *payload, size_t len, const cha
                                auth)) != UPK_OK) {
         upk_warn("device=%s campaign=%s chunk dropped offset=%" PRIu64 " error=%s", dev,
                  a->j.campaign, h.offset, upk_err_str(err));
+        a->dropped[err]++;
         return;
     }
     uint32_t want = 0;
@@ -946,6 +950,7 @@ static void on_chunk(upk_agent *a, const uint8_t *payload, size_t len, const cha
         /* A duplicate, a late answer after a reconnect, or never asked. */
         upk_debug("device=%s chunk dropped offset=%" PRIu64 " error=CHUNK_UNEXPECTED", dev,
                   h.offset);
+        a->dropped[UPK_E_CHUNK_UNEXPECTED]++;
         return;
     }
     switch (h.status) {
@@ -958,6 +963,7 @@ static void on_chunk(upk_agent *a, const uint8_t *payload, size_t len, const cha
             upk_warn("device=%s campaign=%s chunk refused (status %d) at offset=%" PRIu64
                      ", %u of %u; asking again",
                      dev, a->j.campaign, (int)h.status, h.offset, a->refusals, UPK__REFUSALS_MAX);
+            a->dropped[h.status == UPK_CHUNK_RANGE ? UPK_E_SIZE_MISMATCH : UPK_E_NOT_FOUND]++;
             return; /* unauthenticated: asked again on the timeout */
         }
         a->refusals = 0;
@@ -975,6 +981,7 @@ static void on_chunk(upk_agent *a, const uint8_t *payload, size_t len, const cha
         upk_warn("device=%s campaign=%s chunk of %" PRIu32 " bytes at offset=%" PRIu64
                  " dropped (%" PRIu32 " asked) error=CHUNK_UNEXPECTED",
                  dev, a->j.campaign, h.length, h.offset, want);
+        a->dropped[UPK_E_CHUNK_UNEXPECTED]++;
         return;
     }
     a->refusals = 0;
@@ -1279,11 +1286,13 @@ static void on_ack(upk_agent *a, const char *payload, size_t len, const char *au
                                len, auth)) != UPK_OK) {
         upk_warn("device=%s unauthenticated ack ignored error=%s", a->cfg->device_id,
                  upk_err_str(err));
+        a->dropped[err]++;
         return;
     }
     err = upk_ack_decode(payload, len, &seq);
     if (err != UPK_OK) {
         upk_warn("device=%s bad ack ignored error=%s", a->cfg->device_id, upk_err_str(err));
+        a->dropped[err]++;
         return;
     }
     if (seq != ob_head(a)) {
@@ -1394,6 +1403,7 @@ static bool desired_authentic(upk_agent *a, const upk_mqtt_msg *msg)
     if (err != UPK_OK) {
         upk_warn("device=%s desired message refused (%zu bytes, last ctr %" PRIu64 ") error=%s",
                  dev, msg->len, a->link.ctr, upk_err_str(err));
+        a->dropped[err]++;
         return false;
     }
     if (memcmp(&next, &a->link, sizeof(next)) != 0) {
@@ -1443,6 +1453,7 @@ static void on_message(upk_mqtt *c, const upk_mqtt_msg *msg, void *userdata)
         if (msg->len > UPK_MSG_MAX) {
             upk_warn("device=%s oversized desired message ignored (%zu bytes) error=MSG_TOO_LARGE",
                      a->cfg->device_id, msg->len);
+            a->dropped[UPK_E_MSG_TOO_LARGE]++;
             return;
         }
         if (a->cfg->has_link_key && !desired_authentic(a, msg))
@@ -1894,6 +1905,11 @@ upk_err upk_agent_start(upk_agent *a)
     if (uv_timer_start(&a->timer, tick_cb, period, period) != 0)
         return UPK_E_INTERNAL;
     return UPK_OK;
+}
+
+uint64_t upk_agent_dropped(const upk_agent *a, upk_err why)
+{
+    return a != NULL && (unsigned)why < UPK_E__COUNT ? a->dropped[why] : 0;
 }
 
 upk_status upk_agent_status(const upk_agent *a)

@@ -196,6 +196,14 @@ size_t upk_agent_events_pending(const upk_agent *a);
 const char *upk_agent_installed_version(const upk_agent *a);
 uint32_t upk_agent_bake_restarts(const upk_agent *a);
 
+/* Controller messages the agent dropped since it was created because of
+ * why: AUTH_INVALID (untagged or wrongly tagged), REPLAYED, DESIRED_STALE,
+ * CHUNK_INVALID, CHUNK_UNEXPECTED (unrequested, duplicate or wrongly sized
+ * chunk), MSG_TOO_LARGE, or NOT_FOUND and SIZE_MISMATCH for chunk refusals
+ * an agent without a link key did not trust yet; 0 for any other code. Each
+ * drop is also logged with its code. For tests and operators' debugging. */
+uint64_t upk_agent_dropped(const upk_agent *a, upk_err why);
+
 /* Stops everything; closed (may be NULL) runs on the loop once all handles
  * are released and the agent is freed. Work already handed to the thread
  * pool finishes first. NULL is a no-op. */
