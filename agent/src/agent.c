@@ -643,9 +643,12 @@ static void handle_desired(upk_agent *a, const char *payload, size_t len)
         return;
     }
     /* Same security_version but older than what runs (the signed created
-     * time says so): only the controller may ask for that, as a rollback. */
-    if (!rollback_ok && a->facts.release[0] != '\0' && a->facts.created != 0 &&
-        a->m.security_version == a->facts.security_version && a->m.created < a->facts.created) {
+     * time says so): only the controller may ask for that, as a rollback.
+     * Only with a link key: then "rollback" is authenticated, and the
+     * controller that tags also sets it; a legacy controller never does. */
+    if (a->cfg->has_link_key && !rollback_ok && a->facts.release[0] != '\0' &&
+        a->facts.created != 0 && a->m.security_version == a->facts.security_version &&
+        a->m.created < a->facts.created) {
         set_msg(why, sizeof(why),
                 "release %s %s is older than the installed %s %s and not a rollback", a->m.name,
                 a->m.version, a->facts.release, a->facts.version);
