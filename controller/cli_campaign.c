@@ -92,16 +92,28 @@ static const char *str(const cJSON *o, const char *k)
     return s != NULL ? s : "";
 }
 
-/* The watch view; returns the number of lines printed. */
+/* str() escaped for the terminal (clifmt.h) into buf of UPK_ESC_CAP. */
+#define UPK_ESC_CAP 1200
+static const char *esc(const cJSON *o, const char *k, char *buf)
+{
+    bool whole = upk_term_escape(str(o, k), buf, UPK_ESC_CAP);
+    (void)whole; /* a cut value ends in "..." */
+    return buf;
+}
+
+/* The watch view; returns the number of lines printed. Every string of the
+ * reply is escaped: a reason comes from an operator, a gate line names
+ * metrics devices chose. */
 static int render(FILE *out, const cJSON *c)
 {
     int lines = 0;
-    char bar[64], eta[32], pct[32];
-    fprintf(out, "campaign %s  release %s  state %s  stage %d/%d\n", str(c, "id"),
-            str(c, "release"), str(c, "state"), (int)num(c, "stage"), (int)num(c, "stage_count"));
+    char bar[64], eta[32], pct[32], e1[UPK_ESC_CAP], e2[UPK_ESC_CAP], e3[UPK_ESC_CAP];
+    fprintf(out, "campaign %s  release %s  state %s  stage %d/%d\n", esc(c, "id", e1),
+            esc(c, "release", e2), esc(c, "state", e3), (int)num(c, "stage"),
+            (int)num(c, "stage_count"));
     lines++;
     if (str(c, "reason")[0] != '\0') {
-        fprintf(out, "reason: %s\n", str(c, "reason"));
+        fprintf(out, "reason: %s\n", esc(c, "reason", e1));
         lines++;
     }
     const cJSON *stages = cJSON_GetObjectItem(c, "stages"), *s;
@@ -129,7 +141,7 @@ static int render(FILE *out, const cJSON *c)
         lines++;
     }
     if (str(c, "gate")[0] != '\0') {
-        fprintf(out, "%s\n", str(c, "gate"));
+        fprintf(out, "%s\n", esc(c, "gate", e1));
         lines++;
     }
     const cJSON *counts = cJSON_GetObjectItem(c, "counts");
@@ -164,7 +176,7 @@ static int watch(const upk_client_cfg *cfg, const char *id, unsigned interval_ms
     }
     bool tty = upk_cli_isatty();
     int prev_lines = 0, rc = UPK_EXIT_OK;
-    char last[512] = "";
+    char last[3 * UPK_ESC_CAP] = "";
     cJSON *args = cJSON_CreateObject();
     if (args == NULL) {
         upk_client_close(c);
@@ -176,7 +188,9 @@ static int watch(const upk_client_cfg *cfg, const char *id, unsigned interval_ms
         cJSON *data = NULL;
         err = upk_client_call(c, "campaign.show", args, &data, why, sizeof(why));
         if (err != UPK_OK) {
-            fprintf(stderr, "upkeep: %s (%s)\n", why, upk_err_str(err));
+            fputs("upkeep: ", stderr);
+            upk_term_puts(stderr, why);
+            fprintf(stderr, " (%s)\n", upk_err_str(err));
             rc = upk_client_exit_code(err);
             break;
         }
@@ -188,17 +202,18 @@ static int watch(const upk_client_cfg *cfg, const char *id, unsigned interval_ms
             prev_lines = render(stdout, data);
         } else {
             const cJSON *counts = cJSON_GetObjectItem(data, "counts");
-            char line[512];
-            int r =
-                snprintf(line, sizeof(line),
-                         "campaign=%s state=%s stage=%d/%d succeeded=%.0f failed=%.0f "
-                         "timed_out=%.0f running=%.0f pending=%.0f reason=\"%s\"",
-                         id, state, (int)num(data, "stage"), (int)num(data, "stage_count"),
-                         num(counts, "succeeded"), num(counts, "failed"), num(counts, "timed_out"),
-                         num(counts, "assigned") + num(counts, "in_progress"),
-                         num(counts, "pending"), str(data, "reason"));
+            char line[3 * UPK_ESC_CAP], e1[UPK_ESC_CAP], e2[UPK_ESC_CAP], e3[UPK_ESC_CAP];
+            int r = snprintf(line, sizeof(line),
+                             "campaign=%s state=%s stage=%d/%d succeeded=%.0f failed=%.0f "
+                             "timed_out=%.0f running=%.0f pending=%.0f reason=\"%s\"",
+                             id, esc(data, "state", e3), (int)num(data, "stage"),
+                             (int)num(data, "stage_count"), num(counts, "succeeded"),
+                             num(counts, "failed"), num(counts, "timed_out"),
+                             num(counts, "assigned") + num(counts, "in_progress"),
+                             num(counts, "pending"), esc(data, "reason", e1));
             if (r > 0 && (size_t)r < sizeof(line) && str(data, "gate")[0] != '\0')
-                r = snprintf(line + r, sizeof(line) - (size_t)r, " gate=\"%s\"", str(data, "gate"));
+                r = snprintf(line + r, sizeof(line) - (size_t)r, " gate=\"%s\"",
+                             esc(data, "gate", e2));
             (void)r;
             if (strcmp(line, last) != 0) {
                 char ts[32];
@@ -445,11 +460,12 @@ int upk_cli_campaign(int argc, char **argv)
             upk_table_print(stdout, dl, dcols, sizeof(dcols) / sizeof(dcols[0]));
         }
     } else if (strcmp(sub, "create") == 0) {
+        char e1[UPK_ESC_CAP];
         printf("campaign %s created: %.0f devices in %.0f stages (%.0f skipped: incompatible "
                "hardware; %.0f skipped: busy in another campaign)\n"
                "watch it with: upkeep campaign watch %s\n",
-               str(data, "id"), num(data, "devices"), num(data, "stage_count"),
-               num(data, "incompatible"), num(data, "busy"), str(data, "id"));
+               esc(data, "id", e1), num(data, "devices"), num(data, "stage_count"),
+               num(data, "incompatible"), num(data, "busy"), e1);
     } else {
         printf("campaign %s: %s done\n", argv[optind], sub);
     }

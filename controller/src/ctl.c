@@ -13,6 +13,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "clifmt.h"
 #include "engine.h"
 #include "label.h"
 #include "upkeep/fs.h"
@@ -921,6 +922,10 @@ static upk_err transition(upk_ctl *ctl, const cJSON *args, upk_camp_state to, ch
         return err;
     if (!arg_str(args, "reason", &reason))
         return fail(msg, UPK_E_FIELD_TYPE, "reason must be a string");
+    /* Other operators read the reason in their terminals (clifmt.h). */
+    if (reason != NULL && upk_text_unsafe(reason))
+        return fail(msg, UPK_E_TEXT_UNSAFE,
+                    "reason holds control characters or invalid UTF-8; nothing changed");
     char why[UPK_REASON_MAX + 1];
     int r = snprintf(why, sizeof(why), "%s by %s%s%s", upk_camp_state_str(to), ctl->op,
                      reason != NULL ? ": " : "", reason != NULL ? reason : "");
@@ -1252,6 +1257,15 @@ static void audit(upk_ctl *ctl, const char *cmd, const cJSON *args, upk_err resu
             cJSON_DeleteItemFromObjectCaseSensitive(copy, "data");
             cJSON_DeleteItemFromObjectCaseSensitive(copy, "manifest");
             cJSON_DeleteItemFromObjectCaseSensitive(copy, "sig");
+            /* The target first ("id", then "release", "target"), so that a
+             * long reason or filter never hides what was acted on. */
+            static const char *const first[] = {"target", "release", "id"};
+            for (size_t i = 0; i < sizeof(first) / sizeof(first[0]); i++) {
+                cJSON *t = cJSON_DetachItemFromObjectCaseSensitive(copy, first[i]);
+                if (t != NULL && !cJSON_InsertItemInArray(copy, 0, t) &&
+                    !cJSON_AddItemToObject(copy, first[i], t))
+                    cJSON_Delete(t);
+            }
             text = cJSON_PrintUnformatted(copy);
             cJSON_Delete(copy);
         }
@@ -1308,6 +1322,7 @@ upk_err upk_ctl_handle(upk_ctl *ctl, const char *op, const char *sender, const u
         resp.error = UPK_E_NOT_FOUND;
         r = snprintf(resp.message, sizeof(resp.message),
                      "unknown command '%s'; this controller is upkeep %s", req.cmd, UPK_VERSION);
+        audit(ctl, req.cmd, req.args, UPK_E_NOT_FOUND); /* probing is recorded too */
         goto reply;
     }
     if (cmd->writes && !admin && readonly(ctl, op)) {

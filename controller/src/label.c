@@ -8,6 +8,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "clifmt.h"
 #include "upkeep/timefmt.h"
 
 static upk_err get_str(const cJSON *row, const char *key, char *out, size_t cap)
@@ -216,26 +217,37 @@ static const char *source_str(const upk_label *l)
 upk_err upk_label_text(const upk_label *l, FILE *out)
 {
     char sup[128], patched[16];
+    /* Every string is escaped for the terminal (clifmt.h): the release,
+     * version and hardware are what the device reports. */
+    char dev[4 * UPK_ID_MAX + 8], hw[4 * UPK_ID_MAX + 8], rel[4 * UPK_ID_MAX + 8],
+        ver[4 * UPK_VERSION_STR_MAX + 8], notice[4 * UPK_TEXT_MAX + 8],
+        contact[4 * UPK_TEXT_MAX + 8], deliv[4 * UPK_ID_MAX + 8];
+    bool whole = upk_term_escape(l->device, dev, sizeof(dev));
+    whole &= upk_term_escape(l->hw[0] ? l->hw : "hw unknown", hw, sizeof(hw));
+    whole &= upk_term_escape(l->release[0] ? l->release : "no release", rel, sizeof(rel));
+    whole &= upk_term_escape(l->version, ver, sizeof(ver));
+    whole &= upk_term_escape(l->notice[0] ? l->notice : "-", notice, sizeof(notice));
+    whole &= upk_term_escape(l->contact[0] ? l->contact : "-", contact, sizeof(contact));
+    whole &= upk_term_escape(delivery_str(l), deliv, sizeof(deliv));
+    (void)whole; /* 4x each field's limit always fits */
     date_fmt(l->last_patched, patched, sizeof(patched));
-    int r = fprintf(out,
-                    "Update capability of %s (%s, %s%s%s)\n"
-                    "  security updates: %s\n"
-                    "  support end from: %s\n"
-                    "  updates arrive:   %s%s\n"
-                    "  signed updates:   %s\n"
-                    "  rollback:         %s\n"
-                    "  last patched:     %s\n"
-                    "  owners are told:  %s\n"
-                    "  contact:          %s\n",
-                    l->device, l->hw[0] ? l->hw : "hw unknown",
-                    l->release[0] ? l->release : "no release", l->version[0] ? " " : "", l->version,
-                    support_sentence(l, sup, sizeof(sup)), source_str(l), delivery_str(l),
-                    l->delivery[0] != '\0' ? " (signed statement)" : "",
-                    !l->reported     ? "unknown"
-                    : l->signed_only ? "yes, installs signed releases only"
-                                     : "no",
-                    yes_no(l, l->rollback), patched, l->notice[0] ? l->notice : "-",
-                    l->contact[0] ? l->contact : "-");
+    int r =
+        fprintf(out,
+                "Update capability of %s (%s, %s%s%s)\n"
+                "  security updates: %s\n"
+                "  support end from: %s\n"
+                "  updates arrive:   %s%s\n"
+                "  signed updates:   %s\n"
+                "  rollback:         %s\n"
+                "  last patched:     %s\n"
+                "  owners are told:  %s\n"
+                "  contact:          %s\n",
+                dev, hw, rel, l->version[0] ? " " : "", ver, support_sentence(l, sup, sizeof(sup)),
+                source_str(l), deliv, l->delivery[0] != '\0' ? " (signed statement)" : "",
+                !l->reported     ? "unknown"
+                : l->signed_only ? "yes, installs signed releases only"
+                                 : "no",
+                yes_no(l, l->rollback), patched, notice, contact);
     return r < 0 || ferror(out) ? UPK_E_IO : UPK_OK;
 }
 

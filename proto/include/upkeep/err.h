@@ -70,7 +70,8 @@
     X(DB, "database error")                                                                    \
     X(INTERNAL, "internal error")                                                              \
     X(TLS_UNTRUSTED, "broker TLS certificate not trusted (unknown CA, wrong name or expired)") \
-    X(TLS_FAILED, "TLS connection failed (the broker refused our certificate or TLS setup)")
+    X(TLS_FAILED, "TLS connection failed (the broker refused our certificate or TLS setup)")   \
+    X(TEXT_UNSAFE, "text holds control characters or is not valid UTF-8")
 
 typedef enum upk_err {
 #define UPK__ERR_ENUM(name, msg) UPK_E_##name,
