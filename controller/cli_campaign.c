@@ -25,6 +25,7 @@ static void usage(FILE *out)
         "                              [--rate 200/min] [--max-in-flight 500] [--auto-rollback]\n"
         "                              [--bake 10m] [--max-unhealthy 0%%] [--restart-limit 3]\n"
         "                              [--compare-baseline] [--baseline-factor 1.5]\n"
+        "                              [--gate-metric cpu_pct:0..100,rss_mb]\n"
         "                              [--id ID] [--json]\n"
         "       upkeep campaign list [--json]\n"
         "       upkeep campaign show ID [--devices] [--json]\n"
@@ -40,8 +41,11 @@ static void usage(FILE *out)
         "--bake turns the health gate on: a done stage also waits the bake window, then\n"
         "halts when more than --max-unhealthy of its devices rolled back, failed a\n"
         "health check or restarted more than --restart-limit times, or (with\n"
-        "--compare-baseline) a metric's mean on updated devices is above\n"
-        "--baseline-factor times its mean on not-updated devices of the same hardware.\n"
+        "--compare-baseline) a metric's median on updated devices is above\n"
+        "--baseline-factor times its median on not-updated devices of the same hardware\n"
+        "(each device counts once). --gate-metric names the metrics compared, each with\n"
+        "an optional range its values must lie in; without it, the metrics at least\n"
+        "half of the updated devices of a hardware report are compared.\n"
         "watch exits 0 when the campaign completes, 1 when it is aborted or rolled "
         "back.\n\n" UPK_CLIENT_HELP);
 }
@@ -76,6 +80,7 @@ static const upk_col show_cols[] = {{"id", "campaign:", UPK_COL_STR},
                                     {"max_unhealthy_bp", "max unhealthy:", UPK_COL_BP},
                                     {"restart_limit", "restart limit:", UPK_COL_NUM},
                                     {"compare_baseline", "compare baseline:", UPK_COL_BOOL},
+                                    {"gate_metrics", "gate metrics:", UPK_COL_STR},
                                     {"created_by", "created by:", UPK_COL_STR},
                                     {"created_ms", "created:", UPK_COL_TIME_MS},
                                     {"finished_ms", "finished:", UPK_COL_TIME_MS}};
@@ -261,7 +266,8 @@ int upk_cli_campaign(int argc, char **argv)
         O_DEVICES,
         O_REASON,
         O_INTERVAL,
-        O_ONCE
+        O_ONCE,
+        O_GM
     };
     static const struct option opts[] = {{"release", required_argument, NULL, O_RELEASE},
                                          {"target", required_argument, NULL, O_TARGET},
@@ -277,6 +283,7 @@ int upk_cli_campaign(int argc, char **argv)
                                          {"restart-limit", required_argument, NULL, O_RL},
                                          {"compare-baseline", no_argument, NULL, O_CB},
                                          {"baseline-factor", required_argument, NULL, O_BF},
+                                         {"gate-metric", required_argument, NULL, O_GM},
                                          {"id", required_argument, NULL, O_ID},
                                          {"json", no_argument, NULL, O_JSON},
                                          {"devices", no_argument, NULL, O_DEVICES},
@@ -367,6 +374,9 @@ int upk_cli_campaign(int argc, char **argv)
             cJSON_AddNumberToObject(args, "baseline_factor", v);
             break;
         }
+        case O_GM:
+            cJSON_AddStringToObject(args, "gate_metric", optarg);
+            break;
         case O_ID:
             cJSON_AddStringToObject(args, "id", optarg);
             break;

@@ -119,6 +119,28 @@ upk_err upk_serve_config_parse(const char *json, size_t len, upk_serve_config *o
         }
         c.tick_ms = (uint32_t)tick->valuedouble;
     }
+    /* Retention of device-sent data (issue 17): days, 0 = keep forever. */
+    c.events_keep_days = 30;
+    c.health_keep_days = 30;
+    const cJSON *ret = cJSON_GetObjectItemCaseSensitive(root, "retention");
+    if (ret != NULL) {
+        const cJSON *ev = cJSON_GetObjectItemCaseSensitive(ret, "events_days");
+        const cJSON *he = cJSON_GetObjectItemCaseSensitive(ret, "health_days");
+        if (!cJSON_IsObject(ret) ||
+            (ev != NULL && (!cJSON_IsNumber(ev) || ev->valuedouble < 0 || ev->valuedouble > 36500 ||
+                            ev->valuedouble != (int)ev->valuedouble)) ||
+            (he != NULL && (!cJSON_IsNumber(he) || he->valuedouble < 0 || he->valuedouble > 36500 ||
+                            he->valuedouble != (int)he->valuedouble))) {
+            err = bad(why, whycap,
+                      "retention: must be an object with events_days and health_days, whole"
+                      " days from 0 (keep forever) to 36500");
+            goto done;
+        }
+        if (ev != NULL)
+            c.events_keep_days = (uint32_t)ev->valuedouble;
+        if (he != NULL)
+            c.health_keep_days = (uint32_t)he->valuedouble;
+    }
     const cJSON *ro = cJSON_GetObjectItemCaseSensitive(root, "readonly_operators");
     if (ro != NULL) {
         const cJSON *it;

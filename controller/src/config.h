@@ -9,6 +9,9 @@
  *   release_keys    (array of PEM public key paths, required, >= 1)
  *   tick_ms         (integer 50..60000, default 1000)
  *   readonly_operators (array of operator ids that may only read)
+ *   retention       (object) events_days, health_days: how long device events
+ *                   and health data are kept (whole days, default 30, 0 =
+ *                   forever); pruned in bounded batches by upk_store_prune
  *   ca_file, cert_file, key_file (strings, TLS)
  * Loaded on the main thread before the loop starts. */
 #ifndef UPKEEP_CONTROLLER_CONFIG_H
@@ -36,7 +39,9 @@ typedef struct upk_serve_config {
     uint32_t tick_ms;
     size_t readonly_count;
     char readonly[UPK_READONLY_MAX][UPK_ID_MAX + 1];
-    upk_keyring *ring; /* owned */
+    uint32_t events_keep_days; /* retention.events_days */
+    uint32_t health_keep_days; /* retention.health_days */
+    upk_keyring *ring;         /* owned */
 } upk_serve_config;
 
 /* Parses the JSON text (len bytes; path files inside are read). On failure

@@ -630,6 +630,9 @@ static cJSON *campaign_json(const upk_campaign *c, const upk_cdev *devs, size_t 
     cJSON_AddNumberToObject(o, "restart_limit", c->gate.restart_limit);
     cJSON_AddBoolToObject(o, "compare_baseline", c->gate.compare_baseline);
     cJSON_AddNumberToObject(o, "baseline_factor", c->gate.baseline_factor);
+    char gms[UPK_GATE_SPEC_MAX * 2];
+    upk_gate_format_metrics(&c->gate, gms, sizeof(gms));
+    cJSON_AddStringToObject(o, "gate_metrics", gms);
     cJSON_AddNumberToObject(o, "created_ms", (double)c->created_ms);
     cJSON_AddNumberToObject(o, "updated_ms", (double)c->updated_ms);
     cJSON_AddNumberToObject(o, "finished_ms", (double)c->finished_ms);
@@ -749,7 +752,18 @@ static upk_err h_campaign_create(upk_ctl *ctl, const cJSON *args, cJSON **data, 
             return fail(msg, UPK_E_FIELD_RANGE, "--baseline-factor must be a number >= 1");
         c.gate.baseline_factor = bf->valuedouble;
     }
-    if ((c.gate.compare_baseline || maxu != NULL || rl != NULL || bf != NULL) && c.gate.bake_s == 0)
+    /* --gate-metric: only the metrics named are compared, each optionally
+     * with the range its values must lie in (health_gate.h). */
+    const char *gm;
+    if (!arg_str(args, "gate_metric", &gm))
+        return fail(msg, UPK_E_FIELD_TYPE, "gate_metric must be a string");
+    if (gm != NULL && (err = upk_gate_parse_metrics(gm, &c.gate)) != UPK_OK)
+        return fail(msg, err,
+                    "--gate-metric must be up to %d metric names, each optionally with a range,"
+                    " e.g. cpu_pct:0..100,rss_mb",
+                    UPK_GATE_NAMED_MAX);
+    if ((c.gate.compare_baseline || maxu != NULL || rl != NULL || bf != NULL || gm != NULL) &&
+        c.gate.bake_s == 0)
         return fail(msg, UPK_E_FIELD_RANGE,
                     "health-gate options need --bake (the health window after commit)");
     c.state = UPK_CAMP_RUNNING;
