@@ -998,6 +998,17 @@ static upk_err h_audit_list(upk_ctl *ctl, const cJSON *args, cJSON **data, char 
 
 /* ---- posture report */
 
+/* SQL over a devices row: its end of support counts as signed only when the
+ * controller holds the signed manifest of the release the device reports
+ * (name, version, listing its hw) and that manifest states the same date;
+ * a device's own "signed" is only a claim (issue 17, label.h). */
+#define SUPPORT_VERIFIED                                                                        \
+    "(devices.support_until > 0 AND devices.support_signed AND EXISTS (SELECT 1 FROM releases"  \
+    " sr WHERE sr.name = devices.release AND sr.version = devices.version AND"                  \
+    " instr(',' || sr.hw || ',', ',' || devices.hw || ',') > 0 AND"                             \
+    " CAST(strftime('%s', json_extract(sr.manifest, '$.support.security_until')) AS INTEGER) =" \
+    " devices.support_until))"
+
 static int cmp_i64(const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
@@ -1162,25 +1173,28 @@ static upk_err h_report_posture(upk_ctl *ctl, const cJSON *args, cJSON **data, c
     char near_s[24];
     fmt_long(near_s, sizeof(near_s), ctl->now_ms / 1000 + (long long)UPK_LABEL_NEAR_DAYS * 86400);
     const char *bnear[] = {now_s, near_s};
-    if ((err = query(ctl,
-                     "SELECT total(state_ts > 0) AS reported, total(cap_automatic) AS automatic,"
-                     " total(cap_signed) AS signed_only, total(cap_rollback) AS rollback,"
-                     " total(cap_delta) AS delta, total(support_until > 0 AND support_signed) AS"
-                     " support_signed, total(support_until > 0 AND NOT support_signed) AS"
-                     " support_config, total(support_until = 0) AS support_unstated,"
-                     " total(support_until > ?2) AS supported, total(support_until >= ?1 AND"
-                     " support_until <= ?2) AS support_ending, total(support_until > 0 AND"
-                     " support_until < ?1) AS support_ended FROM devices",
-                     bnear, 2, &tmp, msg)) != UPK_OK)
+    if ((err = query(
+             ctl,
+             "SELECT total(state_ts > 0) AS reported, total(cap_automatic) AS automatic,"
+             " total(cap_signed) AS signed_only, total(cap_rollback) AS rollback,"
+             " total(cap_delta) AS delta, total(" SUPPORT_VERIFIED ") AS"
+             " support_signed, total(support_until > 0 AND support_signed AND NOT " SUPPORT_VERIFIED
+             ") AS support_claimed, total(support_until > 0 AND NOT"
+             " support_signed) AS support_config, total(support_until = 0) AS"
+             " support_unstated,"
+             " total(support_until > ?2) AS supported, total(support_until >= ?1 AND"
+             " support_until <= ?2) AS support_ending, total(support_until > 0 AND"
+             " support_until < ?1) AS support_ended FROM devices",
+             bnear, 2, &tmp, msg)) != UPK_OK)
         goto fail;
     cJSON_AddItemToObject(o, "capability", cJSON_DetachItemFromArray(tmp, 0));
     cJSON_Delete(tmp);
     tmp = NULL;
     cJSON_AddNumberToObject(o, "near_days", UPK_LABEL_NEAR_DAYS);
     if ((err = query(ctl,
-                     "SELECT id, version, support_until, support_signed FROM devices WHERE"
-                     " support_until >= ?1 AND support_until <= ?2 ORDER BY support_until, id"
-                     " LIMIT 50",
+                     "SELECT id, version, support_until, " SUPPORT_VERIFIED " AS support_signed"
+                     " FROM devices WHERE support_until >= ?1 AND support_until <= ?2"
+                     " ORDER BY support_until, id LIMIT 50",
                      bnear, 2, &tmp, msg)) != UPK_OK)
         goto fail;
     cJSON_AddItemToObject(o, "near_support", tmp);

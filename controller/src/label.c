@@ -87,6 +87,7 @@ upk_err upk_label_build(const cJSON *row, int64_t now_s, upk_label *out)
      * how owners are told, whom to contact). The controller verified the
      * manifest's signature when it imported the release. */
     const cJSON *mj = cJSON_GetObjectItemCaseSensitive(row, "manifest");
+    bool verified = false;
     if (mj != NULL && !cJSON_IsNull(mj)) {
         if (!cJSON_IsString(mj))
             return UPK_E_FIELD_TYPE;
@@ -99,11 +100,21 @@ upk_err upk_label_build(const cJSON *row, int64_t now_s, upk_label *out)
             r |= snprintf(l.notice, sizeof(l.notice), "%s", m->support.notice);
             r |= snprintf(l.contact, sizeof(l.contact), "%s", m->support.contact);
             (void)r; /* same bounds as the manifest's */
+            bool hw_ok = false;
+            for (size_t i = 0; i < m->hw_count && !hw_ok; i++)
+                hw_ok = strcmp(m->hw[i], l.hw) == 0;
+            verified = hw_ok && strcmp(m->name, l.release) == 0 &&
+                       strcmp(m->version, l.version) == 0 &&
+                       m->support.security_until == l.support_until && l.support_until > 0;
         }
         free(m);
         if (err != UPK_OK)
             return err;
     }
+    /* "Signed" is the device's claim until the manifest the controller holds
+     * says the same (docs/security.md: a device cannot sign for itself). */
+    l.support_claimed = l.support_signed && !verified;
+    l.support_signed = l.support_signed && verified;
     l.now = now_s;
     if (l.support_until <= 0)
         l.support = UPK_LABEL_UNSTATED;
@@ -163,6 +174,7 @@ cJSON *upk_label_json(const upk_label *l)
         cJSON_AddStringToObject(o, "support_source",
                                 l->support_until <= 0 ? "none"
                                 : l->support_signed   ? "signed-manifest"
+                                : l->support_claimed  ? "claimed-by-device"
                                                       : "device-config") != NULL &&
         cJSON_AddStringToObject(o, "delivery", delivery_str(l)) != NULL &&
         cJSON_AddBoolToObject(o, "delivery_signed", l->delivery[0] != '\0') != NULL &&
@@ -210,8 +222,10 @@ static const char *source_str(const upk_label *l)
 {
     if (l->support_until <= 0)
         return "not stated";
-    return l->support_signed ? "signed by the manufacturer (release manifest)"
-                             : "device configuration (not signed)";
+    if (l->support_signed)
+        return "signed by the manufacturer (release manifest)";
+    return l->support_claimed ? "claimed by the device (no matching signed manifest)"
+                              : "device configuration (not signed)";
 }
 
 upk_err upk_label_text(const upk_label *l, FILE *out)

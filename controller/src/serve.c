@@ -80,7 +80,7 @@ typedef struct srv {
 } srv;
 
 #define PRUNE_EVERY_MS 10000 /* between prunes once nothing old is left */
-#define PRUNE_BATCH    1000  /* rows of each kind per prune: a few ms of the loop */
+#define PRUNE_BATCH    500   /* rows of each kind per prune: a few ms of the loop */
 
 /* Deletes device data older than the configured retention, one bounded
  * batch per tick, so the loop never stalls on a large backlog. */

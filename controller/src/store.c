@@ -116,6 +116,8 @@ static const char *const migrations[] = {
     "CREATE INDEX events_recv ON events(recv_ms);"
     "CREATE INDEX health_recv ON health(recv_ms);"
     "CREATE INDEX health_metrics_recv ON health_metrics(recv_ms);"
+    "CREATE INDEX health_device ON health(device, recv_ms);"
+    "CREATE INDEX health_metrics_device ON health_metrics(device, recv_ms);"
     "INSERT OR REPLACE INTO health_metrics(campaign, device, name, sum, n, recv_ms)"
     " SELECT '', device, name, sum / n, 1, max(recv_ms) FROM health_metrics GROUP BY device, name;"
     "DELETE FROM health_metrics WHERE campaign <> '' AND NOT EXISTS (SELECT 1 FROM"

@@ -274,10 +274,12 @@ static upk_err gate_fill(upk_store *s, const char *id, const upk_gate_cfg *gate,
         upk__store_unprep(s, st);
         st = NULL;
     }
-    /* At most UPK_HEALTH_NAMES_MAX rows either way (the cap per device). */
+    /* At most UPK_HEALTH_NAMES_MAX rows either way (the cap per device),
+     * found by the primary key: "+recv_ms" keeps the planner off the
+     * (device, recv_ms) index, which would walk every row of the device. */
     if ((err = upk__store_prep(s,
                                "SELECT name, sum / n FROM health_metrics WHERE campaign=?1 AND"
-                               " device=?2 AND recv_ms >= ?3 ORDER BY name",
+                               " device=?2 AND +recv_ms >= ?3 ORDER BY name",
                                &st)) != UPK_OK)
         return err;
     bind_text(st, 1, d->updated ? id : "");
