@@ -25,7 +25,7 @@ static void usage(FILE *out)
         "                              [--rate 200/min] [--max-in-flight 500] [--auto-rollback]\n"
         "                              [--bake 10m] [--max-unhealthy 0%%] [--restart-limit 3]\n"
         "                              [--compare-baseline] [--baseline-factor 1.5]\n"
-        "                              [--gate-metric cpu_pct:0..100,rss_mb]\n"
+        "                              [--gate-metric cpu_pct:0..100,rss_mb] [--min-samples 1]\n"
         "                              [--id ID] [--json]\n"
         "       upkeep campaign list [--json]\n"
         "       upkeep campaign show ID [--devices] [--json]\n"
@@ -81,6 +81,7 @@ static const upk_col show_cols[] = {{"id", "campaign:", UPK_COL_STR},
                                     {"restart_limit", "restart limit:", UPK_COL_NUM},
                                     {"compare_baseline", "compare baseline:", UPK_COL_BOOL},
                                     {"gate_metrics", "gate metrics:", UPK_COL_STR},
+                                    {"min_samples", "min samples:", UPK_COL_NUM},
                                     {"created_by", "created by:", UPK_COL_STR},
                                     {"created_ms", "created:", UPK_COL_TIME_MS},
                                     {"finished_ms", "finished:", UPK_COL_TIME_MS}};
@@ -267,7 +268,8 @@ int upk_cli_campaign(int argc, char **argv)
         O_REASON,
         O_INTERVAL,
         O_ONCE,
-        O_GM
+        O_GM,
+        O_MS
     };
     static const struct option opts[] = {{"release", required_argument, NULL, O_RELEASE},
                                          {"target", required_argument, NULL, O_TARGET},
@@ -284,6 +286,7 @@ int upk_cli_campaign(int argc, char **argv)
                                          {"compare-baseline", no_argument, NULL, O_CB},
                                          {"baseline-factor", required_argument, NULL, O_BF},
                                          {"gate-metric", required_argument, NULL, O_GM},
+                                         {"min-samples", required_argument, NULL, O_MS},
                                          {"id", required_argument, NULL, O_ID},
                                          {"json", no_argument, NULL, O_JSON},
                                          {"devices", no_argument, NULL, O_DEVICES},
@@ -377,6 +380,16 @@ int upk_cli_campaign(int argc, char **argv)
         case O_GM:
             cJSON_AddStringToObject(args, "gate_metric", optarg);
             break;
+        case O_MS: {
+            char *end = NULL;
+            long v = strtol(optarg, &end, 10);
+            if (end == optarg || *end != '\0' || v < 1 || v > 1000000) {
+                fprintf(stderr, "upkeep campaign: --min-samples takes a number >= 1\n");
+                goto out;
+            }
+            cJSON_AddNumberToObject(args, "min_samples", (double)v);
+            break;
+        }
         case O_ID:
             cJSON_AddStringToObject(args, "id", optarg);
             break;

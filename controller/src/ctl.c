@@ -630,6 +630,7 @@ static cJSON *campaign_json(const upk_campaign *c, const upk_cdev *devs, size_t 
     cJSON_AddNumberToObject(o, "restart_limit", c->gate.restart_limit);
     cJSON_AddBoolToObject(o, "compare_baseline", c->gate.compare_baseline);
     cJSON_AddNumberToObject(o, "baseline_factor", c->gate.baseline_factor);
+    cJSON_AddNumberToObject(o, "min_samples", c->gate.min_samples);
     char gms[UPK_GATE_SPEC_MAX * 2];
     upk_gate_format_metrics(&c->gate, gms, sizeof(gms));
     cJSON_AddStringToObject(o, "gate_metrics", gms);
@@ -694,6 +695,9 @@ static upk_err h_campaign_create(upk_ctl *ctl, const cJSON *args, cJSON **data, 
         !arg_str(args, "rate", &rate) || !arg_str(args, "bake", &bake) ||
         !arg_str(args, "max_unhealthy", &maxu))
         return fail(msg, UPK_E_FIELD_TYPE, "campaign arguments must be strings");
+    /* The target is shown to every operator (campaign show). */
+    if (target != NULL && upk_text_unsafe(target))
+        return fail(msg, UPK_E_TEXT_UNSAFE, "target holds control characters or invalid UTF-8");
     upk_campaign c;
     memset(&c, 0, sizeof(c));
     int r;
@@ -752,6 +756,12 @@ static upk_err h_campaign_create(upk_ctl *ctl, const cJSON *args, cJSON **data, 
             return fail(msg, UPK_E_FIELD_RANGE, "--baseline-factor must be a number >= 1");
         c.gate.baseline_factor = bf->valuedouble;
     }
+    const cJSON *ms = cJSON_GetObjectItemCaseSensitive(args, "min_samples");
+    if (ms != NULL) {
+        if (!cJSON_IsNumber(ms) || ms->valuedouble < 1 || ms->valuedouble > 1000000)
+            return fail(msg, UPK_E_FIELD_RANGE, "--min-samples must be a number >= 1");
+        c.gate.min_samples = (uint32_t)ms->valuedouble;
+    }
     /* --gate-metric: only the metrics named are compared, each optionally
      * with the range its values must lie in (health_gate.h). */
     const char *gm;
@@ -762,7 +772,8 @@ static upk_err h_campaign_create(upk_ctl *ctl, const cJSON *args, cJSON **data, 
                     "--gate-metric must be up to %d metric names, each optionally with a range,"
                     " e.g. cpu_pct:0..100,rss_mb",
                     UPK_GATE_NAMED_MAX);
-    if ((c.gate.compare_baseline || maxu != NULL || rl != NULL || bf != NULL || gm != NULL) &&
+    if ((c.gate.compare_baseline || maxu != NULL || rl != NULL || bf != NULL || gm != NULL ||
+         ms != NULL) &&
         c.gate.bake_s == 0)
         return fail(msg, UPK_E_FIELD_RANGE,
                     "health-gate options need --bake (the health window after commit)");

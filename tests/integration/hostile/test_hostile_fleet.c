@@ -372,6 +372,13 @@ static void out_of_range_values_are_refused_by_name(void **state)
                           "{\"release\":\"fw-2.0\",\"id\":\"cx\",\"gate_metric\":\"cpu_pct\"}",
                           NULL, msg),
                      UPK_E_FIELD_RANGE); /* needs --bake */
+    assert_int_equal(call(f, "alice", "campaign.create",
+                          "{\"release\":\"fw-2.0\",\"id\":\"cx\",\"bake\":\"1m\","
+                          "\"min_samples\":0}",
+                          NULL, msg),
+                     UPK_E_FIELD_RANGE);
+    assert_non_null(strstr(msg, "--min-samples"));
+    assert_int_equal(count(f, "SELECT count(*) FROM campaigns WHERE id='cx'"), 0);
 }
 
 /* Suspected: the "did not come back online" rule never fired (nothing set
@@ -578,6 +585,13 @@ static void terminal_escapes_are_refused_or_escaped(void **state)
     assert_string_equal(cJSON_GetObjectItem(last, "result")->valuestring, "TEXT_UNSAFE");
     assert_true(strncmp(cJSON_GetObjectItem(last, "args")->valuestring, "{\"id\":\"cb\"", 10) == 0);
     cJSON_Delete(audit);
+    /* A --target with an escape is refused too; no campaign is made. */
+    assert_int_equal(call(f, "mallory", "campaign.create",
+                          "{\"release\":\"fw-2.0\",\"id\":\"cz\","
+                          "\"target\":\"id=\\u001b[2J\"}",
+                          NULL, NULL),
+                     UPK_E_TEXT_UNSAFE);
+    assert_int_equal(count(f, "SELECT count(*) FROM campaigns WHERE id='cz'"), 0);
     /* A stored hostile string (a device's event message, or a reason from
      * before this check) prints escaped in tables and key-value views. */
     cJSON *rows = cJSON_Parse("[{\"seq\":1,\"message\":\"x\"},{\"seq\":2,\"message\":\"y\"}]");
