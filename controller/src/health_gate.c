@@ -380,7 +380,7 @@ void upk_gate_summary(const upk_gate_result *r, int64_t remaining_s, char *buf, 
         k = snprintf(fig, sizeof(fig), "; %s on %s %.3g (%zu updated) vs %.3g (%zu not updated)",
                      r->metric, r->metric_hw, r->metric_updated, r->metric_nu, r->metric_baseline,
                      r->metric_nb);
-    char oor[64] = "";
+    char oor[96] = "";
     if (r->out_of_range > 0)
         k = snprintf(oor, sizeof(oor), "; %zu values outside the declared range left out",
                      r->out_of_range);

@@ -3,7 +3,8 @@
  *
  * Tables: meta (schema version), devices (registry from retained state and
  * online, and the desired release the controller last set), releases,
- * campaigns, campaign_devices, events (dedup on (device, seq)), audit.
+ * campaigns, campaign_devices, events (dedup on (device, seq)), audit;
+ * health, health_metrics and campaign_gate (store_health.c).
  * Each function that changes state runs as one transaction (BEGIN IMMEDIATE
  * ... COMMIT), so a kill -9 leaves either the old or the new state.
  * Single-threaded: a upk_store belongs to the loop thread of `upkeep serve`. */

@@ -502,6 +502,13 @@ static void config_names_the_bad_field(void **state)
          "topic_prefix"},
         {"{\"data_dir\":\"/tmp/x\",\"broker\":\"tcp://127.0.0.1:1\",\"readonly_operators\":[1]}",
          "readonly_operators"},
+        {"{\"data_dir\":\"/tmp/x\",\"broker\":\"tcp://127.0.0.1:1\",\"retention\":7}", "retention"},
+        {"{\"data_dir\":\"/tmp/x\",\"broker\":\"tcp://127.0.0.1:1\","
+         "\"retention\":{\"events_days\":-1}}",
+         "retention"},
+        {"{\"data_dir\":\"/tmp/x\",\"broker\":\"tcp://127.0.0.1:1\","
+         "\"retention\":{\"health_days\":1.5}}",
+         "retention"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         assert_int_equal(
