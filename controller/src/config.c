@@ -122,8 +122,19 @@ upk_err upk_serve_config_parse(const char *json, size_t len, upk_serve_config *o
     /* Retention of device-sent data (issue 17): days, 0 = keep forever. */
     c.events_keep_days = 30;
     c.health_keep_days = 30;
+    c.events_per_device = 100000;
     const cJSON *ret = cJSON_GetObjectItemCaseSensitive(root, "retention");
     if (ret != NULL) {
+        const cJSON *pd = cJSON_GetObjectItemCaseSensitive(ret, "events_per_device");
+        if (pd != NULL && (!cJSON_IsNumber(pd) || pd->valuedouble < 0 || pd->valuedouble > 1e12 ||
+                           pd->valuedouble != (double)(int64_t)pd->valuedouble)) {
+            err = bad(why, whycap,
+                      "retention: events_per_device must be a whole number from 0 (no cap) to"
+                      " 1e12");
+            goto done;
+        }
+        if (pd != NULL)
+            c.events_per_device = (uint64_t)pd->valuedouble;
         const cJSON *ev = cJSON_GetObjectItemCaseSensitive(ret, "events_days");
         const cJSON *he = cJSON_GetObjectItemCaseSensitive(ret, "health_days");
         if (!cJSON_IsObject(ret) ||

@@ -171,6 +171,17 @@ UPK_MUST_CHECK upk_err upk_store_gate_devices(upk_store *s, const char *id, cons
 UPK_MUST_CHECK upk_err upk_store_prune(upk_store *s, int64_t now_ms, int64_t events_keep_ms,
                                        int64_t health_keep_ms, size_t batch, size_t *deleted);
 
+/* Per-device cap on events (retention.events_per_device): visits up to ndev
+ * devices that have events, in id order after *cursor ("" = from the first;
+ * set to the last visited, "" again after the last device), and deletes at
+ * most batch events of each whose seq is more than cap below that device's
+ * newest seq (a device's seqs grow by one per event, so that keeps its
+ * newest cap). Every step is an index lookup. *deleted (may be NULL) gets
+ * the count. */
+UPK_MUST_CHECK upk_err upk_store_prune_device_events(upk_store *s, char cursor[UPK_ID_MAX + 1],
+                                                     uint64_t cap, size_t ndev, size_t batch,
+                                                     size_t *deleted);
+
 /* ---- generic read: runs sql with text binds (NULL binds as NULL) and
  * returns a JSON array of row objects keyed by column name (integers as
  * numbers, text as strings, NULL as null). Caller frees with cJSON_Delete. */

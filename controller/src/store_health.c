@@ -4,6 +4,7 @@
  * that the gate's data rules live in one place; it reaches the connection
  * through store_int.h. */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -399,6 +400,70 @@ upk_err upk_store_prune(upk_store *s, int64_t now_ms, int64_t events_keep_ms,
                              " JOIN campaigns c ON c.id = h.campaign WHERE c.finished_ms > 0 AND"
                              " c.finished_ms < ?1 LIMIT ?2)",
                              cut, batch, &n)) != UPK_OK)
+            goto fail;
+    }
+    if ((err = upk__store_commit(s)) != UPK_OK)
+        goto fail;
+    if (deleted != NULL)
+        *deleted = n;
+    return UPK_OK;
+fail:
+    upk__store_rollback(s);
+    return err;
+}
+
+upk_err upk_store_prune_device_events(upk_store *s, char cursor[UPK_ID_MAX + 1], uint64_t cap,
+                                      size_t ndev, size_t batch, size_t *deleted)
+{
+    if (s == NULL || cursor == NULL || cap == 0 || cap > INT64_MAX || batch == 0)
+        return UPK_E_INVALID_ARG;
+    size_t n = 0;
+    upk_err err = upk__store_begin(s);
+    if (err != UPK_OK)
+        return err;
+    for (size_t d = 0; d < ndev; d++) {
+        /* The next device with events, and its newest seq: two lookups in
+         * the (device, seq) primary key. */
+        sqlite3_stmt *st = NULL;
+        char dev[UPK_ID_MAX + 1] = "";
+        int64_t top = 0;
+        if ((err = upk__store_prep(s,
+                                   "SELECT device, (SELECT max(seq) FROM events m WHERE"
+                                   " m.device = e.device) FROM events e WHERE device > ?1"
+                                   " ORDER BY device LIMIT 1",
+                                   &st)) != UPK_OK)
+            goto fail;
+        bind_text(st, 1, cursor);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            col_text(st, 0, dev, sizeof(dev));
+            top = sqlite3_column_int64(st, 1);
+        } else if (rc != SQLITE_DONE) {
+            err = upk__store_db_err(s, "prune device events");
+        }
+        upk__store_unprep(s, st);
+        st = NULL;
+        if (err != UPK_OK)
+            goto fail;
+        memcpy(cursor, dev, sizeof(dev)); /* "" after the last device */
+        if (dev[0] == '\0')
+            break;
+        if (top <= (int64_t)cap)
+            continue;
+        if ((err = upk__store_prep(s,
+                                   "DELETE FROM events WHERE rowid IN (SELECT rowid FROM events"
+                                   " WHERE device=?1 AND seq <= ?2 ORDER BY seq LIMIT ?3)",
+                                   &st)) != UPK_OK)
+            goto fail;
+        bind_text(st, 1, dev);
+        sqlite3_bind_int64(st, 2, top - (int64_t)cap);
+        sqlite3_bind_int64(st, 3, (sqlite3_int64)batch);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            err = upk__store_db_err(s, "prune device events");
+        else
+            n += (size_t)sqlite3_changes(sqlite3_db_handle(st));
+        upk__store_unprep(s, st);
+        if (err != UPK_OK)
             goto fail;
     }
     if ((err = upk__store_commit(s)) != UPK_OK)

@@ -446,6 +446,42 @@ static void a_device_cannot_grow_the_health_tables(void **state)
     assert_string_equal(r.next.reason, honest.next.reason);
 }
 
+/* Attack 2's events: at the broker's rate limit a device adds about 1.7 M
+ * event rows a day. Besides retention by age, each device keeps at most its
+ * newest retention.events_per_device events, removed in bounded batches;
+ * other devices' events and views are untouched. */
+static void a_device_cannot_fill_the_events_table(void **state)
+{
+    struct fx *f = *state;
+    issue_fleet(f, NULL);
+    exec_sql(f, "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < 5000)"
+                " INSERT INTO events(device, seq, ts, recv_ms, campaign, release, version, step,"
+                " error, message) SELECT 'evil', i, 1, 1999999990000, '', '', '', 'idle', 'OK',"
+                " 'junk' FROM k;"
+                "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < 10)"
+                " INSERT INTO events(device, seq, ts, recv_ms, campaign, release, version, step,"
+                " error, message) SELECT 'b0', i, 1, 1999999990000, '', '', '', 'idle', 'OK', 'ok'"
+                " FROM k;");
+    char *b0 = view(f, "device.show", "{\"id\":\"b0\"}");
+    char cursor[UPK_ID_MAX + 1] = "";
+    size_t deleted = 0;
+    /* One bounded batch first, then until the pass is over. */
+    assert_int_equal(upk_store_prune_device_events(f->s, cursor, 1000, 100, 500, &deleted), UPK_OK);
+    assert_int_equal(deleted, 500);
+    assert_string_equal(cursor, "");
+    for (int k = 0; k < 20; k++) /* one device a call: b0, evil, (end), ... */
+        assert_int_equal(upk_store_prune_device_events(f->s, cursor, 1000, 1, 500, &deleted),
+                         UPK_OK);
+    assert_int_equal(count(f, "SELECT count(*) FROM events WHERE device='evil'"), 1000);
+    assert_int_equal(count(f, "SELECT min(seq) FROM events WHERE device='evil'"), 4001);
+    assert_int_equal(count(f, "SELECT count(*) FROM events WHERE device='b0'"), 10);
+    char *after = view(f, "device.show", "{\"id\":\"b0\"}");
+    assert_string_equal(after, b0);
+    free(after);
+    free(b0);
+    assert_int_equal(upk_store_prune_device_events(f->s, cursor, 0, 1, 1, NULL), UPK_E_INVALID_ARG);
+}
+
 /* Attack 2's cost: 200,000 hostile health values through the store API and
  * 200,000 rows written straight into the tables (as an old database could
  * hold them), then `campaign show`, `device show` and one engine tick are
@@ -722,6 +758,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(out_of_range_values_are_refused_by_name, setup, teardown),
         cmocka_unit_test_setup_teardown(offline_after_commit_counts_as_unhealthy, setup, teardown),
         cmocka_unit_test_setup_teardown(a_device_cannot_grow_the_health_tables, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_device_cannot_fill_the_events_table, setup, teardown),
         cmocka_unit_test_setup_teardown(loop_stays_bounded_over_200000_hostile_rows, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(terminal_escapes_are_refused_or_escaped, setup, teardown),

@@ -509,6 +509,9 @@ static void config_names_the_bad_field(void **state)
         {"{\"data_dir\":\"/tmp/x\",\"broker\":\"tcp://127.0.0.1:1\","
          "\"retention\":{\"health_days\":1.5}}",
          "retention"},
+        {"{\"data_dir\":\"/tmp/x\",\"broker\":\"tcp://127.0.0.1:1\","
+         "\"retention\":{\"events_per_device\":-5}}",
+         "events_per_device"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         assert_int_equal(
