@@ -251,6 +251,7 @@ upk_err upk_gate_parse_metrics(const char *spec, upk_gate_cfg *cfg)
     if (strlen(spec) > UPK_GATE_SPEC_MAX)
         return UPK_E_FIELD_TOO_LONG;
     upk_gate_metric ms[UPK_GATE_NAMED_MAX];
+    memset(ms, 0, sizeof(ms));
     size_t nm = 0;
     const char *p = spec;
     while (*p != '\0') {
