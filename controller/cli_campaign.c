@@ -25,6 +25,7 @@ static void usage(FILE *out)
         "                              [--rate 200/min] [--max-in-flight 500] [--auto-rollback]\n"
         "                              [--bake 10m] [--max-unhealthy 0%%] [--restart-limit 3]\n"
         "                              [--compare-baseline] [--baseline-factor 1.5]\n"
+        "                              [--gate-metric cpu_pct:0..100,rss_mb] [--min-samples 1]\n"
         "                              [--id ID] [--json]\n"
         "       upkeep campaign list [--json]\n"
         "       upkeep campaign show ID [--devices] [--json]\n"
@@ -40,8 +41,11 @@ static void usage(FILE *out)
         "--bake turns the health gate on: a done stage also waits the bake window, then\n"
         "halts when more than --max-unhealthy of its devices rolled back, failed a\n"
         "health check or restarted more than --restart-limit times, or (with\n"
-        "--compare-baseline) a metric's mean on updated devices is above\n"
-        "--baseline-factor times its mean on not-updated devices of the same hardware.\n"
+        "--compare-baseline) a metric's median on updated devices is above\n"
+        "--baseline-factor times its median on not-updated devices of the same hardware\n"
+        "(each device counts once). --gate-metric names the metrics compared, each with\n"
+        "an optional range its values must lie in; without it, the metrics at least\n"
+        "half of the updated devices of a hardware report are compared.\n"
         "watch exits 0 when the campaign completes, 1 when it is aborted or rolled "
         "back.\n\n" UPK_CLIENT_HELP);
 }
@@ -76,6 +80,8 @@ static const upk_col show_cols[] = {{"id", "campaign:", UPK_COL_STR},
                                     {"max_unhealthy_bp", "max unhealthy:", UPK_COL_BP},
                                     {"restart_limit", "restart limit:", UPK_COL_NUM},
                                     {"compare_baseline", "compare baseline:", UPK_COL_BOOL},
+                                    {"gate_metrics", "gate metrics:", UPK_COL_STR},
+                                    {"min_samples", "min samples:", UPK_COL_NUM},
                                     {"created_by", "created by:", UPK_COL_STR},
                                     {"created_ms", "created:", UPK_COL_TIME_MS},
                                     {"finished_ms", "finished:", UPK_COL_TIME_MS}};
@@ -92,16 +98,28 @@ static const char *str(const cJSON *o, const char *k)
     return s != NULL ? s : "";
 }
 
-/* The watch view; returns the number of lines printed. */
+/* str() escaped for the terminal (clifmt.h) into buf of UPK_ESC_CAP. */
+#define UPK_ESC_CAP 1200
+static const char *esc(const cJSON *o, const char *k, char *buf)
+{
+    bool whole = upk_term_escape(str(o, k), buf, UPK_ESC_CAP);
+    (void)whole; /* a cut value ends in "..." */
+    return buf;
+}
+
+/* The watch view; returns the number of lines printed. Every string of the
+ * reply is escaped: a reason comes from an operator, a gate line names
+ * metrics devices chose. */
 static int render(FILE *out, const cJSON *c)
 {
     int lines = 0;
-    char bar[64], eta[32], pct[32];
-    fprintf(out, "campaign %s  release %s  state %s  stage %d/%d\n", str(c, "id"),
-            str(c, "release"), str(c, "state"), (int)num(c, "stage"), (int)num(c, "stage_count"));
+    char bar[64], eta[32], pct[32], e1[UPK_ESC_CAP], e2[UPK_ESC_CAP], e3[UPK_ESC_CAP];
+    fprintf(out, "campaign %s  release %s  state %s  stage %d/%d\n", esc(c, "id", e1),
+            esc(c, "release", e2), esc(c, "state", e3), (int)num(c, "stage"),
+            (int)num(c, "stage_count"));
     lines++;
     if (str(c, "reason")[0] != '\0') {
-        fprintf(out, "reason: %s\n", str(c, "reason"));
+        fprintf(out, "reason: %s\n", esc(c, "reason", e1));
         lines++;
     }
     const cJSON *stages = cJSON_GetObjectItem(c, "stages"), *s;
@@ -129,7 +147,7 @@ static int render(FILE *out, const cJSON *c)
         lines++;
     }
     if (str(c, "gate")[0] != '\0') {
-        fprintf(out, "%s\n", str(c, "gate"));
+        fprintf(out, "%s\n", esc(c, "gate", e1));
         lines++;
     }
     const cJSON *counts = cJSON_GetObjectItem(c, "counts");
@@ -164,7 +182,7 @@ static int watch(const upk_client_cfg *cfg, const char *id, unsigned interval_ms
     }
     bool tty = upk_cli_isatty();
     int prev_lines = 0, rc = UPK_EXIT_OK;
-    char last[512] = "";
+    char last[3 * UPK_ESC_CAP] = "";
     cJSON *args = cJSON_CreateObject();
     if (args == NULL) {
         upk_client_close(c);
@@ -176,7 +194,9 @@ static int watch(const upk_client_cfg *cfg, const char *id, unsigned interval_ms
         cJSON *data = NULL;
         err = upk_client_call(c, "campaign.show", args, &data, why, sizeof(why));
         if (err != UPK_OK) {
-            fprintf(stderr, "upkeep: %s (%s)\n", why, upk_err_str(err));
+            fputs("upkeep: ", stderr);
+            upk_term_puts(stderr, why);
+            fprintf(stderr, " (%s)\n", upk_err_str(err));
             rc = upk_client_exit_code(err);
             break;
         }
@@ -188,17 +208,18 @@ static int watch(const upk_client_cfg *cfg, const char *id, unsigned interval_ms
             prev_lines = render(stdout, data);
         } else {
             const cJSON *counts = cJSON_GetObjectItem(data, "counts");
-            char line[512];
-            int r =
-                snprintf(line, sizeof(line),
-                         "campaign=%s state=%s stage=%d/%d succeeded=%.0f failed=%.0f "
-                         "timed_out=%.0f running=%.0f pending=%.0f reason=\"%s\"",
-                         id, state, (int)num(data, "stage"), (int)num(data, "stage_count"),
-                         num(counts, "succeeded"), num(counts, "failed"), num(counts, "timed_out"),
-                         num(counts, "assigned") + num(counts, "in_progress"),
-                         num(counts, "pending"), str(data, "reason"));
+            char line[3 * UPK_ESC_CAP], e1[UPK_ESC_CAP], e2[UPK_ESC_CAP], e3[UPK_ESC_CAP];
+            int r = snprintf(line, sizeof(line),
+                             "campaign=%s state=%s stage=%d/%d succeeded=%.0f failed=%.0f "
+                             "timed_out=%.0f running=%.0f pending=%.0f reason=\"%s\"",
+                             id, esc(data, "state", e3), (int)num(data, "stage"),
+                             (int)num(data, "stage_count"), num(counts, "succeeded"),
+                             num(counts, "failed"), num(counts, "timed_out"),
+                             num(counts, "assigned") + num(counts, "in_progress"),
+                             num(counts, "pending"), esc(data, "reason", e1));
             if (r > 0 && (size_t)r < sizeof(line) && str(data, "gate")[0] != '\0')
-                r = snprintf(line + r, sizeof(line) - (size_t)r, " gate=\"%s\"", str(data, "gate"));
+                r = snprintf(line + r, sizeof(line) - (size_t)r, " gate=\"%s\"",
+                             esc(data, "gate", e2));
             (void)r;
             if (strcmp(line, last) != 0) {
                 char ts[32];
@@ -246,7 +267,9 @@ int upk_cli_campaign(int argc, char **argv)
         O_DEVICES,
         O_REASON,
         O_INTERVAL,
-        O_ONCE
+        O_ONCE,
+        O_GM,
+        O_MS
     };
     static const struct option opts[] = {{"release", required_argument, NULL, O_RELEASE},
                                          {"target", required_argument, NULL, O_TARGET},
@@ -262,6 +285,8 @@ int upk_cli_campaign(int argc, char **argv)
                                          {"restart-limit", required_argument, NULL, O_RL},
                                          {"compare-baseline", no_argument, NULL, O_CB},
                                          {"baseline-factor", required_argument, NULL, O_BF},
+                                         {"gate-metric", required_argument, NULL, O_GM},
+                                         {"min-samples", required_argument, NULL, O_MS},
                                          {"id", required_argument, NULL, O_ID},
                                          {"json", no_argument, NULL, O_JSON},
                                          {"devices", no_argument, NULL, O_DEVICES},
@@ -353,6 +378,19 @@ int upk_cli_campaign(int argc, char **argv)
                 goto out;
             }
             cJSON_AddNumberToObject(args, "baseline_factor", v);
+            break;
+        }
+        case O_GM:
+            cJSON_AddStringToObject(args, "gate_metric", optarg);
+            break;
+        case O_MS: {
+            char *end = NULL;
+            long v = strtol(optarg, &end, 10);
+            if (end == optarg || *end != '\0' || v < 1 || v > 1000000) {
+                fprintf(stderr, "upkeep campaign: --min-samples takes a number >= 1\n");
+                goto out;
+            }
+            cJSON_AddNumberToObject(args, "min_samples", (double)v);
             break;
         }
         case O_ID:
@@ -448,11 +486,12 @@ int upk_cli_campaign(int argc, char **argv)
             upk_table_print(stdout, dl, dcols, sizeof(dcols) / sizeof(dcols[0]));
         }
     } else if (strcmp(sub, "create") == 0) {
+        char e1[UPK_ESC_CAP];
         printf("campaign %s created: %.0f devices in %.0f stages (%.0f skipped: incompatible "
                "hardware; %.0f skipped: busy in another campaign)\n"
                "watch it with: upkeep campaign watch %s\n",
-               str(data, "id"), num(data, "devices"), num(data, "stage_count"),
-               num(data, "incompatible"), num(data, "busy"), str(data, "id"));
+               esc(data, "id", e1), num(data, "devices"), num(data, "stage_count"),
+               num(data, "incompatible"), num(data, "busy"), e1);
     } else {
         printf("campaign %s: %s done\n", argv[optind], sub);
     }

@@ -68,12 +68,14 @@ static void text_report(const cJSON *d)
     printf("\nupdate capability (docs/update-capability.md):\n"
            "  reported state: %.0f\n  automatic updates: %.0f\n  signed updates only: %.0f\n"
            "  rollback: %.0f\n  delta: %.0f\n"
-           "  end of support signed: %.0f, from device config: %.0f, not stated: %.0f\n"
+           "  end of support signed: %.0f, claimed by the device (not verified): %.0f,"
+           " from device config: %.0f, not stated: %.0f\n"
            "  security updates: %.0f supported, %.0f ending within %.0f days, %.0f ended\n",
            num(cap, "reported"), num(cap, "automatic"), num(cap, "signed_only"),
            num(cap, "rollback"), num(cap, "delta"), num(cap, "support_signed"),
-           num(cap, "support_config"), num(cap, "support_unstated"), num(cap, "supported"),
-           num(cap, "support_ending"), num(d, "near_days"), num(cap, "support_ended"));
+           num(cap, "support_claimed"), num(cap, "support_config"), num(cap, "support_unstated"),
+           num(cap, "supported"), num(cap, "support_ending"), num(d, "near_days"),
+           num(cap, "support_ended"));
     static const upk_col ncols[] = {{"id", "DEVICE", UPK_COL_STR},
                                     {"version", "VERSION", UPK_COL_STR},
                                     {"support_until", "SUPPORT UNTIL", UPK_COL_TIME_S},
@@ -250,12 +252,13 @@ static int html_report(const cJSON *d, const char *path)
     fprintf(f,
             "<h2>Update capability</h2>\n<p>automatic updates: %.0f; signed updates only: %.0f;"
             " rollback: %.0f; delta: %.0f (of %.0f reporting)</p>\n<p>end of support signed:"
-            " %.0f; from device config: %.0f; not stated: %.0f</p>\n<p>security updates: %.0f"
+            " %.0f; claimed by the device (not verified): %.0f; from device config: %.0f; not"
+            " stated: %.0f</p>\n<p>security updates: %.0f"
             " supported, %.0f ending within %.0f days, %.0f ended</p>\n",
             num(cap, "automatic"), num(cap, "signed_only"), num(cap, "rollback"), num(cap, "delta"),
-            num(cap, "reported"), num(cap, "support_signed"), num(cap, "support_config"),
-            num(cap, "support_unstated"), num(cap, "supported"), num(cap, "support_ending"),
-            num(d, "near_days"), num(cap, "support_ended"));
+            num(cap, "reported"), num(cap, "support_signed"), num(cap, "support_claimed"),
+            num(cap, "support_config"), num(cap, "support_unstated"), num(cap, "supported"),
+            num(cap, "support_ending"), num(d, "near_days"), num(cap, "support_ended"));
     static const upk_col ncols[] = {{"id", "device", UPK_COL_STR},
                                     {"version", "version", UPK_COL_STR},
                                     {"support_until", "support until", UPK_COL_TIME_S},

@@ -13,6 +13,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "clifmt.h"
 #include "engine.h"
 #include "label.h"
 #include "upkeep/fs.h"
@@ -629,6 +630,10 @@ static cJSON *campaign_json(const upk_campaign *c, const upk_cdev *devs, size_t 
     cJSON_AddNumberToObject(o, "restart_limit", c->gate.restart_limit);
     cJSON_AddBoolToObject(o, "compare_baseline", c->gate.compare_baseline);
     cJSON_AddNumberToObject(o, "baseline_factor", c->gate.baseline_factor);
+    cJSON_AddNumberToObject(o, "min_samples", c->gate.min_samples);
+    char gms[UPK_GATE_SPEC_MAX * 2];
+    upk_gate_format_metrics(&c->gate, gms, sizeof(gms));
+    cJSON_AddStringToObject(o, "gate_metrics", gms);
     cJSON_AddNumberToObject(o, "created_ms", (double)c->created_ms);
     cJSON_AddNumberToObject(o, "updated_ms", (double)c->updated_ms);
     cJSON_AddNumberToObject(o, "finished_ms", (double)c->finished_ms);
@@ -690,6 +695,9 @@ static upk_err h_campaign_create(upk_ctl *ctl, const cJSON *args, cJSON **data, 
         !arg_str(args, "rate", &rate) || !arg_str(args, "bake", &bake) ||
         !arg_str(args, "max_unhealthy", &maxu))
         return fail(msg, UPK_E_FIELD_TYPE, "campaign arguments must be strings");
+    /* The target is shown to every operator (campaign show). */
+    if (target != NULL && upk_text_unsafe(target))
+        return fail(msg, UPK_E_TEXT_UNSAFE, "target holds control characters or invalid UTF-8");
     upk_campaign c;
     memset(&c, 0, sizeof(c));
     int r;
@@ -748,7 +756,25 @@ static upk_err h_campaign_create(upk_ctl *ctl, const cJSON *args, cJSON **data, 
             return fail(msg, UPK_E_FIELD_RANGE, "--baseline-factor must be a number >= 1");
         c.gate.baseline_factor = bf->valuedouble;
     }
-    if ((c.gate.compare_baseline || maxu != NULL || rl != NULL || bf != NULL) && c.gate.bake_s == 0)
+    const cJSON *ms = cJSON_GetObjectItemCaseSensitive(args, "min_samples");
+    if (ms != NULL) {
+        if (!cJSON_IsNumber(ms) || ms->valuedouble < 1 || ms->valuedouble > 1000000)
+            return fail(msg, UPK_E_FIELD_RANGE, "--min-samples must be a number >= 1");
+        c.gate.min_samples = (uint32_t)ms->valuedouble;
+    }
+    /* --gate-metric: only the metrics named are compared, each optionally
+     * with the range its values must lie in (health_gate.h). */
+    const char *gm;
+    if (!arg_str(args, "gate_metric", &gm))
+        return fail(msg, UPK_E_FIELD_TYPE, "gate_metric must be a string");
+    if (gm != NULL && (err = upk_gate_parse_metrics(gm, &c.gate)) != UPK_OK)
+        return fail(msg, err,
+                    "--gate-metric must be up to %d metric names, each optionally with a range,"
+                    " e.g. cpu_pct:0..100,rss_mb",
+                    UPK_GATE_NAMED_MAX);
+    if ((c.gate.compare_baseline || maxu != NULL || rl != NULL || bf != NULL || gm != NULL ||
+         ms != NULL) &&
+        c.gate.bake_s == 0)
         return fail(msg, UPK_E_FIELD_RANGE,
                     "health-gate options need --bake (the health window after commit)");
     c.state = UPK_CAMP_RUNNING;
@@ -921,6 +947,10 @@ static upk_err transition(upk_ctl *ctl, const cJSON *args, upk_camp_state to, ch
         return err;
     if (!arg_str(args, "reason", &reason))
         return fail(msg, UPK_E_FIELD_TYPE, "reason must be a string");
+    /* Other operators read the reason in their terminals (clifmt.h). */
+    if (reason != NULL && upk_text_unsafe(reason))
+        return fail(msg, UPK_E_TEXT_UNSAFE,
+                    "reason holds control characters or invalid UTF-8; nothing changed");
     char why[UPK_REASON_MAX + 1];
     int r = snprintf(why, sizeof(why), "%s by %s%s%s", upk_camp_state_str(to), ctl->op,
                      reason != NULL ? ": " : "", reason != NULL ? reason : "");
@@ -978,6 +1008,17 @@ static upk_err h_audit_list(upk_ctl *ctl, const cJSON *args, cJSON **data, char 
 }
 
 /* ---- posture report */
+
+/* SQL over a devices row: its end of support counts as signed only when the
+ * controller holds the signed manifest of the release the device reports
+ * (name, version, listing its hw) and that manifest states the same date;
+ * a device's own "signed" is only a claim (issue 17, label.h). */
+#define SUPPORT_VERIFIED                                                                        \
+    "(devices.support_until > 0 AND devices.support_signed AND EXISTS (SELECT 1 FROM releases"  \
+    " sr WHERE sr.name = devices.release AND sr.version = devices.version AND"                  \
+    " instr(',' || sr.hw || ',', ',' || devices.hw || ',') > 0 AND"                             \
+    " CAST(strftime('%s', json_extract(sr.manifest, '$.support.security_until')) AS INTEGER) =" \
+    " devices.support_until))"
 
 static int cmp_i64(const void *a, const void *b)
 {
@@ -1143,25 +1184,28 @@ static upk_err h_report_posture(upk_ctl *ctl, const cJSON *args, cJSON **data, c
     char near_s[24];
     fmt_long(near_s, sizeof(near_s), ctl->now_ms / 1000 + (long long)UPK_LABEL_NEAR_DAYS * 86400);
     const char *bnear[] = {now_s, near_s};
-    if ((err = query(ctl,
-                     "SELECT total(state_ts > 0) AS reported, total(cap_automatic) AS automatic,"
-                     " total(cap_signed) AS signed_only, total(cap_rollback) AS rollback,"
-                     " total(cap_delta) AS delta, total(support_until > 0 AND support_signed) AS"
-                     " support_signed, total(support_until > 0 AND NOT support_signed) AS"
-                     " support_config, total(support_until = 0) AS support_unstated,"
-                     " total(support_until > ?2) AS supported, total(support_until >= ?1 AND"
-                     " support_until <= ?2) AS support_ending, total(support_until > 0 AND"
-                     " support_until < ?1) AS support_ended FROM devices",
-                     bnear, 2, &tmp, msg)) != UPK_OK)
+    if ((err = query(
+             ctl,
+             "SELECT total(state_ts > 0) AS reported, total(cap_automatic) AS automatic,"
+             " total(cap_signed) AS signed_only, total(cap_rollback) AS rollback,"
+             " total(cap_delta) AS delta, total(" SUPPORT_VERIFIED ") AS"
+             " support_signed, total(support_until > 0 AND support_signed AND NOT " SUPPORT_VERIFIED
+             ") AS support_claimed, total(support_until > 0 AND NOT"
+             " support_signed) AS support_config, total(support_until = 0) AS"
+             " support_unstated,"
+             " total(support_until > ?2) AS supported, total(support_until >= ?1 AND"
+             " support_until <= ?2) AS support_ending, total(support_until > 0 AND"
+             " support_until < ?1) AS support_ended FROM devices",
+             bnear, 2, &tmp, msg)) != UPK_OK)
         goto fail;
     cJSON_AddItemToObject(o, "capability", cJSON_DetachItemFromArray(tmp, 0));
     cJSON_Delete(tmp);
     tmp = NULL;
     cJSON_AddNumberToObject(o, "near_days", UPK_LABEL_NEAR_DAYS);
     if ((err = query(ctl,
-                     "SELECT id, version, support_until, support_signed FROM devices WHERE"
-                     " support_until >= ?1 AND support_until <= ?2 ORDER BY support_until, id"
-                     " LIMIT 50",
+                     "SELECT id, version, support_until, " SUPPORT_VERIFIED " AS support_signed"
+                     " FROM devices WHERE support_until >= ?1 AND support_until <= ?2"
+                     " ORDER BY support_until, id LIMIT 50",
                      bnear, 2, &tmp, msg)) != UPK_OK)
         goto fail;
     cJSON_AddItemToObject(o, "near_support", tmp);
@@ -1252,6 +1296,15 @@ static void audit(upk_ctl *ctl, const char *cmd, const cJSON *args, upk_err resu
             cJSON_DeleteItemFromObjectCaseSensitive(copy, "data");
             cJSON_DeleteItemFromObjectCaseSensitive(copy, "manifest");
             cJSON_DeleteItemFromObjectCaseSensitive(copy, "sig");
+            /* The target first ("id", then "release", "target"), so that a
+             * long reason or filter never hides what was acted on. */
+            static const char *const first[] = {"target", "release", "id"};
+            for (size_t i = 0; i < sizeof(first) / sizeof(first[0]); i++) {
+                cJSON *t = cJSON_DetachItemFromObjectCaseSensitive(copy, first[i]);
+                if (t != NULL && !cJSON_InsertItemInArray(copy, 0, t) &&
+                    !cJSON_AddItemToObject(copy, first[i], t))
+                    cJSON_Delete(t);
+            }
             text = cJSON_PrintUnformatted(copy);
             cJSON_Delete(copy);
         }
@@ -1308,6 +1361,7 @@ upk_err upk_ctl_handle(upk_ctl *ctl, const char *op, const char *sender, const u
         resp.error = UPK_E_NOT_FOUND;
         r = snprintf(resp.message, sizeof(resp.message),
                      "unknown command '%s'; this controller is upkeep %s", req.cmd, UPK_VERSION);
+        audit(ctl, req.cmd, req.args, UPK_E_NOT_FOUND); /* probing is recorded too */
         goto reply;
     }
     if (cmd->writes && !admin && readonly(ctl, op)) {

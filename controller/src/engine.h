@@ -5,7 +5,9 @@
  * or complete a stage, halt with a reason, roll back) and the campaign fields
  * that change. It does no I/O, touches no clock and allocates nothing, so the
  * store can apply its result in one transaction and tests can drive it
- * exhaustively. Any thread; no shared state. */
+ * exhaustively. Any thread; no shared state. (The health gate that
+ * upk_engine_step_gated calls takes one scratch array for its medians and
+ * frees it before returning; see health_gate.h.) */
 #ifndef UPKEEP_CONTROLLER_ENGINE_H
 #define UPKEEP_CONTROLLER_ENGINE_H
 

@@ -75,7 +75,40 @@ typedef struct srv {
     uint64_t blob_size;
     char blob_hex[UPK_SHA256_HEX_LEN + 1];
     uint64_t events, chunks, desired_sent, chunk_dropped;
+    /* Retention (issue 17): the next prune; sooner while batches come full;
+     * the device the per-device event cap visits next. */
+    int64_t next_prune_ms;
+    char prune_cursor[UPK_ID_MAX + 1];
 } srv;
+
+#define PRUNE_EVERY_MS 10000 /* between prunes once nothing old is left */
+#define PRUNE_BATCH    500   /* rows of each kind per prune: a few ms of the loop */
+#define PRUNE_DEVICES  20    /* devices the per-device event cap visits per tick */
+
+/* Deletes device data older than the configured retention, one bounded
+ * batch per tick, so the loop never stalls on a large backlog. */
+static void prune(srv *s, int64_t now)
+{
+    if (now < s->next_prune_ms)
+        return;
+    size_t deleted = 0;
+    upk_err err =
+        upk_store_prune(s->store, now, (int64_t)s->cfg->events_keep_days * 86400000,
+                        (int64_t)s->cfg->health_keep_days * 86400000, PRUNE_BATCH, &deleted);
+    size_t capped = 0;
+    if (err == UPK_OK && s->cfg->events_per_device > 0)
+        err = upk_store_prune_device_events(s->store, s->prune_cursor, s->cfg->events_per_device,
+                                            PRUNE_DEVICES, PRUNE_BATCH, &capped);
+    if (err != UPK_OK)
+        upk_error("serve: retention prune failed err=%s", upk_err_str(err));
+    else if (deleted + capped > 0)
+        upk_debug("serve: retention pruned %zu rows (%zu over a device's event cap)",
+                  deleted + capped, capped);
+    /* Again at the next tick while there is a backlog or devices are left
+     * to visit, else after PRUNE_EVERY_MS. */
+    bool more = deleted >= PRUNE_BATCH || capped > 0 || s->prune_cursor[0] != '\0';
+    s->next_prune_ms = err == UPK_OK && more ? now : now + PRUNE_EVERY_MS;
+}
 
 struct pub_ctx {
     srv *s;
@@ -611,6 +644,7 @@ static void on_tick(uv_timer_t *t)
             advance(s, ids[i], now);
     }
     free(ids);
+    prune(s, now);
     upk_ctl_expire(s->ctl, now);
     if (s->inflight > 0 && now - s->last_done_ms >= WINDOW_STALL_MS) {
         upk_warn("serve: no publish completed in %d ms; releasing %u window slots", WINDOW_STALL_MS,

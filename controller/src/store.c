@@ -11,6 +11,7 @@
 #include <cjson/cJSON.h>
 #include <sqlite3.h>
 
+#include "store_int.h"
 #include "upkeep/fs.h"
 #include "upkeep/hash.h"
 #include "upkeep/log.h"
@@ -107,6 +108,23 @@ static const char *const migrations[] = {
      * the engine reads them every tick, and sorting 10,000 rows each time
      * was a fifth of the controller's CPU in the scale benchmark. */
     "CREATE INDEX cd_order ON campaign_devices(campaign, stage, rank, device);",
+    /* 5 -> 6 (issue 17, bounded health state): the metrics a campaign's gate
+     * compares; indexes for retention by age; health rows only for campaigns
+     * the device is in, plus one latest value per (device, metric) under
+     * campaign '' (store_health.c). */
+    "CREATE TABLE campaign_gate(campaign TEXT PRIMARY KEY, metrics TEXT NOT NULL);"
+    "CREATE INDEX events_recv ON events(recv_ms);"
+    "CREATE INDEX health_recv ON health(recv_ms);"
+    "CREATE INDEX health_metrics_recv ON health_metrics(recv_ms);"
+    "CREATE INDEX health_device ON health(device, recv_ms);"
+    "CREATE INDEX health_metrics_device ON health_metrics(device, recv_ms);"
+    "INSERT OR REPLACE INTO health_metrics(campaign, device, name, sum, n, recv_ms)"
+    " SELECT '', device, name, sum / n, 1, max(recv_ms) FROM health_metrics GROUP BY device, name;"
+    "DELETE FROM health_metrics WHERE campaign <> '' AND NOT EXISTS (SELECT 1 FROM"
+    " campaign_devices cd WHERE cd.campaign = health_metrics.campaign AND"
+    " cd.device = health_metrics.device);"
+    "DELETE FROM health WHERE campaign <> '' AND NOT EXISTS (SELECT 1 FROM campaign_devices cd"
+    " WHERE cd.campaign = health.campaign AND cd.device = health.device);",
 };
 
 #define N_MIGRATIONS (sizeof(migrations) / sizeof(migrations[0]))
@@ -866,6 +884,8 @@ upk_err upk_store_campaign_insert(upk_store *s, const upk_campaign *c, const cha
         }
     }
     unprep(s, st);
+    if ((err = upk__store_gate_save(s, c->id, &c->gate)) != UPK_OK) /* store_health.c */
+        goto fail;
     return commit(s);
 fail_st:
     unprep(s, st);
@@ -930,6 +950,8 @@ upk_err upk_store_campaign_get(upk_store *s, const char *id, upk_campaign *out)
         err = UPK_E_STATE_CORRUPT;
         goto done;
     }
+    if ((err = upk__store_gate_load(s, c.id, &c.gate)) != UPK_OK) /* store_health.c */
+        goto done;
     *out = c;
 done:
     unprep(s, st);
@@ -1307,148 +1329,34 @@ done:
     return err;
 }
 
-upk_err upk_store_health_record(upk_store *s, const char *device, const upk_event_msg *e,
-                                int64_t now_ms)
+/* ---- internal entry points for the store's other files (store_int.h) */
+
+upk_err upk__store_prep(upk_store *s, const char *sql, sqlite3_stmt **st)
 {
-    if (s == NULL || device == NULL || e == NULL || e->health.metric_count > 8)
-        return UPK_E_INVALID_ARG;
-    if (!e->health.present)
-        return UPK_OK;
-    sqlite3_stmt *st = NULL;
-    upk_err err = begin(s);
-    if (err != UPK_OK)
-        return err;
-    if ((err = prep(s,
-                    "INSERT INTO health(campaign, device, restarts, boots, check_failed, recv_ms)"
-                    " VALUES(?1,?2,?3,?4,?5,?6) ON CONFLICT(campaign, device) DO UPDATE SET"
-                    " restarts=max(restarts, ?3), boots=max(boots, ?4),"
-                    " check_failed=max(check_failed, ?5), recv_ms=?6",
-                    &st)) != UPK_OK)
-        goto fail;
-    bind_text(st, 1, e->campaign);
-    bind_text(st, 2, device);
-    sqlite3_bind_int64(st, 3, e->health.restarts);
-    sqlite3_bind_int64(st, 4, e->health.boots);
-    sqlite3_bind_int(st, 5, e->health.check_ok == 0);
-    sqlite3_bind_int64(st, 6, now_ms);
-    if (sqlite3_step(st) != SQLITE_DONE) {
-        err = db_err(s, "health record");
-        goto fail;
-    }
+    return prep(s, sql, st);
+}
+
+void upk__store_unprep(upk_store *s, sqlite3_stmt *st)
+{
     unprep(s, st);
-    st = NULL;
-    /* Under a campaign: the mean over its bake window. Under none (an idle
-     * device's baseline report): the latest value only, so that a baseline
-     * is what the device reports now, not a mean over its whole life. */
-    if ((err = prep(s,
-                    e->campaign[0] != '\0'
-                        ? "INSERT INTO health_metrics(campaign, device, name, sum, n, recv_ms)"
-                          " VALUES(?1,?2,?3,?4,1,?5) ON CONFLICT(campaign, device, name) DO"
-                          " UPDATE SET sum=sum+?4, n=n+1, recv_ms=?5"
-                        : "INSERT INTO health_metrics(campaign, device, name, sum, n, recv_ms)"
-                          " VALUES(?1,?2,?3,?4,1,?5) ON CONFLICT(campaign, device, name) DO"
-                          " UPDATE SET sum=?4, n=1, recv_ms=?5",
-                    &st)) != UPK_OK)
-        goto fail;
-    for (size_t i = 0; i < e->health.metric_count; i++) {
-        sqlite3_reset(st);
-        bind_text(st, 1, e->campaign);
-        bind_text(st, 2, device);
-        bind_text(st, 3, e->health.metric_name[i]);
-        sqlite3_bind_double(st, 4, e->health.metric_value[i]);
-        sqlite3_bind_int64(st, 5, now_ms);
-        if (sqlite3_step(st) != SQLITE_DONE) {
-            err = db_err(s, "health metric");
-            goto fail;
-        }
-    }
-    unprep(s, st);
+}
+
+upk_err upk__store_begin(upk_store *s)
+{
+    return begin(s);
+}
+
+upk_err upk__store_commit(upk_store *s)
+{
     return commit(s);
-fail:
-    unprep(s, st);
+}
+
+void upk__store_rollback(upk_store *s)
+{
     rollback(s);
-    return err;
 }
 
-/* Health and metrics of one device into d: for an updated device those
- * reported under campaign id, else the most recent ones under any other
- * campaign (or none) received since the campaign's current stage started,
- * i.e. over the same window: the baseline. */
-static upk_err gate_fill(upk_store *s, const char *id, upk_gate_dev *d)
+upk_err upk__store_db_err(upk_store *s, const char *what)
 {
-    sqlite3_stmt *st = NULL;
-    upk_err err = prep(s, "SELECT hw FROM devices WHERE id=?", &st);
-    if (err != UPK_OK)
-        return err;
-    bind_text(st, 1, d->device);
-    if (sqlite3_step(st) == SQLITE_ROW)
-        col_text(st, 0, d->hw, sizeof(d->hw));
-    unprep(s, st);
-    st = NULL;
-    if (d->updated) {
-        if ((err = prep(s,
-                        "SELECT restarts, boots, check_failed FROM health WHERE campaign=?1"
-                        " AND device=?2",
-                        &st)) != UPK_OK)
-            return err;
-        bind_text(st, 1, id);
-        bind_text(st, 2, d->device);
-        if (sqlite3_step(st) == SQLITE_ROW) {
-            d->restarts = (uint32_t)sqlite3_column_int64(st, 0);
-            d->boots = (uint32_t)sqlite3_column_int64(st, 1);
-            d->check_failed = d->check_failed || sqlite3_column_int(st, 2) != 0;
-        }
-        unprep(s, st);
-        st = NULL;
-    }
-    if ((err = prep(s,
-                    d->updated ? "SELECT name, sum / n FROM health_metrics WHERE campaign=?1 AND"
-                                 " device=?2 ORDER BY name"
-                               : "SELECT name, sum / n FROM health_metrics m WHERE campaign<>?1 AND"
-                                 " device=?2 AND recv_ms = (SELECT max(recv_ms) FROM health_metrics"
-                                 " WHERE device=m.device AND name=m.name AND campaign<>?1) AND"
-                                 " recv_ms >= coalesce((SELECT stage_started_ms FROM campaigns"
-                                 " WHERE id=?1), 0)"
-                                 " ORDER BY name",
-                    &st)) != UPK_OK)
-        return err;
-    bind_text(st, 1, id);
-    bind_text(st, 2, d->device);
-    while (sqlite3_step(st) == SQLITE_ROW && d->metric_count < UPK_GATE_METRICS_MAX) {
-        size_t k = d->metric_count;
-        col_text(st, 0, d->metric_name[k], sizeof(d->metric_name[k]));
-        if (k > 0 && strcmp(d->metric_name[k], d->metric_name[k - 1]) == 0)
-            continue;
-        d->metric_value[k] = sqlite3_column_double(st, 1);
-        d->metric_count++;
-    }
-    unprep(s, st);
-    return UPK_OK;
-}
-
-upk_err upk_store_gate_devices(upk_store *s, const char *id, const upk_cdev *devs, size_t n,
-                               upk_gate_dev **out, size_t *out_n)
-{
-    if (s == NULL || id == NULL || out == NULL || out_n == NULL || (n > 0 && devs == NULL))
-        return UPK_E_INVALID_ARG;
-    *out = NULL;
-    *out_n = 0;
-    upk_gate_dev *g = calloc(n > 0 ? n : 1, sizeof(*g));
-    if (g == NULL)
-        return UPK_E_NOMEM;
-    for (size_t i = 0; i < n; i++) {
-        upk_gate_dev *d = &g[i];
-        int r = snprintf(d->device, sizeof(d->device), "%s", devs[i].device);
-        (void)r;
-        d->updated = devs[i].state == UPK_CDEV_SUCCEEDED || devs[i].state == UPK_CDEV_FAILED;
-        d->rolled_back = devs[i].state == UPK_CDEV_FAILED;
-        upk_err err = gate_fill(s, id, d);
-        if (err != UPK_OK) {
-            free(g);
-            return err;
-        }
-    }
-    *out = g;
-    *out_n = n;
-    return UPK_OK;
+    return db_err(s, what);
 }
