@@ -15,6 +15,7 @@
 
 #include "engine.h"
 #include "label.h"
+#include "rollback.h"
 #include "upkeep/fs.h"
 #include "upkeep/hash.h"
 #include "upkeep/log.h"
@@ -906,9 +907,14 @@ static upk_err h_campaign_show(upk_ctl *ctl, const cJSON *args, cJSON **data, ch
             cJSON_AddBoolToObject(d, "online", devs[i].online);
             cJSON_AddNumberToObject(d, "assigned_ms", (double)devs[i].assigned_ms);
             cJSON_AddNumberToObject(d, "done_ms", (double)devs[i].done_ms);
+            cJSON_AddStringToObject(d, "error", devs[i].error);
         }
     }
     free(devs);
+    if (upk_rollback_json(ctl->store, id, o) != UPK_OK) {
+        cJSON_Delete(o);
+        return fail(msg, UPK_E_DB, "database error reading the rollback");
+    }
     *data = o;
     return UPK_OK;
 }
@@ -922,7 +928,8 @@ static upk_err transition(upk_ctl *ctl, const cJSON *args, upk_camp_state to, ch
     if (!arg_str(args, "reason", &reason))
         return fail(msg, UPK_E_FIELD_TYPE, "reason must be a string");
     char why[UPK_REASON_MAX + 1];
-    int r = snprintf(why, sizeof(why), "%s by %s%s%s", upk_camp_state_str(to), ctl->op,
+    int r = snprintf(why, sizeof(why), "%s by %s%s%s",
+                     to == UPK_CAMP_ROLLING_BACK ? "rollback" : upk_camp_state_str(to), ctl->op,
                      reason != NULL ? ": " : "", reason != NULL ? reason : "");
     (void)r;
     err = upk_store_campaign_transition(ctl->store, id, to, to == UPK_CAMP_RUNNING ? "" : why,
@@ -944,7 +951,21 @@ static upk_err transition(upk_ctl *ctl, const cJSON *args, upk_camp_state to, ch
 
 static upk_err h_campaign_pause(upk_ctl *ctl, const cJSON *args, cJSON **data, char *msg)
 {
-    (void)data;
+    /* Pausing a paused campaign is no error: the reply says it already is. */
+    const char *id;
+    upk_campaign c;
+    if (arg_str(args, "id", &id) && id != NULL && upk_id_valid(id) &&
+        upk_store_campaign_get(ctl->store, id, &c) == UPK_OK && c.state == UPK_CAMP_PAUSED) {
+        cJSON *o = cJSON_CreateObject();
+        if (o == NULL || cJSON_AddBoolToObject(o, "already", true) == NULL ||
+            cJSON_AddStringToObject(o, "state", "paused") == NULL ||
+            cJSON_AddStringToObject(o, "reason", c.reason) == NULL) {
+            cJSON_Delete(o);
+            return UPK_E_NOMEM;
+        }
+        *data = o;
+        return UPK_OK;
+    }
     return transition(ctl, args, UPK_CAMP_PAUSED, msg);
 }
 
@@ -962,8 +983,21 @@ static upk_err h_campaign_abort(upk_ctl *ctl, const cJSON *args, cJSON **data, c
 
 static upk_err h_campaign_rollback(upk_ctl *ctl, const cJSON *args, cJSON **data, char *msg)
 {
-    (void)data;
-    return transition(ctl, args, UPK_CAMP_ROLLED_BACK, msg);
+    upk_err err = transition(ctl, args, UPK_CAMP_ROLLING_BACK, msg);
+    if (err != UPK_OK)
+        return err;
+    /* The reply is the plan: who was sent what, who cannot be rolled back. */
+    const char *id = NULL;
+    (void)arg_str(args, "id", &id);
+    cJSON *o = cJSON_CreateObject();
+    if (o == NULL || id == NULL || upk_rollback_json(ctl->store, id, o) != UPK_OK ||
+        cJSON_AddStringToObject(o, "id", id) == NULL ||
+        cJSON_AddStringToObject(o, "state", "rolling_back") == NULL) {
+        cJSON_Delete(o);
+        return UPK_OK; /* the rollback stands; `campaign show` has the plan */
+    }
+    *data = o;
+    return UPK_OK;
 }
 
 static upk_err h_audit_list(upk_ctl *ctl, const cJSON *args, cJSON **data, char *msg)

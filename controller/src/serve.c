@@ -31,6 +31,7 @@
 #include "ctl.h"
 #include "engine.h"
 #include "outq.h"
+#include "rollback.h"
 #include "store.h"
 #include "upkeep/hash.h"
 #include "upkeep/log.h"
@@ -489,6 +490,8 @@ static void on_message(upk_mqtt *c, const upk_mqtt_msg *m, void *ud)
         if (upk_store_device_state(s->store, &st, now_ms()) != UPK_OK ||
             upk_store_state_outcome(s->store, &st, now_ms()) != UPK_OK)
             upk_error("serve: could not record state device=%s", t.id);
+        if (upk_store_device_image(s->store, &st) != UPK_OK)
+            upk_error("serve: could not record the image of device=%s", t.id);
         break;
     }
     case UPK_TOPIC_DEV_ONLINE: {
@@ -587,7 +590,7 @@ static void advance(srv *s, const char *id, int64_t now)
         upk_warn("serve: campaign=%s halted: %s", id, res.next.reason);
         break;
     case UPK_VERDICT_ROLLBACK:
-        upk_warn("serve: campaign=%s rolled back: %s", id, res.next.reason);
+        upk_warn("serve: campaign=%s rolling back: %s", id, res.next.reason);
         break;
     default:
         break;
@@ -609,6 +612,9 @@ static void on_tick(uv_timer_t *t)
             advance(s, ids[i], now);
     }
     free(ids);
+    /* Rollbacks end when the devices report them (rollback.h). */
+    if (upk_rollback_tick(s->store, now, NULL) != UPK_OK)
+        upk_error("serve: rollback progress not recorded; retried next tick");
     upk_ctl_expire(s->ctl, now);
     if (s->inflight > 0 && now - s->last_done_ms >= WINDOW_STALL_MS) {
         upk_warn("serve: no publish completed in %d ms; releasing %u window slots", WINDOW_STALL_MS,

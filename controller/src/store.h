@@ -21,7 +21,7 @@
 struct cJSON;
 struct sqlite3;
 
-#define UPK_STORE_SCHEMA_VERSION 5
+#define UPK_STORE_SCHEMA_VERSION 6
 #define UPK_PATH_MAX             4096
 
 typedef struct upk_store upk_store;
