@@ -12,6 +12,7 @@
 
 #include "cli.h"
 #include "client.h"
+#include "cli_campaign_view.h"
 #include "clifmt.h"
 #include "engine.h"
 #include "upkeep/timefmt.h"
@@ -25,11 +26,13 @@ static void usage(FILE *out)
         "                              [--rate 200/min] [--max-in-flight 500] [--auto-rollback]\n"
         "                              [--bake 10m] [--max-unhealthy 0%%] [--restart-limit 3]\n"
         "                              [--compare-baseline] [--baseline-factor 1.5]\n"
+        "                              [--continuous] [--delta-fallback refuse|full]\n"
         "                              [--id ID] [--json]\n"
         "       upkeep campaign list [--json]\n"
         "       upkeep campaign show ID [--devices] [--json]\n"
         "       upkeep campaign watch ID [--interval SECONDS] [--once]\n"
-        "       upkeep campaign pause|resume|abort|rollback ID [--reason TEXT]\n\n"
+        "       upkeep campaign pause|resume|abort|rollback ID [--reason TEXT]\n"
+        "       upkeep campaign retry ID DEVICE|--failed\n\n"
         "--target selects devices: 'all' (default) or comma-separated key=value terms,\n"
         "all of which must hold: hw=, version=, release=, id= (glob, e.g. id=lab-*),\n"
         "group= (set with `upkeep devices label`), status=, online=1|0. Only devices\n"
@@ -42,8 +45,16 @@ static void usage(FILE *out)
         "health check or restarted more than --restart-limit times, or (with\n"
         "--compare-baseline) a metric's mean on updated devices is above\n"
         "--baseline-factor times its mean on not-updated devices of the same hardware.\n"
-        "watch exits 0 when the campaign completes, 1 when it is aborted or rolled "
-        "back.\n\n" UPK_CLIENT_HELP);
+        "--continuous keeps the campaign open after its last stage: devices back online\n"
+        "after a timeout, and devices that join or newly match the target, are offered\n"
+        "the release until an operator ends it. A delta release is refused for devices\n"
+        "not on its base (the count is given); --delta-fallback full sends them the\n"
+        "full image of the same version instead.\n"
+        "rollback gives every started device a release it can install; the campaign is\n"
+        "rolling_back until each reports it, then rolled_back, or rollback_incomplete\n"
+        "naming the devices that are not back (run rollback again to retry them).\n"
+        "watch exits 0 when the campaign completes, 1 when it halts, is aborted or is\n"
+        "rolled back (also with --once, which otherwise exits 0).\n\n" UPK_CLIENT_HELP);
 }
 
 static const upk_col list_cols[] = {{"id", "ID", UPK_COL_STR},
@@ -92,59 +103,6 @@ static const char *str(const cJSON *o, const char *k)
     return s != NULL ? s : "";
 }
 
-/* The watch view; returns the number of lines printed. */
-static int render(FILE *out, const cJSON *c)
-{
-    int lines = 0;
-    char bar[64], eta[32], pct[32];
-    fprintf(out, "campaign %s  release %s  state %s  stage %d/%d\n", str(c, "id"),
-            str(c, "release"), str(c, "state"), (int)num(c, "stage"), (int)num(c, "stage_count"));
-    lines++;
-    if (str(c, "reason")[0] != '\0') {
-        fprintf(out, "reason: %s\n", str(c, "reason"));
-        lines++;
-    }
-    const cJSON *stages = cJSON_GetObjectItem(c, "stages"), *s;
-    int cur = (int)num(c, "stage");
-    cJSON_ArrayForEach(s, stages)
-    {
-        double total = num(s, "total");
-        double ok = num(s, "succeeded");
-        double bad = num(s, "failed") + num(s, "timed_out");
-        double fin = ok + bad + num(s, "skipped");
-        upk_bar_format(fin, total, 30, bar, sizeof(bar));
-        int r = snprintf(pct, sizeof(pct), "%.2f%%", num(s, "share_bp") / 100);
-        (void)r;
-        fprintf(out, "%c stage %-2d %7s %s %5.0f/%-5.0f ok %-5.0f failed %-4.0f running %-4.0f\n",
-                (int)num(s, "stage") == cur ? '>' : ' ', (int)num(s, "stage"), pct, bar, fin, total,
-                ok, bad, num(s, "assigned") + num(s, "in_progress"));
-        lines++;
-    }
-    /* Failure rate of the current stage against the threshold. */
-    const cJSON *cs = cJSON_GetArrayItem(stages, cur - 1);
-    if (cs != NULL) {
-        double total = num(cs, "total"), bad = num(cs, "failed") + num(cs, "timed_out");
-        fprintf(out, "failures in stage %d: %.0f of %.0f (%.2f%%), threshold %.2f%%\n", cur, bad,
-                total, total > 0 ? bad * 100 / total : 0.0, num(c, "max_fail_bp") / 100);
-        lines++;
-    }
-    if (str(c, "gate")[0] != '\0') {
-        fprintf(out, "%s\n", str(c, "gate"));
-        lines++;
-    }
-    const cJSON *counts = cJSON_GetObjectItem(c, "counts");
-    fprintf(out, "devices:");
-    for (int k = 0; k < UPK_CDEV__COUNT; k++)
-        fprintf(out, " %s %.0f", upk_cdev_state_str((upk_cdev_state)k),
-                num(counts, upk_cdev_state_str((upk_cdev_state)k)));
-    fprintf(out, " (offline waiting %.0f)\n", num(c, "offline_waiting"));
-    lines++;
-    upk_duration_format(num(c, "eta_s"), eta, sizeof(eta));
-    fprintf(out, "ETA %s\n", strcmp(str(c, "state"), "running") == 0 ? eta : "-");
-    lines++;
-    return lines;
-}
-
 static volatile sig_atomic_t stop_watch;
 
 static void on_sigint(int sig)
@@ -182,10 +140,11 @@ static int watch(const upk_client_cfg *cfg, const char *id, unsigned interval_ms
         }
         const char *state = str(data, "state");
         if (tty) {
-            /* Redraw in place: move up over the previous frame and clear it. */
+            /* Redraw in place: move up over the previous frame and clear it;
+             * the frame fits the terminal's width, so its line count holds. */
             if (prev_lines > 0)
                 printf("\033[%dA\033[J", prev_lines);
-            prev_lines = render(stdout, data);
+            prev_lines = upk_campaign_render(stdout, data, upk_term_width());
         } else {
             const cJSON *counts = cJSON_GetObjectItem(data, "counts");
             char line[512];
@@ -209,10 +168,10 @@ static int watch(const upk_client_cfg *cfg, const char *id, unsigned interval_ms
             }
         }
         fflush(stdout);
-        bool final = strcmp(state, "completed") == 0 || strcmp(state, "aborted") == 0 ||
-                     strcmp(state, "rolled_back") == 0;
-        if (final)
-            rc = strcmp(state, "completed") == 0 ? UPK_EXIT_OK : UPK_EXIT_FAIL;
+        /* Ends on completion (0) and on a halt, abort or finished rollback
+         * (1); --once says the same of the state it saw. */
+        bool final = false;
+        rc = upk_campaign_watch_exit(data, &final);
         cJSON_Delete(data);
         if (final || once)
             break;
@@ -246,7 +205,10 @@ int upk_cli_campaign(int argc, char **argv)
         O_DEVICES,
         O_REASON,
         O_INTERVAL,
-        O_ONCE
+        O_ONCE,
+        O_CONT,
+        O_DFB,
+        O_FAILED
     };
     static const struct option opts[] = {{"release", required_argument, NULL, O_RELEASE},
                                          {"target", required_argument, NULL, O_TARGET},
@@ -268,6 +230,9 @@ int upk_cli_campaign(int argc, char **argv)
                                          {"reason", required_argument, NULL, O_REASON},
                                          {"interval", required_argument, NULL, O_INTERVAL},
                                          {"once", no_argument, NULL, O_ONCE},
+                                         {"continuous", no_argument, NULL, O_CONT},
+                                         {"delta-fallback", required_argument, NULL, O_DFB},
+                                         {"failed", no_argument, NULL, O_FAILED},
                                          {"help", no_argument, NULL, 'h'},
                                          UPK_CLIENT_LONG_OPTS,
                                          {0}};
@@ -377,6 +342,19 @@ int upk_cli_campaign(int argc, char **argv)
         case O_ONCE:
             once = true;
             break;
+        case O_CONT:
+            cJSON_AddBoolToObject(args, "continuous", true);
+            break;
+        case O_DFB:
+            if (strcmp(optarg, "full") != 0 && strcmp(optarg, "refuse") != 0) {
+                fprintf(stderr, "upkeep campaign create: --delta-fallback takes full or refuse\n");
+                goto out;
+            }
+            cJSON_AddStringToObject(args, "delta_fallback", optarg);
+            break;
+        case O_FAILED:
+            cJSON_AddBoolToObject(args, "failed", true);
+            break;
         case 'h':
             usage(stdout);
             rc = UPK_EXIT_OK;
@@ -416,6 +394,18 @@ int upk_cli_campaign(int argc, char **argv)
         int r = snprintf(name, sizeof(name), "campaign.%s", sub);
         (void)r;
         cmd = name;
+    } else if (strcmp(sub, "retry") == 0) {
+        bool failed = cJSON_IsTrue(cJSON_GetObjectItem(args, "failed"));
+        if (operands != (failed ? 1 : 2)) {
+            fprintf(stderr, "upkeep campaign retry: give the campaign and one device, or the "
+                            "campaign and --failed\n");
+            goto out;
+        }
+        cJSON_DeleteItemFromObject(args, "id");
+        cJSON_AddStringToObject(args, "id", argv[optind]);
+        if (!failed)
+            cJSON_AddStringToObject(args, "device", argv[optind + 1]);
+        cmd = "campaign.retry";
     } else {
         fprintf(stderr, "upkeep campaign: unknown subcommand '%s'; see `upkeep campaign --help`\n",
                 sub);
@@ -432,26 +422,78 @@ int upk_cli_campaign(int argc, char **argv)
     } else if (strcmp(sub, "show") == 0) {
         upk_kv_print(stdout, data, show_cols, sizeof(show_cols) / sizeof(show_cols[0]));
         printf("\n");
-        render(stdout, data);
+        upk_campaign_render(stdout, data, 0);
         const cJSON *dl = cJSON_GetObjectItem(data, "device_list");
         if (dl != NULL) {
-            static const upk_col dcols[] = {{"device", "DEVICE", UPK_COL_STR},
-                                            {"stage", "STAGE", UPK_COL_NUM},
-                                            {"state", "STATE", UPK_COL_STR},
-                                            {"online", "ONLINE", UPK_COL_BOOL},
-                                            {"assigned_ms", "STARTED", UPK_COL_TIME_MS},
-                                            {"done_ms", "DONE", UPK_COL_TIME_MS}};
+            static const upk_col dcols[] = {
+                {"device", "DEVICE", UPK_COL_STR},   {"stage", "STAGE", UPK_COL_NUM},
+                {"state", "STATE", UPK_COL_STR},     {"error", "ERROR", UPK_COL_STR},
+                {"online", "ONLINE", UPK_COL_BOOL},  {"assigned_ms", "STARTED", UPK_COL_TIME_MS},
+                {"done_ms", "DONE", UPK_COL_TIME_MS}};
             printf("\n");
-            upk_table_print(stdout, dl, dcols, sizeof(dcols) / sizeof(dcols[0]));
+            if (cJSON_GetArraySize(dl) == 0)
+                printf("devices: none\n");
+            else
+                upk_table_print(stdout, dl, dcols, sizeof(dcols) / sizeof(dcols[0]));
+            const cJSON *rb = cJSON_GetObjectItem(cJSON_GetObjectItem(data, "rollback"), "devices");
+            if (rb != NULL) {
+                static const upk_col rcols[] = {
+                    {"device", "DEVICE", UPK_COL_STR}, {"state", "ROLLBACK", UPK_COL_STR},
+                    {"release", "SENT", UPK_COL_STR},  {"version", "VERSION", UPK_COL_STR},
+                    {"error", "ERROR", UPK_COL_STR},   {"message", "WHY", UPK_COL_STR}};
+                printf("\nrollback:\n");
+                upk_table_print(stdout, rb, rcols, sizeof(rcols) / sizeof(rcols[0]));
+            }
         }
     } else if (strcmp(sub, "create") == 0) {
-        printf("campaign %s created: %.0f devices in %.0f stages (%.0f skipped: incompatible "
-               "hardware; %.0f skipped: busy in another campaign)\n"
-               "watch it with: upkeep campaign watch %s\n",
-               str(data, "id"), num(data, "devices"), num(data, "stage_count"),
-               num(data, "incompatible"), num(data, "busy"), str(data, "id"));
+        double nd = num(data, "devices"), ns = num(data, "stage_count");
+        printf("campaign %s created: %.0f %s in %.0f %s (%.0f skipped: incompatible "
+               "hardware; %.0f skipped: busy in another campaign",
+               str(data, "id"), nd, nd == 1 ? "device" : "devices", ns,
+               ns == 1 ? "stage" : "stages", num(data, "incompatible"), num(data, "busy"));
+        if (num(data, "no_module") > 0)
+            printf("; %.0f skipped: no install module %s", num(data, "no_module"),
+                   str(data, "module"));
+        printf(")\n");
+        if (num(data, "full_fallback") > 0)
+            printf("%.0f %s not on the delta's base get the full image %s\n",
+                   num(data, "full_fallback"),
+                   num(data, "full_fallback") == 1 ? "device" : "devices",
+                   str(data, "full_release"));
+        printf("watch it with: upkeep campaign watch %s\n", str(data, "id"));
+    } else if (strcmp(sub, "rollback") == 0) {
+        const cJSON *rb = cJSON_GetObjectItem(data, "rollback");
+        double done = num(rb, "done"), pend = num(rb, "pending"), failed = num(rb, "failed");
+        printf("campaign %s: rolling back %.0f %s: %.0f sent a release to return to, %.0f "
+               "already back, %.0f cannot be rolled back\n",
+               argv[optind], done + pend + failed, done + pend + failed == 1 ? "device" : "devices",
+               pend, done, failed);
+        const cJSON *d;
+        cJSON_ArrayForEach(d, cJSON_GetObjectItem(rb, "devices"))
+        {
+            if (strcmp(str(d, "state"), "failed") == 0)
+                printf("  %s: %s: %s\n", str(d, "device"), str(d, "error"), str(d, "message"));
+        }
+        printf("it is rolled_back only when every device reports its previous release "
+               "(rollback_incomplete otherwise); follow it with: upkeep campaign watch %s\n",
+               argv[optind]);
+    } else if (strcmp(sub, "pause") == 0) {
+        if (cJSON_IsTrue(cJSON_GetObjectItem(data, "already")))
+            printf("campaign %s is already paused (%s)\n", argv[optind],
+                   str(data, "reason")[0] ? str(data, "reason") : "no reason given");
+        else
+            printf("campaign %s paused; on resume, a stage's soak starts again once its devices "
+                   "are done\n",
+                   argv[optind]);
+    } else if (strcmp(sub, "retry") == 0) {
+        double n = num(data, "retried");
+        printf("campaign %s: %.0f %s offered the release again\n", str(data, "id"), n,
+               n == 1 ? "device" : "devices");
     } else {
-        printf("campaign %s: %s done\n", argv[optind], sub);
+        printf("campaign %s %s\n", argv[optind],
+               strcmp(sub, "resume") == 0  ? "resumed"
+               : strcmp(sub, "abort") == 0 ? "aborted"
+                                           : sub);
     }
     cJSON_Delete(data);
     goto out;

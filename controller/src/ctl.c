@@ -14,6 +14,7 @@
 #include <cjson/cJSON.h>
 
 #include "engine.h"
+#include "campaign_ext.h"
 #include "label.h"
 #include "rollback.h"
 #include "upkeep/fs.h"
@@ -752,8 +753,19 @@ static upk_err h_campaign_create(upk_ctl *ctl, const cJSON *args, cJSON **data, 
     if ((c.gate.compare_baseline || maxu != NULL || rl != NULL || bf != NULL) && c.gate.bake_s == 0)
         return fail(msg, UPK_E_FIELD_RANGE,
                     "health-gate options need --bake (the health window after commit)");
+    const cJSON *cont = cJSON_GetObjectItemCaseSensitive(args, "continuous");
+    if (cont != NULL && !cJSON_IsBool(cont))
+        return fail(msg, UPK_E_FIELD_TYPE, "continuous must be true or false");
+    const char *dfb;
+    if (!arg_str(args, "delta_fallback", &dfb) ||
+        (dfb != NULL && strcmp(dfb, "full") != 0 && strcmp(dfb, "refuse") != 0))
+        return fail(msg, UPK_E_FIELD_RANGE, "--delta-fallback takes full or refuse");
+    bool fallback_full = dfb != NULL && strcmp(dfb, "full") == 0;
     c.state = UPK_CAMP_RUNNING;
     c.created_ms = c.updated_ms = ctl->now_ms;
+    upk_campaign exists;
+    if (upk_store_campaign_get(ctl->store, c.id, &exists) == UPK_OK)
+        return fail(msg, UPK_E_EXISTS, "campaign '%s' already exists", c.id);
 
     upk_release_row rel;
     memset(&rel, 0, sizeof(rel));
@@ -788,6 +800,10 @@ static upk_err h_campaign_create(upk_ctl *ctl, const cJSON *args, cJSON **data, 
     const char **ids = calloc(total ? total : 1, sizeof(*ids));
     uint32_t *st = calloc(total ? total : 1, sizeof(*st));
     size_t n = 0, incompatible = 0, busy = 0;
+    upk_create_check chk;
+    const char **fb = NULL;
+    size_t fbn = 0;
+    memset(&chk, 0, sizeof(chk));
     if (ids == NULL || st == NULL) {
         err = UPK_E_NOMEM;
         goto done;
@@ -809,11 +825,21 @@ static upk_err h_campaign_create(upk_ctl *ctl, const cJSON *args, cJSON **data, 
         }
         ids[n++] = cJSON_GetObjectItem(row, "id")->valuestring;
     }
+    /* Install module and delta base (campaign_ext.h). */
+    if (n > 0 && (err = upk_create_check_devices(ctl->store, release, &m, ids, &n, fallback_full,
+                                                 &chk, &fb, &fbn, msg, MSG_CAP)) != UPK_OK)
+        goto done;
     if (n == 0) {
         err = fail(msg, UPK_E_NOT_FOUND,
                    "target '%s' selects no device that can take this release (%zu matched, "
                    "%zu incompatible hardware, %zu busy in another campaign)",
                    c.target, total, incompatible, busy);
+        goto done;
+    }
+    /* Options first (rows keyed by the new id), then the campaign. */
+    if ((err = upk_campaign_opts_save(ctl->store, c.id, cJSON_IsTrue(cont), chk.full_release, fb,
+                                      fbn)) != UPK_OK) {
+        err = fail(msg, err, "campaign could not be recorded");
         goto done;
     }
     if ((err = upk_engine_assign_stages(&c, ids, n, st)) != UPK_OK)
@@ -832,11 +858,17 @@ static upk_err h_campaign_create(upk_ctl *ctl, const cJSON *args, cJSON **data, 
         cJSON_AddNumberToObject(o, "devices", (double)n);
         cJSON_AddNumberToObject(o, "incompatible", (double)incompatible);
         cJSON_AddNumberToObject(o, "busy", (double)busy);
+        cJSON_AddNumberToObject(o, "no_module", (double)chk.no_module);
+        cJSON_AddStringToObject(o, "module", m.module);
+        cJSON_AddNumberToObject(o, "full_fallback", (double)chk.full_fallback);
+        cJSON_AddStringToObject(o, "full_release", chk.full_release);
+        cJSON_AddBoolToObject(o, "continuous", cJSON_IsTrue(cont));
     }
     *data = o;
     upk_info("ctl: campaign %s created by %s release=%s devices=%zu", c.id, ctl->sender, c.release,
              n);
 done:
+    free(fb);
     free(ids);
     free(st);
     cJSON_Delete(rows);
@@ -879,6 +911,9 @@ static upk_err h_campaign_show(upk_ctl *ctl, const cJSON *args, cJSON **data, ch
         free(devs);
         return UPK_E_NOMEM;
     }
+    /* The controller's clock, for soak countdowns and the ETA. */
+    cJSON_AddNumberToObject(o, "now_ms", (double)ctl->now_ms);
+    cJSON_AddBoolToObject(o, "continuous", upk_campaign_is_continuous(ctl->store, id));
     /* Health gate of a done stage in its bake window: "bake 4m10s left: ..." */
     upk_gate_dev *health = NULL;
     size_t hn = 0;
@@ -996,6 +1031,34 @@ static upk_err h_campaign_rollback(upk_ctl *ctl, const cJSON *args, cJSON **data
         cJSON_Delete(o);
         return UPK_OK; /* the rollback stands; `campaign show` has the plan */
     }
+    *data = o;
+    return UPK_OK;
+}
+
+/* `campaign retry ID DEVICE|--failed` (campaign_ext.h). */
+static upk_err h_campaign_retry(upk_ctl *ctl, const cJSON *args, cJSON **data, char *msg)
+{
+    const char *id, *device;
+    upk_err err = need_id(args, "id", &id, msg);
+    if (err != UPK_OK)
+        return err;
+    if (!arg_str(args, "device", &device) || (device != NULL && !upk_id_valid(device)))
+        return fail(msg, UPK_E_ID_INVALID, "argument 'device' must be a device id");
+    bool failed = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(args, "failed"));
+    if ((device == NULL) == !failed)
+        return fail(msg, UPK_E_FIELD_MISSING, "name one device or --failed (not both)");
+    size_t count = 0;
+    err = upk_campaign_retry(ctl->store, id, device, ctl->now_ms, ctl->changed, ctl->ud, &count,
+                             msg, MSG_CAP);
+    if (err != UPK_OK)
+        return err;
+    cJSON *o = cJSON_CreateObject();
+    if (o == NULL || cJSON_AddStringToObject(o, "id", id) == NULL ||
+        cJSON_AddNumberToObject(o, "retried", (double)count) == NULL) {
+        cJSON_Delete(o);
+        return UPK_E_NOMEM;
+    }
+    upk_info("ctl: campaign %s retry of %zu devices by %s", id, count, ctl->sender);
     *data = o;
     return UPK_OK;
 }
@@ -1216,6 +1279,7 @@ static const struct command commands[] = {
     {"campaign.list", false, h_campaign_list},
     {"campaign.pause", true, h_campaign_pause},
     {"campaign.resume", true, h_campaign_resume},
+    {"campaign.retry", true, h_campaign_retry},
     {"campaign.rollback", true, h_campaign_rollback},
     {"campaign.show", false, h_campaign_show},
     {"device.capability", false, h_device_capability},

@@ -26,8 +26,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
 #include <uv.h>
 
+#include "campaign_ext.h"
 #include "ctl.h"
 #include "engine.h"
 #include "outq.h"
@@ -192,6 +194,20 @@ static bool send_desired(srv *s, const char *device)
         payload = s->cache_payload;
         len = s->cache_len;
     }
+    /* A retried device gets its attempt number in the message, so an agent
+     * that already answered the identical one takes it again. */
+    char *retry = NULL;
+    uint32_t attempt = release[0] != '\0' ? upk_desired_attempt(s->store, device, campaign) : 0;
+    if (attempt > 0) {
+        cJSON *j = cJSON_ParseWithLength(s->cache_payload, s->cache_len);
+        if (j != NULL && cJSON_AddNumberToObject(j, "attempt", attempt) != NULL)
+            retry = cJSON_PrintUnformatted(j);
+        cJSON_Delete(j);
+        if (retry != NULL) {
+            payload = retry;
+            len = strlen(retry);
+        }
+    }
     struct pub_ctx *p = calloc(1, sizeof(*p));
     if (p == NULL) {
         s->republish = true;
@@ -202,6 +218,7 @@ static bool send_desired(srv *s, const char *device)
     memcpy(p->release, release, sizeof(p->release));
     memcpy(p->campaign, campaign, sizeof(p->campaign));
     upk_err err = upk_mqtt_publish(s->mqtt, topic, payload, len, 1, true, desired_done, p);
+    free(retry);
     if (err != UPK_OK) {
         free(p);
         s->republish = true;
@@ -568,6 +585,8 @@ static void advance(srv *s, const char *id, int64_t now)
         upk_error("serve: campaign=%s step failed err=%s", id, upk_err_str(serr));
         goto done;
     }
+    /* A continuous campaign stays open after its last stage. */
+    upk_continuous_hold(s->store, &c, &res);
     if (res.verdict == UPK_VERDICT_NONE && res.action_count == 0 &&
         memcmp(&res.next, &c, sizeof(c)) == 0)
         goto done;
@@ -608,8 +627,12 @@ static void on_tick(uv_timer_t *t)
     char(*ids)[UPK_ID_MAX + 1] = calloc(RUNNING_MAX, sizeof(*ids));
     size_t n = 0;
     if (ids != NULL && upk_store_campaigns_running(s->store, ids, RUNNING_MAX, &n) == UPK_OK) {
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < n; i++) {
+            size_t added = 0;
+            if (upk_continuous_tick(s->store, ids[i], now, publish_desired, s, &added) != UPK_OK)
+                upk_error("serve: campaign=%s continuous offers failed", ids[i]);
             advance(s, ids[i], now);
+        }
     }
     free(ids);
     /* Rollbacks end when the devices report them (rollback.h). */

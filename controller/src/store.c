@@ -124,6 +124,9 @@ static const char *const migrations[] = {
     " delta_full TEXT NOT NULL DEFAULT '');"
     "CREATE TABLE campaign_release("
     " campaign TEXT NOT NULL, device TEXT NOT NULL, release TEXT NOT NULL,"
+    " PRIMARY KEY(campaign, device));"
+    "CREATE TABLE campaign_attempts("
+    " campaign TEXT NOT NULL, device TEXT NOT NULL, attempt INTEGER NOT NULL,"
     " PRIMARY KEY(campaign, device));",
 };
 
@@ -1116,8 +1119,9 @@ upk_err upk_store_campaign_apply(upk_store *s, const upk_step_result *res, const
         goto fail;
     sqlite3_stmt *desired = NULL;
     if ((err = prep(s,
-                    "UPDATE devices SET desired_release=?1, desired_campaign=?2,"
-                    " desired_acked=0 WHERE id=?3",
+                    "UPDATE devices SET desired_release=COALESCE((SELECT release FROM"
+                    " campaign_release WHERE campaign=?2 AND device=?3), ?1),"
+                    " desired_campaign=?2, desired_acked=0 WHERE id=?3",
                     &desired)) != UPK_OK)
         goto fail;
     for (size_t i = 0; i < res->action_count; i++) {
