@@ -164,15 +164,20 @@ static void stage_line(struct view *v, const cJSON *c, const cJSON *s, int cur)
     }
     int r = snprintf(pct, sizeof(pct), "%.2f%%", num(s, "share_bp") / 100);
     (void)r;
-    char extra[48] = "";
-    if (skipped > 0) {
-        r = snprintf(extra, sizeof(extra), " skipped %.0f", skipped);
-        (void)r;
-    }
+    /* The last column: devices running, or those never started. */
+    double running = num(s, "assigned") + num(s, "in_progress");
+    char last[48];
+    if (skipped > 0 && running == 0)
+        r = snprintf(last, sizeof(last), "skipped %.0f", skipped);
+    else if (skipped > 0)
+        r = snprintf(last, sizeof(last), "running %.0f skipped %.0f", running, skipped);
+    else
+        r = snprintf(last, sizeof(last), "running %.0f", running);
+    (void)r;
     (void)c;
-    emit(v, "%c stage %-2d %7s %s %5.0f/%-5.0f ok %-4.0f failed %-4.0f running %.0f%s",
+    emit(v, "%c stage %-2d %7s %s %5.0f/%-5.0f ok %-4.0f failed %-4.0f %s",
          (int)num(s, "stage") == cur ? '>' : ' ', (int)num(s, "stage"), pct, bar, fin, total, ok,
-         bad, num(s, "assigned") + num(s, "in_progress"), extra);
+         bad, last);
 }
 
 int upk_campaign_render(FILE *out, const cJSON *c, int width)

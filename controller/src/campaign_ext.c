@@ -11,7 +11,7 @@
 #include "upkeep/hash.h"
 #include "upkeep/log.h"
 
-#define NAMES_SHOWN 5
+#define NAMES_SHOWN 3
 
 static upk_err db_fail(sqlite3 *db, const char *what)
 {
@@ -163,7 +163,7 @@ upk_err upk_create_check_devices(upk_store *s, const char *release, const upk_ma
         off = NULL;
         goto done;
     }
-    char names[200] = "";
+    char names[100] = "";
     size_t len = 0;
     for (size_t i = 0; i < out->not_on_base && i < NAMES_SHOWN; i++) {
         r = snprintf(names + len, sizeof(names) - len, "%s%s", i ? ", " : "", off[i]);
@@ -171,23 +171,23 @@ upk_err upk_create_check_devices(upk_store *s, const char *release, const upk_ma
             break;
         len += (size_t)r;
     }
-    char sh[17];
-    r = snprintf(sh, sizeof(sh), "%.16s", base);
+    char sh[9];
+    r = snprintf(sh, sizeof(sh), "%.8s", base);
     if (fallback_full) {
         r = snprintf(why, whycap,
-                     "%zu of %zu target %s do not run the base image of delta %s (%s...): %s%s; "
-                     "--delta-fallback full needs a full image of %s %s, and none is imported",
-                     out->not_on_base, kept, kept == 1 ? "device" : "devices", release, sh, names,
-                     out->not_on_base > NAMES_SHOWN ? ", ..." : "", m->name, m->version);
+                     "%zu of %zu target %s not on the base image (%s...) of delta %s: %s%s; "
+                     "--delta-fallback full needs a full image of %s %s: none is imported",
+                     out->not_on_base, kept, kept == 1 ? "device is" : "devices are", sh, release,
+                     names, out->not_on_base > NAMES_SHOWN ? ", ..." : "", m->name, m->version);
         err = UPK_E_NOT_FOUND;
     } else {
         r = snprintf(why, whycap,
-                     "%zu of %zu target %s do not run the base image of delta %s (%s...): %s%s; "
-                     "they would refuse it. Narrow --target to devices on the base, or pass "
-                     "--delta-fallback full to send them %s",
-                     out->not_on_base, kept, kept == 1 ? "device" : "devices", release, sh, names,
-                     out->not_on_base > NAMES_SHOWN ? ", ..." : "",
-                     out->full_release[0] ? out->full_release : "a full image (import one first)");
+                     "%zu of %zu target %s not on the base image (%s...) of delta %s: %s%s; "
+                     "narrow --target to devices on the base, or --delta-fallback full sends "
+                     "them %s",
+                     out->not_on_base, kept, kept == 1 ? "device is" : "devices are", sh, release,
+                     names, out->not_on_base > NAMES_SHOWN ? ", ..." : "",
+                     out->full_release[0] ? out->full_release : "a full image (none imported)");
         err = UPK_E_DELTA_BASE_MISMATCH;
     }
 done:

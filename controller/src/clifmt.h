@@ -27,6 +27,10 @@ typedef struct upk_col {
 
 /* Prints rows (a JSON array of objects) as an aligned table with a header. */
 void upk_table_print(FILE *out, const struct cJSON *rows, const upk_col *cols, size_t ncols);
+/* As upk_table_print, but an empty (or missing) rows array prints
+ * "<indent>none" instead of a bare header. */
+void upk_table_print_or_none(FILE *out, const struct cJSON *rows, const upk_col *cols, size_t ncols,
+                             const char *indent);
 /* Prints one object as "key: value" lines in the order of cols. */
 void upk_kv_print(FILE *out, const struct cJSON *obj, const upk_col *cols, size_t ncols);
 /* Formats one cell into buf. */

@@ -1154,8 +1154,15 @@ static upk_err campaign_posture(upk_ctl *ctl, cJSON *arr, char *msg)
             }
         }
         qsort(ttp, n, sizeof(*ttp), cmp_i64);
-        cJSON_AddNumberToObject(o, "ttp_median_s", n ? percentile(ttp, n, 0.5) / 1000.0 : -1);
-        cJSON_AddNumberToObject(o, "ttp_p95_s", n ? percentile(ttp, n, 0.95) / 1000.0 : -1);
+        /* No device patched (e.g. rolled back at once): no time to patch
+         * (null), never a -1 that reads as a figure. */
+        if (n > 0) {
+            cJSON_AddNumberToObject(o, "ttp_median_s", percentile(ttp, n, 0.5) / 1000.0);
+            cJSON_AddNumberToObject(o, "ttp_p95_s", percentile(ttp, n, 0.95) / 1000.0);
+        } else {
+            cJSON_AddNullToObject(o, "ttp_median_s");
+            cJSON_AddNullToObject(o, "ttp_p95_s");
+        }
         cJSON_AddItemToObject(o, "stages", stages);
         free(ttp);
         cJSON_Delete(done);
@@ -1185,9 +1192,10 @@ static upk_err h_report_posture(upk_ctl *ctl, const cJSON *args, cJSON **data, c
     const char *bcut[] = {cutoff_ms};
     if ((err = query(ctl,
                      "SELECT count(*) AS total, COALESCE((SELECT max(security_version) FROM"
-                     " releases), 0) AS latest_security_version, (SELECT count(*) FROM devices"
-                     " WHERE security_version >= COALESCE((SELECT max(security_version) FROM"
-                     " releases), 0)) AS on_latest, (SELECT count(*) FROM devices WHERE"
+                     " releases), 0) AS latest_security_version, (SELECT count(*) FROM devices d"
+                     " WHERE d.security_version >= COALESCE((SELECT max(r.security_version) FROM"
+                     " releases r WHERE (',' || r.hw || ',') LIKE ('%,' || d.hw || ',%')), 0))"
+                     " AS on_latest, (SELECT count(*) FROM devices WHERE"
                      " support_until > 0 AND support_until < ?) AS past_support FROM devices",
                      bnow, 1, &tmp, msg)) != UPK_OK)
         goto fail;

@@ -233,12 +233,13 @@ static void plan_one(upk_store *s, const upk_release_row *cr, struct rb_dev *d, 
         if (p.m.type == UPK_RELEASE_DELTA) {
             char base[17], have[17] = "unknown";
             short_hex(p.m.base_sha256, base);
+            base[8] = '\0';
             if (d->image[0] != '\0')
-                r = snprintf(have, sizeof(have), "%.16s", d->image);
+                r = snprintf(have, sizeof(have), "%.8s", d->image);
             o->error = UPK_E_DELTA_BASE_MISMATCH;
             r = snprintf(o->message, sizeof(o->message),
-                         "%s %s is a delta from image %s but the device runs %s; import a full "
-                         "image of %s %s and run `campaign rollback` again",
+                         "%s %s is a delta from image %s..., the device runs %s...; import a "
+                         "full %s %s, then rollback again",
                          p.m.name, p.m.version, base, have, p.m.name, p.m.version);
         } else {
             o->error = UPK_E_NOT_FOUND;

@@ -113,7 +113,7 @@ static void skipped_stage_is_drawn_skipped(void **state)
     assert_non_null(s3);
     assert_non_null(strstr(s3, "[skipped"));
     assert_null(strstr(s3, "##"));
-    assert_non_null(strstr(s3, "skipped 14"));
+    assert_non_null(strstr(s3, "failed 0    skipped 14\n"));
     free(out);
     cJSON_Delete(c);
 }
