@@ -786,7 +786,9 @@ static upk_err h_campaign_create(upk_ctl *ctl, const cJSON *args, cJSON **data, 
                  "SELECT id, hw, (SELECT count(*) FROM campaign_devices cd JOIN campaigns k ON"
                  " k.id = cd.campaign WHERE cd.device = devices.id AND k.state IN"
                  " ('running','paused') AND cd.state IN ('pending','assigned','in_progress'))"
-                 " AS busy FROM devices WHERE %s ORDER BY id",
+                 " + (SELECT count(*) FROM rollback_devices rb JOIN campaigns k ON"
+                 " k.id = rb.campaign WHERE rb.device = devices.id AND rb.state = 'pending' AND"
+                 " k.state = 'rolling_back') AS busy FROM devices WHERE %s ORDER BY id",
                  where);
     cJSON *rows = NULL;
     if ((err = query(ctl, sql, b, nb, &rows, msg)) != UPK_OK)

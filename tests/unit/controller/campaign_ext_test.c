@@ -381,6 +381,39 @@ static void continuous_and_retry(void **state)
     cJSON_Delete(show);
 }
 
+/* A device still returning from a rollback is busy for a new campaign. */
+static void rolling_back_devices_are_busy(void **state)
+{
+    struct fx *f = *state;
+    add_rel(f, "fw-2.0", "2.0", "file", 0, 0x22);
+    add_rel(f, "fw-3.0", "3.0", "file", 0, 0x33);
+    device(f, "d", "1.0", 0x11, "file", true);
+    char msg[UPK_ERRMSG_MAX + 1];
+    assert_int_equal(
+        call(f, "campaign.create", "{\"release\":\"fw-2.0\",\"id\":\"c0\"}", 1000, NULL, msg),
+        UPK_OK);
+    (void)step(f, "c0", 1000);
+    outcome(f, "d", "c0", "2.0", UPK_STATUS_COMMITTED, UPK_OK);
+    device(f, "d", "2.0", 0x22, "file", true);
+    (void)step(f, "c0", 2000);
+    assert_int_equal(
+        call(f, "campaign.create", "{\"release\":\"fw-3.0\",\"id\":\"c1\"}", 3000, NULL, msg),
+        UPK_OK);
+    (void)step(f, "c1", 3000);
+    outcome(f, "d", "c1", "3.0", UPK_STATUS_COMMITTED, UPK_OK);
+    device(f, "d", "3.0", 0x33, "file", true);
+    cJSON *data = NULL;
+    assert_int_equal(call(f, "campaign.rollback", "{\"id\":\"c1\"}", 4000, &data, msg), UPK_OK);
+    assert_int_equal(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(data, "rollback"), "pending")->valueint, 1);
+    cJSON_Delete(data);
+    desired_of(f, "d", "fw-2.0");
+    assert_int_equal(
+        call(f, "campaign.create", "{\"release\":\"fw-3.0\",\"id\":\"c2\"}", 5000, NULL, msg),
+        UPK_E_NOT_FOUND);
+    assert_non_null(strstr(msg, "1 busy in another campaign"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -388,6 +421,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(create_delta_refuses_or_falls_back, setup, teardown),
         cmocka_unit_test_setup_teardown(halt_reason_error_column_and_pause_twice, setup, teardown),
         cmocka_unit_test_setup_teardown(continuous_and_retry, setup, teardown),
+        cmocka_unit_test_setup_teardown(rolling_back_devices_are_busy, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
