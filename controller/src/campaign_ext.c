@@ -1,6 +1,7 @@
 /* Campaign create checks, continuous campaigns and retries (campaign_ext.h). */
 #include "campaign_ext.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,18 @@
 #include "upkeep/log.h"
 
 #define NAMES_SHOWN 3
+
+/* snprintf into a bounded buffer; truncation is accepted (messages). */
+static void setf(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void setf(char *buf, size_t cap, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int r = vsnprintf(buf, cap, fmt, ap);
+    (void)r;
+    va_end(ap);
+}
 
 static upk_err db_fail(sqlite3 *db, const char *what)
 {
@@ -27,8 +40,7 @@ static void bind_s(sqlite3_stmt *st, int i, const char *v)
 static void col_s(sqlite3_stmt *st, int i, char *out, size_t cap)
 {
     const unsigned char *t = sqlite3_column_text(st, i);
-    int r = snprintf(out, cap, "%s", t != NULL ? (const char *)t : "");
-    (void)r;
+    setf(out, cap, "%s", t != NULL ? (const char *)t : "");
 }
 
 static upk_err run(sqlite3 *db, const char *sql, const char *const *b, size_t n, int *changes)
@@ -47,8 +59,7 @@ static upk_err run(sqlite3 *db, const char *sql, const char *const *b, size_t n,
 
 static void fmt_ll(char *buf, size_t cap, long long v)
 {
-    int r = snprintf(buf, cap, "%lld", v);
-    (void)r;
+    setf(buf, cap, "%lld", v);
 }
 
 /* ---- create checks */
@@ -121,7 +132,7 @@ upk_err upk_create_check_devices(upk_store *s, const char *release, const upk_ma
         device_facts(db, ids[i], mods, sizeof(mods), image, sizeof(image));
         if (mods[0] != '\0' && !has_module(mods, m->module)) {
             if (have[0] == '\0')
-                r = snprintf(have, sizeof(have), "%s", mods);
+                setf(have, sizeof(have), "%s", mods);
             out->no_module++;
             continue;
         }
@@ -132,11 +143,11 @@ upk_err upk_create_check_devices(upk_store *s, const char *release, const upk_ma
     *n = kept;
     upk_err err = UPK_OK;
     if (kept == 0 && out->no_module > 0) {
-        r = snprintf(why, whycap,
-                     "release %s needs install module '%s', which none of the %zu target %s "
-                     "has (%s reports: %s); release it for their module",
-                     release, m->module, out->no_module, out->no_module == 1 ? "device" : "devices",
-                     out->no_module == 1 ? "it" : "the first", have);
+        setf(why, whycap,
+             "release %s needs install module '%s', which none of the %zu target %s "
+             "has (%s reports: %s); release it for their module",
+             release, m->module, out->no_module, out->no_module == 1 ? "device" : "devices",
+             out->no_module == 1 ? "it" : "the first", have);
         err = UPK_E_MODULE_UNSUPPORTED;
         goto done;
     }
@@ -172,22 +183,22 @@ upk_err upk_create_check_devices(upk_store *s, const char *release, const upk_ma
         len += (size_t)r;
     }
     char sh[9];
-    r = snprintf(sh, sizeof(sh), "%.8s", base);
+    setf(sh, sizeof(sh), "%.8s", base);
     if (fallback_full) {
-        r = snprintf(why, whycap,
-                     "%zu of %zu target %s not on the base image (%s...) of delta %s: %s%s; "
-                     "--delta-fallback full needs a full image of %s %s: none is imported",
-                     out->not_on_base, kept, kept == 1 ? "device is" : "devices are", sh, release,
-                     names, out->not_on_base > NAMES_SHOWN ? ", ..." : "", m->name, m->version);
+        setf(why, whycap,
+             "%zu of %zu target %s not on the base image (%s...) of delta %s: %s%s; "
+             "--delta-fallback full needs a full image of %s %s: none is imported",
+             out->not_on_base, kept, kept == 1 ? "device is" : "devices are", sh, release, names,
+             out->not_on_base > NAMES_SHOWN ? ", ..." : "", m->name, m->version);
         err = UPK_E_NOT_FOUND;
     } else {
-        r = snprintf(why, whycap,
-                     "%zu of %zu target %s not on the base image (%s...) of delta %s: %s%s; "
-                     "narrow --target to devices on the base, or --delta-fallback full sends "
-                     "them %s",
-                     out->not_on_base, kept, kept == 1 ? "device is" : "devices are", sh, release,
-                     names, out->not_on_base > NAMES_SHOWN ? ", ..." : "",
-                     out->full_release[0] ? out->full_release : "a full image (none imported)");
+        setf(why, whycap,
+             "%zu of %zu target %s not on the base image (%s...) of delta %s: %s%s; "
+             "narrow --target to devices on the base, or --delta-fallback full sends "
+             "them %s",
+             out->not_on_base, kept, kept == 1 ? "device is" : "devices are", sh, release, names,
+             out->not_on_base > NAMES_SHOWN ? ", ..." : "",
+             out->full_release[0] ? out->full_release : "a full image (none imported)");
         err = UPK_E_DELTA_BASE_MISMATCH;
     }
 done:
@@ -295,7 +306,8 @@ upk_err upk_continuous_tick(upk_store *s, const char *campaign, int64_t now_ms,
                      " (SELECT id FROM devices WHERE online=1 AND last_seen_ms>"
                      "campaign_devices.done_ms)",
                      reoffer_set);
-    (void)r;
+    if (r < 0 || (size_t)r >= sizeof(sql))
+        return UPK_E_INTERNAL;
     const char *b[] = {now, campaign, stage};
     int changes = 0;
     if ((err = run(db, sql, b, 3, &changes)) != UPK_OK)
@@ -330,6 +342,8 @@ upk_err upk_continuous_tick(upk_store *s, const char *campaign, int64_t now_ms,
                  " cd.device=devices.id AND k.state IN ('running','paused') AND cd.state IN"
                  " ('pending','assigned','in_progress')) ORDER BY id LIMIT 1000",
                  where);
+    if (r < 0 || (size_t)r >= sizeof(q))
+        return UPK_E_INTERNAL;
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(db, q, -1, &st, NULL) != SQLITE_OK)
         return db_fail(db, "join select");
@@ -382,12 +396,12 @@ upk_err upk_campaign_retry(upk_store *s, const char *campaign, const char *devic
     upk_campaign c;
     upk_err err = upk_store_campaign_get(s, campaign, &c);
     if (err != UPK_OK) {
-        r = snprintf(why, whycap, "no campaign '%s'; `upkeep campaign list` lists them", campaign);
+        setf(why, whycap, "no campaign '%s'; `upkeep campaign list` lists them", campaign);
         return err;
     }
     if (c.state != UPK_CAMP_RUNNING && c.state != UPK_CAMP_PAUSED) {
-        r = snprintf(why, whycap, "campaign '%s' is %s; only a running or paused campaign retries",
-                     campaign, upk_camp_state_str(c.state));
+        setf(why, whycap, "campaign '%s' is %s; only a running or paused campaign retries",
+             campaign, upk_camp_state_str(c.state));
         return UPK_E_STATE_INVALID;
     }
     if (device != NULL) {
@@ -404,14 +418,14 @@ upk_err upk_campaign_retry(upk_store *s, const char *campaign, const char *devic
             col_s(st, 0, state, sizeof(state));
         sqlite3_finalize(st);
         if (!found) {
-            r = snprintf(why, whycap, "device '%s' is not in campaign '%s'", device, campaign);
+            setf(why, whycap, "device '%s' is not in campaign '%s'", device, campaign);
             return UPK_E_NOT_FOUND;
         }
         if (strcmp(state, "failed") != 0 && strcmp(state, "timed_out") != 0) {
-            r = snprintf(why, whycap,
-                         "device '%s' is %s in campaign '%s'; only a failed or "
-                         "timed-out device is retried",
-                         device, state, campaign);
+            setf(why, whycap,
+                 "device '%s' is %s in campaign '%s'; only a failed or "
+                 "timed-out device is retried",
+                 device, state, campaign);
             return UPK_E_STATE_INVALID;
         }
     }
@@ -436,8 +450,7 @@ upk_err upk_campaign_retry(upk_store *s, const char *campaign, const char *devic
                           "%s WHERE campaign=?2 AND state IN ('failed','timed_out') AND (?3=''"
                           " OR device=?3)",
                           reoffer_set);
-        (void)rr;
-        err = run(db, sql, b, 3, &changes);
+        err = rr < 0 || (size_t)rr >= sizeof(sql) ? UPK_E_INTERNAL : run(db, sql, b, 3, &changes);
     }
     if (err == UPK_OK)
         err = run(db,

@@ -3,6 +3,7 @@
  * tick per rolling-back campaign, not per device message. */
 #include "rollback.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,18 @@
 #include "upkeep/manifest.h"
 
 #define RB_LIST_MAX 100
+
+/* snprintf into a bounded buffer; truncation is accepted (messages). */
+static void setf(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void setf(char *buf, size_t cap, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int r = vsnprintf(buf, cap, fmt, ap);
+    (void)r;
+    va_end(ap);
+}
 
 static upk_err db_fail(sqlite3 *db, const char *what)
 {
@@ -30,8 +43,7 @@ static void bind_s(sqlite3_stmt *st, int i, const char *v)
 static void col_s(sqlite3_stmt *st, int i, char *out, size_t cap)
 {
     const unsigned char *t = sqlite3_column_text(st, i);
-    int r = snprintf(out, cap, "%s", t != NULL ? (const char *)t : "");
-    (void)r;
+    setf(out, cap, "%s", t != NULL ? (const char *)t : "");
 }
 
 /* Runs sql with up to 8 text binds (no rows wanted). */
@@ -49,8 +61,7 @@ static upk_err run(sqlite3 *db, const char *sql, const char *const *b, size_t n)
 
 static void fmt_ll(char *buf, size_t cap, long long v)
 {
-    int r = snprintf(buf, cap, "%lld", v);
-    (void)r;
+    setf(buf, cap, "%lld", v);
 }
 
 /* ---- device image */
@@ -146,10 +157,10 @@ static void plan_one(upk_store *s, const upk_release_row *cr, struct rb_dev *d, 
         bool updated = strcmp(d->name, cr->m.name) == 0 && strcmp(d->version, cr->m.version) == 0;
         o->state = updated ? "failed" : "done";
         o->error = updated ? UPK_E_NOT_FOUND : UPK_OK;
-        r = snprintf(o->message, sizeof(o->message), "%s",
-                     updated ? "no release was desired for this device before the campaign, so "
-                               "there is none to return to; release a fixed version"
-                             : "not updated by this campaign; nothing to roll back");
+        setf(o->message, sizeof(o->message), "%s",
+             updated ? "no release was desired for this device before the campaign, so "
+                       "there is none to return to; release a fixed version"
+                     : "not updated by this campaign; nothing to roll back");
         (void)r;
         return;
     }
@@ -158,12 +169,12 @@ static void plan_one(upk_store *s, const upk_release_row *cr, struct rb_dev *d, 
     if (upk_store_release_get(s, d->prev, &p) != UPK_OK) {
         o->state = "failed";
         o->error = UPK_E_NOT_FOUND;
-        r = snprintf(o->message, sizeof(o->message),
-                     "its previous release %s is no longer on the controller", d->prev);
+        setf(o->message, sizeof(o->message),
+             "its previous release %s is no longer on the controller", d->prev);
         return;
     }
-    r = snprintf(o->name, sizeof(o->name), "%s", p.m.name);
-    r = snprintf(o->version, sizeof(o->version), "%s", p.m.version);
+    setf(o->name, sizeof(o->name), "%s", p.m.name);
+    setf(o->version, sizeof(o->version), "%s", p.m.version);
     bool on_prev = strcmp(d->name, p.m.name) == 0 && strcmp(d->version, p.m.version) == 0;
     /* Candidates of the previous version: an image the device can install
      * (a full one, or a delta from what it runs now). */
@@ -184,7 +195,7 @@ static void plan_one(upk_store *s, const upk_release_row *cr, struct rb_dev *d, 
         }
         /* The previous release itself first when it qualifies. */
         if (ok && (strcmp(ids[i], d->prev) == 0 || chosen[0] == '\0')) {
-            r = snprintf(chosen, sizeof(chosen), "%s", ids[i]);
+            setf(chosen, sizeof(chosen), "%s", ids[i]);
             chosen_sv = c.m.security_version;
         }
         upk_release_row_cleanup(&c);
@@ -193,8 +204,8 @@ static void plan_one(upk_store *s, const upk_release_row *cr, struct rb_dev *d, 
         /* Already there: a full image of it is "already installed" to the
          * agent; a delta would be refused (its base is not installed). */
         o->state = "done";
-        r = snprintf(o->release, sizeof(o->release), "%s", chosen);
-        r = snprintf(o->message, sizeof(o->message), "already runs %s %s", p.m.name, p.m.version);
+        setf(o->release, sizeof(o->release), "%s", chosen);
+        setf(o->message, sizeof(o->message), "already runs %s %s", p.m.name, p.m.version);
         upk_release_row_cleanup(&p);
         return;
     }
@@ -218,10 +229,10 @@ static void plan_one(upk_store *s, const upk_release_row *cr, struct rb_dev *d, 
                 if (upk_store_release_get(s, id, &c) != UPK_OK)
                     continue;
                 if (hw_listed(&c.m, d->hw) && (long long)c.m.security_version >= d->secver) {
-                    r = snprintf(chosen, sizeof(chosen), "%s", id);
+                    setf(chosen, sizeof(chosen), "%s", id);
                     chosen_sv = c.m.security_version;
-                    r = snprintf(o->name, sizeof(o->name), "%s", c.m.name);
-                    r = snprintf(o->version, sizeof(o->version), "%s", c.m.version);
+                    setf(o->name, sizeof(o->name), "%s", c.m.name);
+                    setf(o->version, sizeof(o->version), "%s", c.m.version);
                 }
                 upk_release_row_cleanup(&c);
             }
@@ -235,29 +246,28 @@ static void plan_one(upk_store *s, const upk_release_row *cr, struct rb_dev *d, 
             short_hex(p.m.base_sha256, base);
             base[8] = '\0';
             if (d->image[0] != '\0')
-                r = snprintf(have, sizeof(have), "%.8s", d->image);
+                setf(have, sizeof(have), "%.8s", d->image);
             o->error = UPK_E_DELTA_BASE_MISMATCH;
-            r = snprintf(o->message, sizeof(o->message),
-                         "%s %s is a delta from image %s..., the device runs %s...; import a "
-                         "full %s %s, then rollback again",
-                         p.m.name, p.m.version, base, have, p.m.name, p.m.version);
+            setf(o->message, sizeof(o->message),
+                 "%s %s is a delta from image %s..., the device runs %s...; import a "
+                 "full %s %s, then rollback again",
+                 p.m.name, p.m.version, base, have, p.m.name, p.m.version);
         } else {
             o->error = UPK_E_NOT_FOUND;
-            r = snprintf(o->message, sizeof(o->message),
-                         "no release of %s %s this device can install", p.m.name, p.m.version);
+            setf(o->message, sizeof(o->message), "no release of %s %s this device can install",
+                 p.m.name, p.m.version);
         }
     } else if ((long long)chosen_sv < d->secver) {
         o->state = "failed";
         o->error = UPK_E_ROLLBACK_REJECTED;
-        r = snprintf(o->message, sizeof(o->message),
-                     "the device runs security_version %lld and refuses %s (%llu)", d->secver,
-                     chosen, (unsigned long long)chosen_sv);
+        setf(o->message, sizeof(o->message),
+             "the device runs security_version %lld and refuses %s (%llu)", d->secver, chosen,
+             (unsigned long long)chosen_sv);
     } else {
-        r = snprintf(o->release, sizeof(o->release), "%s", chosen);
+        setf(o->release, sizeof(o->release), "%s", chosen);
         if (strcmp(chosen, d->prev) != 0)
-            r = snprintf(o->message, sizeof(o->message), "sent %s instead of %s (%s)", chosen,
-                         d->prev,
-                         p.m.type == UPK_RELEASE_DELTA ? "a delta from another image" : "");
+            setf(o->message, sizeof(o->message), "sent %s instead of %s (%s)", chosen, d->prev,
+                 p.m.type == UPK_RELEASE_DELTA ? "a delta from another image" : "");
     }
     (void)r;
     upk_release_row_cleanup(&p);
@@ -447,11 +457,11 @@ static upk_err finish(sqlite3 *db, const char *campaign, int64_t now_ms)
     } else {
         char more[32] = "";
         if (shown < failed)
-            r = snprintf(more, sizeof(more), " and %zu more", failed - shown);
-        r = snprintf(reason, sizeof(reason),
-                     "rollback incomplete: %zu of %zu %s not back on the previous release "
-                     "(%s%s); `campaign show --devices` says why",
-                     failed, total, total == 1 ? "device" : "devices", list, more);
+            setf(more, sizeof(more), " and %zu more", failed - shown);
+        setf(reason, sizeof(reason),
+             "rollback incomplete: %zu of %zu %s not back on the previous release "
+             "(%s%s); `campaign show --devices` says why",
+             failed, total, total == 1 ? "device" : "devices", list, more);
     }
     (void)r;
     char now[24];
@@ -515,25 +525,24 @@ static upk_err tick_one(sqlite3 *db, const char *campaign, int64_t now_ms, bool 
         int64_t timeout_ms = sqlite3_column_int64(st, 8) * 1000;
         struct upd x;
         memset(&x, 0, sizeof(x));
-        int r = snprintf(x.device, sizeof(x.device), "%s", dev);
+        setf(x.device, sizeof(x.device), "%s", dev);
         if (strcmp(rel, name) == 0 && strcmp(rver, ver) == 0 && !in_progress(status)) {
             x.state = "done";
         } else if (ev[0] != '\0') {
             const char *sp = strchr(ev, ' ');
             x.state = "failed";
-            r = snprintf(x.error, sizeof(x.error), "%s", sp != NULL ? sp + 1 : "");
-            r = snprintf(x.message, sizeof(x.message), "the device reported %.*s of %s %s",
-                         sp != NULL ? (int)(sp - ev) : (int)strlen(ev), ev, name, ver);
+            setf(x.error, sizeof(x.error), "%s", sp != NULL ? sp + 1 : "");
+            setf(x.message, sizeof(x.message), "the device reported %.*s of %s %s",
+                 sp != NULL ? (int)(sp - ev) : (int)strlen(ev), ev, name, ver);
         } else if (timeout_ms > 0 && now_ms - started >= timeout_ms) {
             x.state = "failed";
-            r = snprintf(x.error, sizeof(x.error), "TIMEOUT");
-            r = snprintf(x.message, sizeof(x.message),
-                         "no report of %s %s within the device timeout; it runs %s %s", name, ver,
-                         rel[0] ? rel : "-", rver[0] ? rver : "-");
+            setf(x.error, sizeof(x.error), "TIMEOUT");
+            setf(x.message, sizeof(x.message),
+                 "no report of %s %s within the device timeout; it runs %s %s", name, ver,
+                 rel[0] ? rel : "-", rver[0] ? rver : "-");
         } else {
             continue;
         }
-        (void)r;
         if (n == cap) {
             size_t nc = cap ? cap * 2 : 16;
             struct upd *nu = realloc(u, nc * sizeof(*u));
