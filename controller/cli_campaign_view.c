@@ -21,6 +21,14 @@ static double num(const cJSON *o, const char *k)
     return cJSON_IsNumber(v) ? v->valuedouble : 0;
 }
 
+/* A count or index from the reply as an int, clamped: a broken or hostile
+ * reply must not reach an out-of-range conversion. */
+static int inum(const cJSON *o, const char *k)
+{
+    double d = num(o, k);
+    return !(d > -1e6) ? -1 : d > 1e6 ? 1000000 : (int)d;
+}
+
 static const char *str(const cJSON *o, const char *k)
 {
     const char *s = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, k));
@@ -176,8 +184,8 @@ static void stage_line(struct view *v, const cJSON *c, const cJSON *s, int cur)
     (void)r;
     (void)c;
     emit(v, "%c stage %-2d %7s %s %5.0f/%-5.0f ok %-4.0f failed %-4.0f %s",
-         (int)num(s, "stage") == cur ? '>' : ' ', (int)num(s, "stage"), pct, bar, fin, total, ok,
-         bad, last);
+         inum(s, "stage") == cur ? '>' : ' ', inum(s, "stage"), pct, bar, fin, total, ok, bad,
+         last);
 }
 
 int upk_campaign_render(FILE *out, const cJSON *c, int width)
@@ -186,13 +194,13 @@ int upk_campaign_render(FILE *out, const cJSON *c, int width)
     char eta[32], left[32], soak[32];
     bool halted = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "halted"));
     emit(&v, "campaign %s  release %s  state %s%s  stage %d/%d%s", str(c, "id"), str(c, "release"),
-         str(c, "state"), is(c, "paused") && halted ? " (halted)" : "", (int)num(c, "stage"),
-         (int)num(c, "stage_count"),
+         str(c, "state"), is(c, "paused") && halted ? " (halted)" : "", inum(c, "stage"),
+         inum(c, "stage_count"),
          cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "continuous")) ? "  continuous" : "");
     if (str(c, "reason")[0] != '\0')
         emit(&v, "reason: %s", str(c, "reason"));
     const cJSON *stages = cJSON_GetObjectItem(c, "stages"), *s;
-    int cur = (int)num(c, "stage");
+    int cur = inum(c, "stage");
     cJSON_ArrayForEach(s, stages) stage_line(&v, c, s, cur);
     /* Failure rate of the current stage against the threshold. */
     const cJSON *cs = cJSON_GetArrayItem(stages, cur - 1);
@@ -208,7 +216,7 @@ int upk_campaign_render(FILE *out, const cJSON *c, int width)
         double l = (done_ms + w - now) / 1000;
         upk_duration_format(l < 0 ? 0 : l, left, sizeof(left));
         emit(&v, "soak: %s of %s left, then %s", left, soak,
-             cur < (int)num(c, "stage_count") ? "the next stage starts" : "the campaign completes");
+             cur < inum(c, "stage_count") ? "the next stage starts" : "the campaign completes");
     } else if (is(c, "paused") && w > 0) {
         emit(&v, "paused: on resume the stage's soak of %s starts again once its devices are done",
              soak);
