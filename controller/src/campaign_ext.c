@@ -236,17 +236,13 @@ upk_err upk_campaign_opts_save(upk_store *s, const char *campaign, bool continuo
 
 bool upk_campaign_is_continuous(upk_store *s, const char *campaign)
 {
-    sqlite3 *db = upk_store_db(s);
-    sqlite3_stmt *st = NULL;
-    bool yes = false;
-    if (sqlite3_prepare_v2(db, "SELECT continuous FROM campaign_opts WHERE campaign=?", -1, &st,
-                           NULL) != SQLITE_OK)
+    const char *b[] = {campaign};
+    int64_t v = 0;
+    bool found = false;
+    if (upk_store_int(s, "SELECT continuous FROM campaign_opts WHERE campaign=?", b, 1, &v,
+                      &found) != UPK_OK)
         return false;
-    bind_s(st, 1, campaign);
-    if (sqlite3_step(st) == SQLITE_ROW)
-        yes = sqlite3_column_int(st, 0) != 0;
-    sqlite3_finalize(st);
-    return yes;
+    return found && v != 0;
 }
 
 void upk_continuous_hold(upk_store *s, const upk_campaign *c, upk_step_result *res)
@@ -472,18 +468,13 @@ upk_err upk_campaign_retry(upk_store *s, const char *campaign, const char *devic
 
 uint32_t upk_desired_attempt(upk_store *s, const char *device, const char *campaign)
 {
-    sqlite3 *db = upk_store_db(s);
-    sqlite3_stmt *st = NULL;
-    uint32_t n = 0;
+    const char *b[] = {campaign, device};
+    int64_t v = 0;
+    bool found = false;
     if (campaign[0] == '\0' ||
-        sqlite3_prepare_v2(db,
-                           "SELECT attempt FROM campaign_attempts WHERE campaign=? AND device=?",
-                           -1, &st, NULL) != SQLITE_OK)
+        upk_store_int(s, "SELECT attempt FROM campaign_attempts WHERE campaign=? AND device=?", b,
+                      2, &v, &found) != UPK_OK ||
+        !found || v < 0 || v > UINT32_MAX)
         return 0;
-    bind_s(st, 1, campaign);
-    bind_s(st, 2, device);
-    if (sqlite3_step(st) == SQLITE_ROW)
-        n = (uint32_t)sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    return n;
+    return (uint32_t)v;
 }

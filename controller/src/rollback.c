@@ -82,10 +82,10 @@ upk_err upk_store_device_image(upk_store *s, const upk_state_msg *m)
         len += (size_t)r;
     }
     const char *b[] = {m->device, hex, mods};
-    return run(upk_store_db(s),
-               "INSERT INTO device_image(device, image_sha256, modules) VALUES(?1,?2,?3)"
-               " ON CONFLICT(device) DO UPDATE SET image_sha256=?2, modules=?3",
-               b, 3);
+    return upk_store_run(s,
+                         "INSERT INTO device_image(device, image_sha256, modules) VALUES(?1,?2,?3)"
+                         " ON CONFLICT(device) DO UPDATE SET image_sha256=?2, modules=?3",
+                         b, 3, NULL);
 }
 
 /* ---- plan */
@@ -100,6 +100,7 @@ struct rb_dev {
     long long secver;
     char rb_state[16];
     char rb_release[UPK_ID_MAX + 1];
+    char status[32]; /* reported update status */
 };
 
 struct rb_out {
@@ -144,6 +145,8 @@ static size_t same_version(sqlite3 *db, const char *name, const char *version,
     sqlite3_finalize(st);
     return n;
 }
+
+static bool in_progress(const char *status);
 
 /* Decides what device d gets back in campaign camp (release cr). */
 static void plan_one(upk_store *s, const upk_release_row *cr, struct rb_dev *d, struct rb_out *o)
@@ -202,8 +205,10 @@ static void plan_one(upk_store *s, const upk_release_row *cr, struct rb_dev *d, 
     }
     if (on_prev) {
         /* Already there: a full image of it is "already installed" to the
-         * agent; a delta would be refused (its base is not installed). */
-        o->state = "done";
+         * agent; a delta would be refused (its base is not installed). One
+         * still updating (it may yet commit the campaign's release) is done
+         * only once it reports the previous release again. */
+        o->state = in_progress(d->status) ? "pending" : "done";
         setf(o->release, sizeof(o->release), "%s", chosen);
         setf(o->message, sizeof(o->message), "already runs %s %s", p.m.name, p.m.version);
         upk_release_row_cleanup(&p);
@@ -307,7 +312,8 @@ upk_err upk_rollback_plan(upk_store *s, const char *campaign, int64_t now_ms)
             db,
             "SELECT cd.device, cd.prev_release, COALESCE(d.release,''), COALESCE(d.version,''),"
             " COALESCE(d.hw,''), COALESCE(di.image_sha256,''), COALESCE(d.security_version,0),"
-            " COALESCE(rb.state,''), COALESCE(rb.release,'') FROM campaign_devices cd"
+            " COALESCE(rb.state,''), COALESCE(rb.release,''), COALESCE(d.status,'')"
+            " FROM campaign_devices cd"
             " LEFT JOIN devices d ON d.id=cd.device LEFT JOIN device_image di ON"
             " di.device=cd.device LEFT JOIN rollback_devices rb ON rb.campaign=cd.campaign AND"
             " rb.device=cd.device WHERE cd.campaign=? AND cd.assigned_ms>0 ORDER BY cd.device",
@@ -341,6 +347,7 @@ upk_err upk_rollback_plan(upk_store *s, const char *campaign, int64_t now_ms)
         d->secver = sqlite3_column_int64(st, 6);
         col_s(st, 7, d->rb_state, sizeof(d->rb_state));
         col_s(st, 8, d->rb_release, sizeof(d->rb_release));
+        col_s(st, 9, d->status, sizeof(d->status));
     }
     if (err == UPK_OK && rc != SQLITE_DONE)
         err = db_fail(db, "plan rows");

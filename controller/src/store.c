@@ -1484,3 +1484,31 @@ upk_err upk_store_gate_devices(upk_store *s, const char *id, const upk_cdev *dev
     *out_n = n;
     return UPK_OK;
 }
+
+/* ---- cached statements for the modules beside the store (rollback.c,
+ * campaign_ext.c) on their per-message paths */
+
+upk_err upk_store_run(upk_store *s, const char *sql, const char *const *binds, size_t n,
+                      int *changes)
+{
+    return run(s, sql, binds, n, changes);
+}
+
+upk_err upk_store_int(upk_store *s, const char *sql, const char *const *binds, size_t n,
+                      int64_t *out, bool *found)
+{
+    sqlite3_stmt *st = NULL;
+    upk_err err = prep(s, sql, &st);
+    if (err != UPK_OK)
+        return err;
+    for (size_t i = 0; i < n; i++)
+        bind_text(st, (int)i + 1, binds[i]);
+    int rc = sqlite3_step(st);
+    *found = rc == SQLITE_ROW;
+    if (rc == SQLITE_ROW)
+        *out = sqlite3_column_int64(st, 0);
+    else if (rc != SQLITE_DONE)
+        err = db_err(s, "int query");
+    unprep(s, st);
+    return err;
+}

@@ -147,6 +147,16 @@ UPK_MUST_CHECK upk_err upk_store_health_record(upk_store *s, const char *device,
 UPK_MUST_CHECK upk_err upk_store_gate_devices(upk_store *s, const char *id, const upk_cdev *devs,
                                               size_t n, upk_gate_dev **out, size_t *out_n);
 
+/* Runs sql (a string constant: prepared statements are cached by its
+ * address) with text binds (NULL binds as NULL); *changes (may be NULL) gets
+ * the rows changed. For the modules beside the store on per-message paths. */
+UPK_MUST_CHECK upk_err upk_store_run(upk_store *s, const char *sql, const char *const *binds,
+                                     size_t n, int *changes);
+/* Runs a cached query whose first row's first column is an integer into
+ * *out; *found is false when there is no row. */
+UPK_MUST_CHECK upk_err upk_store_int(upk_store *s, const char *sql, const char *const *binds,
+                                     size_t n, int64_t *out, bool *found);
+
 UPK_MUST_CHECK upk_err upk_store_query_json(upk_store *s, const char *sql, const char *const *binds,
                                             size_t nbinds, struct cJSON **out);
 

@@ -334,12 +334,40 @@ static void fallback_to_older_full_and_timeout(void **state)
                                    "dev-2)"));
 }
 
+/* A device still installing the campaign's release when the rollback
+ * starts is not counted back until it reports its previous release again
+ * (it may yet commit the campaign's). */
+static void updating_device_is_back_only_when_it_says_so(void **state)
+{
+    struct fx *f = *state;
+    add_rel(f, "fw-2.6.0", "2.6.0", 0, 0xb6, 1000);
+    add_rel(f, "fw-2.7.0", "2.7.0", 0, 0xc7, 1100);
+    const char *ids[] = {"dev-1"};
+    report(f, "dev-1", "2.5.0", UPK_STATUS_IDLE, UPK_OK, "");
+    (void)start(f, "c26", "fw-2.6.0", ids, 1, 2000);
+    report(f, "dev-1", "2.6.0", UPK_STATUS_COMMITTED, UPK_OK, "c26");
+    (void)start(f, "c27", "fw-2.7.0", ids, 1, 3000);
+    report(f, "dev-1", "2.6.0", UPK_STATUS_DOWNLOADING, UPK_OK, "c27");
+    assert_int_equal(
+        upk_store_campaign_transition(f->s, "c27", UPK_CAMP_ROLLED_BACK, "bad", 4000, NULL, NULL),
+        UPK_OK);
+    rb_row(f, "c27", "dev-1", "pending", "");
+    desired_of(f, "dev-1", "fw-2.6.0");
+    assert_int_equal(upk_rollback_tick(f->s, 4100, NULL), UPK_OK);
+    assert_int_equal(state_of(f, "c27", NULL), UPK_CAMP_ROLLING_BACK);
+    report(f, "dev-1", "2.6.0", UPK_STATUS_COMMITTED, UPK_OK, "c27");
+    assert_int_equal(upk_rollback_tick(f->s, 4200, NULL), UPK_OK);
+    assert_int_equal(state_of(f, "c27", NULL), UPK_CAMP_ROLLED_BACK);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(rollback_of_halted_delta_campaign_ends_honestly, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(fallback_to_older_full_and_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(updating_device_is_back_only_when_it_says_so, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
