@@ -201,7 +201,10 @@ int upk_campaign_render(FILE *out, const cJSON *c, int width)
         emit(&v, "reason: %s", str(c, "reason"));
     const cJSON *stages = cJSON_GetObjectItem(c, "stages"), *s;
     int cur = inum(c, "stage");
-    cJSON_ArrayForEach(s, stages) stage_line(&v, c, s, cur);
+    cJSON_ArrayForEach(s, stages)
+    {
+        stage_line(&v, c, s, cur);
+    }
     /* Failure rate of the current stage against the threshold. */
     const cJSON *cs = cJSON_GetArrayItem(stages, cur - 1);
     if (cs != NULL) {
