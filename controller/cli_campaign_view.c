@@ -128,8 +128,12 @@ double upk_campaign_eta(const cJSON *c)
     if (soak_left < 0)
         soak_left = 0;
     double later = (stages - stage) * w;
-    if (done >= n)
+    if (done >= n) {
+        /* A continuous campaign on its last stage stays open: no end. */
+        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "continuous")) && stage >= stages)
+            return -1;
         return (soak_left + later) / 1000;
+    }
     if (done <= 0)
         return -1;
     /* Time spent updating: elapsed minus the soaks already served. */
@@ -215,7 +219,12 @@ int upk_campaign_render(FILE *out, const cJSON *c, int width)
     /* The soak (or bake) of a done stage: a countdown; paused, it restarts. */
     double w = wait_ms(c), done_ms = num(c, "stage_done_ms"), now = num(c, "now_ms");
     upk_duration_format(w / 1000, soak, sizeof(soak));
-    if (is(c, "running") && done_ms > 0 && now > 0) {
+    bool open = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "continuous")) &&
+                cur >= inum(c, "stage_count");
+    if (open && is(c, "running") && done_ms > 0) {
+        emit(&v, "open (continuous): devices that come back or join are offered the release "
+                 "until you end it");
+    } else if (is(c, "running") && done_ms > 0 && now > 0 && w > 0) {
         double l = (done_ms + w - now) / 1000;
         upk_duration_format(l < 0 ? 0 : l, left, sizeof(left));
         emit(&v, "soak: %s of %s left, then %s", left, soak,

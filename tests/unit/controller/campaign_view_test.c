@@ -141,6 +141,24 @@ static void soak_counts_down_and_eta_moves(void **state)
     cJSON_Delete(p);
 }
 
+/* A continuous campaign done with its last stage is open, not ending. */
+static void continuous_campaign_is_open(void **state)
+{
+    (void)state;
+    cJSON *c = campaign("running", false, 2000000, 1900000);
+    cJSON_ReplaceItemInObject(c, "stage", cJSON_CreateNumber(3));
+    cJSON_ReplaceItemInObject(c, "soak_s", cJSON_CreateNumber(0));
+    cJSON_ReplaceItemInObject(c, "devices", cJSON_CreateNumber(6));
+    cJSON_AddBoolToObject(c, "continuous", true);
+    char *out = render(c, 80);
+    assert_non_null(strstr(out, "stage 3/3  continuous\n"));
+    assert_non_null(strstr(out, "open (continuous): devices that come back or join"));
+    assert_null(strstr(out, "soak:"));
+    assert_non_null(strstr(out, "ETA -\n"));
+    free(out);
+    cJSON_Delete(c);
+}
+
 static void watch_exit_codes(void **state)
 {
     (void)state;
@@ -171,6 +189,7 @@ int main(void)
         cmocka_unit_test(frame_fits_80_columns),
         cmocka_unit_test(skipped_stage_is_drawn_skipped),
         cmocka_unit_test(soak_counts_down_and_eta_moves),
+        cmocka_unit_test(continuous_campaign_is_open),
         cmocka_unit_test(watch_exit_codes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
