@@ -31,7 +31,8 @@ static void usage(FILE *out)
         "       upkeep campaign list [--json]\n"
         "       upkeep campaign show ID [--devices] [--json]\n"
         "       upkeep campaign watch ID [--interval SECONDS] [--once]\n"
-        "       upkeep campaign pause|resume|abort|rollback ID [--reason TEXT]\n"
+        "       upkeep campaign pause|resume|abort ID [--reason TEXT]\n"
+        "       upkeep campaign rollback ID [--reason TEXT] [--wait]\n"
         "       upkeep campaign retry ID DEVICE|--failed\n\n"
         "--target selects devices: 'all' (default) or comma-separated key=value terms,\n"
         "all of which must hold: hw=, version=, release=, id= (glob, e.g. id=lab-*),\n"
@@ -183,6 +184,62 @@ static int watch(const upk_client_cfg *cfg, const char *id, unsigned interval_ms
     return rc;
 }
 
+/* `campaign rollback --wait`: follows the rollback to its end and says how
+ * it ended: 0 rolled back (every device reported its previous release), 1
+ * rollback incomplete (the devices not back are listed), 3 unreachable. */
+static int rollback_wait(const upk_client_cfg *cfg, const char *id, unsigned interval_ms)
+{
+    char why[512];
+    upk_client *c = NULL;
+    upk_err err = upk_client_connect(cfg, &c, why, sizeof(why));
+    if (err != UPK_OK) {
+        fprintf(stderr, "upkeep: %s\n", why);
+        return upk_client_exit_code(err);
+    }
+    cJSON *args = cJSON_CreateObject();
+    if (args == NULL || cJSON_AddStringToObject(args, "id", id) == NULL) {
+        cJSON_Delete(args);
+        upk_client_close(c);
+        return UPK_EXIT_FAIL;
+    }
+    int rc = UPK_EXIT_FAIL;
+    signal(SIGINT, on_sigint);
+    while (!stop_watch) {
+        cJSON *data = NULL;
+        err = upk_client_call(c, "campaign.show", args, &data, why, sizeof(why));
+        if (err != UPK_OK) {
+            fprintf(stderr, "upkeep: %s (%s)\n", why, upk_err_str(err));
+            rc = upk_client_exit_code(err);
+            break;
+        }
+        const char *state = str(data, "state");
+        const cJSON *rb = cJSON_GetObjectItem(data, "rollback");
+        bool end = strcmp(state, "rolling_back") != 0;
+        if (strcmp(state, "rolled_back") == 0) {
+            double n = num(rb, "done");
+            printf("campaign %s: rollback done: %.0f %s back on their previous release\n", id, n,
+                   n == 1 ? "device" : "devices");
+            rc = UPK_EXIT_OK;
+        } else if (end) {
+            printf("campaign %s: %s: %s\n", id, state, str(data, "reason"));
+            const cJSON *d;
+            cJSON_ArrayForEach(d, cJSON_GetObjectItem(rb, "devices"))
+            {
+                if (strcmp(str(d, "state"), "failed") == 0)
+                    printf("  %s: %s: %s\n", str(d, "device"), str(d, "error"), str(d, "message"));
+            }
+        }
+        cJSON_Delete(data);
+        if (end)
+            break;
+        struct timespec ts = {(time_t)(interval_ms / 1000), (long)(interval_ms % 1000) * 1000000};
+        nanosleep(&ts, NULL);
+    }
+    cJSON_Delete(args);
+    upk_client_close(c);
+    return rc;
+}
+
 int upk_cli_campaign(int argc, char **argv)
 {
     enum {
@@ -208,7 +265,8 @@ int upk_cli_campaign(int argc, char **argv)
         O_ONCE,
         O_CONT,
         O_DFB,
-        O_FAILED
+        O_FAILED,
+        O_WAIT
     };
     static const struct option opts[] = {{"release", required_argument, NULL, O_RELEASE},
                                          {"target", required_argument, NULL, O_TARGET},
@@ -233,6 +291,7 @@ int upk_cli_campaign(int argc, char **argv)
                                          {"continuous", no_argument, NULL, O_CONT},
                                          {"delta-fallback", required_argument, NULL, O_DFB},
                                          {"failed", no_argument, NULL, O_FAILED},
+                                         {"wait", no_argument, NULL, O_WAIT},
                                          {"help", no_argument, NULL, 'h'},
                                          UPK_CLIENT_LONG_OPTS,
                                          {0}};
@@ -248,7 +307,7 @@ int upk_cli_campaign(int argc, char **argv)
     cJSON *args = cJSON_CreateObject();
     if (args == NULL)
         return UPK_EXIT_FAIL;
-    bool json = false, once = false;
+    bool json = false, once = false, wait_end = false;
     unsigned interval_ms = 1000;
     int c, rc = UPK_EXIT_USAGE;
     optind = 1;
@@ -354,6 +413,9 @@ int upk_cli_campaign(int argc, char **argv)
             break;
         case O_FAILED:
             cJSON_AddBoolToObject(args, "failed", true);
+            break;
+        case O_WAIT:
+            wait_end = true;
             break;
         case 'h':
             usage(stdout);
@@ -471,12 +533,17 @@ int upk_cli_campaign(int argc, char **argv)
         const cJSON *d;
         cJSON_ArrayForEach(d, cJSON_GetObjectItem(rb, "devices"))
         {
-            if (strcmp(str(d, "state"), "failed") == 0)
+            /* With --wait the end lists every device not back. */
+            if (!wait_end && strcmp(str(d, "state"), "failed") == 0)
                 printf("  %s: %s: %s\n", str(d, "device"), str(d, "error"), str(d, "message"));
         }
-        printf("it is rolled_back only when every device reports its previous release "
-               "(rollback_incomplete otherwise); follow it with: upkeep campaign watch %s\n",
-               argv[optind]);
+        if (wait_end)
+            rc = rollback_wait(&cfg, argv[optind], interval_ms);
+        else
+            printf("it is rolled_back only when every device reports its previous release "
+                   "(rollback_incomplete otherwise); follow it with: upkeep campaign watch %s, "
+                   "or use --wait\n",
+                   argv[optind]);
     } else if (strcmp(sub, "pause") == 0) {
         if (cJSON_IsTrue(cJSON_GetObjectItem(data, "already")))
             printf("campaign %s is already paused (%s)\n", argv[optind],

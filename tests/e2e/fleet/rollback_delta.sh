@@ -58,10 +58,16 @@ e2e_expect "$(fl_campaign_state c27)" paused "halted campaign state"
 e2e_expect "$(e2e_count c27 succeeded)" 2 "canary devices on 2.7.0"
 
 # Rollback 1: nothing the canary devices can install; named at once.
-echo "--- upkeep campaign rollback c27"
-upk campaign rollback c27 --reason "restart loop" | tee "$FL_DIR/rb1.txt"
+echo "--- upkeep campaign rollback c27 --reason 'restart loop' --wait"
+rc=0
+upk campaign rollback c27 --reason "restart loop" --wait > "$FL_DIR/rb1.txt" || rc=$?
+cat "$FL_DIR/rb1.txt"
+e2e_expect "$rc" 1 "exit status of rollback --wait that ends incomplete"
 grep -q "2 cannot be rolled back" "$FL_DIR/rb1.txt" || fl_die "rollback plan does not name them"
-fl_wait 20 "rollback incomplete" fl_campaign_is c27 rollback_incomplete
+grep -q "^campaign c27: rollback_incomplete: rollback incomplete: 2 of 2 devices" \
+    "$FL_DIR/rb1.txt" || fl_die "rollback --wait does not say it is incomplete"
+grep -q "rollback done" "$FL_DIR/rb1.txt" && fl_die "rollback claims success"
+e2e_expect "$(fl_campaign_state c27)" rollback_incomplete "state after the first rollback"
 rc=0
 "$FL_BIN/upkeep" campaign watch c27 --once > /dev/null || rc=$?
 e2e_expect "$rc" 1 "watch --once exit status of an incomplete rollback"
@@ -75,8 +81,13 @@ esac
 
 # Rollback 2: with the full image of 2.6.0 imported, every device is back.
 fl_release fw 2.6.0 2 "$FL_DIR/v26" --id fw-2.6.0-full > /dev/null
-echo "--- upkeep campaign rollback c27 (again, fw-2.6.0-full imported)"
-upk campaign rollback c27 | tee "$FL_DIR/rb2.txt"
+echo "--- upkeep campaign rollback c27 --wait (again, fw-2.6.0-full imported)"
+rc=0
+upk campaign rollback c27 --wait > "$FL_DIR/rb2.txt" || rc=$?
+cat "$FL_DIR/rb2.txt"
+e2e_expect "$rc" 0 "exit status of rollback --wait that lands"
+grep -q "^campaign c27: rollback done: 2 devices back on their previous release" \
+    "$FL_DIR/rb2.txt" || fl_die "rollback --wait does not say it is done"
 rc=0
 timeout 120 "$FL_BIN/upkeep" campaign watch c27 --interval 1 > "$FL_DIR/watch27b.txt" || rc=$?
 echo "--- campaign watch c27 (exit $rc)"
