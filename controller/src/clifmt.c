@@ -266,3 +266,12 @@ void upk_json_print(FILE *out, const cJSON *v)
     fprintf(out, "%s\n", s != NULL ? s : "null");
     free(s);
 }
+
+void upk_table_print_or_none(FILE *out, const cJSON *rows, const upk_col *cols, size_t ncols,
+                             const char *indent)
+{
+    if (cJSON_GetArraySize(rows) == 0)
+        fprintf(out, "%snone\n", indent != NULL ? indent : "");
+    else
+        upk_table_print(out, rows, cols, ncols);
+}

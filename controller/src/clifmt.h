@@ -50,6 +50,10 @@ bool upk_text_unsafe(const char *s);
  * Cells are escaped; a cell longer than the column limit ends in "...",
  * except in the last column, which is printed whole. */
 void upk_table_print(FILE *out, const struct cJSON *rows, const upk_col *cols, size_t ncols);
+/* As upk_table_print, but an empty (or missing) rows array prints
+ * "<indent>none" instead of a bare header. */
+void upk_table_print_or_none(FILE *out, const struct cJSON *rows, const upk_col *cols, size_t ncols,
+                             const char *indent);
 /* Prints one object as "key: value" lines in the order of cols. */
 void upk_kv_print(FILE *out, const struct cJSON *obj, const upk_col *cols, size_t ncols);
 /* Formats one cell into buf. */

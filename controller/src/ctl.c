@@ -15,7 +15,9 @@
 
 #include "clifmt.h"
 #include "engine.h"
+#include "campaign_ext.h"
 #include "label.h"
+#include "rollback.h"
 #include "upkeep/fs.h"
 #include "upkeep/hash.h"
 #include "upkeep/log.h"
@@ -777,8 +779,19 @@ static upk_err h_campaign_create(upk_ctl *ctl, const cJSON *args, cJSON **data, 
         c.gate.bake_s == 0)
         return fail(msg, UPK_E_FIELD_RANGE,
                     "health-gate options need --bake (the health window after commit)");
+    const cJSON *cont = cJSON_GetObjectItemCaseSensitive(args, "continuous");
+    if (cont != NULL && !cJSON_IsBool(cont))
+        return fail(msg, UPK_E_FIELD_TYPE, "continuous must be true or false");
+    const char *dfb;
+    if (!arg_str(args, "delta_fallback", &dfb) ||
+        (dfb != NULL && strcmp(dfb, "full") != 0 && strcmp(dfb, "refuse") != 0))
+        return fail(msg, UPK_E_FIELD_RANGE, "--delta-fallback takes full or refuse");
+    bool fallback_full = dfb != NULL && strcmp(dfb, "full") == 0;
     c.state = UPK_CAMP_RUNNING;
     c.created_ms = c.updated_ms = ctl->now_ms;
+    upk_campaign exists;
+    if (upk_store_campaign_get(ctl->store, c.id, &exists) == UPK_OK)
+        return fail(msg, UPK_E_EXISTS, "campaign '%s' already exists", c.id);
 
     upk_release_row rel;
     memset(&rel, 0, sizeof(rel));
@@ -799,7 +812,9 @@ static upk_err h_campaign_create(upk_ctl *ctl, const cJSON *args, cJSON **data, 
                  "SELECT id, hw, (SELECT count(*) FROM campaign_devices cd JOIN campaigns k ON"
                  " k.id = cd.campaign WHERE cd.device = devices.id AND k.state IN"
                  " ('running','paused') AND cd.state IN ('pending','assigned','in_progress'))"
-                 " AS busy FROM devices WHERE %s ORDER BY id",
+                 " + (SELECT count(*) FROM rollback_devices rb JOIN campaigns k ON"
+                 " k.id = rb.campaign WHERE rb.device = devices.id AND rb.state = 'pending' AND"
+                 " k.state = 'rolling_back') AS busy FROM devices WHERE %s ORDER BY id",
                  where);
     cJSON *rows = NULL;
     if ((err = query(ctl, sql, b, nb, &rows, msg)) != UPK_OK)
@@ -813,6 +828,10 @@ static upk_err h_campaign_create(upk_ctl *ctl, const cJSON *args, cJSON **data, 
     const char **ids = calloc(total ? total : 1, sizeof(*ids));
     uint32_t *st = calloc(total ? total : 1, sizeof(*st));
     size_t n = 0, incompatible = 0, busy = 0;
+    upk_create_check chk;
+    const char **fb = NULL;
+    size_t fbn = 0;
+    memset(&chk, 0, sizeof(chk));
     if (ids == NULL || st == NULL) {
         err = UPK_E_NOMEM;
         goto done;
@@ -834,11 +853,21 @@ static upk_err h_campaign_create(upk_ctl *ctl, const cJSON *args, cJSON **data, 
         }
         ids[n++] = cJSON_GetObjectItem(row, "id")->valuestring;
     }
+    /* Install module and delta base (campaign_ext.h). */
+    if (n > 0 && (err = upk_create_check_devices(ctl->store, release, &m, ids, &n, fallback_full,
+                                                 &chk, &fb, &fbn, msg, MSG_CAP)) != UPK_OK)
+        goto done;
     if (n == 0) {
         err = fail(msg, UPK_E_NOT_FOUND,
                    "target '%s' selects no device that can take this release (%zu matched, "
                    "%zu incompatible hardware, %zu busy in another campaign)",
                    c.target, total, incompatible, busy);
+        goto done;
+    }
+    /* Options first (rows keyed by the new id), then the campaign. */
+    if ((err = upk_campaign_opts_save(ctl->store, c.id, cJSON_IsTrue(cont), chk.full_release, fb,
+                                      fbn)) != UPK_OK) {
+        err = fail(msg, err, "campaign could not be recorded");
         goto done;
     }
     if ((err = upk_engine_assign_stages(&c, ids, n, st)) != UPK_OK)
@@ -857,11 +886,17 @@ static upk_err h_campaign_create(upk_ctl *ctl, const cJSON *args, cJSON **data, 
         cJSON_AddNumberToObject(o, "devices", (double)n);
         cJSON_AddNumberToObject(o, "incompatible", (double)incompatible);
         cJSON_AddNumberToObject(o, "busy", (double)busy);
+        cJSON_AddNumberToObject(o, "no_module", (double)chk.no_module);
+        cJSON_AddStringToObject(o, "module", m.module);
+        cJSON_AddNumberToObject(o, "full_fallback", (double)chk.full_fallback);
+        cJSON_AddStringToObject(o, "full_release", chk.full_release);
+        cJSON_AddBoolToObject(o, "continuous", cJSON_IsTrue(cont));
     }
     *data = o;
     upk_info("ctl: campaign %s created by %s release=%s devices=%zu", c.id, ctl->sender, c.release,
              n);
 done:
+    free(fb);
     free(ids);
     free(st);
     cJSON_Delete(rows);
@@ -904,6 +939,9 @@ static upk_err h_campaign_show(upk_ctl *ctl, const cJSON *args, cJSON **data, ch
         free(devs);
         return UPK_E_NOMEM;
     }
+    /* The controller's clock, for soak countdowns and the ETA. */
+    cJSON_AddNumberToObject(o, "now_ms", (double)ctl->now_ms);
+    cJSON_AddBoolToObject(o, "continuous", upk_campaign_is_continuous(ctl->store, id));
     /* Health gate of a done stage in its bake window: "bake 4m10s left: ..." */
     upk_gate_dev *health = NULL;
     size_t hn = 0;
@@ -932,9 +970,14 @@ static upk_err h_campaign_show(upk_ctl *ctl, const cJSON *args, cJSON **data, ch
             cJSON_AddBoolToObject(d, "online", devs[i].online);
             cJSON_AddNumberToObject(d, "assigned_ms", (double)devs[i].assigned_ms);
             cJSON_AddNumberToObject(d, "done_ms", (double)devs[i].done_ms);
+            cJSON_AddStringToObject(d, "error", devs[i].error);
         }
     }
     free(devs);
+    if (upk_rollback_json(ctl->store, id, o) != UPK_OK) {
+        cJSON_Delete(o);
+        return fail(msg, UPK_E_DB, "database error reading the rollback");
+    }
     *data = o;
     return UPK_OK;
 }
@@ -952,7 +995,8 @@ static upk_err transition(upk_ctl *ctl, const cJSON *args, upk_camp_state to, ch
         return fail(msg, UPK_E_TEXT_UNSAFE,
                     "reason holds control characters or invalid UTF-8; nothing changed");
     char why[UPK_REASON_MAX + 1];
-    int r = snprintf(why, sizeof(why), "%s by %s%s%s", upk_camp_state_str(to), ctl->op,
+    int r = snprintf(why, sizeof(why), "%s by %s%s%s",
+                     to == UPK_CAMP_ROLLING_BACK ? "rollback" : upk_camp_state_str(to), ctl->op,
                      reason != NULL ? ": " : "", reason != NULL ? reason : "");
     (void)r;
     err = upk_store_campaign_transition(ctl->store, id, to, to == UPK_CAMP_RUNNING ? "" : why,
@@ -974,7 +1018,21 @@ static upk_err transition(upk_ctl *ctl, const cJSON *args, upk_camp_state to, ch
 
 static upk_err h_campaign_pause(upk_ctl *ctl, const cJSON *args, cJSON **data, char *msg)
 {
-    (void)data;
+    /* Pausing a paused campaign is no error: the reply says it already is. */
+    const char *id;
+    upk_campaign c;
+    if (arg_str(args, "id", &id) && id != NULL && upk_id_valid(id) &&
+        upk_store_campaign_get(ctl->store, id, &c) == UPK_OK && c.state == UPK_CAMP_PAUSED) {
+        cJSON *o = cJSON_CreateObject();
+        if (o == NULL || cJSON_AddBoolToObject(o, "already", true) == NULL ||
+            cJSON_AddStringToObject(o, "state", "paused") == NULL ||
+            cJSON_AddStringToObject(o, "reason", c.reason) == NULL) {
+            cJSON_Delete(o);
+            return UPK_E_NOMEM;
+        }
+        *data = o;
+        return UPK_OK;
+    }
     return transition(ctl, args, UPK_CAMP_PAUSED, msg);
 }
 
@@ -992,8 +1050,49 @@ static upk_err h_campaign_abort(upk_ctl *ctl, const cJSON *args, cJSON **data, c
 
 static upk_err h_campaign_rollback(upk_ctl *ctl, const cJSON *args, cJSON **data, char *msg)
 {
-    (void)data;
-    return transition(ctl, args, UPK_CAMP_ROLLED_BACK, msg);
+    upk_err err = transition(ctl, args, UPK_CAMP_ROLLING_BACK, msg);
+    if (err != UPK_OK)
+        return err;
+    /* The reply is the plan: who was sent what, who cannot be rolled back. */
+    const char *id = NULL;
+    (void)arg_str(args, "id", &id);
+    cJSON *o = cJSON_CreateObject();
+    if (o == NULL || id == NULL || upk_rollback_json(ctl->store, id, o) != UPK_OK ||
+        cJSON_AddStringToObject(o, "id", id) == NULL ||
+        cJSON_AddStringToObject(o, "state", "rolling_back") == NULL) {
+        cJSON_Delete(o);
+        return UPK_OK; /* the rollback stands; `campaign show` has the plan */
+    }
+    *data = o;
+    return UPK_OK;
+}
+
+/* `campaign retry ID DEVICE|--failed` (campaign_ext.h). */
+static upk_err h_campaign_retry(upk_ctl *ctl, const cJSON *args, cJSON **data, char *msg)
+{
+    const char *id, *device;
+    upk_err err = need_id(args, "id", &id, msg);
+    if (err != UPK_OK)
+        return err;
+    if (!arg_str(args, "device", &device) || (device != NULL && !upk_id_valid(device)))
+        return fail(msg, UPK_E_ID_INVALID, "argument 'device' must be a device id");
+    bool failed = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(args, "failed"));
+    if ((device == NULL) == !failed)
+        return fail(msg, UPK_E_FIELD_MISSING, "name one device or --failed (not both)");
+    size_t count = 0;
+    err = upk_campaign_retry(ctl->store, id, device, ctl->now_ms, ctl->changed, ctl->ud, &count,
+                             msg, MSG_CAP);
+    if (err != UPK_OK)
+        return err;
+    cJSON *o = cJSON_CreateObject();
+    if (o == NULL || cJSON_AddStringToObject(o, "id", id) == NULL ||
+        cJSON_AddNumberToObject(o, "retried", (double)count) == NULL) {
+        cJSON_Delete(o);
+        return UPK_E_NOMEM;
+    }
+    upk_info("ctl: campaign %s retry of %zu devices by %s", id, count, ctl->sender);
+    *data = o;
+    return UPK_OK;
 }
 
 static upk_err h_audit_list(upk_ctl *ctl, const cJSON *args, cJSON **data, char *msg)
@@ -1098,8 +1197,15 @@ static upk_err campaign_posture(upk_ctl *ctl, cJSON *arr, char *msg)
             }
         }
         qsort(ttp, n, sizeof(*ttp), cmp_i64);
-        cJSON_AddNumberToObject(o, "ttp_median_s", n ? percentile(ttp, n, 0.5) / 1000.0 : -1);
-        cJSON_AddNumberToObject(o, "ttp_p95_s", n ? percentile(ttp, n, 0.95) / 1000.0 : -1);
+        /* No device patched (e.g. rolled back at once): no time to patch
+         * (null), never a -1 that reads as a figure. */
+        if (n > 0) {
+            cJSON_AddNumberToObject(o, "ttp_median_s", percentile(ttp, n, 0.5) / 1000.0);
+            cJSON_AddNumberToObject(o, "ttp_p95_s", percentile(ttp, n, 0.95) / 1000.0);
+        } else {
+            cJSON_AddNullToObject(o, "ttp_median_s");
+            cJSON_AddNullToObject(o, "ttp_p95_s");
+        }
         cJSON_AddItemToObject(o, "stages", stages);
         free(ttp);
         cJSON_Delete(done);
@@ -1129,9 +1235,10 @@ static upk_err h_report_posture(upk_ctl *ctl, const cJSON *args, cJSON **data, c
     const char *bcut[] = {cutoff_ms};
     if ((err = query(ctl,
                      "SELECT count(*) AS total, COALESCE((SELECT max(security_version) FROM"
-                     " releases), 0) AS latest_security_version, (SELECT count(*) FROM devices"
-                     " WHERE security_version >= COALESCE((SELECT max(security_version) FROM"
-                     " releases), 0)) AS on_latest, (SELECT count(*) FROM devices WHERE"
+                     " releases), 0) AS latest_security_version, (SELECT count(*) FROM devices d"
+                     " WHERE d.security_version >= COALESCE((SELECT max(r.security_version) FROM"
+                     " releases r WHERE (',' || r.hw || ',') LIKE ('%,' || d.hw || ',%')), 0))"
+                     " AS on_latest, (SELECT count(*) FROM devices WHERE"
                      " support_until > 0 AND support_until < ?) AS past_support FROM devices",
                      bnow, 1, &tmp, msg)) != UPK_OK)
         goto fail;
@@ -1226,6 +1333,7 @@ static const struct command commands[] = {
     {"campaign.list", false, h_campaign_list},
     {"campaign.pause", true, h_campaign_pause},
     {"campaign.resume", true, h_campaign_resume},
+    {"campaign.retry", true, h_campaign_retry},
     {"campaign.rollback", true, h_campaign_rollback},
     {"campaign.show", false, h_campaign_show},
     {"device.capability", false, h_device_capability},

@@ -28,7 +28,13 @@ typedef enum upk_camp_state {
     UPK_CAMP_PAUSED, /* by an operator, or halted by the engine (reason says) */
     UPK_CAMP_COMPLETED,
     UPK_CAMP_ABORTED,
-    UPK_CAMP_ROLLED_BACK,
+    UPK_CAMP_ROLLED_BACK, /* every device it started reported its previous release */
+    /* Rolling back: each started device was sent a release it can install
+     * (rollback.h); the campaign stays here until each has reported it. */
+    UPK_CAMP_ROLLING_BACK,
+    /* Rolled back as far as it could: some devices failed to return or could
+     * not be given a release they can install (the reason names them). */
+    UPK_CAMP_ROLLBACK_INCOMPLETE,
     UPK_CAMP__COUNT
 } upk_camp_state;
 
@@ -79,6 +85,7 @@ typedef struct upk_cdev {
     bool online;
     int64_t assigned_ms; /* 0 until started */
     int64_t done_ms;     /* 0 until final */
+    char error[40];      /* error name the device reported ("" = none) */
 } upk_cdev;
 
 typedef enum upk_action_kind {
@@ -98,7 +105,7 @@ typedef enum upk_verdict {
     UPK_VERDICT_ADVANCE,  /* next stage began */
     UPK_VERDICT_COMPLETE, /* last stage done and soaked */
     UPK_VERDICT_HALT,     /* paused with a reason */
-    UPK_VERDICT_ROLLBACK, /* halted and auto-rollback: state is rolled_back */
+    UPK_VERDICT_ROLLBACK, /* halted and auto-rollback: state is rolling_back */
 } upk_verdict;
 
 typedef struct upk_step_result {

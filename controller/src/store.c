@@ -15,6 +15,7 @@
 #include "upkeep/fs.h"
 #include "upkeep/hash.h"
 #include "upkeep/log.h"
+#include "rollback.h"
 
 /* Prepared statements are kept and reused: preparing (parsing and planning
  * the SQL) was the larger part of the store's CPU at 10,000 devices. An
@@ -125,6 +126,26 @@ static const char *const migrations[] = {
     " cd.device = health_metrics.device);"
     "DELETE FROM health WHERE campaign <> '' AND NOT EXISTS (SELECT 1 FROM campaign_devices cd"
     " WHERE cd.campaign = health.campaign AND cd.device = health.device);",
+    /* 6 -> 7: rollbacks that end only when the devices report them
+     * (rollback.h), what each device reports it runs, and campaign options. */
+    "CREATE TABLE rollback_devices("
+    " campaign TEXT NOT NULL, device TEXT NOT NULL, release TEXT NOT NULL DEFAULT '',"
+    " name TEXT NOT NULL DEFAULT '', version TEXT NOT NULL DEFAULT '', state TEXT NOT NULL,"
+    " error TEXT NOT NULL DEFAULT '', message TEXT NOT NULL DEFAULT '',"
+    " started_ms INTEGER NOT NULL, done_ms INTEGER NOT NULL DEFAULT 0,"
+    " PRIMARY KEY(campaign, device));"
+    "CREATE TABLE device_image("
+    " device TEXT PRIMARY KEY, image_sha256 TEXT NOT NULL DEFAULT '',"
+    " modules TEXT NOT NULL DEFAULT '');"
+    "CREATE TABLE campaign_opts("
+    " campaign TEXT PRIMARY KEY, continuous INTEGER NOT NULL DEFAULT 0,"
+    " delta_full TEXT NOT NULL DEFAULT '');"
+    "CREATE TABLE campaign_release("
+    " campaign TEXT NOT NULL, device TEXT NOT NULL, release TEXT NOT NULL,"
+    " PRIMARY KEY(campaign, device));"
+    "CREATE TABLE campaign_attempts("
+    " campaign TEXT NOT NULL, device TEXT NOT NULL, attempt INTEGER NOT NULL,"
+    " PRIMARY KEY(campaign, device));",
 };
 
 #define N_MIGRATIONS (sizeof(migrations) / sizeof(migrations[0]))
@@ -963,7 +984,7 @@ upk_err upk_store_campaign_devices(upk_store *s, const char *id, upk_cdev **out,
     sqlite3_stmt *st = NULL;
     upk_err err = prep(s,
                        "SELECT cd.device, cd.stage, cd.state, COALESCE(d.online, 0),"
-                       " cd.assigned_ms, cd.done_ms FROM campaign_devices cd"
+                       " cd.assigned_ms, cd.done_ms, cd.error FROM campaign_devices cd"
                        " LEFT JOIN devices d ON d.id = cd.device WHERE cd.campaign=?"
                        " ORDER BY cd.stage, cd.rank, cd.device",
                        &st);
@@ -995,6 +1016,7 @@ upk_err upk_store_campaign_devices(upk_store *s, const char *id, upk_cdev **out,
         d->online = sqlite3_column_int(st, 3) != 0;
         d->assigned_ms = sqlite3_column_int64(st, 4);
         d->done_ms = sqlite3_column_int64(st, 5);
+        col_text(st, 6, d->error, sizeof(d->error));
         count++;
     }
     if (rc != SQLITE_DONE) {
@@ -1072,10 +1094,13 @@ static upk_err restore_previous(upk_store *s, const char *id, int64_t now_ms)
     int r = snprintf(now, sizeof(now), "%lld", (long long)now_ms);
     (void)r;
     const char *b2[] = {now, id};
-    return run(s,
-               "UPDATE campaign_devices SET state='skipped', done_ms=? WHERE campaign=? AND"
-               " state='pending'",
-               b2, 2, NULL);
+    if ((err = run(s,
+                   "UPDATE campaign_devices SET state='skipped', done_ms=? WHERE campaign=? AND"
+                   " state='pending'",
+                   b2, 2, NULL)) != UPK_OK)
+        return err;
+    /* What each started device gets back, or why it cannot (rollback.h). */
+    return upk_rollback_plan(s, id, now_ms);
 }
 
 static void notify_started(upk_store *s, const char *id,
@@ -1116,8 +1141,9 @@ upk_err upk_store_campaign_apply(upk_store *s, const upk_step_result *res, const
         goto fail;
     sqlite3_stmt *desired = NULL;
     if ((err = prep(s,
-                    "UPDATE devices SET desired_release=?1, desired_campaign=?2,"
-                    " desired_acked=0 WHERE id=?3",
+                    "UPDATE devices SET desired_release=COALESCE((SELECT release FROM"
+                    " campaign_release WHERE campaign=?2 AND device=?3), ?1),"
+                    " desired_campaign=?2, desired_acked=0 WHERE id=?3",
                     &desired)) != UPK_OK)
         goto fail;
     for (size_t i = 0; i < res->action_count; i++) {
@@ -1195,6 +1221,9 @@ upk_err upk_store_campaign_transition(upk_store *s, const char *id, upk_camp_sta
     upk_campaign c;
     if ((err = upk_store_campaign_get(s, id, &c)) != UPK_OK)
         goto fail;
+    /* A rollback is rolled back only once the devices report it. */
+    if (to == UPK_CAMP_ROLLED_BACK)
+        to = UPK_CAMP_ROLLING_BACK;
     bool ok;
     switch (to) {
     case UPK_CAMP_PAUSED:
@@ -1206,8 +1235,9 @@ upk_err upk_store_campaign_transition(upk_store *s, const char *id, upk_camp_sta
     case UPK_CAMP_ABORTED:
         ok = c.state == UPK_CAMP_RUNNING || c.state == UPK_CAMP_PAUSED;
         break;
-    case UPK_CAMP_ROLLED_BACK:
-        ok = c.state != UPK_CAMP_ROLLED_BACK;
+    case UPK_CAMP_ROLLING_BACK:
+        /* Again from rollback_incomplete: the devices not back yet. */
+        ok = c.state != UPK_CAMP_ROLLED_BACK && c.state != UPK_CAMP_ROLLING_BACK;
         break;
     default:
         ok = false;
@@ -1226,12 +1256,14 @@ upk_err upk_store_campaign_transition(upk_store *s, const char *id, upk_camp_sta
          * and the soak, but not of devices already running. */
         c.tokens_at_ms = 0;
         c.stage_done_ms = 0;
-    } else if (to == UPK_CAMP_ABORTED || to == UPK_CAMP_ROLLED_BACK) {
+    } else if (to == UPK_CAMP_ABORTED) {
         c.finished_ms = now_ms;
+    } else if (to == UPK_CAMP_ROLLING_BACK) {
+        c.finished_ms = 0;
     }
     if ((err = campaign_update(s, &c)) != UPK_OK)
         goto fail;
-    if (to == UPK_CAMP_ROLLED_BACK) {
+    if (to == UPK_CAMP_ROLLING_BACK) {
         if ((err = restore_previous(s, id, now_ms)) != UPK_OK)
             goto fail;
     } else if (to == UPK_CAMP_ABORTED) {
@@ -1246,7 +1278,7 @@ upk_err upk_store_campaign_transition(upk_store *s, const char *id, upk_camp_sta
     }
     if ((err = commit(s)) != UPK_OK)
         goto fail;
-    if (to == UPK_CAMP_ROLLED_BACK)
+    if (to == UPK_CAMP_ROLLING_BACK)
         notify_started(s, id, changed, ud);
     return UPK_OK;
 fail:
@@ -1359,4 +1391,32 @@ void upk__store_rollback(upk_store *s)
 upk_err upk__store_db_err(upk_store *s, const char *what)
 {
     return db_err(s, what);
+}
+
+/* ---- cached statements for the modules beside the store (rollback.c,
+ * campaign_ext.c) on their per-message paths */
+
+upk_err upk_store_run(upk_store *s, const char *sql, const char *const *binds, size_t n,
+                      int *changes)
+{
+    return run(s, sql, binds, n, changes);
+}
+
+upk_err upk_store_int(upk_store *s, const char *sql, const char *const *binds, size_t n,
+                      int64_t *out, bool *found)
+{
+    sqlite3_stmt *st = NULL;
+    upk_err err = prep(s, sql, &st);
+    if (err != UPK_OK)
+        return err;
+    for (size_t i = 0; i < n; i++)
+        bind_text(st, (int)i + 1, binds[i]);
+    int rc = sqlite3_step(st);
+    *found = rc == SQLITE_ROW;
+    if (rc == SQLITE_ROW)
+        *out = sqlite3_column_int64(st, 0);
+    else if (rc != SQLITE_DONE)
+        err = db_err(s, "int query");
+    unprep(s, st);
+    return err;
 }

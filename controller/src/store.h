@@ -22,7 +22,7 @@
 struct cJSON;
 struct sqlite3;
 
-#define UPK_STORE_SCHEMA_VERSION 6
+#define UPK_STORE_SCHEMA_VERSION 7
 #define UPK_PATH_MAX             4096
 
 typedef struct upk_store upk_store;
@@ -185,6 +185,16 @@ UPK_MUST_CHECK upk_err upk_store_prune_device_events(upk_store *s, char cursor[U
 /* ---- generic read: runs sql with text binds (NULL binds as NULL) and
  * returns a JSON array of row objects keyed by column name (integers as
  * numbers, text as strings, NULL as null). Caller frees with cJSON_Delete. */
+/* Runs sql (a string constant: prepared statements are cached by its
+ * address) with text binds (NULL binds as NULL); *changes (may be NULL) gets
+ * the rows changed. For the modules beside the store on per-message paths. */
+UPK_MUST_CHECK upk_err upk_store_run(upk_store *s, const char *sql, const char *const *binds,
+                                     size_t n, int *changes);
+/* Runs a cached query whose first row's first column is an integer into
+ * *out; *found is false when there is no row. */
+UPK_MUST_CHECK upk_err upk_store_int(upk_store *s, const char *sql, const char *const *binds,
+                                     size_t n, int64_t *out, bool *found);
+
 UPK_MUST_CHECK upk_err upk_store_query_json(upk_store *s, const char *sql, const char *const *binds,
                                             size_t nbinds, struct cJSON **out);
 

@@ -16,6 +16,7 @@
 #include <sqlite3.h>
 
 #include "engine.h"
+#include "rollback.h"
 #include "store.h"
 #include "upkeep/key.h"
 #include "upkeep/manifest.h"
@@ -467,6 +468,10 @@ static void rollback_restores_previous_desired(void **state)
     assert_int_equal(upk_store_device_desired(f->s, started, rel, camp), UPK_OK);
     assert_string_equal(rel, "fw-1.0");
     upk_campaign got;
+    assert_int_equal(upk_store_campaign_get(f->s, "c1", &got), UPK_OK);
+    /* Rolled back once the devices report it: here they still run 1.0. */
+    assert_int_equal(got.state, UPK_CAMP_ROLLING_BACK);
+    assert_int_equal(upk_rollback_tick(f->s, 3250, NULL), UPK_OK);
     assert_int_equal(upk_store_campaign_get(f->s, "c1", &got), UPK_OK);
     assert_int_equal(got.state, UPK_CAMP_ROLLED_BACK);
     assert_string_equal(got.reason, "bad");
