@@ -139,6 +139,13 @@ static int render(FILE *out, const cJSON *c)
                 num(counts, upk_cdev_state_str((upk_cdev_state)k)));
     fprintf(out, " (offline waiting %.0f)\n", num(c, "offline_waiting"));
     lines++;
+    if (num(c, "drift") > 0) {
+        fprintf(out,
+                "DRIFT: %.0f devices run another release than this campaign's "
+                "(upkeep devices: DRIFT)\n",
+                num(c, "drift"));
+        lines++;
+    }
     upk_duration_format(num(c, "eta_s"), eta, sizeof(eta));
     fprintf(out, "ETA %s\n", strcmp(str(c, "state"), "running") == 0 ? eta : "-");
     lines++;

@@ -59,6 +59,7 @@ typedef struct srv {
     uv_signal_t sigint, sigterm;
     bool stopping;
     bool republish;
+    bool started; /* connected once: later connects republish only unacked desired */
     int64_t last_republish_ms;
     /* Cache of the last encoded desired payload (release, campaign). */
     char cache_release[UPK_ID_MAX + 1], cache_campaign[UPK_ID_MAX + 1];
@@ -239,6 +240,17 @@ static void republish_all(srv *s)
 {
     s->republish = false;
     s->last_republish_ms = now_ms();
+    if (!s->started) {
+        /* At start every desired goes out afresh (with a new counter), not
+         * only those without a PUBACK: a retained desired someone else put
+         * on the broker while we were down must not stay in place. */
+        s->started = true;
+        if (upk_store_desired_all(s->store, publish_desired, s) != UPK_OK) {
+            upk_error("serve: cannot list desired releases");
+            s->started = false;
+        }
+        return;
+    }
     if (upk_store_desired_unacked(s->store, publish_desired, s) != UPK_OK)
         upk_error("serve: cannot list unacknowledged desired releases");
 }

@@ -478,6 +478,70 @@ static void target_expressions(void **state)
     }
 }
 
+/* Attack 4 (issue 23): a device the controller counts as `succeeded` that
+ * reports another release (a replayed older one) is flagged as drift in
+ * `devices` (list and show), `campaign show`/`watch` and the posture report. */
+static void drift_is_shown_in_devices_campaign_and_posture(void **state)
+{
+    struct fx *f = *state;
+    char msg[UPK_ERRMSG_MAX + 1];
+    add_device(f, "d0", "hw-a");
+    add_device(f, "d1", "hw-a");
+    assert_int_equal(upload(f, "alice", 1000, false, msg), UPK_OK);
+    assert_int_equal(call(f, "alice", "operator:alice", "campaign.create",
+                          "{\"release\":\"fw-2.0\",\"id\":\"c1\",\"stages\":\"100%\"}", NULL, msg),
+                     UPK_OK);
+    /* Both were given fw-2.0 and counted as succeeded. */
+    assert_int_equal(sqlite3_exec(upk_store_db(f->s),
+                                  "UPDATE devices SET desired_release='fw-2.0',"
+                                  " desired_campaign='c1';"
+                                  "UPDATE campaign_devices SET state='succeeded', assigned_ms=5,"
+                                  " done_ms=6 WHERE campaign='c1'",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    const char *ver[] = {"2.0", "1.0"}; /* d1 runs 1.0 again */
+    for (int i = 0; i < 2; i++) {
+        upk_state_msg m;
+        memset(&m, 0, sizeof(m));
+        int r = snprintf(m.device, sizeof(m.device), "d%d", i);
+        r = snprintf(m.hw, sizeof(m.hw), "hw-a");
+        r = snprintf(m.release, sizeof(m.release), "fw");
+        r = snprintf(m.version, sizeof(m.version), "%s", ver[i]);
+        r = snprintf(m.campaign, sizeof(m.campaign), "c1");
+        (void)r;
+        m.status = UPK_STATUS_COMMITTED;
+        m.ts = 100;
+        assert_int_equal(upk_store_device_state(f->s, &m, 2), UPK_OK);
+    }
+    cJSON *data = NULL;
+    assert_int_equal(call(f, "alice", "operator:alice", "device.list", NULL, &data, NULL), UPK_OK);
+    assert_int_equal(cJSON_GetArraySize(data), 2);
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(data, 0), "drift")->valueint, 0);
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(data, 1), "drift")->valueint, 1);
+    cJSON_Delete(data);
+    assert_int_equal(
+        call(f, "alice", "operator:alice", "device.show", "{\"id\":\"d1\"}", &data, NULL), UPK_OK);
+    assert_int_equal(cJSON_GetObjectItem(data, "drift")->valueint, 1);
+    cJSON_Delete(data);
+    assert_int_equal(
+        call(f, "alice", "operator:alice", "campaign.show", "{\"id\":\"c1\"}", &data, NULL),
+        UPK_OK);
+    assert_int_equal(cJSON_GetObjectItem(data, "drift")->valueint, 1);
+    assert_int_equal(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(data, "counts"), "succeeded")->valueint, 2);
+    cJSON_Delete(data);
+    assert_int_equal(call(f, "alice", "operator:alice", "report.posture", NULL, &data, NULL),
+                     UPK_OK);
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(data, "summary"), "drift")->valueint,
+                     1);
+    cJSON *list = cJSON_GetObjectItem(data, "drift");
+    assert_int_equal(cJSON_GetArraySize(list), 1);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(list, 0), "id")->valuestring, "d1");
+    assert_string_equal(
+        cJSON_GetObjectItem(cJSON_GetArrayItem(list, 0), "desired_release")->valuestring, "fw-2.0");
+    cJSON_Delete(data);
+}
+
 static void config_names_the_bad_field(void **state)
 {
     (void)state;
@@ -521,6 +585,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(release_upload_checks_signature_and_hash, setup, teardown),
         cmocka_unit_test_setup_teardown(campaign_commands_follow_state_rules, setup, teardown),
         cmocka_unit_test_setup_teardown(campaign_health_gate_options, setup, teardown),
+        cmocka_unit_test_setup_teardown(drift_is_shown_in_devices_campaign_and_posture, setup,
+                                        teardown),
         cmocka_unit_test(target_expressions),
         cmocka_unit_test(config_names_the_bad_field),
     };
