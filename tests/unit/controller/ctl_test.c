@@ -566,6 +566,20 @@ static void config_names_the_bad_field(void **state)
          "topic_prefix"},
         {"{\"data_dir\":\"/tmp/x\",\"broker\":\"tcp://127.0.0.1:1\",\"readonly_operators\":[1]}",
          "readonly_operators"},
+        {"{\"data_dir\":\"/tmp/x\",\"broker\":\"tcp://127.0.0.1:1\",\"link_secret_file\":\"/no\"}",
+         "link_secret_file"},
+        {"{\"data_dir\":\"/tmp/x\",\"broker\":\"tcp://127.0.0.1:1\",\"link_secret_file\":7}",
+         "link_secret_file"},
+        {"{\"data_dir\":\"/tmp/x\",\"broker\":\"tcp://127.0.0.1:1\",\"require_device_auth\":1}",
+         "require_device_auth"},
+        {"{\"data_dir\":\"/tmp/x\",\"broker\":\"tcp://127.0.0.1:1\",\"require_device_auth\":true}",
+         "require_device_auth"},
+        {"{\"data_dir\":\"/tmp/x\",\"broker\":\"tcp://127.0.0.1:1\",\"desired_refresh_s\":59}",
+         "desired_refresh_s"},
+        {"{\"data_dir\":\"/tmp/x\",\"broker\":\"tcp://127.0.0.1:1\",\"desired_refresh_s\":60.5}",
+         "desired_refresh_s"},
+        {"{\"data_dir\":\"/tmp/x\",\"broker\":\"tcp://127.0.0.1:1\",\"desired_refresh_s\":\"1\"}",
+         "desired_refresh_s"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         assert_int_equal(
@@ -573,6 +587,70 @@ static void config_names_the_bad_field(void **state)
             UPK_E_CONFIG_INVALID);
         assert_non_null(strstr(why, cases[i].field));
     }
+}
+
+/* link_secret_file is read like the broker's fleet secret (trailing
+ * newlines cut, at least 16 bytes); require_device_auth needs it. */
+static void config_reads_the_link_secret(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/upk-ctl-cfg-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char pub[300], sec[300], shortsec[300], json[1400], why[256];
+    int r = snprintf(pub, sizeof(pub), "%s/pub.pem", dir);
+    r = snprintf(sec, sizeof(sec), "%s/link.secret", dir);
+    r = snprintf(shortsec, sizeof(shortsec), "%s/short.secret", dir);
+    upk_key *k = NULL;
+    assert_int_equal(upk_key_generate(&k), UPK_OK);
+    char *pem = NULL;
+    assert_int_equal(upk_key_public_pem(k, &pem), UPK_OK);
+    upk_key_free(k);
+    FILE *fp = fopen(pub, "w");
+    assert_non_null(fp);
+    fputs(pem, fp);
+    fclose(fp);
+    free(pem);
+    fp = fopen(sec, "w");
+    assert_non_null(fp);
+    fputs("link-secret-0123456789\r\n", fp);
+    fclose(fp);
+    fp = fopen(shortsec, "w");
+    assert_non_null(fp);
+    fputs("fifteen-bytes..\n", fp);
+    fclose(fp);
+    upk_serve_config c;
+    r = snprintf(json, sizeof(json),
+                 "{\"data_dir\":\"%s\",\"broker\":\"tcp://127.0.0.1:1\",\"release_keys\":[\"%s\"],"
+                 "\"link_secret_file\":\"%s\",\"require_device_auth\":true,"
+                 "\"desired_refresh_s\":600}",
+                 dir, pub, sec);
+    assert_int_equal(upk_serve_config_parse(json, strlen(json), &c, why, sizeof(why)), UPK_OK);
+    assert_int_equal(c.link_secret_len, 22);
+    assert_memory_equal(c.link_secret, "link-secret-0123456789", 22);
+    assert_true(c.require_device_auth);
+    assert_int_equal(c.desired_refresh_s, 600);
+    upk_serve_config_cleanup(&c);
+    assert_int_equal(c.link_secret_len, 0);
+    r = snprintf(json, sizeof(json),
+                 "{\"data_dir\":\"%s\",\"broker\":\"tcp://127.0.0.1:1\",\"release_keys\":[\"%s\"]}",
+                 dir, pub);
+    assert_int_equal(upk_serve_config_parse(json, strlen(json), &c, why, sizeof(why)), UPK_OK);
+    assert_int_equal(c.link_secret_len, 0);
+    assert_false(c.require_device_auth);
+    assert_int_equal(c.desired_refresh_s, UPK_DESIRED_REFRESH_S);
+    upk_serve_config_cleanup(&c);
+    r = snprintf(json, sizeof(json),
+                 "{\"data_dir\":\"%s\",\"broker\":\"tcp://127.0.0.1:1\",\"release_keys\":[\"%s\"],"
+                 "\"link_secret_file\":\"%s\"}",
+                 dir, pub, shortsec);
+    (void)r;
+    assert_int_equal(upk_serve_config_parse(json, strlen(json), &c, why, sizeof(why)),
+                     UPK_E_CONFIG_INVALID);
+    assert_non_null(strstr(why, "link_secret_file"));
+    assert_non_null(strstr(why, "16"));
+    char cmd[400];
+    r = snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    r = system(cmd);
 }
 
 int main(void)
@@ -589,6 +667,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test(target_expressions),
         cmocka_unit_test(config_names_the_bad_field),
+        cmocka_unit_test(config_reads_the_link_secret),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
