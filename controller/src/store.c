@@ -113,6 +113,7 @@ static const char *const migrations[] = {
      * with a valid link-key tag came from the device, after which untagged
      * ones are refused (AUTH_REQUIRED). */
     ("ALTER TABLE devices ADD COLUMN desired_ctr INTEGER NOT NULL DEFAULT 0;"
+     "ALTER TABLE devices ADD COLUMN desired_ctr_of TEXT NOT NULL DEFAULT '';"
      "ALTER TABLE devices ADD COLUMN authed INTEGER NOT NULL DEFAULT 0;"),
 };
 
@@ -509,19 +510,23 @@ upk_err upk_store_desired_unacked(upk_store *s, void (*fn)(const char *device, v
 
 /* ---- wire integrity (issue 23): desired counters, authenticated devices, drift */
 
-upk_err upk_store_ctr_next(upk_store *s, const char *device, int64_t now_ms, uint64_t *ctr)
+upk_err upk_store_ctr_next(upk_store *s, const char *device, const char *assignment, bool fresh,
+                           int64_t now_ms, uint64_t *ctr)
 {
-    if (s == NULL || device == NULL || ctr == NULL || now_ms < 0)
+    if (s == NULL || device == NULL || assignment == NULL || ctr == NULL || now_ms < 0)
         return UPK_E_INVALID_ARG;
     sqlite3_stmt *st = NULL;
     upk_err err = prep(s,
-                       "UPDATE devices SET desired_ctr = max(desired_ctr + 1, ?2) WHERE id=?1"
-                       " RETURNING desired_ctr",
+                       "UPDATE devices SET desired_ctr = CASE WHEN ?3 = 0 AND desired_ctr > 0 AND"
+                       " desired_ctr_of = ?4 THEN desired_ctr ELSE max(desired_ctr + 1, ?2) END,"
+                       " desired_ctr_of = ?4 WHERE id=?1 RETURNING desired_ctr",
                        &st);
     if (err != UPK_OK)
         return err;
     bind_text(st, 1, device);
     sqlite3_bind_int64(st, 2, now_ms);
+    sqlite3_bind_int(st, 3, fresh ? 1 : 0);
+    bind_text(st, 4, assignment);
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
         sqlite3_int64 v = sqlite3_column_int64(st, 0);

@@ -129,11 +129,16 @@ UPK_MUST_CHECK upk_err upk_store_device_desired(upk_store *s, const char *device
 
 /* ---- wire integrity (issue 23, docs/security.md) */
 
-/* Issues the next desired counter of device into *ctr: max(last + 1, now_ms),
- * so that it strictly increases per device and still moves forward after a
- * database is restored from a backup. UPK_E_NOT_FOUND for an unknown device. */
-UPK_MUST_CHECK upk_err upk_store_ctr_next(upk_store *s, const char *device, int64_t now_ms,
-                                          uint64_t *ctr);
+/* The desired counter of device for assignment (the caller's key for what
+ * the desired says: release, campaign, rollback) into *ctr. A new counter,
+ * max(last + 1, now_ms), when fresh is true or the assignment differs from
+ * the one the last counter was issued for, so that counters strictly
+ * increase per device and still move forward after a database is restored
+ * from a backup; otherwise the last counter again, so that a re-publication
+ * to a device that may hash the whole payload (an agent without a link key)
+ * is byte-identical. UPK_E_NOT_FOUND for an unknown device. */
+UPK_MUST_CHECK upk_err upk_store_ctr_next(upk_store *s, const char *device, const char *assignment,
+                                          bool fresh, int64_t now_ms, uint64_t *ctr);
 /* Whether a validly tagged message ever came from device (false for an
  * unknown device); from then on untagged ones are refused. */
 UPK_MUST_CHECK upk_err upk_store_device_authed(upk_store *s, const char *device, bool *authed);

@@ -440,6 +440,14 @@ static int on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *
                     memcpy(q->m.sender, p->value.value.data, vl);
                 }
             }
+            if (p->value.data.len == 11 && memcmp(p->value.data.data, "upkeep-auth", 11) == 0) {
+                if (q->m.auth_count++ == 0) {
+                    size_t vl = (size_t)p->value.value.len;
+                    if (vl >= sizeof(q->m.auth))
+                        vl = sizeof(q->m.auth) - 1;
+                    memcpy(q->m.auth, p->value.value.data, vl);
+                }
+            }
         }
     }
     pthread_mutex_lock(&c->mu);
@@ -570,6 +578,13 @@ int upk_h_client_connect_will(upk_h_client **out, int port, const char *client_i
 int upk_h_client_publish(upk_h_client *c, const char *topic, const void *payload, size_t len,
                          int qos, bool retain, const char *sender, int *reason)
 {
+    return upk_h_client_publish_auth(c, topic, payload, len, qos, retain, sender, NULL, reason);
+}
+
+int upk_h_client_publish_auth(upk_h_client *c, const char *topic, const void *payload, size_t len,
+                              int qos, bool retain, const char *sender, const char *auth,
+                              int *reason)
+{
     int dummy;
     if (reason == NULL)
         reason = &dummy;
@@ -589,6 +604,20 @@ int upk_h_client_publish(upk_h_client *c, const char *topic, const void *payload
         p.value.value.data = (char *)sender;
         p.value.value.len = (int)strlen(sender);
         if (MQTTProperties_add(&props, &p) != 0) {
+            free(o);
+            return -1;
+        }
+        m.properties = props;
+    }
+    if (auth != NULL) {
+        MQTTProperty p;
+        p.identifier = MQTTPROPERTY_CODE_USER_PROPERTY;
+        p.value.data.data = (char *)"upkeep-auth";
+        p.value.data.len = 11;
+        p.value.value.data = (char *)auth;
+        p.value.value.len = (int)strlen(auth);
+        if (MQTTProperties_add(&props, &p) != 0) {
+            MQTTProperties_free(&props);
             free(o);
             return -1;
         }

@@ -647,20 +647,26 @@ static void ctr_strictly_increases_and_follows_the_clock(void **state)
     struct fx *f = *state;
     add_device(f->s, "d1", "hw-a", "1.0", true);
     uint64_t a = 0, b = 0, c = 0;
-    assert_int_equal(upk_store_ctr_next(f->s, "d1", 5000, &a), UPK_OK);
+    assert_int_equal(upk_store_ctr_next(f->s, "d1", "fw-2.0/c1", true, 5000, &a), UPK_OK);
     assert_int_equal(a, 5000);
     /* The clock went back (or stood still): still one more. */
-    assert_int_equal(upk_store_ctr_next(f->s, "d1", 4000, &b), UPK_OK);
+    assert_int_equal(upk_store_ctr_next(f->s, "d1", "fw-2.0/c1", true, 4000, &b), UPK_OK);
     assert_int_equal(b, 5001);
-    assert_int_equal(upk_store_ctr_next(f->s, "d1", 9000, &c), UPK_OK);
+    /* Not fresh, same assignment: the same counter (byte-identical desired). */
+    assert_int_equal(upk_store_ctr_next(f->s, "d1", "fw-2.0/c1", false, 9000, &c), UPK_OK);
+    assert_int_equal(c, 5001);
+    /* Not fresh but another assignment: a new one. */
+    assert_int_equal(upk_store_ctr_next(f->s, "d1", "fw-3.0/c2", false, 9000, &c), UPK_OK);
     assert_int_equal(c, 9000);
     /* Kept across a reopen. */
     upk_store_close(f->s);
     assert_int_equal(upk_store_open(f->dir, &f->s), UPK_OK);
-    assert_int_equal(upk_store_ctr_next(f->s, "d1", 1, &c), UPK_OK);
+    assert_int_equal(upk_store_ctr_next(f->s, "d1", "fw-3.0/c2", false, 1, &c), UPK_OK);
+    assert_int_equal(c, 9000);
+    assert_int_equal(upk_store_ctr_next(f->s, "d1", "fw-3.0/c2", true, 1, &c), UPK_OK);
     assert_int_equal(c, 9001);
     uint64_t untouched = 77;
-    assert_int_equal(upk_store_ctr_next(f->s, "nobody", 1, &untouched), UPK_E_NOT_FOUND);
+    assert_int_equal(upk_store_ctr_next(f->s, "nobody", "x", true, 1, &untouched), UPK_E_NOT_FOUND);
     assert_int_equal(untouched, 77);
 }
 
@@ -767,7 +773,8 @@ static void desired_all_lists_every_device_ever_given_one(void **state)
     add_device(f->s, "d3", "hw-a", "1.0", true);
     start_all(f->s, "c1", "fw-2.0", ids, 1);
     uint64_t ctr = 0;
-    assert_int_equal(upk_store_ctr_next(f->s, "d2", 100, &ctr), UPK_OK); /* cleared, once set */
+    /* d2 got a clear once (no release, but a counter). */
+    assert_int_equal(upk_store_ctr_next(f->s, "d2", "", true, 100, &ctr), UPK_OK);
     changed_count = 0;
     assert_int_equal(upk_store_desired_all(f->s, on_changed, NULL), UPK_OK);
     assert_int_equal(changed_count, 2);
