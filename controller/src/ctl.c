@@ -245,7 +245,7 @@ static upk_err h_device_list(upk_ctl *ctl, const cJSON *args, cJSON **data, char
     int r = snprintf(sql, sizeof(sql),
                      "SELECT id, hw, release, version, security_version, status, campaign,"
                      " error, online, grp AS \"group\", support_until, last_patched, agent,"
-                     " last_seen_ms, desired_release, " UPK_STORE_DRIFT_SQL " AS drift"
+                     " last_seen_ms, desired_release, stale, " UPK_STORE_DRIFT_SQL " AS drift"
                      " FROM devices WHERE %s AND id > ?"
                      " ORDER BY id LIMIT ?",
                      where);

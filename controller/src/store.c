@@ -114,7 +114,10 @@ static const char *const migrations[] = {
      * ones are refused (AUTH_REQUIRED). */
     ("ALTER TABLE devices ADD COLUMN desired_ctr INTEGER NOT NULL DEFAULT 0;"
      "ALTER TABLE devices ADD COLUMN desired_ctr_of TEXT NOT NULL DEFAULT '';"
-     "ALTER TABLE devices ADD COLUMN authed INTEGER NOT NULL DEFAULT 0;"),
+     "ALTER TABLE devices ADD COLUMN authed INTEGER NOT NULL DEFAULT 0;"
+     /* stale: the device's last state said it has not heard an
+      * authenticated desired before its fresh_until (state "stale"). */
+     "ALTER TABLE devices ADD COLUMN stale INTEGER NOT NULL DEFAULT 0;"),
 };
 
 #define N_MIGRATIONS (sizeof(migrations) / sizeof(migrations[0]))
@@ -379,12 +382,12 @@ upk_err upk_store_device_state(upk_store *s, const upk_state_msg *m, int64_t now
         s,
         "INSERT INTO devices(id, hw, release, version, security_version, status, campaign, error,"
         " support_until, last_patched, agent, state_ts, last_seen_ms, support_signed,"
-        " cap_automatic, cap_signed, cap_rollback, cap_delta)"
-        " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)"
+        " cap_automatic, cap_signed, cap_rollback, cap_delta, stale)"
+        " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19)"
         " ON CONFLICT(id) DO UPDATE SET hw=?2, release=?3, version=?4, security_version=?5,"
         " status=?6, campaign=?7, error=?8, support_until=?9, last_patched=?10, agent=?11,"
         " state_ts=?12, last_seen_ms=?13, support_signed=?14, cap_automatic=?15,"
-        " cap_signed=?16, cap_rollback=?17, cap_delta=?18",
+        " cap_signed=?16, cap_rollback=?17, cap_delta=?18, stale=?19",
         &st);
     if (err != UPK_OK)
         return err;
@@ -406,6 +409,7 @@ upk_err upk_store_device_state(upk_store *s, const upk_state_msg *m, int64_t now
     sqlite3_bind_int(st, 16, m->cap.signed_only);
     sqlite3_bind_int(st, 17, m->cap.rollback);
     sqlite3_bind_int(st, 18, m->cap.delta);
+    sqlite3_bind_int(st, 19, m->stale);
     if (sqlite3_step(st) != SQLITE_DONE)
         err = db_err(s, "device state");
     unprep(s, st);

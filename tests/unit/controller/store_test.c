@@ -693,6 +693,31 @@ static void authed_flag_is_remembered(void **state)
     assert_true(authed);
 }
 
+/* A state saying "stale" (no authenticated desired before its fresh_until)
+ * is kept for `upkeep devices`, and cleared by the next state without it. */
+static void stale_state_is_recorded(void **state)
+{
+    struct fx *f = *state;
+    upk_state_msg m;
+    memset(&m, 0, sizeof(m));
+    int r = snprintf(m.device, sizeof(m.device), "d1");
+    r = snprintf(m.hw, sizeof(m.hw), "hw-a");
+    (void)r;
+    m.stale = true;
+    assert_int_equal(upk_store_device_state(f->s, &m, 1000), UPK_OK);
+    cJSON *rows = NULL;
+    assert_int_equal(upk_store_query_json(f->s, "SELECT stale FROM devices", NULL, 0, &rows),
+                     UPK_OK);
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(rows, 0), "stale")->valueint, 1);
+    cJSON_Delete(rows);
+    m.stale = false;
+    assert_int_equal(upk_store_device_state(f->s, &m, 1001), UPK_OK);
+    assert_int_equal(upk_store_query_json(f->s, "SELECT stale FROM devices", NULL, 0, &rows),
+                     UPK_OK);
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(rows, 0), "stale")->valueint, 0);
+    cJSON_Delete(rows);
+}
+
 static void report_state(upk_store *s, const char *dev, const char *campaign, const char *version,
                          upk_status status)
 {
@@ -863,6 +888,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(ctr_strictly_increases_and_follows_the_clock, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(authed_flag_is_remembered, setup, teardown),
+        cmocka_unit_test_setup_teardown(stale_state_is_recorded, setup, teardown),
         cmocka_unit_test_setup_teardown(drift_flags_a_device_running_another_release, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(desired_all_lists_every_device_ever_given_one, setup,
