@@ -20,6 +20,7 @@
 
 #include "upkeep/err.h"
 #include "upkeep/key.h"
+#include "upkeep/linkauth.h"
 #include "upkeep/manifest.h"
 #include "upkeep/msg.h"
 
@@ -129,6 +130,14 @@ struct upk_agent_config {
     char *tls_ca_file, *tls_cert_file, *tls_key_file; /* NULL when unset */
     uint32_t reconnect_min_ms, reconnect_max_ms;      /* 0 = mqtt.h defaults */
     bool fsync;                                       /* default true; false only for simulators */
+    /* The device's link key (docs/protocol.md 8.1), from "link_key_file".
+     * has_link_key false = legacy mode: controller messages are taken
+     * untagged, as before link keys existed (warned once at start). */
+    bool has_link_key;
+    upk_link_key link_key;
+    /* Legacy mode without the warning at start: a program running many
+     * agents (the simulator) has warned once for all of them. */
+    bool legacy_quiet;
 
     /* Set by the loader from key_paths; owned by the config. A caller that
      * builds a config by hand may point it at a shared keyring instead (then
@@ -186,6 +195,14 @@ size_t upk_agent_events_pending(const upk_agent *a);
  * and the simulator. */
 const char *upk_agent_installed_version(const upk_agent *a);
 uint32_t upk_agent_bake_restarts(const upk_agent *a);
+
+/* Controller messages the agent dropped since it was created because of
+ * why: AUTH_INVALID (untagged or wrongly tagged), REPLAYED, DESIRED_STALE,
+ * CHUNK_INVALID, CHUNK_UNEXPECTED (unrequested, duplicate or wrongly sized
+ * chunk), MSG_TOO_LARGE, or NOT_FOUND and SIZE_MISMATCH for chunk refusals
+ * an agent without a link key did not trust yet; 0 for any other code. Each
+ * drop is also logged with its code. For tests and operators' debugging. */
+uint64_t upk_agent_dropped(const upk_agent *a, upk_err why);
 
 /* Stops everything; closed (may be NULL) runs on the loop once all handles
  * are released and the agent is freed. Work already handed to the thread
