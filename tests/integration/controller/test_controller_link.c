@@ -881,6 +881,141 @@ static void device_without_key_keeps_identical_desired(void **state)
     assert_false(serve_log_has(e, "device=dev-00 authenticated"));
 }
 
+#ifdef UPK_AGENT_BIN
+/* Writes image.bin with bytes that depend on seed (another artifact per
+ * release) into e->art. */
+static void set_image(struct env *e, uint8_t seed)
+{
+    for (size_t i = 0; i < ART_LEN; i++)
+        e->art[i] = (uint8_t)(i * 31 + seed);
+    upk_sha256_buf(e->art, ART_LEN, e->art_sha);
+    char artp[UPK_H_PATH_MAX + 16];
+    snprintf(artp, sizeof(artp), "%s/image.bin", e->dir);
+    FILE *f = fopen(artp, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(e->art, 1, ART_LEN, f), ART_LEN);
+    assert_int_equal(fclose(f), 0);
+}
+
+static bool file_is(const char *path, const uint8_t *want, size_t len)
+{
+    static uint8_t got[ART_LEN + 1];
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return false;
+    size_t n = fread(got, 1, sizeof(got), f);
+    fclose(f);
+    return n == len && memcmp(got, want, len) == 0;
+}
+
+/* Real upkeep-agent processes with link keys (printed by `upkeep device-key
+ * --link-secret-file`) against `upkeep serve` with the link secret: they
+ * authenticate, complete a campaign, and a rollback of the next campaign
+ * (the older release, same security_version, at a lower version) is taken
+ * because the controller's tagged desired says rollback: true. */
+static void real_agents_with_link_keys_update_and_roll_back(void **state)
+{
+    struct env *e = *state;
+    enum { NAGENT = 2 };
+    pid_t pids[NAGENT];
+    char cfg[4096];
+    for (int i = 0; i < NAGENT; i++) {
+        char id[32], name[64], pw[UPK_DEVKEY_LEN + 2];
+        snprintf(id, sizeof(id), "agent-%d", i);
+        assert_int_equal(upk_devkey_derive(SECRET, strlen(SECRET), id, pw, sizeof(pw)), UPK_OK);
+        snprintf(name, sizeof(name), "%s.pw", id);
+        pw[UPK_DEVKEY_LEN] = '\n';
+        pw[UPK_DEVKEY_LEN + 1] = '\0';
+        assert_int_equal(upk_h_write_file(e->dir, name, pw), 0);
+        char lsf[UPK_H_PATH_MAX + 32];
+        snprintf(lsf, sizeof(lsf), "%s/link.secret", e->dir);
+        assert_int_equal(cli(e, "device-key", "--link-secret-file", lsf, id, (char *)NULL), 0);
+        assert_int_equal(strlen(outbuf), UPK_LINK_KEY_HEX_LEN + 1);
+        snprintf(name, sizeof(name), "%s.link", id);
+        assert_int_equal(upk_h_write_file(e->dir, name, outbuf), 0);
+        snprintf(cfg, sizeof(cfg),
+                 "{\"broker\":\"tcp://127.0.0.1:%d\",\"device_id\":\"%s\","
+                 "\"password_file\":\"%s/%s.pw\",\"link_key_file\":\"%s/%s.link\","
+                 "\"hardware\":\"hw-a\",\"data_dir\":\"%s/%s-data\",\"keys\":[\"%s/rel.pub\"],"
+                 "\"module\":\"file\",\"module_settings\":{\"path\":\"%s/%s.bin\"}}",
+                 e->b.port, id, e->dir, id, e->dir, id, e->dir, id, e->dir, e->dir, id);
+        snprintf(name, sizeof(name), "%s.json", id);
+        assert_int_equal(upk_h_write_file(e->dir, name, cfg), 0);
+        char cfgp[UPK_H_PATH_MAX + 64], logp[UPK_H_PATH_MAX + 64], datap[UPK_H_PATH_MAX + 64];
+        snprintf(cfgp, sizeof(cfgp), "%s/%s.json", e->dir, id);
+        snprintf(logp, sizeof(logp), "%s/%s.log", e->dir, id);
+        snprintf(datap, sizeof(datap), "%s/%s-data", e->dir, id);
+        assert_int_equal(mkdir(datap, 0700), 0);
+        pids[i] = fork();
+        if (pids[i] == 0) {
+            int fd = open(logp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+            if (fd >= 0) {
+                dup2(fd, 1);
+                dup2(fd, 2);
+                close(fd);
+            }
+            execl(UPK_AGENT_BIN, UPK_AGENT_BIN, "-c", cfgp, (char *)NULL);
+            _exit(127);
+        }
+        assert_true(pids[i] > 0);
+    }
+    await_log(e, "device=agent-0 authenticated with its link key");
+    await_log(e, "device=agent-1 authenticated with its link key");
+    set_image(e, 7);
+    uint8_t v2[ART_LEN];
+    memcpy(v2, e->art, ART_LEN);
+    make_release(e, "2.0");
+    assert_int_equal(cli(e, "campaign", "create", "--release", "fw-2.0", "--id", "c2", "--stages",
+                         "100%", "--device-timeout", "60s", (char *)NULL),
+                     0);
+    cJSON *c = await_campaign(e, "c2", "completed");
+    assert_non_null(c);
+    assert_int_equal(jnum(cJSON_GetObjectItem(c, "counts"), "succeeded"), NAGENT);
+    cJSON_Delete(c);
+    set_image(e, 9);
+    make_release(e, "3.0");
+    assert_int_equal(cli(e, "campaign", "create", "--release", "fw-3.0", "--id", "c3", "--stages",
+                         "100%", "--device-timeout", "60s", (char *)NULL),
+                     0);
+    c = await_campaign(e, "c3", "completed");
+    assert_non_null(c);
+    assert_int_equal(jnum(cJSON_GetObjectItem(c, "counts"), "succeeded"), NAGENT);
+    cJSON_Delete(c);
+    assert_int_equal(cli(e, "campaign", "rollback", "c3", (char *)NULL), 0);
+    /* Both run 2.0 again: their registry versions, and the files. */
+    double end = upk_h_now() + 60;
+    int back = 0;
+    while (upk_h_now() < end && back != NAGENT) {
+        back = 0;
+        cJSON *list = cli_json(e, "devices", NULL, NULL);
+        const cJSON *row;
+        cJSON_ArrayForEach(row, list)
+        {
+            back += strcmp(jstr(row, "version"), "2.0") == 0 &&
+                    strcmp(jstr(row, "status"), "committed") == 0 && jnum(row, "drift") == 0;
+        }
+        cJSON_Delete(list);
+    }
+    if (back != NAGENT) {
+        char p[UPK_H_PATH_MAX + 64];
+        snprintf(p, sizeof(p), "tail -30 %s/agent-0.log >&2", e->dir);
+        int r = system(p);
+        (void)r;
+        dump_logs(e);
+    }
+    assert_int_equal(back, NAGENT);
+    for (int i = 0; i < NAGENT; i++) {
+        char p[UPK_H_PATH_MAX + 64];
+        snprintf(p, sizeof(p), "%s/agent-%d.bin", e->dir, i);
+        assert_true(file_is(p, v2, ART_LEN));
+        kill(pids[i], SIGTERM);
+        waitpid(pids[i], NULL, 0);
+    }
+    assert_false(serve_log_has(e, "err=AUTH_INVALID"));
+    assert_false(serve_log_has(e, "err=AUTH_REQUIRED"));
+}
+#endif
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -893,6 +1028,10 @@ int main(void)
                                         env_teardown),
         cmocka_unit_test_setup_teardown(device_without_key_keeps_identical_desired, env_setup,
                                         env_teardown),
+#ifdef UPK_AGENT_BIN
+        cmocka_unit_test_setup_teardown(real_agents_with_link_keys_update_and_roll_back, env_setup,
+                                        env_teardown),
+#endif
     };
     if (getenv("UPK_TEST_FILTER") != NULL)
         cmocka_set_test_filter(getenv("UPK_TEST_FILTER"));
