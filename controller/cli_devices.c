@@ -32,7 +32,8 @@ static const upk_col cols[] = {
     {"status", "STATUS", UPK_COL_STR},   {"online", "ONLINE", UPK_COL_BOOL},
     {"group", "GROUP", UPK_COL_STR},     {"campaign", "CAMPAIGN", UPK_COL_STR},
     {"error", "ERROR", UPK_COL_STR},     {"last_seen_ms", "LAST SEEN", UPK_COL_TIME_MS},
-    {"drift", "DRIFT", UPK_COL_BOOL},    {"stale", "STALE", UPK_COL_BOOL}};
+    {"drift", "DRIFT", UPK_COL_BOOL},    {"stale", "STALE", UPK_COL_BOOL},
+    {"authed", "LINK KEY", UPK_COL_BOOL}};
 
 static bool append_term(char *expr, size_t cap, const char *key, const char *value)
 {
@@ -136,6 +137,7 @@ int upk_cli_devices(int argc, char **argv)
                                          {"desired_release", "desired release:", UPK_COL_STR},
                                          {"drift", "drift:", UPK_COL_BOOL},
                                          {"stale", "stale:", UPK_COL_BOOL},
+                                         {"authed", "link key in use:", UPK_COL_BOOL},
                                          {"support_until", "support until:", UPK_COL_TIME_S},
                                          {"last_patched", "last patched:", UPK_COL_TIME_S},
                                          {"agent", "agent:", UPK_COL_STR},

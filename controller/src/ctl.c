@@ -242,13 +242,14 @@ static upk_err h_device_list(upk_ctl *ctl, const cJSON *args, cJSON **data, char
     long limit = arg_limit(args, 100);
     fmt_long(lim, sizeof(lim), limit > 100 ? 100 : limit);
     b[nb++] = lim;
-    int r = snprintf(sql, sizeof(sql),
-                     "SELECT id, hw, release, version, security_version, status, campaign,"
-                     " error, online, grp AS \"group\", support_until, last_patched, agent,"
-                     " last_seen_ms, desired_release, stale, " UPK_STORE_DRIFT_SQL " AS drift"
-                     " FROM devices WHERE %s AND id > ?"
-                     " ORDER BY id LIMIT ?",
-                     where);
+    int r =
+        snprintf(sql, sizeof(sql),
+                 "SELECT id, hw, release, version, security_version, status, campaign,"
+                 " error, online, grp AS \"group\", support_until, last_patched, agent,"
+                 " last_seen_ms, desired_release, stale, authed, " UPK_STORE_DRIFT_SQL " AS drift"
+                 " FROM devices WHERE %s AND id > ?"
+                 " ORDER BY id LIMIT ?",
+                 where);
     (void)r;
     return query(ctl, sql, b, nb, data, msg);
 }

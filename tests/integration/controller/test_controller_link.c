@@ -840,6 +840,7 @@ static void required_auth_refuses_untagged_devices(void **state)
     cJSON *list = cli_json(e, "devices", NULL, NULL);
     assert_int_equal(cJSON_GetArraySize(list), 1);
     assert_string_equal(jstr(cJSON_GetArrayItem(list, 0), "id"), "dev-00");
+    assert_int_equal(jnum(cJSON_GetArrayItem(list, 0), "authed"), 1);
     cJSON_Delete(list);
     publish_event(&e->dev[0], 0, "", "", "", UPK_STATUS_IDLE, UPK_OK, true, false);
     await_acks(e, &e->dev[0], 1);
@@ -879,6 +880,9 @@ static void device_without_key_keeps_identical_desired(void **state)
     assert_non_null(c);
     cJSON_Delete(c);
     assert_false(serve_log_has(e, "device=dev-00 authenticated"));
+    cJSON *list = cli_json(e, "devices", NULL, NULL);
+    assert_int_equal(jnum(cJSON_GetArrayItem(list, 0), "authed"), 0);
+    cJSON_Delete(list);
 }
 
 #ifdef UPK_AGENT_BIN
