@@ -226,7 +226,7 @@ static upk_err h_device_list(upk_ctl *ctl, const cJSON *args, cJSON **data, char
     const char *target;
     if (!arg_str(args, "target", &target))
         return fail(msg, UPK_E_FIELD_TYPE, "argument 'target' must be a string");
-    char where[1024], copy[UPK_TARGET_MAX + 1], sql[1600], lim[24];
+    char where[1024], copy[UPK_TARGET_MAX + 1], sql[2400], lim[24];
     const char *b[10];
     size_t nb = 0;
     upk_err err = upk_ctl_target_sql(target != NULL ? target : "all", where, sizeof(where), copy,
