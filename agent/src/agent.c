@@ -29,8 +29,9 @@
 #endif
 
 #define TICK_MS 200
-/* Chunk refusals (not found, range) in a row before an agent without a link
- * key, which cannot tell a forged one, gives up on the download. */
+/* Tries of one chunk request that must come back refused (not found,
+ * range) before an agent without a link key, which cannot tell a forged
+ * refusal, gives up on the download. */
 #define UPK__REFUSALS_MAX 5
 
 struct upk_agent {
@@ -62,9 +63,6 @@ struct upk_agent {
     char link_path[UPK_AGENT_PATH_MAX];
     upk__link link;
     bool stale;
-    /* Unauthenticated refusal statuses in a row (legacy mode only): a
-     * refusal ends an update only after UPK__REFUSALS_MAX of them. */
-    uint32_t refusals;
     uint64_t dropped[UPK_E__COUNT]; /* controller messages dropped, by why */
 
     /* post-commit health reports (health.h) */
@@ -643,9 +641,12 @@ static void handle_desired(upk_agent *a, const char *payload, size_t len)
         return;
     }
     /* Same security_version but older than what runs (the signed created
-     * time says so): only the controller may ask for that, as a rollback. */
-    if (!rollback_ok && a->facts.release[0] != '\0' && a->facts.created != 0 &&
-        a->m.security_version == a->facts.security_version && a->m.created < a->facts.created) {
+     * time says so): only the controller may ask for that, as a rollback.
+     * Only with a link key: then "rollback" is authenticated, and the
+     * controller that tags also sets it; a legacy controller never does. */
+    if (a->cfg->has_link_key && !rollback_ok && a->facts.release[0] != '\0' &&
+        a->facts.created != 0 && a->m.security_version == a->facts.security_version &&
+        a->m.created < a->facts.created) {
         set_msg(why, sizeof(why),
                 "release %s %s is older than the installed %s %s and not a rollback", a->m.name,
                 a->m.version, a->facts.release, a->facts.version);
@@ -915,7 +916,8 @@ static bool write_all_at(int fd, const uint8_t *p, size_t len, uint64_t off)
  * again on the normal timeout, and the request is matched BEFORE the status
  * is looked at, so a forged refusal for a range never asked cannot end
  * anything. A refusal ends the update only when tagged; without a link key
- * only after UPK__REFUSALS_MAX of them in a row. */
+ * only once UPK__REFUSALS_MAX tries of one request (each after its backoff)
+ * were refused. */
 static void on_chunk(upk_agent *a, const uint8_t *payload, size_t len, const char *auth)
 {
     const char *dev = a->cfg->device_id;
@@ -958,15 +960,15 @@ static void on_chunk(upk_agent *a, const uint8_t *payload, size_t len, const cha
         break;
     case UPK_CHUNK_BUSY:
         return; /* asked again after the timeout */
-    default:
-        if (!a->cfg->has_link_key && ++a->refusals < UPK__REFUSALS_MAX) {
+    default: {
+        uint32_t tries = a->cfg->has_link_key ? 0 : upk__window_refused(&a->win, h.offset);
+        if (!a->cfg->has_link_key && tries < UPK__REFUSALS_MAX) {
             upk_warn("device=%s campaign=%s chunk refused (status %d) at offset=%" PRIu64
-                     ", %u of %u; asking again",
-                     dev, a->j.campaign, (int)h.status, h.offset, a->refusals, UPK__REFUSALS_MAX);
+                     ", try %u of %u; asking again",
+                     dev, a->j.campaign, (int)h.status, h.offset, tries, UPK__REFUSALS_MAX);
             a->dropped[h.status == UPK_CHUNK_RANGE ? UPK_E_SIZE_MISMATCH : UPK_E_NOT_FOUND]++;
             return; /* unauthenticated: asked again on the timeout */
         }
-        a->refusals = 0;
         if (h.status == UPK_CHUNK_RANGE)
             reject(a, UPK_E_SIZE_MISMATCH,
                    "controller says the artifact is shorter than the manifest");
@@ -974,6 +976,7 @@ static void on_chunk(upk_agent *a, const uint8_t *payload, size_t len, const cha
             finish(a, UPK_STATUS_FAILED, UPK_E_NOT_FOUND,
                    "controller does not serve this artifact");
         return;
+    }
     }
     if (h.length != want) {
         /* The manifest fixes every length: a short or long chunk is not the
@@ -984,7 +987,6 @@ static void on_chunk(upk_agent *a, const uint8_t *payload, size_t len, const cha
         a->dropped[UPK_E_CHUNK_UNEXPECTED]++;
         return;
     }
-    a->refusals = 0;
     err = upk__window_accept(&a->win, h.offset, data, h.length);
     if (err == UPK_E_CHUNK_UNEXPECTED || err == UPK_E_SIZE_MISMATCH)
         return; /* cannot happen after the checks above; harmless */

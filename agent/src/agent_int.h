@@ -136,8 +136,10 @@ typedef struct upk__window_slot {
     uint32_t len;
     uint32_t tries;
     uint64_t sent_ms;
-    uint32_t wait_ms; /* answer overdue at sent_ms + wait_ms (backs off per try) */
-    uint8_t *data;    /* owned copy once arrived */
+    uint32_t wait_ms;     /* answer overdue at sent_ms + wait_ms (backs off per try) */
+    uint32_t refused_try; /* the try whose refusal was last counted; 0 = none */
+    uint32_t refusals;    /* tries of this request refused (unauthenticated) */
+    uint8_t *data;        /* owned copy once arrived */
 } upk__window_slot;
 
 typedef struct upk__window {
@@ -166,6 +168,12 @@ bool upk__window_next(upk__window *w, uint64_t now_ms, uint64_t *off, uint32_t *
  * arrived; *len is then the length requested (the last chunk of the
  * artifact is shorter: its length is fixed by the manifest's size). */
 bool upk__window_expects(const upk__window *w, uint64_t off, uint32_t *len);
+/* Records an unauthenticated refusal (not found, range) of the outstanding
+ * request at off and returns how many of its tries were refused so far; a
+ * second refusal of the same try is not counted again. 0 when off is not
+ * outstanding. Lets an agent without a link key trust a refusal only after
+ * it came back for several re-requests, each after its backoff. */
+uint32_t upk__window_refused(upk__window *w, uint64_t off);
 /* Takes an arriving chunk (copied). UPK_E_CHUNK_UNEXPECTED when not
  * outstanding (duplicate, never requested); UPK_E_SIZE_MISMATCH when its
  * length differs from the request. */

@@ -4,6 +4,7 @@
 #include "agent_int.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -270,11 +271,18 @@ upk_err upk__link_save_ex(const char *path, const upk__link *f, bool do_sync)
     upk_err err = upk_hex_encode(f->sha, UPK_SHA256_LEN, hex, sizeof(hex));
     if (err != UPK_OK)
         return err;
+    /* Written as exact integer text: cJSON prints doubles with 15
+     * significant digits when that reads back "close enough", which would
+     * lose the low digits of a counter near 2^53. */
+    char ctr[24];
+    int n = snprintf(ctr, sizeof(ctr), "%" PRIu64, f->ctr);
+    if (n < 0 || (size_t)n >= sizeof(ctr))
+        return UPK_E_INTERNAL;
     cJSON *root = cJSON_CreateObject();
     if (root == NULL)
         return UPK_E_NOMEM;
     bool ok = cJSON_AddNumberToObject(root, "v", JOURNAL_V) &&
-              cJSON_AddNumberToObject(root, "ctr", (double)f->ctr) &&
+              cJSON_AddRawToObject(root, "ctr", ctr) &&
               cJSON_AddStringToObject(root, "sha256", hex) &&
               cJSON_AddNumberToObject(root, "fresh_until", (double)f->fresh_until);
     if (!ok) {
