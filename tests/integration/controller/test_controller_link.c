@@ -522,6 +522,11 @@ static int env_setup_required(void **state)
     return env_setup_common(state, ",\"require_device_auth\":true");
 }
 
+static int env_setup_refresh(void **state)
+{
+    return env_setup_common(state, ",\"desired_refresh_s\":60");
+}
+
 static int env_teardown(void **state)
 {
     struct env *e = *state;
@@ -620,7 +625,13 @@ static void update_dev0(struct env *e, const char *id, const char *version)
                          version[0] == '2' ? "fw-2.0" : "fw-3.0", "--id", id, "--stages", "100%",
                          "--target", "id=dev-00", (char *)NULL),
                      0);
-    await_desired(e, d, before);
+    /* The desired of campaign id (an authenticated clear issued when the
+     * device authenticated may come first). */
+    double end = upk_h_now() + 20;
+    while ((d->desired_n == before || strcmp(d->last_campaign, id) != 0) && upk_h_now() < end)
+        pump(e, 0.05);
+    if (strcmp(d->last_campaign, id) != 0)
+        dump_logs(e);
     assert_true(d->last_tag_ok);
     assert_string_equal(d->last_campaign, id);
     assert_string_equal(d->last_version, version);
@@ -885,6 +896,36 @@ static void device_without_key_keeps_identical_desired(void **state)
     cJSON_Delete(list);
 }
 
+/* Freshness: every desired_refresh_s (here the minimum, 60 s) the
+ * controller issues each authenticated device's desired again, the same
+ * assignment with a higher ctr and a later fresh_until (= issue time + 4 x
+ * desired_refresh_s), without the device doing anything. */
+static void desired_is_refreshed_every_desired_refresh_s(void **state)
+{
+    struct env *e = *state;
+    add_device(e, true);
+    struct fdev *d = &e->dev[0];
+    make_release(e, "2.0");
+    update_dev0(e, "c1", "2.0");
+    uint64_t ctr = d->last_ctr;
+    int64_t fresh = d->last_fresh_until;
+    int64_t now = (int64_t)time(NULL);
+    assert_true(fresh >= now + 4 * 60 - 10 && fresh <= now + 4 * 60 + 10);
+    int n = d->desired_n;
+    double end = upk_h_now() + 90;
+    while (d->desired_n == n && upk_h_now() < end)
+        pump(e, 0.5);
+    if (d->desired_n == n)
+        dump_logs(e);
+    assert_true(d->desired_n > n);
+    assert_true(d->last_tag_ok);
+    assert_true(d->last_ctr > ctr);
+    assert_true(d->last_fresh_until > fresh);
+    assert_string_equal(d->last_campaign, "c1");
+    assert_string_equal(d->last_version, "2.0");
+    assert_true(serve_log_has(e, "refreshing every desired (desired_refresh_s=60)"));
+}
+
 #ifdef UPK_AGENT_BIN
 /* Writes image.bin with bytes that depend on seed (another artifact per
  * release) into e->art. */
@@ -1032,6 +1073,8 @@ int main(void)
                                         env_teardown),
         cmocka_unit_test_setup_teardown(device_without_key_keeps_identical_desired, env_setup,
                                         env_teardown),
+        cmocka_unit_test_setup_teardown(desired_is_refreshed_every_desired_refresh_s,
+                                        env_setup_refresh, env_teardown),
 #ifdef UPK_AGENT_BIN
         cmocka_unit_test_setup_teardown(real_agents_with_link_keys_update_and_roll_back, env_setup,
                                         env_teardown),
