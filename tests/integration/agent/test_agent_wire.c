@@ -681,7 +681,7 @@ static void expiry_passing_mid_download_installs_nothing(void **state)
     start_agent(e, true);
     upk_manifest m;
     int64_t now = (int64_t)time(NULL);
-    make_manifest(e, &m, "2.0", now - 60, now + 3);
+    make_manifest(e, &m, "2.0", now - 60, now + 5);
     start_stalled_update(e, &m, "c-exp");
     if (!wait_for(e, p_failed_expired, "c-exp", 15)) {
         const upk_event_msg *ev = final_event(e, "c-exp");
@@ -756,8 +756,8 @@ static void stale_desired_is_refused_and_staleness_reported(void **state)
     expect_dropped(e, UPK_E_DESIRED_STALE, 1);
     assert_int_equal(campaign_events(e, "c-stale"), 0);
     assert_int_equal(upk_agent_status(e->agent), UPK_STATUS_IDLE);
-    /* An authenticated clear fresh for 2 s: accepted, then stale. */
-    e->s.fresh_until = (int64_t)time(NULL) + 2;
+    /* An authenticated clear fresh for 3 s: accepted, then stale. */
+    e->s.fresh_until = (int64_t)time(NULL) + 3;
     assert_int_equal(standin_clear_desired(&e->s), 0);
     bool yes = true, no = false;
     assert_true(wait_for(e, p_state_stale, &yes, 10));
