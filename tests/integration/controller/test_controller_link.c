@@ -826,6 +826,9 @@ static void restart_replaces_a_foreign_retained_desired(void **state)
     upk_h_client_close(root);
     struct snapshot after = snap(e, d, "c1");
     assert_same(&before, &after);
+    /* The device's retained state kept its tag on the broker: the restarted
+     * controller took it, not refused it. */
+    assert_false(serve_log_has(e, "refused state of device=dev-00"));
 }
 
 /* require_device_auth: an untagged state, event or chunk request of a device
