@@ -500,7 +500,7 @@ static upk_err desired_check(const upk_desired_msg *m)
         return UPK_E_FIELD_RANGE;
     if (m->clear)
         return m->campaign[0] == '\0' && m->key_id[0] == '\0' && m->manifest_len == 0 &&
-                       m->sig_len == 0 && m->bake_s == 0 && !m->rollback
+                       m->sig_len == 0 && m->bake_s == 0 && m->attempt == 0 && !m->rollback
                    ? UPK_OK
                    : UPK_E_INVALID_ARG;
     if (!str_fits(m->campaign, sizeof(m->campaign)) || !upk_id_valid(m->campaign))
@@ -577,6 +577,8 @@ upk_err upk_desired_encode(const upk_desired_msg *m, char **out, size_t *outlen)
         err = add_str(root, "sig", sig);
     if (err == UPK_OK && m->bake_s != 0)
         err = add_uint(root, "bake_s", m->bake_s);
+    if (err == UPK_OK && m->attempt != 0)
+        err = add_uint(root, "attempt", m->attempt);
     if (err == UPK_OK)
         err = desired_add_link_fields(m, root);
     if (err == UPK_OK)
@@ -608,7 +610,8 @@ upk_err upk_desired_decode(const char *json, size_t len, upk_desired_msg *out)
     if (err != UPK_OK)
         goto out_root;
     tmp.ctr = ctr;
-    static const char *const assignment[] = {"campaign", "key_id", "manifest", "sig", "bake_s"};
+    static const char *const assignment[] = {"campaign", "key_id", "manifest",
+                                             "sig",      "bake_s", "attempt"};
     bool any = false;
     for (size_t i = 0; i < sizeof(assignment) / sizeof(assignment[0]); i++)
         any = any || cJSON_GetObjectItemCaseSensitive(root, assignment[i]) != NULL;
@@ -663,6 +666,11 @@ upk_err upk_desired_decode(const char *json, size_t len, upk_desired_msg *out)
     if (err != UPK_OK)
         goto out_root;
     tmp.bake_s = (uint32_t)bake;
+    uint64_t attempt = 0;
+    err = upk__json_u64(root, "attempt", true, UINT32_MAX, &attempt);
+    if (err != UPK_OK)
+        goto out_root;
+    tmp.attempt = (uint32_t)attempt;
 
     tmp.manifest = malloc(mlen + 1);
     if (tmp.manifest == NULL) {
@@ -707,6 +715,13 @@ upk_err upk_desired_assignment_id(const upk_desired_msg *m, uint8_t out[UPK_SHA2
     hash_field(&h, m->sig, m->sig_len <= sizeof(m->sig) ? m->sig_len : sizeof(m->sig));
     hash_field(&h, bake, sizeof(bake));
     hash_field(&h, &rb, 1);
+    if (m->attempt != 0) {
+        /* Absent from the hash when 0, so an assignment never retried keeps
+         * the id it had before retries existed. */
+        uint8_t at[4] = {(uint8_t)(m->attempt >> 24), (uint8_t)(m->attempt >> 16),
+                         (uint8_t)(m->attempt >> 8), (uint8_t)m->attempt};
+        hash_field(&h, at, sizeof(at));
+    }
     upk_sha256_final(&h, out);
     upk_sha256_cleanup(&h);
     return UPK_OK;

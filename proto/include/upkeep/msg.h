@@ -106,6 +106,9 @@ typedef struct upk_desired_msg {
     uint8_t sig[UPK_SIG_MAX];
     size_t sig_len;
     uint32_t bake_s; /* post-commit health reporting window; 0 = none */
+    /* The operator's retry number of this assignment (`campaign retry`);
+     * 0 = absent. Part of the assignment, so a retry is handled anew. */
+    uint32_t attempt;
     /* Covered by the link tag (linkauth.h), not by the release signature: */
     bool rollback;       /* controller-authorized downgrade of the version */
     uint64_t ctr;        /* per-device counter, strictly increasing; 0 = absent */
@@ -113,8 +116,8 @@ typedef struct upk_desired_msg {
 } upk_desired_msg;
 
 /* Encodes m (manifest bytes copied into a JSON string, sig as base64; for a
- * clear only v, ctr and fresh_until). Omits rollback when false and ctr and
- * fresh_until when 0. */
+ * clear only v, ctr and fresh_until). Omits rollback when false and attempt,
+ * ctr and fresh_until when 0. */
 UPK_MUST_CHECK upk_err upk_desired_encode(const upk_desired_msg *m, char **out, size_t *outlen);
 /* On success out->manifest is allocated (NULL for a clear); release with
  * upk_desired_cleanup. Does not verify the signature (see
@@ -123,10 +126,9 @@ UPK_MUST_CHECK upk_err upk_desired_decode(const char *json, size_t len, upk_desi
 
 /* The identity of the assignment m carries: SHA-256 over its campaign,
  * key_id, manifest bytes, signature, bake_s and rollback (each
- * length-prefixed), but not ctr or fresh_until, so that a refreshed desired
- * (new counter, later freshness) is the same assignment and never restarts
- * or supersedes an update. A clear has the all-zero id. UPK_E_INVALID_ARG for
- * NULL arguments. */
+ * length-prefixed), and attempt when it is not 0, but not ctr or fresh_until, so that a refreshed
+ * desired (new counter, later freshness) is the same assignment and never restarts or supersedes an
+ * update. A clear has the all-zero id. UPK_E_INVALID_ARG for NULL arguments. */
 UPK_MUST_CHECK upk_err upk_desired_assignment_id(const upk_desired_msg *m,
                                                  uint8_t out[UPK_SHA256_LEN]);
 /* Frees what decode allocated; safe on a zeroed or cleaned struct. */

@@ -1095,6 +1095,24 @@ static void desired_assignment_id_ignores_only_ctr_and_freshness(void **state)
     v.manifest_len--;
     assert_int_equal(upk_desired_assignment_id(&v, b), UPK_OK);
     assert_memory_not_equal(a, b, sizeof(a));
+    /* An operator's retry (campaign retry) is a new assignment, and it
+     * survives the wire. */
+    v = m;
+    v.attempt = 2;
+    assert_int_equal(upk_desired_assignment_id(&v, b), UPK_OK);
+    assert_memory_not_equal(a, b, sizeof(a));
+    char *json = NULL;
+    size_t len = 0;
+    assert_int_equal(upk_desired_encode(&v, &json, &len), UPK_OK);
+    assert_non_null(strstr(json, "\"attempt\":2"));
+    upk_desired_msg back;
+    assert_int_equal(upk_desired_decode(json, len, &back), UPK_OK);
+    assert_int_equal(back.attempt, 2);
+    uint8_t c2[UPK_SHA256_LEN];
+    assert_int_equal(upk_desired_assignment_id(&back, c2), UPK_OK);
+    assert_memory_equal(b, c2, sizeof(b));
+    upk_desired_cleanup(&back);
+    free(json);
     upk_desired_msg c;
     memset(&c, 0, sizeof(c));
     c.clear = true;
