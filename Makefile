@@ -9,7 +9,7 @@ SAN_BUILD  ?= build-san
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CTEST_ARGS ?=
 
-.PHONY: all deps build build-san test demo fuzz soak lint format bench clean docker-test cross cross-test
+.PHONY: all deps build build-san test demo fuzz soak lint format bench clean docker-test cross cross-test deb deb-test
 
 all: build
 
@@ -65,3 +65,13 @@ cross-test: build
 
 clean:
 	rm -rf $(BUILD) $(SAN_BUILD)
+
+# Debian packages upkeep-agent, upkeep-broker-plugin, upkeep (debian/), built
+# with dpkg-buildpackage into build-deb/ and checked with lintian.
+deb:
+	@JOBS=$(JOBS) bash scripts/deb.sh
+
+# The packages installed in a clean bookworm container, their units checked
+# with systemd-analyze verify (tests/deb/install.sh).
+deb-test: deb
+	@bash tests/deb/install.sh build-deb
