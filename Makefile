@@ -9,7 +9,7 @@ SAN_BUILD  ?= build-san
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CTEST_ARGS ?=
 
-.PHONY: all deps build build-san test demo fuzz soak lint format bench clean docker-test
+.PHONY: all deps build build-san test demo fuzz soak lint format bench clean docker-test cross cross-test deb deb-test
 
 all: build
 
@@ -50,5 +50,28 @@ bench: build
 docker-test:
 	@bash docker/test.sh
 
+# The agent for an ARM board: make cross ARCH=arm64|armhf [STATIC=1] [TLS=0]
+# (docs/agent.md, "Building for your board").
+ARCH ?= arm64
+cross:
+	@ARCH=$(ARCH) STATIC=$(STATIC) TLS=$(TLS) PAGE_SIZE=$(PAGE_SIZE) JOBS=$(JOBS) bash scripts/cross.sh
+
+# The arm64 agent under qemu-user against the native broker, plugin and
+# controller of $(BUILD): full, delta and a rolled-back release
+# (tests/e2e/cross/arm64_qemu.sh). .ci/run runs it after make test.
+cross-test: build
+	@ARCH=arm64 STATIC= TLS=1 PAGE_SIZE= JOBS=$(JOBS) CROSS_BUILD=build-cross-arm64 bash scripts/cross.sh
+	bash tests/e2e/cross/arm64_qemu.sh $(BUILD) build-cross-arm64/bin/upkeep-agent
+
 clean:
 	rm -rf $(BUILD) $(SAN_BUILD)
+
+# Debian packages upkeep-agent, upkeep-broker-plugin, upkeep (debian/), built
+# with dpkg-buildpackage into build-deb/ and checked with lintian.
+deb:
+	@JOBS=$(JOBS) bash scripts/deb.sh
+
+# The packages installed in a clean bookworm container, their units checked
+# with systemd-analyze verify (tests/deb/install.sh).
+deb-test: deb
+	@bash tests/deb/install.sh build-deb

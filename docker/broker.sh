@@ -54,12 +54,15 @@ cat >"$run_dir/broker.json" <<JSON
 }
 JSON
 
+# Where the upkeep-broker-plugin package put it (Debian's multiarch libdir).
+plugin_so=$(ls /usr/lib/*/mosquitto/upkeep_broker.so 2>/dev/null | head -n 1)
+[ -n "$plugin_so" ] || die "upkeep_broker.so is not installed (package upkeep-broker-plugin)"
 cat >"$run_dir/mosquitto.conf" <<CONF
 # Written by broker.sh at container start.
 per_listener_settings false
 listener $PORT ${UPKEEP_BIND:-127.0.0.1}
 allow_anonymous false
-plugin /usr/lib/upkeep/upkeep_broker.so
+plugin $plugin_so
 plugin_opt_config $run_dir/broker.json
 persistence true
 persistence_location $data_dir/

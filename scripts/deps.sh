@@ -2,7 +2,42 @@
 # Installs the Debian bookworm packages upkeep needs to build, test and run its
 # demo. Installs only what is missing; uses sudo when not root. Idempotent.
 set -euo pipefail
+#
+#   scripts/deps.sh             the native set below (build, test, demo)
+#   scripts/deps.sh cross ARCH  what `make cross ARCH=arm64|armhf` needs: the
+#                               Debian cross toolchain, the agent's libraries
+#                               as multiarch ARCH packages, and (arm64)
+#                               qemu-user to run the result in tests
+#   scripts/deps.sh deb         what `make deb` needs (debhelper, lintian)
 
+case "${1:-}" in
+cross)
+  arch="${2:?usage: deps.sh cross arm64|armhf}"
+  case "$arch" in arm64 | armhf) ;; *) echo "deps: unsupported ARCH $arch (arm64, armhf)" >&2; exit 2 ;; esac
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  if ! dpkg --print-foreign-architectures | grep -qx "$arch"; then
+    echo "deps: adding the $arch architecture to dpkg"
+    $sudo dpkg --add-architecture "$arch"
+  fi
+  pkgs=(
+    cmake pkg-config file
+    "crossbuild-essential-$arch"  # gcc, binutils and libc6-dev for $arch
+    # The agent's libraries (docs/agent.md, "Building for your board"):
+    "libcjson-dev:$arch"      # JSON of messages, manifests and the config
+    "libuv1-dev:$arch"        # event loop, timers, child processes
+    "libpaho-mqtt-dev:$arch"  # MQTT client
+    "libssl-dev:$arch"        # TLS under Paho's paho-mqtt3as (named by its CMake package)
+    "libmbedtls-dev:$arch"    # ECDSA P-256 signatures and SHA-256 (mbedcrypto only)
+    "libzstd-dev:$arch"       # delta patches' compressed streams
+  )
+  # The cross-built arm64 agent runs under qemu-user in tests/e2e/cross.
+  [ "$arch" != arm64 ] || pkgs+=(qemu-user)
+  ;;
+deb)
+  pkgs=(debhelper dpkg-dev devscripts lintian fakeroot systemd)
+  ;;
+"")
 pkgs=(
   build-essential cmake pkg-config git ca-certificates openssl
   clang clang-format clang-tidy cppcheck libclang-rt-dev
@@ -15,6 +50,12 @@ pkgs=(
   valgrind  # memcheck of the agent and the broker plugin (tests/fault/valgrind)
   sqlite3  # fault tests read the controller's store between SIGKILLs (tests/fault/controller_crash)
 )
+  ;;
+*)
+  echo "usage: deps.sh [cross arm64|armhf | deb]" >&2
+  exit 2
+  ;;
+esac
 
 missing=()
 for p in "${pkgs[@]}"; do

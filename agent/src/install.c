@@ -273,8 +273,12 @@ static void abdir_current(const abdir_mod *m, char *out, size_t cap)
     if (n <= 0)
         return;
     target[n] = '\0';
-    if ((strcmp(target, "a") == 0 || strcmp(target, "b") == 0) && cap > 1)
-        (void)snprintf(out, cap, "%s", target);
+    /* Only the one-letter slot names are reported; copying that letter (not
+     * the whole link target) is what fits in out. */
+    if ((strcmp(target, "a") == 0 || strcmp(target, "b") == 0) && cap > 1) {
+        out[0] = target[0];
+        out[1] = '\0';
+    }
 }
 
 static upk_err run_wait(char *const argv[], char *msg, size_t cap)
