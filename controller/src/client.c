@@ -28,6 +28,16 @@ struct upk_client {
     upk_ctl_resp resp;
     upk_err resp_err;
     unsigned seq;
+    /* upk_client_send: replies to other ids, and publish results. */
+    upk_client_reply_fn on_reply;
+    upk_client_sent_fn on_sent;
+    void *send_ud;
+    struct upk_client_send_rec {
+        upk_client *c;
+        void *cb_data;
+        bool pending;
+    } sends[UPK_CLIENT_SENDS_MAX];
+    size_t send_next;
 };
 
 static void copy_str(char *dst, size_t cap, const char *src)
@@ -164,6 +174,9 @@ static void on_message(upk_mqtt *m, const upk_mqtt_msg *msg, void *ud)
         return;
     /* Only the controller's replies count (the plugin stamps it). */
     if (c->got || strcmp(r.id, c->want_id) != 0 || strncmp(msg->sender, "controller:", 11) != 0) {
+        if (strncmp(msg->sender, "controller:", 11) == 0 && c->on_reply != NULL &&
+            strcmp(r.id, c->want_id) != 0)
+            c->on_reply(&r, c->send_ud);
         upk_ctl_resp_cleanup(&r);
         return;
     }
@@ -361,4 +374,76 @@ void upk_client_close(upk_client *c)
     if (uv_loop_close(&c->loop) != 0)
         upk_debug("client: loop closed with handles open");
     free(c);
+}
+
+/* ---- pipelined requests (upk_client_send) */
+
+void upk_client_on_reply(upk_client *c, upk_client_reply_fn on_reply, upk_client_sent_fn on_sent,
+                         void *ud)
+{
+    c->on_reply = on_reply;
+    c->on_sent = on_sent;
+    c->send_ud = ud;
+}
+
+static void send_done(upk_mqtt *m, upk_err err, void *cb_data)
+{
+    (void)m;
+    struct upk_client_send_rec *rec = cb_data;
+    rec->pending = false;
+    if (rec->c->on_sent != NULL)
+        rec->c->on_sent(err, rec->cb_data, rec->c->send_ud);
+}
+
+upk_err upk_client_send(upk_client *c, const char *cmd, const cJSON *args, const char *id,
+                        void *cb_data)
+{
+    struct upk_client_send_rec *rec = &c->sends[c->send_next % UPK_CLIENT_SENDS_MAX];
+    if (rec->pending)
+        return UPK_E_BUSY;
+    upk_ctl_req req;
+    memset(&req, 0, sizeof(req));
+    int r = snprintf(req.id, sizeof(req.id), "%s", id);
+    if (r < 0 || (size_t)r >= sizeof(req.id) || !upk_id_valid(req.id))
+        return UPK_E_ID_INVALID;
+    r = snprintf(req.cmd, sizeof(req.cmd), "%s", cmd);
+    (void)r;
+    req.args = (cJSON *)args;
+    char *payload = NULL;
+    size_t len = 0;
+    char topic[UPK_TOPIC_MAX + 1];
+    upk_err err = upk_ctl_req_encode(&req, &payload, &len);
+    if (err != UPK_OK)
+        return err;
+    if ((err = upk_topic_build(topic, sizeof(topic), c->cfg.prefix, UPK_TOPIC_CTL_REQ,
+                               c->cfg.user)) == UPK_OK) {
+        rec->c = c;
+        rec->cb_data = cb_data;
+        rec->pending = true;
+        err = upk_mqtt_publish(c->mqtt, topic, payload, len, 1, false, send_done, rec);
+        if (err != UPK_OK)
+            rec->pending = false;
+        else
+            c->send_next++;
+    }
+    free(payload);
+    return err;
+}
+
+void upk_client_poll(upk_client *c, unsigned ms)
+{
+    c->timed_out = false;
+    uv_timer_start(&c->timer, on_timer, ms, 0);
+    uv_run(&c->loop, UV_RUN_ONCE);
+    uv_timer_stop(&c->timer);
+}
+
+bool upk_client_connected(const upk_client *c)
+{
+    return c->mqtt != NULL && upk_mqtt_connected(c->mqtt);
+}
+
+const char *upk_client_user(const upk_client *c)
+{
+    return c->cfg.user;
 }
