@@ -32,6 +32,7 @@ struct upk_client {
     upk_client_reply_fn on_reply;
     upk_client_sent_fn on_sent;
     void *send_ud;
+    bool polled; /* an event arrived during upk_client_poll */
     struct upk_client_send_rec {
         upk_client *c;
         void *cb_data;
@@ -162,12 +163,14 @@ static void on_disconnect(upk_mqtt *m, upk_err err, void *ud)
     upk_client *c = ud;
     c->connected = false;
     c->conn_err = err;
+    c->polled = true;
 }
 
 static void on_message(upk_mqtt *m, const upk_mqtt_msg *msg, void *ud)
 {
     (void)m;
     upk_client *c = ud;
+    c->polled = true;
     upk_ctl_resp r;
     memset(&r, 0, sizeof(r));
     if (upk_ctl_resp_decode((const char *)msg->payload, msg->len, &r) != UPK_OK)
@@ -391,6 +394,7 @@ static void send_done(upk_mqtt *m, upk_err err, void *cb_data)
     (void)m;
     struct upk_client_send_rec *rec = cb_data;
     rec->pending = false;
+    rec->c->polled = true;
     if (rec->c->on_sent != NULL)
         rec->c->on_sent(err, rec->cb_data, rec->c->send_ud);
 }
@@ -432,9 +436,17 @@ upk_err upk_client_send(upk_client *c, const char *cmd, const cJSON *args, const
 
 void upk_client_poll(upk_client *c, unsigned ms)
 {
+    /* A due timer runs before libuv polls, and UV_RUN_ONCE then blocks
+     * until some I/O: so wait for the timer or an event explicitly. */
     c->timed_out = false;
+    c->polled = false;
+    if (ms == 0) {
+        uv_run(&c->loop, UV_RUN_NOWAIT);
+        return;
+    }
     uv_timer_start(&c->timer, on_timer, ms, 0);
-    uv_run(&c->loop, UV_RUN_ONCE);
+    while (!c->timed_out && !c->polled)
+        uv_run(&c->loop, UV_RUN_ONCE);
     uv_timer_stop(&c->timer);
 }
 
