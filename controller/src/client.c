@@ -436,15 +436,16 @@ upk_err upk_client_send(upk_client *c, const char *cmd, const cJSON *args, const
 
 void upk_client_poll(upk_client *c, unsigned ms)
 {
-    /* A due timer runs before libuv polls, and UV_RUN_ONCE then blocks
-     * until some I/O: so wait for the timer or an event explicitly. */
+    /* libuv runs a due timer before it polls and then, with no timer left,
+     * UV_RUN_ONCE would block until some I/O: a repeating timer keeps one
+     * armed, and the loop waits for it or an event explicitly. */
     c->timed_out = false;
     c->polled = false;
     if (ms == 0) {
         uv_run(&c->loop, UV_RUN_NOWAIT);
         return;
     }
-    uv_timer_start(&c->timer, on_timer, ms, 0);
+    uv_timer_start(&c->timer, on_timer, ms, ms);
     while (!c->timed_out && !c->polled)
         uv_run(&c->loop, UV_RUN_ONCE);
     uv_timer_stop(&c->timer);

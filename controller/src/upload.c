@@ -141,7 +141,7 @@ static void on_sent(upk_err err, void *cb_data, void *ud)
         return;
     }
     /* The broker dropped it: its rate limit for operators (or its payload
-     * limit) is below what we sent. Halve the pace, wait for its bucket to
+     * limit) is below what we sent. Slow down, wait for its bucket to
      * fill a little, and send again from the refused chunk. */
     u->st.throttled++;
     u->last_throttle = now;
@@ -149,8 +149,8 @@ static void on_sent(upk_err err, void *cb_data, void *ud)
     u->denied_at = s->offset;
     if (u->denied_row >= 3 && u->chunk / 2 >= UPK_UPLOAD_CHUNK_MIN)
         u->chunk /= 2; /* perhaps max_payload_bytes, not the rate */
-    /* Halve the byte pace actually used, whichever limit set it; the
-     * message pace stays (a halved byte pace halves it for full chunks). */
+    /* Lower the byte pace actually used, whichever limit set it; the
+     * message pace stays (a lower byte pace lowers it for full chunks). */
     double eff = u->bytes_per_s;
     if (u->msgs_per_s > 0) {
         double m = u->msgs_per_s * wire_bytes(u->chunk);
@@ -161,7 +161,8 @@ static void on_sent(upk_err err, void *cb_data, void *ud)
         double elapsed = now - u->last_rewind;
         eff = elapsed > 0 ? (double)u->hi * 1000.0 / elapsed : 65536;
     }
-    u->bytes_per_s = eff / 2 < 1024 ? 1024 : eff / 2;
+    eff *= UPK_UPLOAD_BACKOFF;
+    u->bytes_per_s = eff < 1024 ? 1024 : eff;
     u->pause_until = now + UPK_UPLOAD_THROTTLE_PAUSE;
     rewind_to(u, s->offset, now);
     if (u->o->on_throttled != NULL)

@@ -6,7 +6,7 @@
  * Nothing is lost silently: a chunk the broker refuses (its PUBACK carries a
  * reason code >= 0x80, which on ctl/req/{you} means the plugin's rate limit or
  * max_payload_bytes) is reported through on_throttled, the sending rate is
- * halved and the chunks from the refused one on are sent again after a
+ * lowered (x0.6) and the chunks from the refused one on are sent again after a
  * pause; a chunk without an acknowledgement within resend_ms is sent again
  * from the last acknowledged byte; without progress for timeout_ms the upload
  * stops with a named error. The controller skips what it has received
@@ -28,6 +28,7 @@
 #define UPK_UPLOAD_RESEND_MS      5000 /* no acknowledgement this long: send again */
 #define UPK_UPLOAD_PACE           0.9  /* share of the configured rate actually used */
 #define UPK_UPLOAD_THROTTLE_PAUSE 1000 /* ms to wait after a refusal before sending again */
+#define UPK_UPLOAD_BACKOFF        0.6  /* a refusal multiplies the byte pace by this */
 #define UPK_UPLOAD_CHUNK_MIN      1024 /* refusals at one offset halve the chunk down to this */
 
 typedef struct upk_upload_opts {
