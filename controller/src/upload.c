@@ -179,6 +179,8 @@ static upk_err send_chunk(upk_client *c, struct up *u, uint8_t *buf, char *b64, 
         ssize_t r = pread(u->o->fd, buf + got, n - got, (off_t)(u->next + got));
         if (r < 0 && errno == EINTR)
             continue;
+        if (r == 0)
+            errno = ENODATA; /* shorter than the manifest says */
         if (r <= 0)
             return UPK_E_IO;
         got += (size_t)r;
@@ -326,8 +328,9 @@ upk_err upk_upload_send(upk_client *c, const upk_upload_opts *o, upk_upload_stat
                     w = snprintf(why, whycap, "cannot send a chunk (%s)", upk_err_str(err));
                     break;
                 }
+                /* Busy or reconnecting: let the client work a little. */
+                wait = err == UPK_OK ? 0 : 10;
                 err = UPK_OK;
-                wait = 0;
             } else {
                 wait = at - now;
             }
