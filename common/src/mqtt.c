@@ -38,6 +38,7 @@ struct ev {
     struct ev *next;
     enum ev_type type;
     upk_err err;
+    int reason; /* EV_CONNECT_FAILED: the CONNACK reason code, or 0 */
     uint64_t pub_id;
     /* EV_MESSAGE */
     char *topic;
@@ -47,6 +48,7 @@ struct ev {
     int qos;
     bool retained;
     char sender[UPK_MQTT_SENDER_MAX + 1];
+    char auth[UPK_MQTT_AUTH_MAX + 1];
 };
 
 enum conn_state {
@@ -137,7 +139,7 @@ static void push_simple(upk_mqtt *c, enum ev_type type, upk_err err, uint64_t pu
     push(c, e);
 }
 
-static upk_err reason_to_err(enum MQTTReasonCodes rc)
+static upk_err reason_to_err(int rc)
 {
     switch (rc) {
     case MQTTREASONCODE_BAD_USER_NAME_OR_PASSWORD:
@@ -159,8 +161,18 @@ static void on_connect_ok(void *ctx, MQTTAsync_successData5 *resp)
 
 static void on_connect_fail(void *ctx, MQTTAsync_failureData5 *resp)
 {
-    upk_err err = resp != NULL ? reason_to_err(resp->reasonCode) : UPK_E_CONN;
-    push_simple(ctx, EV_CONNECT_FAILED, err, 0);
+    /* Paho 1.3.12 reports a refusing CONNACK's reason code in code (its own
+     * failures are negative there), not in reasonCode, which stays 0. */
+    int reason = 0;
+    if (resp != NULL)
+        reason = resp->code >= 0x80 && resp->code <= 0xff ? resp->code : (int)resp->reasonCode;
+    struct ev *e = calloc(1, sizeof(*e));
+    if (e == NULL)
+        return; /* as push_simple: the next attempt's outcome is reported */
+    e->type = EV_CONNECT_FAILED;
+    e->err = reason_to_err(reason);
+    e->reason = reason;
+    push(ctx, e);
 }
 
 static void on_conn_lost(void *ctx, char *cause)
@@ -218,15 +230,23 @@ static void on_sub_fail(void *ctx, MQTTAsync_failureData5 *resp)
              resp != NULL ? (int)resp->reasonCode : -1);
 }
 
-static void find_sender(const MQTTProperties *props, char *out)
+/* Copies the upkeep-sender and upkeep-auth user properties of props into
+ * out and auth (see upk_mqtt_msg for what each holds). */
+static void find_sender(const MQTTProperties *props, char *out, char *auth)
 {
     out[0] = '\0';
+    auth[0] = '\0';
     for (int i = 0; props != NULL && i < props->count; i++) {
         const MQTTProperty *p = &props->array[i];
         if (p->identifier != MQTTPROPERTY_CODE_USER_PROPERTY)
             continue;
         size_t klen = (size_t)p->value.data.len;
         size_t vlen = (size_t)p->value.value.len;
+        if (klen == strlen(UPK_MQTT_AUTH_PROP) &&
+            memcmp(p->value.data.data, UPK_MQTT_AUTH_PROP, klen) == 0) {
+            upk__mqtt_auth_take(p->value.value.data, vlen, auth);
+            continue;
+        }
         if (klen != strlen(UPK_MQTT_SENDER_PROP) ||
             memcmp(p->value.data.data, UPK_MQTT_SENDER_PROP, klen) != 0)
             continue;
@@ -267,7 +287,7 @@ static int on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *
     e->len = plen;
     e->qos = m->qos;
     e->retained = m->retained != 0;
-    find_sender(&m->properties, e->sender);
+    find_sender(&m->properties, e->sender, e->auth);
     push(c, e);
 out:
     MQTTAsync_freeMessage(&m);
@@ -295,6 +315,20 @@ static void on_timer(uv_timer_t *t)
         start_connect(c);
 }
 
+/* A refused login: a slow backoff (or none at all), one log line. */
+static void schedule_refused(upk_mqtt *c, int reason)
+{
+    c->state = ST_BACKOFF;
+    if (c->opts.stop_on_refusal) {
+        upk__mqtt_log_refused(c->url, c->username, c->client_id, reason, 0);
+        return;
+    }
+    uint32_t delay = upk__mqtt_backoff_refused(&c->backoff_ms, &c->opts);
+    upk__mqtt_log_refused(c->url, c->username, c->client_id, reason, delay);
+    if (uv_timer_start(&c->timer, on_timer, delay, 0) != 0)
+        upk_error("mqtt: cannot arm reconnect timer client=%s", c->client_id);
+}
+
 static void schedule_reconnect(upk_mqtt *c)
 {
     c->state = ST_BACKOFF;
@@ -309,7 +343,7 @@ static void start_connect(upk_mqtt *c)
     MQTTAsync_willOptions will = MQTTAsync_willOptions_initializer;
     MQTTAsync_SSLOptions ssl = MQTTAsync_SSLOptions_initializer;
     MQTTProperties props = MQTTProperties_initializer;
-    MQTTProperty expiry;
+    MQTTProperty expiry, maxpkt;
 
     co.keepAliveInterval = c->opts.keepalive_s;
     co.cleanstart = c->opts.clean_start ? 1 : 0;
@@ -336,6 +370,13 @@ static void start_connect(upk_mqtt *c)
         if (MQTTProperties_add(&props, &expiry) != 0) {
             upk_error("mqtt: cannot set session expiry client=%s", c->client_id);
         }
+        co.connectProperties = &props;
+    }
+    if (c->opts.max_packet > 0) {
+        maxpkt.identifier = MQTTPROPERTY_CODE_MAXIMUM_PACKET_SIZE;
+        maxpkt.value.integer4 = c->opts.max_packet;
+        if (MQTTProperties_add(&props, &maxpkt) != 0)
+            upk_error("mqtt: cannot set the maximum packet size client=%s", c->client_id);
         co.connectProperties = &props;
     }
     if (c->tls) {
@@ -531,8 +572,12 @@ static void handle_event(upk_mqtt *c, struct ev *e)
             }
         }
 #endif
-        upk_warn("mqtt: connect failed client=%s error=%s", c->client_id, upk_err_str(e->err));
-        schedule_reconnect(c);
+        if (e->err == UPK_E_AUTH_FAILED) {
+            schedule_refused(c, e->reason);
+        } else {
+            upk_warn("mqtt: connect failed client=%s error=%s", c->client_id, upk_err_str(e->err));
+            schedule_reconnect(c);
+        }
         if (c->opts.on_disconnect != NULL)
             c->opts.on_disconnect(c, e->err, c->opts.userdata);
         break;
@@ -557,6 +602,7 @@ static void handle_event(upk_mqtt *c, struct ev *e)
                 .qos = e->qos,
                 .retained = e->retained,
                 .sender = e->sender,
+                .auth = e->auth,
             };
             c->opts.on_message(c, &m, c->opts.userdata);
         }
@@ -739,8 +785,15 @@ upk_err upk_mqtt_subscribe(upk_mqtt *c, const char *filter, int qos)
 upk_err upk_mqtt_publish(upk_mqtt *c, const char *topic, const void *payload, size_t len, int qos,
                          bool retain, upk_mqtt_done_cb done, void *cb_data)
 {
+    return upk_mqtt_publish_auth(c, topic, payload, len, qos, retain, NULL, done, cb_data);
+}
+
+upk_err upk_mqtt_publish_auth(upk_mqtt *c, const char *topic, const void *payload, size_t len,
+                              int qos, bool retain, const char *auth, upk_mqtt_done_cb done,
+                              void *cb_data)
+{
     if (c == NULL || topic == NULL || (payload == NULL && len > 0) || len > INT_MAX || qos < 0 ||
-        qos > 2)
+        qos > 2 || !upk__mqtt_auth_arg_valid(auth))
         return UPK_E_INVALID_ARG;
     if (c->state != ST_CONNECTED)
         return UPK_E_CONN;
@@ -762,11 +815,29 @@ upk_err upk_mqtt_publish(upk_mqtt *c, const char *topic, const void *payload, si
     m.payloadlen = (int)len;
     m.qos = qos;
     m.retained = retain ? 1 : 0;
+    /* Paho copies the properties into its own publish record, so ours are
+     * freed right after sendMessage whatever it returns. */
+    MQTTProperties props = MQTTProperties_initializer;
+    if (auth != NULL && auth[0] != '\0') {
+        MQTTProperty up = {.identifier = MQTTPROPERTY_CODE_USER_PROPERTY};
+        up.value.data.data = (char *)UPK_MQTT_AUTH_PROP;
+        up.value.data.len = (int)strlen(UPK_MQTT_AUTH_PROP);
+        up.value.value.data = (char *)auth;
+        up.value.value.len = (int)strlen(auth);
+        if (MQTTProperties_add(&props, &up) != 0) {
+            MQTTProperties_free(&props);
+            free(p);
+            free(ctx);
+            return UPK_E_NOMEM;
+        }
+        m.properties = props;
+    }
     MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
     ro.onSuccess5 = on_pub_ok;
     ro.onFailure5 = on_pub_fail;
     ro.context = ctx;
     int rc = MQTTAsync_sendMessage(c->client, topic, &m, &ro);
+    MQTTProperties_free(&props);
     if (rc != MQTTASYNC_SUCCESS) {
         free(p);
         free(ctx);

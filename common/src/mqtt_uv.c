@@ -27,7 +27,7 @@
 
 #define CONNECT_TIMEOUT_MS 10000
 #define CLOSE_TIMEOUT_MS   1000
-#define MAX_PACKET         (64u * 1024u * 1024u) /* inbound cap; bigger is a protocol error */
+#define MAX_PACKET         (64u * 1024u * 1024u) /* inbound cap without opts.max_packet */
 #define READ_CHUNK         (64u * 1024u)
 
 enum pkt {
@@ -398,9 +398,34 @@ static void schedule_reconnect(upk_mqtt *c)
         upk_error("mqtt: cannot arm reconnect timer client=%s", c->client_id);
 }
 
+/* A refused login: a slow backoff (or none at all), one log line. */
+static void schedule_refused(upk_mqtt *c, int reason)
+{
+    char where[300];
+    int r = snprintf(where, sizeof(where), "tcp://%s:%d", c->host, c->port);
+    (void)r; /* a longer host name is cut in the log line only */
+    c->state = ST_BACKOFF;
+    if (c->opts.stop_on_refusal) {
+        upk__mqtt_log_refused(where, c->username, c->client_id, reason, 0);
+        return;
+    }
+    uint32_t delay = upk__mqtt_backoff_refused(&c->backoff_ms, &c->opts);
+    upk__mqtt_log_refused(where, c->username, c->client_id, reason, delay);
+    if (uv_timer_start(&c->timer, on_timer, delay, 0) != 0)
+        upk_error("mqtt: cannot arm reconnect timer client=%s", c->client_id);
+}
+
+static void conn_end(upk_mqtt *c, upk_err err, const char *why, int reason);
+
 /* The connection (or the attempt) is over: fail what was pending, schedule
  * the next attempt and tell the user. */
 static void conn_lost(upk_mqtt *c, upk_err err, const char *why)
+{
+    conn_end(c, err, why, 0);
+}
+
+/* conn_lost, with the CONNACK reason of a refused login. */
+static void conn_end(upk_mqtt *c, upk_err err, const char *why, int reason)
 {
     if (c->state != ST_CONNECTING && c->state != ST_CONNECTED)
         return;
@@ -412,12 +437,16 @@ static void conn_lost(upk_mqtt *c, upk_err err, const char *why)
     }
     (void)uv_timer_stop(&c->ka);
     (void)uv_timer_stop(&c->timer);
-    if (was_connected)
+    if (was_connected) {
         upk_warn("mqtt: connection lost client=%s (%s)", c->client_id, why);
-    else
+        schedule_reconnect(c);
+    } else if (err == UPK_E_AUTH_FAILED) {
+        schedule_refused(c, reason);
+    } else {
         upk_warn("mqtt: connect failed client=%s error=%s (%s)", c->client_id, upk_err_str(err),
                  why);
-    schedule_reconnect(c);
+        schedule_reconnect(c);
+    }
     fail_pending(c, UPK_E_CONN, true);
     if (c->opts.on_disconnect != NULL && c->state == ST_BACKOFF)
         c->opts.on_disconnect(c, err, c->opts.userdata);
@@ -431,6 +460,8 @@ static upk_err send_connect(upk_mqtt *c)
     size_t props = 0;
     bool expiry = !c->opts.clean_start && c->opts.session_expiry_s > 0;
     if (expiry)
+        props += 5;
+    if (c->opts.max_packet > 0)
         props += 5;
     size_t body = 10 + varint_len(props) + props + 2 + cid;
     uint8_t flags = c->opts.clean_start ? 0x02 : 0x00;
@@ -460,6 +491,10 @@ static upk_err send_connect(upk_mqtt *c)
     if (expiry) {
         *p++ = 0x11;
         p = put_u32(p, c->opts.session_expiry_s);
+    }
+    if (c->opts.max_packet > 0) {
+        *p++ = 0x27; /* maximum packet size */
+        p = put_u32(p, c->opts.max_packet);
     }
     p = put_bin(p, c->client_id, cid);
     if (c->will_topic != NULL) {
@@ -572,6 +607,7 @@ static bool get_bin(const uint8_t **p, const uint8_t *end, const uint8_t **s, si
  * on_u16 for two-byte integers. False on a malformed or unknown property. */
 struct props_seen {
     char sender[UPK_MQTT_SENDER_MAX + 1];
+    char auth[UPK_MQTT_AUTH_MAX + 1];
     bool has_receive_max, has_keepalive;
     uint16_t receive_max, keepalive;
 };
@@ -650,6 +686,8 @@ static bool parse_props(const uint8_t **pp, const uint8_t *end, struct props_see
                     memcpy(seen->sender, v, vn);
                     seen->sender[vn] = '\0';
                 }
+            } else if (sn == strlen(UPK_MQTT_AUTH_PROP) && memcmp(s, UPK_MQTT_AUTH_PROP, sn) == 0) {
+                upk__mqtt_auth_take(v, vn, seen->auth);
             }
             break;
         default:
@@ -687,7 +725,7 @@ static bool handle_connack(upk_mqtt *c, const uint8_t *p, const uint8_t *end)
     if (rc >= 0x80) {
         char why[48];
         (void)snprintf(why, sizeof(why), "refused with reason 0x%02x", rc);
-        conn_lost(c, reason_to_err(rc), why);
+        conn_end(c, reason_to_err(rc), why, rc);
         return true;
     }
     (void)uv_timer_stop(&c->timer);
@@ -742,6 +780,7 @@ static bool handle_publish(upk_mqtt *c, uint8_t flags, const uint8_t *p, const u
             .qos = qos,
             .retained = (flags & 1) != 0,
             .sender = seen.sender,
+            .auth = seen.auth,
         };
         c->opts.on_message(c, &m, c->opts.userdata);
     }
@@ -867,7 +906,12 @@ static size_t parse_packets(upk_mqtt *c, conn *cn, const uint8_t *data, size_t l
             }
             break;
         }
-        if (body > MAX_PACKET) {
+        /* Judged from the header alone: a packet over the limit is never
+         * buffered (MQTT 5 counts the whole packet, header included). */
+        size_t limit = c->opts.max_packet > 0 ? c->opts.max_packet : MAX_PACKET;
+        if (body > limit || (size_t)(q - p) + body > limit) {
+            upk_warn("mqtt: refused a packet of %zu bytes over the limit of %zu client=%s",
+                     (size_t)(q - p) + body, limit, c->client_id);
             conn_lost(c, UPK_E_CONN, "packet too large");
             return SIZE_MAX;
         }
@@ -1166,13 +1210,24 @@ upk_err upk_mqtt_subscribe(upk_mqtt *c, const char *filter, int qos)
 upk_err upk_mqtt_publish(upk_mqtt *c, const char *topic, const void *payload, size_t len, int qos,
                          bool retain, upk_mqtt_done_cb done, void *cb_data)
 {
+    return upk_mqtt_publish_auth(c, topic, payload, len, qos, retain, NULL, done, cb_data);
+}
+
+upk_err upk_mqtt_publish_auth(upk_mqtt *c, const char *topic, const void *payload, size_t len,
+                              int qos, bool retain, const char *auth, upk_mqtt_done_cb done,
+                              void *cb_data)
+{
     if (c == NULL || topic == NULL || (payload == NULL && len > 0) || len > INT_MAX || qos < 0 ||
-        qos > 1)
+        qos > 1 || !upk__mqtt_auth_arg_valid(auth))
         return UPK_E_INVALID_ARG;
     size_t tlen = strlen(topic);
     if (tlen == 0 || tlen > 65535 || strpbrk(topic, "+#") != NULL)
         return UPK_E_INVALID_ARG;
-    size_t body = 2 + tlen + (qos > 0 ? 2 : 0) + 1 + len;
+    /* One user property (0x26): name and value, each a two-byte length and
+     * the bytes; the block's length fits one varint byte (< 128). */
+    size_t alen = auth != NULL ? strlen(auth) : 0;
+    size_t plen = alen > 0 ? 1 + 2 + strlen(UPK_MQTT_AUTH_PROP) + 2 + alen : 0;
+    size_t body = 2 + tlen + (qos > 0 ? 2 : 0) + 1 + plen + len;
     if (body > 268435455u)
         return UPK_E_INVALID_ARG;
     if (c->state != ST_CONNECTED)
@@ -1193,7 +1248,12 @@ upk_err upk_mqtt_publish(upk_mqtt *c, const char *topic, const void *payload, si
     pub->pid_off = (size_t)(p - pub->pkt);
     if (qos > 0)
         p = put_u16(p, 0); /* the packet id, set when written */
-    *p++ = 0;              /* properties */
+    *p++ = (uint8_t)plen;  /* properties */
+    if (plen > 0) {
+        *p++ = 0x26;
+        p = put_bin(p, UPK_MQTT_AUTH_PROP, strlen(UPK_MQTT_AUTH_PROP));
+        p = put_bin(p, auth, alen);
+    }
     if (len > 0)
         memcpy(p, payload, len);
     pub->id = c->next_pub_id++;

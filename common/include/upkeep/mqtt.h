@@ -25,6 +25,10 @@
 
 #define UPK_MQTT_SENDER_PROP "upkeep-sender"
 #define UPK_MQTT_SENDER_MAX  128 /* bytes of an upkeep-sender value */
+/* The link authentication tag (proto/include/upkeep/linkauth.h), carried as
+ * one MQTT 5 user property; its value is 64 hex characters. */
+#define UPK_MQTT_AUTH_PROP "upkeep-auth"
+#define UPK_MQTT_AUTH_MAX  64 /* bytes of an upkeep-auth value */
 
 typedef struct upk_mqtt upk_mqtt;
 
@@ -39,6 +43,11 @@ typedef struct upk_mqtt_msg {
     /* The broker plugin's "upkeep-sender" user property ("role:name"), or ""
      * when absent. The only trustworthy statement of who published. */
     const char *sender;
+    /* The "upkeep-auth" user property (a link tag), "" when absent, and "?"
+     * (never a valid tag) when it is longer than UPK_MQTT_AUTH_MAX, holds a
+     * NUL or appears more than once. Whether it is right is the receiver's
+     * business (upk_link_verify). */
+    const char *auth;
 } upk_mqtt_msg;
 
 typedef struct upk_mqtt_opts {
@@ -66,6 +75,30 @@ typedef struct upk_mqtt_opts {
     uint32_t reconnect_max_ms; /* 0 means 60000 */
     int max_inflight;          /* QoS 1/2 messages in flight; 0 means 64 */
     int max_buffered;          /* messages Paho queues while sending; 0 means 1024 */
+
+    /* A refused login (CONNACK reason >= 0x80 for a bad user name or
+     * password, not authorized, banned: UPK_E_AUTH_FAILED) is not a network
+     * failure, and retrying it fast would trip the broker plugin's lockout
+     * (5 failures a minute by default) by ourselves. After a refusal the next
+     * attempt waits refused_min_ms (0 means 60000) doubling to refused_max_ms
+     * (0 means 900000), with the same equal jitter, so at most two attempts
+     * fall in any minute; each refusal is logged once, at error level, naming
+     * the account, the broker and the likely causes. With stop_on_refusal no
+     * further attempt is made at all (for a command-line client, which
+     * reports the refusal itself and exits); the client stays idle until
+     * closed. */
+    /* The largest MQTT packet this client accepts, in bytes (MQTT 5
+     * Maximum Packet Size, sent in the CONNECT): the broker must not send
+     * anything larger (Mosquitto drops such a message for this client and
+     * delivers it to the others). mqtt_uv.c also refuses a larger packet
+     * itself, from its header, without buffering it (the connection is
+     * dropped). 0 means no limit announced (mqtt_uv.c still refuses more
+     * than 64 MiB). */
+    uint32_t max_packet;
+
+    uint32_t refused_min_ms;
+    uint32_t refused_max_ms;
+    bool stop_on_refusal;
 
     /* After every successful (re)connect. Subscribe here. */
     void (*on_connect)(upk_mqtt *c, void *userdata);
@@ -99,6 +132,14 @@ typedef void (*upk_mqtt_done_cb)(upk_mqtt *c, upk_err err, void *cb_data);
 UPK_MUST_CHECK upk_err upk_mqtt_publish(upk_mqtt *c, const char *topic, const void *payload,
                                         size_t len, int qos, bool retain, upk_mqtt_done_cb done,
                                         void *cb_data);
+
+/* upk_mqtt_publish with one "upkeep-auth" user property whose value is auth
+ * (1..UPK_MQTT_AUTH_MAX printable ASCII bytes, copied); NULL or "" publishes
+ * without one, exactly as upk_mqtt_publish. UPK_E_INVALID_ARG for a longer or
+ * non-printable auth; otherwise the same results and callback rule. */
+UPK_MUST_CHECK upk_err upk_mqtt_publish_auth(upk_mqtt *c, const char *topic, const void *payload,
+                                             size_t len, int qos, bool retain, const char *auth,
+                                             upk_mqtt_done_cb done, void *cb_data);
 
 bool upk_mqtt_connected(const upk_mqtt *c);
 

@@ -11,6 +11,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -146,10 +147,14 @@ struct client_state {
     uint8_t last_payload[64];
     size_t last_len;
     int last_qos;
+    char last_auth[80];
     const char *subscribe;
     int pub_done;
     upk_err pub_err;
     int closed;
+    upk_err last_err;
+    uint64_t disc_at[4]; /* uv_now of the first disconnects */
+    uv_loop_t *loop;
 };
 
 static void on_connect(upk_mqtt *c, void *ud)
@@ -163,8 +168,11 @@ static void on_connect(upk_mqtt *c, void *ud)
 static void on_disconnect(upk_mqtt *c, upk_err err, void *ud)
 {
     (void)c;
-    (void)err;
-    ((struct client_state *)ud)->disconnects++;
+    struct client_state *s = ud;
+    if (s->loop != NULL && s->disconnects < 4)
+        s->disc_at[s->disconnects] = uv_now(s->loop);
+    s->last_err = err;
+    s->disconnects++;
 }
 
 static void on_message(upk_mqtt *c, const upk_mqtt_msg *m, void *ud)
@@ -177,6 +185,8 @@ static void on_message(upk_mqtt *c, const upk_mqtt_msg *m, void *ud)
     if (m->len > 0)
         memcpy(s->last_payload, m->payload, s->last_len);
     s->last_qos = m->qos;
+    assert_non_null(m->auth);
+    snprintf(s->last_auth, sizeof(s->last_auth), "%s", m->auth);
 }
 
 static void on_pub_done(upk_mqtt *c, upk_err err, void *ud)
@@ -237,6 +247,11 @@ static int got_closed(void *arg)
     return ((struct client_state *)arg)->closed;
 }
 
+static int got_disconnect2(void *arg)
+{
+    return ((struct client_state *)arg)->disconnects >= 2;
+}
+
 static void close_client(uv_loop_t *loop, upk_mqtt *c, struct client_state *s)
 {
     upk_mqtt_close(c, on_closed, s);
@@ -270,6 +285,59 @@ static void mqtt_delivers_qos1_bytes_and_reports_completion(void **state)
     assert_memory_equal(sub.last_payload, payload, sizeof(payload));
     /* Clear the retained message so that the broker holds nothing. */
     assert_int_equal(upk_mqtt_publish(cp, "t/x", NULL, 0, 1, true, NULL, NULL), UPK_OK);
+    close_client(&loop, cs, &sub);
+    close_client(&loop, cp, &pub);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    broker_cleanup(&b);
+}
+
+static int got_messages2(void *arg)
+{
+    return ((struct client_state *)arg)->messages >= 2;
+}
+
+/* An upkeep-auth user property set on publish arrives as msg->auth; a
+ * message without one arrives with auth "". */
+static void mqtt_carries_upkeep_auth_user_property(void **state)
+{
+    (void)state;
+    struct broker b;
+    broker_init(&b);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct client_state sub = {.subscribe = "a/#"}, pub = {0};
+    upk_mqtt *cs = client_new(&loop, b.port, "sub-a", &sub);
+    upk_mqtt *cp = client_new(&loop, b.port, "pub-a", &pub);
+    assert_int_equal(upk_mqtt_start(cs), UPK_OK);
+    assert_int_equal(upk_mqtt_start(cp), UPK_OK);
+    assert_true(run_until(&loop, connected1, &sub, 5000));
+    assert_true(run_until(&loop, connected1, &pub, 5000));
+    static const char tag[] = "4944f730f4e560a4860683739fabeac838a2d907489b9c46ff495683d885b25a";
+    /* Too long, or not printable: refused before anything is sent. */
+    char longtag[UPK_MQTT_AUTH_MAX + 2];
+    memset(longtag, 'a', sizeof(longtag) - 1);
+    longtag[sizeof(longtag) - 1] = '\0';
+    assert_int_equal(upk_mqtt_publish_auth(cp, "a/x", "p", 1, 1, true, longtag, NULL, NULL),
+                     UPK_E_INVALID_ARG);
+    assert_int_equal(upk_mqtt_publish_auth(cp, "a/x", "p", 1, 1, true, "a b", NULL, NULL),
+                     UPK_E_INVALID_ARG);
+    assert_int_equal(pub.pub_done, 0);
+    /* Retained, so that it arrives whether or not the subscription is
+     * already in place. */
+    assert_int_equal(upk_mqtt_publish_auth(cp, "a/x", "p1", 2, 1, true, tag, on_pub_done, &pub),
+                     UPK_OK);
+    assert_true(run_until(&loop, got_pub_done, &pub, 5000));
+    assert_int_equal(pub.pub_err, UPK_OK);
+    assert_true(run_until(&loop, got_message, &sub, 5000));
+    assert_string_equal(sub.last_topic, "a/x");
+    assert_string_equal(sub.last_auth, tag);
+    /* Live, without a tag ("" and NULL both mean none). */
+    assert_int_equal(upk_mqtt_publish_auth(cp, "a/y", "p2", 2, 1, false, "", NULL, NULL), UPK_OK);
+    assert_true(run_until(&loop, got_messages2, &sub, 5000));
+    assert_string_equal(sub.last_topic, "a/y");
+    assert_string_equal(sub.last_auth, "");
+    assert_int_equal(sub.messages, 2);
+    assert_int_equal(upk_mqtt_publish(cp, "a/x", NULL, 0, 1, true, NULL, NULL), UPK_OK);
     close_client(&loop, cs, &sub);
     close_client(&loop, cp, &pub);
     assert_int_equal(uv_loop_close(&loop), 0);
@@ -317,13 +385,117 @@ static void mqtt_reconnects_after_broker_restart(void **state)
     broker_cleanup(&b);
 }
 
+/* A broker that wants a password: user "alice" with password "right". */
+static void broker_init_auth(struct broker *b)
+{
+    memset(b, 0, sizeof(*b));
+    snprintf(b->dir, sizeof(b->dir), "/tmp/upk-mqtt-XXXXXX");
+    assert_non_null(mkdtemp(b->dir));
+    snprintf(b->conf, sizeof(b->conf), "%s/mosquitto.conf", b->dir);
+    char pw[128], cmd[512];
+    snprintf(pw, sizeof(pw), "%s/passwd", b->dir);
+    FILE *f = fopen(pw, "w");
+    assert_non_null(f);
+    fclose(f);
+    snprintf(cmd, sizeof(cmd), "mosquitto_passwd -b %s alice right", pw);
+    assert_int_equal(system(cmd), 0);
+    b->port = free_port();
+    f = fopen(b->conf, "w");
+    assert_non_null(f);
+    /* Run as ourselves: the password file is in our private directory. */
+    const struct passwd *me = getpwuid(getuid());
+    assert_non_null(me);
+    fprintf(f,
+            "listener %d 127.0.0.1\nuser %s\nallow_anonymous false\npassword_file %s\n"
+            "persistence false\n",
+            b->port, me->pw_name, pw);
+    fclose(f);
+    broker_start(b);
+}
+
+static upk_mqtt *client_new_auth(uv_loop_t *loop, int port, const char *password,
+                                 uint32_t refused_min_ms, bool stop, struct client_state *s)
+{
+    char url[64];
+    snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", port);
+    upk_mqtt_opts o = {
+        .url = url,
+        .client_id = "alice-1",
+        .username = "alice",
+        .password = password,
+        .clean_start = true,
+        .reconnect_min_ms = 50,
+        .reconnect_max_ms = 200,
+        .refused_min_ms = refused_min_ms,
+        .refused_max_ms = refused_min_ms * 2,
+        .stop_on_refusal = stop,
+        .on_connect = on_connect,
+        .on_disconnect = on_disconnect,
+        .on_message = on_message,
+        .userdata = s,
+    };
+    s->loop = loop;
+    upk_mqtt *c = NULL;
+    assert_int_equal(upk_mqtt_new(loop, &o, &c), UPK_OK);
+    return c;
+}
+
+/* A refused login is AUTH_FAILED, never CONN, and is retried no sooner than
+ * refused_min_ms / 2 (the reconnect backoff of 50 ms would otherwise trip a
+ * broker's lockout in a fraction of a second); with stop_on_refusal it is
+ * not retried at all; the right password then connects at once. */
+static void mqtt_refused_login_is_auth_failed_and_backs_off(void **state)
+{
+    (void)state;
+    struct broker b;
+    broker_init_auth(&b);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+
+    struct client_state s = {0};
+    upk_mqtt *c = client_new_auth(&loop, b.port, "wrong", 1200, false, &s);
+    assert_int_equal(upk_mqtt_start(c), UPK_OK);
+    assert_true(run_until(&loop, got_disconnect, &s, 5000));
+    assert_int_equal(s.last_err, UPK_E_AUTH_FAILED);
+    assert_true(run_until(&loop, got_disconnect2, &s, 5000));
+    assert_int_equal(s.last_err, UPK_E_AUTH_FAILED);
+    assert_true(s.disc_at[1] - s.disc_at[0] >= 600);
+    assert_int_equal(s.connects, 0);
+    close_client(&loop, c, &s);
+
+    struct client_state once = {0};
+    c = client_new_auth(&loop, b.port, "wrong", 100, true, &once);
+    assert_int_equal(upk_mqtt_start(c), UPK_OK);
+    assert_true(run_until(&loop, got_disconnect, &once, 5000));
+    assert_int_equal(once.last_err, UPK_E_AUTH_FAILED);
+    /* Ten times refused_min_ms: a retry would have come and failed. */
+    assert_false(run_until(&loop, got_disconnect2, &once, 1000));
+    assert_false(upk_mqtt_connected(c));
+    close_client(&loop, c, &once);
+
+    struct client_state ok = {0};
+    c = client_new_auth(&loop, b.port, "right", 100, true, &ok);
+    assert_int_equal(upk_mqtt_start(c), UPK_OK);
+    assert_true(run_until(&loop, connected1, &ok, 5000));
+    assert_int_equal(ok.disconnects, 0);
+    close_client(&loop, c, &ok);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    broker_stop(&b);
+    char pw[128];
+    snprintf(pw, sizeof(pw), "%s/passwd", b.dir);
+    unlink(pw);
+    broker_cleanup(&b);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(mqtt_delivers_qos1_bytes_and_reports_completion),
+        cmocka_unit_test(mqtt_carries_upkeep_auth_user_property),
         cmocka_unit_test(mqtt_publish_while_disconnected_is_refused),
         cmocka_unit_test(mqtt_reconnects_after_broker_restart),
+        cmocka_unit_test(mqtt_refused_login_is_auth_failed_and_backs_off),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
