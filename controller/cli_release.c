@@ -58,9 +58,10 @@ static void usage(FILE *out)
         "controller (any machine that reaches the broker). It finds the artifact\n"
         "where the bundle says or beside the bundle; --artifact FILE names it. Chunks\n"
         "are paced to the broker's rate limit for operators: --bytes-per-second\n"
-        "(default 1048576, or UPKEEP_BYTES_PER_SECOND) and --messages-per-second\n"
-        "(default 10, or UPKEEP_MESSAGES_PER_SECOND) are its rate_limits.operator\n"
-        "(0 = unlimited). Run an interrupted import again to resume it.\n\n" UPK_CLIENT_HELP);
+        "(default 1048576, or UPKEEP_BYTES_PER_SECOND, or cli.json's bytes_per_second)\n"
+        "and --messages-per-second (default 10, UPKEEP_MESSAGES_PER_SECOND,\n"
+        "messages_per_second) are its rate_limits.operator (0 = unlimited). Run an\n"
+        "interrupted import again to resume it.\n\n" UPK_CLIENT_HELP);
 }
 
 /* ---- upload */
@@ -77,11 +78,17 @@ struct import_opts {
 #define IMPORT_BYTES_PER_S_DEFAULT 1048576.0
 #define IMPORT_MSGS_PER_S_DEFAULT  10.0
 
-static void import_opts_init(struct import_opts *io)
+/* The defaults, then cli.json (through cfg), then the environment; the
+ * options come last. */
+static void import_opts_init(struct import_opts *io, const upk_client_cfg *cfg)
 {
     memset(io, 0, sizeof(*io));
     io->bytes_per_s = IMPORT_BYTES_PER_S_DEFAULT;
     io->msgs_per_s = IMPORT_MSGS_PER_S_DEFAULT;
+    if (cfg->bytes_per_second >= 0)
+        io->bytes_per_s = cfg->bytes_per_second;
+    if (cfg->messages_per_second >= 0)
+        io->msgs_per_s = cfg->messages_per_second;
     const char *e;
     char *end = NULL;
     if ((e = getenv("UPKEEP_BYTES_PER_SECOND")) != NULL && *e != '\0') {
@@ -466,12 +473,12 @@ static int cmd_create(int argc, char **argv)
                                          {"help", no_argument, NULL, 'h'},
                                          UPK_CLIENT_LONG_OPTS,
                                          {0}};
-    struct import_opts io;
-    import_opts_init(&io);
     upk_manifest m;
     memset(&m, 0, sizeof(m));
     upk_client_cfg cfg;
     upk_client_cfg_init(&cfg);
+    struct import_opts io;
+    import_opts_init(&io, &cfg);
     const char *keypath = NULL, *outdir = ".", *expires = NULL, *id = NULL, *delta_from = NULL;
     bool delta = false, upload = false, have_secver = false;
     int64_t now = (int64_t)time(NULL);
@@ -765,7 +772,7 @@ static int cmd_remote(int argc, char **argv, int which)
     upk_client_cfg cfg;
     upk_client_cfg_init(&cfg);
     struct import_opts io;
-    import_opts_init(&io);
+    import_opts_init(&io, &cfg);
     bool json = false;
     int c;
     optind = 1;

@@ -49,8 +49,16 @@ static void copy_str(char *dst, size_t cap, const char *src)
 }
 
 /* Every field of cli.json; anything else is refused by name. */
-static const char *const cli_fields[] = {"broker",  "user",      "password_file", "prefix",
-                                         "ca_file", "cert_file", "key_file",      NULL};
+static const char *const cli_fields[] = {"broker",
+                                         "user",
+                                         "password_file",
+                                         "prefix",
+                                         "ca_file",
+                                         "cert_file",
+                                         "key_file",
+                                         "bytes_per_second",
+                                         "messages_per_second",
+                                         NULL};
 
 /* Reads cli.json at path into cfg, strictly: a missing file is no error;
  * anything wrong with an existing one goes to cfg->file_error. */
@@ -98,6 +106,25 @@ static void read_cli_json(upk_client_cfg *cfg, const char *path)
         }
         copy_str(fields[i].dst, fields[i].cap, v->valuestring);
     }
+    struct {
+        const char *name;
+        double *dst;
+        double max;
+    } rates[] = {
+        {"bytes_per_second", &cfg->bytes_per_second, 1e12},
+        {"messages_per_second", &cfg->messages_per_second, 1e9},
+    };
+    for (size_t i = 0; i < sizeof(rates) / sizeof(rates[0]); i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, rates[i].name);
+        if (v == NULL)
+            continue;
+        if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0) || v->valuedouble > rates[i].max) {
+            r = snprintf(why, sizeof(why), "%s: must be a number from 0 (unlimited) to %.0f",
+                         rates[i].name, rates[i].max);
+            goto refused;
+        }
+        *rates[i].dst = v->valuedouble;
+    }
     cJSON_Delete(j);
     free(text);
     return;
@@ -113,6 +140,7 @@ void upk_client_cfg_init(upk_client_cfg *cfg)
     memset(cfg, 0, sizeof(*cfg));
     copy_str(cfg->prefix, sizeof(cfg->prefix), UPK_TOPIC_PREFIX_DEFAULT);
     cfg->timeout_ms = 15000;
+    cfg->bytes_per_second = cfg->messages_per_second = -1;
     const char *home = getenv("HOME");
     if (home != NULL) {
         char path[4200];

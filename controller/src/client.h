@@ -23,6 +23,10 @@ typedef struct upk_client_cfg {
     char cert_file[4096]; /* client certificate (a listener that wants one) */
     char key_file[4096];
     unsigned timeout_ms;
+    /* cli.json's bytes_per_second and messages_per_second: the broker's
+     * rate_limits.operator, for pacing release uploads; < 0 when unset. */
+    double bytes_per_second;
+    double messages_per_second;
     /* Why ~/.config/upkeep/cli.json was refused ("PATH: field: why"), or ""
      * (also when there is no such file). upk_client_connect refuses to run
      * with it set: a typo in the file is never silently ignored. */

@@ -145,12 +145,23 @@ if upk release import "$bundle" --id fw-x --artifact "$FL_DIR/images/fw-1.4.0.im
 fi
 grep -q "not the file this bundle was made for" "$FL_DIR/wr.err" || fl_die "$(cat "$FL_DIR/wr.err")"
 
-# ---- a progress line on a terminal
+# ---- the limits from cli.json (a bad value is refused by name); a progress
+# line on a terminal
+mkdir -p "$FL_DIR/home/.config/upkeep"
+echo '{"bytes_per_second": "fast"}' > "$FL_DIR/home/.config/upkeep/cli.json"
+if HOME="$FL_DIR/home" upk release import "$bundle" > /dev/null 2> "$FL_DIR/cj.err"; then
+    fl_die "a bad bytes_per_second in cli.json was accepted"
+fi
+grep -q "bytes_per_second: must be a number" "$FL_DIR/cj.err" || fl_die "$(cat "$FL_DIR/cj.err")"
+echo '{"bytes_per_second": 65536, "messages_per_second": 10}' \
+    > "$FL_DIR/home/.config/upkeep/cli.json"
 fl_make_artifact "$FL_DIR/tty.bin" 256
 sign fw 1.5.0 "$FL_DIR/tty.bin" "$FL_DIR/out5" > /dev/null || fl_die "sign 1.5.0"
-script -qec "'$FL_BIN/upkeep' release import '$FL_DIR/out5/fw-1.5.0.release.json' \
-    --bytes-per-second 65536 --messages-per-second 10" /dev/null > "$FL_DIR/tty.out" 2>&1 \
+HOME="$FL_DIR/home" script -qec "'$FL_BIN/upkeep' release import \
+    '$FL_DIR/out5/fw-1.5.0.release.json'" /dev/null > "$FL_DIR/tty.out" 2>&1 \
     || fl_die "import on a terminal failed: $(cat "$FL_DIR/tty.out")"
 grep -q "uploading fw-1.5.0: .* of 256.0 KiB" "$FL_DIR/tty.out" \
     || fl_die "no progress line on a terminal: $(cat "$FL_DIR/tty.out")"
+grep -q ", 0 refused by the broker" "$FL_DIR/tty.out" \
+    || fl_die "the limits of cli.json were not used: $(cat "$FL_DIR/tty.out")"
 fl_log "upload: ok"
