@@ -75,7 +75,8 @@
     X(AUTH_REQUIRED, "message carries no link authentication tag where one is required")       \
     X(REPLAYED, "desired counter is not newer than the last accepted one")                     \
     X(DESIRED_STALE, "desired message is past its fresh_until time")                           \
-    X(DOWNGRADE_REJECTED, "release is older than the installed one and not a rollback")
+    X(DOWNGRADE_REJECTED, "release is older than the installed one and not a rollback")        \
+    X(TEXT_UNSAFE, "text holds control characters or is not valid UTF-8")
 
 typedef enum upk_err {
 #define UPK__ERR_ENUM(name, msg) UPK_E_##name,
