@@ -420,6 +420,24 @@ void upk_ctl_expire(upk_ctl *ctl, int64_t now_ms)
         }
 }
 
+/* The reply of release.upload.begin: the upload id, the release id, the
+ * largest chunk accepted, and the offset to send from (0 for a new upload,
+ * the bytes already received when resumed). */
+static upk_err upload_begin_reply(const struct upload *u, cJSON **data)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (o == NULL || cJSON_AddStringToObject(o, "upload", u->id) == NULL ||
+        cJSON_AddStringToObject(o, "release", u->release) == NULL ||
+        cJSON_AddNumberToObject(o, "chunk_max", UPK_UPLOAD_CHUNK_MAX) == NULL ||
+        cJSON_AddNumberToObject(o, "offset", (double)u->received) == NULL ||
+        cJSON_AddNumberToObject(o, "size", (double)u->m.size) == NULL) {
+        cJSON_Delete(o);
+        return UPK_E_NOMEM;
+    }
+    *data = o;
+    return UPK_OK;
+}
+
 static upk_err h_upload_begin(upk_ctl *ctl, const cJSON *args, cJSON **data, char *msg)
 {
     const char *manifest, *sig_b64, *key_id, *id;
@@ -467,10 +485,31 @@ static upk_err h_upload_begin(upk_ctl *ctl, const cJSON *args, cJSON **data, cha
         return fail(msg, err, "database error");
     struct upload *u = NULL;
     for (size_t i = 0; i < UPK_UPLOADS_MAX; i++) {
-        if (ctl->uploads[i].used && strcmp(ctl->uploads[i].release, rid) == 0)
-            return fail(msg, UPK_E_BUSY, "release '%s' is being uploaded already", rid);
-        if (!ctl->uploads[i].used && u == NULL)
-            u = &ctl->uploads[i];
+        struct upload *x = &ctl->uploads[i];
+        if (x->used && strcmp(x->release, rid) == 0) {
+            /* The same operator sending the same signed manifest again
+             * resumes where the controller stopped receiving; the same
+             * operator with another manifest starts over. Anyone else waits
+             * until the upload ends or expires. */
+            if (strcmp(x->op, ctl->op) != 0)
+                return fail(msg, UPK_E_BUSY,
+                            "release '%s' is being uploaded by '%s'; an abandoned upload expires "
+                            "%d minutes after its last chunk",
+                            rid, x->op, UPK_UPLOAD_IDLE_MS / 60000);
+            if (x->manifest_len == mlen && memcmp(x->manifest, manifest, mlen) == 0 &&
+                x->sig_len == siglen && memcmp(x->sig, sig, siglen) == 0 &&
+                strcmp(x->key_id, key_id) == 0) {
+                x->last_ms = ctl->now_ms;
+                upk_info("ctl: upload %s of %s by %s resumed at byte %llu", x->id, x->release,
+                         ctl->op, (unsigned long long)x->received);
+                return upload_begin_reply(x, data);
+            }
+            upk_info("ctl: upload %s of %s by %s replaced by a new manifest", x->id, x->release,
+                     ctl->op);
+            upload_drop(x);
+        }
+        if (!x->used && u == NULL)
+            u = x;
     }
     if (u == NULL)
         return fail(msg, UPK_E_BUSY, "too many uploads at once; retry in a minute");
@@ -501,21 +540,30 @@ static upk_err h_upload_begin(upk_ctl *ctl, const cJSON *args, cJSON **data, cha
         upload_drop(u);
         return fail(msg, UPK_E_IO, "controller cannot write its blob store");
     }
-    cJSON *o = cJSON_CreateObject();
-    if (o == NULL || cJSON_AddStringToObject(o, "upload", u->id) == NULL ||
-        cJSON_AddStringToObject(o, "release", u->release) == NULL ||
-        cJSON_AddNumberToObject(o, "chunk_max", UPK_UPLOAD_CHUNK_MAX) == NULL) {
-        cJSON_Delete(o);
+    err = upload_begin_reply(u, data);
+    if (err != UPK_OK)
         upload_drop(u);
+    return err;
+}
+
+static upk_err upload_chunk_reply(const struct upload *u, cJSON **data)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (o == NULL || cJSON_AddNumberToObject(o, "received", (double)u->received) == NULL) {
+        cJSON_Delete(o);
         return UPK_E_NOMEM;
     }
     *data = o;
     return UPK_OK;
 }
 
+/* A chunk at the offset received so far is appended; one that starts
+ * earlier (sent again after a lost reply, or by a resumed upload) has its
+ * already received part skipped; one that starts later is refused with
+ * FIELD_RANGE "offset must be N" (a chunk before it was lost) and changes
+ * nothing. The reply's data is {"received": N}. */
 static upk_err h_upload_chunk(upk_ctl *ctl, const cJSON *args, cJSON **data, char *msg)
 {
-    (void)data;
     const char *id, *b64;
     upk_err err;
     if ((err = need_id(args, "upload", &id, msg)) != UPK_OK ||
@@ -525,13 +573,20 @@ static upk_err h_upload_chunk(upk_ctl *ctl, const cJSON *args, cJSON **data, cha
     struct upload *u = upload_find(ctl, id);
     if (u == NULL)
         return fail(msg, UPK_E_NOT_FOUND, "no upload '%s' (expired?); start again", id);
-    if (!cJSON_IsNumber(off) || off->valuedouble != (double)u->received)
+    if (!cJSON_IsNumber(off) || off->valuedouble < 0 || off->valuedouble > (double)u->received ||
+        off->valuedouble != (double)(uint64_t)off->valuedouble)
         return fail(msg, UPK_E_FIELD_RANGE, "offset must be %llu", (unsigned long long)u->received);
+    uint64_t skip = u->received - (uint64_t)off->valuedouble;
     static uint8_t buf[UPK_UPLOAD_CHUNK_MAX];
     size_t n = 0;
     if (upk_base64_decode(b64, strlen(b64), buf, sizeof(buf), &n) != UPK_OK)
         return fail(msg, UPK_E_FIELD_RANGE, "data must be base64 of at most %u bytes",
                     UPK_UPLOAD_CHUNK_MAX);
+    u->last_ms = ctl->now_ms;
+    if (skip >= n)
+        return upload_chunk_reply(u, data); /* all received already */
+    memmove(buf, buf + skip, n - (size_t)skip);
+    n -= (size_t)skip;
     if (u->received + n > u->m.size) {
         upload_drop(u);
         return fail(msg, UPK_E_SIZE_MISMATCH, "artifact is larger than the manifest's size");
@@ -549,8 +604,7 @@ static upk_err h_upload_chunk(upk_ctl *ctl, const cJSON *args, cJSON **data, cha
     }
     upk_sha256_update(&u->hash, buf, n);
     u->received += n;
-    u->last_ms = ctl->now_ms;
-    return UPK_OK;
+    return upload_chunk_reply(u, data);
 }
 
 static upk_err h_upload_end(upk_ctl *ctl, const cJSON *args, cJSON **data, char *msg)
