@@ -15,9 +15,11 @@
 static const upk_bp_limits default_limits[UPK_BP_ROLE__COUNT] = {
     [UPK_BP_ROLE_DEVICE] = {20, 50, 262144, 524288, 262144, 200, 10, 60},
     [UPK_BP_ROLE_CONTROLLER] = {0, 0, 0, 0, 4194304, 0, 10, 0},
-    /* Operators upload releases (36 KiB chunks, one per round trip): 1 MiB/s
-     * lets that through while still bounding a stolen operator account. */
-    [UPK_BP_ROLE_OPERATOR] = {10, 20, 1048576, 2097152, 65536, 200, 10, 60},
+    /* Operators upload releases (47 KiB chunks, paced by the CLI): 100
+     * messages and 8 MiB a second bring a 1 GiB image in about 4 minutes
+     * while still bounding a stolen operator account (docs/broker-plugin.md,
+     * "Release uploads and the operator defaults"). */
+    [UPK_BP_ROLE_OPERATOR] = {100, 200, 8388608, 16777216, 65536, 200, 10, 60},
     [UPK_BP_ROLE_ADMIN] = {0, 0, 0, 0, 0, 0, 10, 0},
 };
 

@@ -58,8 +58,8 @@ static void usage(FILE *out)
         "controller (any machine that reaches the broker). It finds the artifact\n"
         "where the bundle says or beside the bundle; --artifact FILE names it. Chunks\n"
         "are paced to the broker's rate limit for operators: --bytes-per-second\n"
-        "(default 1048576, or UPKEEP_BYTES_PER_SECOND, or cli.json's bytes_per_second)\n"
-        "and --messages-per-second (default 10, UPKEEP_MESSAGES_PER_SECOND,\n"
+        "(default 8388608, or UPKEEP_BYTES_PER_SECOND, or cli.json's bytes_per_second)\n"
+        "and --messages-per-second (default 100, UPKEEP_MESSAGES_PER_SECOND,\n"
         "messages_per_second) are its rate_limits.operator (0 = unlimited). Run an\n"
         "interrupted import again to resume it.\n\n" UPK_CLIENT_HELP);
 }
@@ -75,8 +75,8 @@ struct import_opts {
 };
 
 /* The plugin's defaults for operators (docs/broker-plugin.md). */
-#define IMPORT_BYTES_PER_S_DEFAULT 1048576.0
-#define IMPORT_MSGS_PER_S_DEFAULT  10.0
+#define IMPORT_BYTES_PER_S_DEFAULT 8388608.0
+#define IMPORT_MSGS_PER_S_DEFAULT  100.0
 
 /* The defaults, then cli.json (through cfg), then the environment; the
  * options come last. */

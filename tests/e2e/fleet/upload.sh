@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Release uploads through a real broker whose plugin has the rate limits of
-# examples/broker/upkeep-broker.json (operators: 10 messages/s, 64 KiB/s),
+# examples/broker/upkeep-broker.json, with slower operators (10 messages/s, 64 KiB/s),
 # the controller and the operator CLI (docs/operator-guide.md, "Import it to
 # the controller"):
-#  - a multi-megabyte import paced to the example's limits completes and the
+#  - a multi-megabyte import paced to the broker's limits completes and the
 #    broker drops nothing;
 #  - an import not told the limits is throttled by the broker, says so, and
 #    still completes;
@@ -26,6 +26,11 @@ python3 - "$FL_DIR/upkeep-broker.json" "$src/examples/broker/upkeep-broker.json"
 import json, sys
 cfg = json.load(open(sys.argv[1]))
 cfg["rate_limits"] = json.load(open(sys.argv[2]))["rate_limits"]
+# Slower operators than the example's, so that the CLI's defaults (the
+# plugin's, 8 MiB/s and 100 messages/s) are throttled and a 2 MiB import
+# takes long enough to be killed midway.
+cfg["rate_limits"]["operator"].update(messages_per_second=10, burst_messages=20,
+                                      bytes_per_second=65536, burst_bytes=131072)
 cfg["stats_interval_seconds"] = 1
 json.dump(cfg, open(sys.argv[1], "w"), indent=1)
 EOF
@@ -38,8 +43,8 @@ dropped_rate() {
         -t upkeep/v1/broker/stats -C 1 -W 5 \
         | python3 -c 'import json,sys; print(json.load(sys.stdin)["dropped_rate"])'
 }
-# The example's operator limits, as the operator guide says to pass them.
-example_rate=(--bytes-per-second 65536 --messages-per-second 10)
+# This broker's operator limits, passed as the operator guide says to.
+limit_rate=(--bytes-per-second 65536 --messages-per-second 10)
 
 sign() { # sign NAME VERSION ARTIFACT OUTDIR
     upk release create "$3" --name "$1" --version "$2" --security-version 1 --hw rev-a \
@@ -62,10 +67,10 @@ fi
 grep -q "cannot make the --out folder .*: Not a directory" "$FL_DIR/err" \
     || fl_die "--out error has no errno text: $(cat "$FL_DIR/err")"
 
-# ---- a 2 MiB import paced to the example's limits: complete, nothing dropped
+# ---- a 2 MiB import paced to the broker's limits: complete, nothing dropped
 before=$(dropped_rate)
-upk release import "$bundle" "${example_rate[@]}" > "$FL_DIR/import.out" 2> "$FL_DIR/import.err" \
-    || fl_die "import with the example's limits failed: $(cat "$FL_DIR/import.err")"
+upk release import "$bundle" "${limit_rate[@]}" > "$FL_DIR/import.out" 2> "$FL_DIR/import.err" \
+    || fl_die "import paced to the broker's limits failed: $(cat "$FL_DIR/import.err")"
 grep -q "imported release fw-1.0.0" "$FL_DIR/import.out" || fl_die "no import line"
 grep -q ", 0 refused by the broker" "$FL_DIR/import.out" \
     || fl_die "paced import was refused: $(cat "$FL_DIR/import.out")"
@@ -89,7 +94,7 @@ grep -q "imported release fw-1.1.0" "$FL_DIR/thr.out" || fl_die "throttled impor
 fl_make_artifact "$FL_DIR/offline/res.bin" 1024
 sign fw 1.2.0 "$FL_DIR/offline/res.bin" "$FL_DIR/offline/out" > /dev/null || fl_die "sign 1.2.0"
 rb="$FL_DIR/offline/out/fw-1.2.0.release.json"
-"$FL_BIN/upkeep" release import "$rb" "${example_rate[@]}" > "$FL_DIR/kill.out" 2>&1 &
+"$FL_BIN/upkeep" release import "$rb" "${limit_rate[@]}" > "$FL_DIR/kill.out" 2>&1 &
 cli=$!
 fl_track "$cli"
 partial_bytes() { # the controller's partial upload file, 0 when none
@@ -106,11 +111,11 @@ wait "$cli" 2> /dev/null
 had=$(partial_bytes)
 [ "$had" -lt 1048576 ] || fl_die "the killed import had finished already"
 # Another operator may not take the upload over.
-if fl_as bob release import "$rb" "${example_rate[@]}" > /dev/null 2> "$FL_DIR/bob.err"; then
+if fl_as bob release import "$rb" "${limit_rate[@]}" > /dev/null 2> "$FL_DIR/bob.err"; then
     fl_die "bob took over alice's upload"
 fi
 grep -q "being uploaded by 'alice'" "$FL_DIR/bob.err" || fl_die "bob: $(cat "$FL_DIR/bob.err")"
-upk release import "$rb" "${example_rate[@]}" > "$FL_DIR/resume.out" 2> "$FL_DIR/resume.err" \
+upk release import "$rb" "${limit_rate[@]}" > "$FL_DIR/resume.out" 2> "$FL_DIR/resume.err" \
     || fl_die "resumed import failed: $(cat "$FL_DIR/resume.err")"
 at=$(sed -n 's/^resuming the upload of fw-1.2.0 at byte \([0-9]*\) of 1048576$/\1/p' \
     "$FL_DIR/resume.out")
@@ -129,7 +134,7 @@ mv "$FL_DIR/offline/o3/fw-1.3.0.release.json" "$FL_DIR/elsewhere/"
 cp "$FL_DIR/offline/small.bin" "$FL_DIR/elsewhere/"
 mv "$FL_DIR/offline/o4/fw-1.4.0.release.json" "$FL_DIR/other/"
 mv "$FL_DIR/offline/small.bin" "$FL_DIR/images/fw-1.4.0.img"
-upk release import "$FL_DIR/elsewhere/fw-1.3.0.release.json" "${example_rate[@]}" \
+upk release import "$FL_DIR/elsewhere/fw-1.3.0.release.json" "${limit_rate[@]}" \
     > "$FL_DIR/el.out" 2>&1 || fl_die "import beside the bundle failed: $(cat "$FL_DIR/el.out")"
 if upk release import "$FL_DIR/other/fw-1.4.0.release.json" > /dev/null 2> "$FL_DIR/na.err"; then
     fl_die "import without its artifact succeeded"
@@ -137,7 +142,7 @@ fi
 grep -q "cannot open artifact .*No such file or directory (put the artifact beside the bundle, or name it with --artifact FILE)" \
     "$FL_DIR/na.err" || fl_die "missing artifact: $(cat "$FL_DIR/na.err")"
 upk release import "$FL_DIR/other/fw-1.4.0.release.json" --artifact "$FL_DIR/images/fw-1.4.0.img" \
-    "${example_rate[@]}" > "$FL_DIR/ar.out" 2>&1 || fl_die "--artifact failed: $(cat "$FL_DIR/ar.out")"
+    "${limit_rate[@]}" > "$FL_DIR/ar.out" 2>&1 || fl_die "--artifact failed: $(cat "$FL_DIR/ar.out")"
 # A wrong --artifact is refused before anything is sent.
 if upk release import "$bundle" --id fw-x --artifact "$FL_DIR/images/fw-1.4.0.img" \
     > /dev/null 2> "$FL_DIR/wr.err"; then
