@@ -91,6 +91,7 @@ struct upk_agent {
     int part_fd;
     upk_sha256 sha;
     uint64_t rehash_len;
+    bool dl_resumed; /* the partial file held bytes from before this start */
     upk_err work_err;
     unsigned last_pct_step;
 
@@ -702,6 +703,23 @@ static void rehash_work(void *arg)
 
 static void finish_download(upk_agent *a);
 
+/* The journal says verifying or installing but the artifact on disk is not
+ * whole (an older agent journaled verifying before the fsync, or the disk
+ * lost what it had not flushed): only a download can fix that, and
+ * request_more and on_chunk work in downloading only. So the journal goes
+ * back to downloading, whatever it said. False (and the update ended) when
+ * the journal cannot be written. */
+static bool back_to_downloading(upk_agent *a, const char *why)
+{
+    upk_warn("device=%s campaign=%s journal said %s but %s; downloading again", a->cfg->device_id,
+             a->j.campaign, upk_status_str(a->j.status), why);
+    if (advance(a, UPK_STATUS_DOWNLOADING) != UPK_OK) {
+        finish(a, UPK_STATUS_FAILED, UPK_E_IO, "cannot write the journal");
+        return false;
+    }
+    return true;
+}
+
 static void rehash_done(void *arg, bool cancelled)
 {
     upk_agent *a = arg;
@@ -712,6 +730,9 @@ static void rehash_done(void *arg, bool cancelled)
         return;
     }
     if (a->j.status == UPK_STATUS_DOWNLOADING && checkpoint(a))
+        return;
+    if (a->rehash_len < a->m.size && a->j.status != UPK_STATUS_DOWNLOADING &&
+        !back_to_downloading(a, "the partial download is short"))
         return;
     upk__window_init(&a->win, a->m.size, a->cfg->limits.chunk_size, a->cfg->limits.chunks_in_flight,
                      a->cfg->limits.chunk_timeout_ms, a->rehash_len);
@@ -755,6 +776,7 @@ static void start_download(upk_agent *a)
     upk_sha256_cleanup(&a->sha);
     upk_sha256_init(&a->sha);
     a->rehash_len = have;
+    a->dl_resumed = have > 0;
     if (upk__work_run(a->loop, rehash_work, rehash_done, a) != UPK_OK)
         goto out_io;
     a->busy = true;
@@ -793,7 +815,12 @@ static void verify_work(void *arg)
 {
     upk_agent *a = arg;
     a->work_err = UPK_OK;
-    if (a->cfg->fsync && fsync(a->part_fd) != 0)
+    if (!a->cfg->fsync)
+        return;
+    /* The data, the .part entry in download/ and download/ in data_dir: all
+     * durable before the journal may say verifying. */
+    if (fsync(a->part_fd) != 0 || upk_fs_sync_dir_of(a->part_path) != UPK_OK ||
+        upk_fs_sync_dir_of(a->dl_dir) != UPK_OK)
         a->work_err = UPK_E_IO;
 }
 
@@ -848,6 +875,11 @@ static void verify_done(void *arg, bool cancelled)
     close_part(a);
     if (checkpoint(a))
         return;
+    /* Only now, with the whole artifact on disk, may the journal say so. */
+    if (a->j.status == UPK_STATUS_DOWNLOADING && advance(a, UPK_STATUS_VERIFYING) != UPK_OK) {
+        finish(a, UPK_STATUS_FAILED, UPK_E_IO, "cannot write the journal");
+        return;
+    }
     if (a->m.type == UPK_RELEASE_DELTA) {
         char name[] = "target.img";
         if (upk_fs_mkdirs(a->work_dir) != UPK_OK ||
@@ -873,8 +905,28 @@ static void finish_download(upk_agent *a)
     upk_sha256_cleanup(&a->sha);
     upk_sha256_init(&a->sha);
     a->dl_ready = false;
-    if (a->j.status == UPK_STATUS_DOWNLOADING && advance(a, UPK_STATUS_VERIFYING) != UPK_OK) {
-        finish(a, UPK_STATUS_FAILED, UPK_E_IO, "cannot write the journal");
+    if (a->dl_resumed &&
+        (size != a->m.size || !upk_mem_equal_ct(got, a->m.sha256, UPK_SHA256_LEN))) {
+        /* Part of the bytes came from the disk after a restart. A power cut
+         * can leave a file whose size was persisted before its data: that
+         * is a cut, not a bad release, so start over once from zero. */
+        upk_warn("device=%s campaign=%s the resumed download does not match the manifest (a "
+                 "power cut before its data reached the disk); downloading it again from 0",
+                 a->cfg->device_id, a->j.campaign);
+        a->dl_resumed = false;
+        if (ftruncate(a->part_fd, 0) != 0) {
+            finish(a, UPK_STATUS_FAILED, UPK_E_IO, "cannot truncate the download file");
+            return;
+        }
+        if (a->j.status != UPK_STATUS_DOWNLOADING &&
+            !back_to_downloading(a, "the artifact on disk does not match"))
+            return;
+        upk__window_cleanup(&a->win);
+        upk__window_init(&a->win, a->m.size, a->cfg->limits.chunk_size,
+                         a->cfg->limits.chunks_in_flight, a->cfg->limits.chunk_timeout_ms, 0);
+        a->dl_ready = true;
+        a->last_pct_step = 0;
+        request_more(a);
         return;
     }
     if (size != a->m.size) {

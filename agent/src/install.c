@@ -249,6 +249,13 @@ static upk_err file_new(uv_loop_t *loop, const upk_agent_config *cfg, void **sel
         slash[1] = '\0';
     else
         *slash = '\0';
+    char why[MSG_MAX];
+    if (access(m->dir, F_OK) == 0 &&
+        upk__fs_check(m->dir, UPK__FS_LINK | UPK__FS_ATOMIC_RENAME, why, sizeof(why)) != UPK_OK) {
+        (void)snprintf(eb, ecap, "module_settings.path: module file cannot work here: %s", why);
+        free(m);
+        return UPK_E_CONFIG_INVALID;
+    }
     *self = m;
     return UPK_OK;
 }
@@ -425,6 +432,14 @@ static upk_err abdir_new(uv_loop_t *loop, const upk_agent_config *cfg, void **se
                            "ab-dir");
     if (err == UPK_OK && upk_fs_mkdirs(m->root) != UPK_OK) {
         (void)snprintf(eb, ecap, "module_settings.root: cannot create %s", m->root);
+        err = UPK_E_CONFIG_INVALID;
+    }
+    char why[MSG_MAX];
+    if (err == UPK_OK &&
+        upk__fs_check(m->root,
+                      UPK__FS_SYMLINK | UPK__FS_ATOMIC_RENAME | (cfg->fsync ? UPK__FS_SYNCFS : 0),
+                      why, sizeof(why)) != UPK_OK) {
+        (void)snprintf(eb, ecap, "module_settings.root: module ab-dir cannot work here: %s", why);
         err = UPK_E_CONFIG_INVALID;
     }
     if (err != UPK_OK) {
@@ -605,6 +620,15 @@ upk_err upk_installer_new(uv_loop_t *loop, const upk_agent_config *cfg, const up
         eb[0] = '\0';
     const char *mod = cfg->module != NULL ? cfg->module : "file";
     upk_err err;
+    /* The journal, facts and outbox are replaced by rename: data_dir must
+     * keep that atomic across a power cut (real devices; simulators do not
+     * fsync and run thousands of agents in one process). */
+    char why[MSG_MAX];
+    if (cfg->fsync && cfg->data_dir != NULL && access(cfg->data_dir, F_OK) == 0 &&
+        upk__fs_check(cfg->data_dir, UPK__FS_ATOMIC_RENAME, why, sizeof(why)) != UPK_OK) {
+        (void)snprintf(eb, ecap, "data_dir: %s", why);
+        return UPK_E_CONFIG_INVALID;
+    }
     if (strcmp(mod, "file") == 0) {
         err = file_new(loop, cfg, self, eb, ecap);
         if (err == UPK_OK)

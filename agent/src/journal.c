@@ -25,6 +25,13 @@ void upk__journal_cleanup(upk__journal *j)
     j->status = UPK_STATUS_IDLE;
 }
 
+static upk_err write_replace(const char *path, const char *text, size_t len, bool do_sync);
+
+upk_err upk__write_replace(const char *path, const char *text, size_t len, bool do_sync)
+{
+    return write_replace(path, text, len, do_sync);
+}
+
 /* Replaces path atomically; without do_sync (simulators only) the rename is
  * still atomic but nothing is forced to disk. */
 static upk_err write_replace(const char *path, const char *text, size_t len, bool do_sync)

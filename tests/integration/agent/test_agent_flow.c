@@ -839,6 +839,95 @@ static bool p_journal_says(env *e, const void *arg)
     return ok;
 }
 
+/* Finds the one partial download in data_dir/download into out. */
+static void part_path(env *e, char *out, size_t cap)
+{
+    char dir[600];
+    (void)snprintf(dir, sizeof(dir), "%s/download", e->data_dir);
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    out[0] = '\0';
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL)
+        if (strstr(de->d_name, ".part") != NULL)
+            (void)snprintf(out, cap, "%s/%s", dir, de->d_name);
+    closedir(d);
+    assert_true(out[0] != '\0');
+}
+
+/* What a power cut can leave: the journal says `status` while the partial
+ * download holds only `keep` good bytes of `size` (the rest zeros, as when a
+ * filesystem persisted the size before the data). The agent must end the
+ * update committed, never stuck and never HASH_MISMATCH. */
+static void cut_leaves(env *e, const char *campaign, const char *status, uint64_t keep,
+                       uint64_t size, bool expect_from_zero)
+{
+    start_file_agent(e, "[\"/bin/sh\",\"-c\",\"sleep 1.5\"]");
+    upk_manifest m;
+    make_manifest(e, &m, "2.0", 1, e->art, ART_LEN, "file");
+    standin_set_artifact(&e->s, e->art, ART_LEN);
+    assert_int_equal(standin_publish_desired(&e->s, &m, campaign, e->key, false), 0);
+    assert_true(wait_for(e, p_journal_says, "\"status\":\"health_check\"", 30));
+    reap(&e->agent, SIGKILL);
+    assert_true(wait_for(e, p_offline, NULL, 10));
+    /* Rewrite what the disk kept. */
+    char jp[600], part[1200];
+    (void)snprintf(jp, sizeof(jp), "%s/journal.json", e->data_dir);
+    char *buf = NULL;
+    size_t len = 0;
+    assert_int_equal(upk_fs_read(jp, 1u << 20, &buf, &len), UPK_OK);
+    char *at = strstr(buf, "\"status\":\"health_check\"");
+    assert_non_null(at);
+    char out[1u << 16];
+    (void)snprintf(out, sizeof(out), "%.*s\"status\":\"%s\"%s", (int)(at - buf), buf, status,
+                   at + strlen("\"status\":\"health_check\""));
+    free(buf);
+    assert_int_equal(upk_fs_write_atomic(jp, out, strlen(out)), UPK_OK);
+    part_path(e, part, sizeof(part));
+    assert_int_equal(truncate(part, (off_t)keep), 0);
+    assert_int_equal(truncate(part, (off_t)size), 0);
+    /* The restart: nothing else changes, the same desired stays retained. */
+    e->s.saw_req = false;
+    char settings[700];
+    (void)snprintf(settings, sizeof(settings), "{\"path\":\"%s\"}", e->target);
+    write_config(e, "file", settings, "[\"/bin/true\"]", NULL);
+    agent_start(e);
+    expect_final(e, campaign, UPK_STATUS_COMMITTED, UPK_OK);
+    assert_false(standin_saw(&e->s, UPK_STATUS_REJECTED, UPK_E_HASH_MISMATCH));
+    assert_true(e->s.saw_req);
+    if (expect_from_zero)
+        assert_int_equal(e->s.first_req_off, 0);
+    else
+        assert_true(e->s.first_req_off >= keep - keep % 16384);
+    expect_file(e->target, e->art, ART_LEN);
+    expect_seqs_in_order(e);
+}
+
+/* Regressions for the write order of a download (issue 19): the journal said
+ * verifying before the .part file was fsynced, and a restart with a short
+ * file in verifying or installing then waited forever. */
+static void cut_in_verifying_with_short_part_downloads_the_rest(void **state)
+{
+    cut_leaves(*state, "camp-cut-v", "verifying", ART_LEN / 4 * 3, ART_LEN / 4 * 3, false);
+}
+
+static void cut_in_installing_with_half_part_downloads_the_rest(void **state)
+{
+    cut_leaves(*state, "camp-cut-i", "installing", ART_LEN / 2, ART_LEN / 2, false);
+}
+
+/* The size reached the disk but not the data: a whole-length file whose tail
+ * is zeros. A cut, not a bad release: downloaded again from 0. */
+static void cut_with_size_but_not_data_downloads_again(void **state)
+{
+    cut_leaves(*state, "camp-cut-z", "downloading", ART_LEN / 2, ART_LEN, true);
+}
+
+static void cut_in_verifying_with_size_but_not_data_downloads_again(void **state)
+{
+    cut_leaves(*state, "camp-cut-vz", "verifying", ART_LEN / 3, ART_LEN, true);
+}
+
 static void events_made_offline_arrive_after_reconnect(void **state)
 {
     env *e = *state;
@@ -1104,6 +1193,14 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(download_resumes_after_agent_kill, setup, teardown),
         cmocka_unit_test_setup_teardown(download_resumes_after_broker_restart, setup, teardown),
+        cmocka_unit_test_setup_teardown(cut_in_verifying_with_short_part_downloads_the_rest, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(cut_in_installing_with_half_part_downloads_the_rest, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(cut_with_size_but_not_data_downloads_again, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(cut_in_verifying_with_size_but_not_data_downloads_again,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(kill9_at_each_state_ends_consistent, setup, teardown),
         cmocka_unit_test_setup_teardown(newer_desired_supersedes_and_clear_cancels, setup,
                                         teardown),
