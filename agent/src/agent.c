@@ -41,6 +41,7 @@ struct upk_agent {
     const upk_installer *ops;
     void *inst;
     bool inst_owned;
+    uint64_t reboot_by_ms; /* a step ended REBOOT_PENDING: the reboot must come by then; 0 = none */
     uv_timer_t timer;
 
     char journal_path[UPK_AGENT_PATH_MAX];
@@ -119,6 +120,7 @@ static void step_commit(upk_agent *a);
 static void start_rollback(upk_agent *a, upk_err err, const char *msg);
 static void finish(upk_agent *a, upk_status st, upk_err err, const char *msg);
 static void request_more(upk_agent *a);
+static void wait_for_reboot(upk_agent *a, const char *what);
 static void ob_kick(upk_agent *a);
 static void maybe_free(upk_agent *a);
 
@@ -395,6 +397,10 @@ static void rollback_done(upk_err err, const char *msg, void *cb_data)
     if (!op_returned(a))
         return;
     upk_status reached = a->j.status;
+    if (err == UPK_E_REBOOT_PENDING) {
+        wait_for_reboot(a, "rollback");
+        return;
+    }
     if (err != UPK_OK) {
         char m[UPK_ERRMSG_MAX + 1];
         set_msg(m, sizeof(m), "rollback after %s failed: %s", upk_err_str(a->j.error),
@@ -1114,11 +1120,46 @@ static void step_install(upk_agent *a)
     a->outstanding++;
 }
 
+/* The current boot's id into a->j.boot_id ("" when unreadable). The
+ * environment variable UPK_BOOT_ID_FILE replaces /proc/sys/kernel/random/
+ * boot_id (tests, containers). */
+static void current_boot(char *buf, size_t cap)
+{
+    if (upk__boot_id(getenv("UPK_BOOT_ID_FILE"), buf, cap) != UPK_OK)
+        buf[0] = '\0';
+}
+
+/* A module step armed the bootloader and asked for a reboot: nothing more
+ * happens in this boot. The tick ends the wait after step_timeout_s. */
+static void wait_for_reboot(upk_agent *a, const char *what)
+{
+    a->reboot_by_ms = upk__now_ms() + (uint64_t)a->cfg->limits.step_timeout_s * 1000u;
+    upk_info("device=%s campaign=%s %s armed the bootloader; waiting for the reboot (%u s at most)",
+             a->cfg->device_id, a->j.campaign, what, a->cfg->limits.step_timeout_s);
+}
+
+static void reboot_tick(upk_agent *a)
+{
+    if (a->reboot_by_ms == 0 || upk__now_ms() < a->reboot_by_ms)
+        return;
+    a->reboot_by_ms = 0;
+    char why[UPK_ERRMSG_MAX + 1];
+    set_msg(why, sizeof(why), "no reboot came within %u s", a->cfg->limits.step_timeout_s);
+    if (a->j.rolling_back)
+        finish(a, UPK_STATUS_FAILED, UPK_E_ROLLBACK_FAILED, why);
+    else
+        start_rollback(a, UPK_E_ACTIVATE_FAILED, why);
+}
+
 static void activate_done(upk_err err, const char *msg, void *cb_data)
 {
     upk_agent *a = cb_data;
     if (!op_returned(a))
         return;
+    if (err == UPK_E_REBOOT_PENDING) {
+        wait_for_reboot(a, "activation");
+        return;
+    }
     if (err != UPK_OK) {
         start_rollback(a, UPK_E_ACTIVATE_FAILED, msg != NULL ? msg : upk_err_msg(err));
         return;
@@ -1130,6 +1171,7 @@ static void step_activate(upk_agent *a)
 {
     if (expired_before(a, "activation"))
         return;
+    current_boot(a->j.boot_id, sizeof(a->j.boot_id));
     if (a->j.status != UPK_STATUS_ACTIVATING && advance(a, UPK_STATUS_ACTIVATING) != UPK_OK) {
         start_rollback(a, UPK_E_IO, "cannot write the journal");
         return;
@@ -1698,6 +1740,7 @@ static void tick_cb(uv_timer_t *t)
     ob_kick(a);
     stale_check(a);
     expiry_tick(a);
+    reboot_tick(a);
 }
 
 /* ---------------------------------------------------------------- life cycle */
@@ -1861,6 +1904,9 @@ static void requeue_step_event(upk_agent *a)
 }
 
 /* Picks up whatever the journal says after a start. */
+static bool ask_booted(upk_agent *a);
+static void resume_activation(upk_agent *a);
+
 static void resume(upk_agent *a)
 {
     upk__journal *j = &a->j;
@@ -1915,25 +1961,96 @@ static void resume(upk_agent *a)
         return;
     case UPK_STATUS_ACTIVATING:
     case UPK_STATUS_HEALTH_CHECK:
-        j->restarts++;
-        if (j->restarts > a->cfg->limits.max_restarts) {
-            set_msg(why, sizeof(why), "agent restarted %u times during %s", j->restarts,
-                    upk_status_str(j->status));
-            start_rollback(a, UPK_E_HEALTH_FAILED, why);
+        if (ask_booted(a))
             return;
-        }
-        if (upk__journal_save_ex(a->journal_path, j, a->cfg->fsync) != UPK_OK) {
-            start_rollback(a, UPK_E_IO, "cannot write the journal");
-            return;
-        }
-        if (j->status == UPK_STATUS_ACTIVATING)
-            step_activate(a);
-        else
-            step_health(a);
+        resume_activation(a);
         return;
     default:
         return;
     }
+}
+
+/* A restart in activating or health_check (in the same boot, or the module
+ * cannot tell which slot booted): count it, roll back past max_restarts,
+ * else run the step again. */
+static void resume_activation(upk_agent *a)
+{
+    upk__journal *j = &a->j;
+    char why[UPK_ERRMSG_MAX + 1];
+    j->restarts++;
+    if (j->restarts > a->cfg->limits.max_restarts) {
+        set_msg(why, sizeof(why), "agent restarted %u times during %s", j->restarts,
+                upk_status_str(j->status));
+        start_rollback(a, UPK_E_HEALTH_FAILED, why);
+        return;
+    }
+    if (upk__journal_save_ex(a->journal_path, j, a->cfg->fsync) != UPK_OK) {
+        start_rollback(a, UPK_E_IO, "cannot write the journal");
+        return;
+    }
+    if (j->status == UPK_STATUS_ACTIVATING)
+        step_activate(a);
+    else
+        step_health(a);
+}
+
+/* The module's answer to "which slot booted?" after a reboot. */
+static void booted_done(upk_err err, const char *msg, void *cb_data)
+{
+    upk_agent *a = cb_data;
+    if (!op_returned(a))
+        return;
+    upk__journal *j = &a->j;
+    const char *dev = a->cfg->device_id;
+    if (err == UPK_E_BOOT_FAILED) {
+        char why[UPK_ERRMSG_MAX + 1];
+        set_msg(why, sizeof(why), "slot %s did not boot; the bootloader fell back%s%s", j->slot,
+                msg != NULL ? ": " : "", msg != NULL ? msg : "");
+        upk_warn("device=%s campaign=%s error=BOOT_FAILED %s", dev, j->campaign, why);
+        start_rollback(a, UPK_E_BOOT_FAILED, why);
+        return;
+    }
+    if (err == UPK_E_NOT_FOUND) {
+        upk_info("device=%s campaign=%s the module cannot tell which slot booted", dev,
+                 j->campaign);
+        resume_activation(a);
+        return;
+    }
+    if (err != UPK_OK) {
+        start_rollback(a, UPK_E_ACTIVATE_FAILED, msg != NULL ? msg : upk_err_msg(err));
+        return;
+    }
+    upk_info("device=%s campaign=%s booted the new slot %s", dev, j->campaign, j->slot);
+    current_boot(j->boot_id, sizeof(j->boot_id));
+    if (j->status == UPK_STATUS_ACTIVATING) {
+        step_health(a); /* journals health_check with this boot */
+        return;
+    }
+    resume_activation(a); /* a reboot during the health check counts as a restart */
+}
+
+/* After a start in activating/health_check in another boot than the
+ * activation's, asks a reboot-based module which slot runs. True when the
+ * question is under way (booted_done continues). */
+static bool ask_booted(upk_agent *a)
+{
+    upk__journal *j = &a->j;
+    if (a->ops->booted == NULL || j->boot_id[0] == '\0')
+        return false;
+    char now[sizeof(j->boot_id)];
+    current_boot(now, sizeof(now));
+    if (now[0] == '\0' || strcmp(now, j->boot_id) == 0)
+        return false;
+    upk_info("device=%s campaign=%s started in a new boot during %s; asking which slot booted",
+             a->cfg->device_id, j->campaign, upk_status_str(j->status));
+    prepare_job(a, j->status);
+    if (a->ops->booted(a->inst, &a->job, booted_done, a) != UPK_OK) {
+        start_rollback(a, UPK_E_ACTIVATE_FAILED, "install module could not start");
+        return true;
+    }
+    a->busy = true;
+    a->outstanding++;
+    return true;
 }
 
 upk_err upk_agent_start(upk_agent *a)

@@ -42,6 +42,9 @@ typedef struct upk__journal {
     /* The module's commit step was started: a restart re-runs it and never
      * rolls back (the module may have dropped what a rollback needs). */
     bool committing;
+    /* Boot id (/proc/sys/kernel/random/boot_id) the activation ran in: a
+     * start in another boot asks the module which slot booted. "" = none. */
+    char boot_id[41];
 } upk__journal;
 
 /* Frees the manifest copy; leaves an idle journal. Safe twice. */

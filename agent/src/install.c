@@ -476,7 +476,19 @@ static void ext_done(int status, void *cb_data)
     msg[0] = '\0';
     bool is_rollback = strcmp(c->step, "rollback") == 0;
     bool is_health = strcmp(c->step, "health") == 0;
-    if (status == 0 || (status == 2 && !is_rollback)) {
+    bool is_booted = strcmp(c->step, "booted") == 0;
+    bool can_reboot = is_rollback || strcmp(c->step, "activate") == 0;
+    if (is_booted) {
+        /* 0: the installed slot runs; 3: another one (the bootloader fell
+         * back); anything else: the module cannot tell (a module written
+         * before this step existed exits 2 or fails on an unknown step). */
+        err = status == 0 ? UPK_OK : status == 3 ? UPK_E_BOOT_FAILED : UPK_E_NOT_FOUND;
+        if (status == 3)
+            (void)snprintf(msg, sizeof(msg), "module %s: another slot than %s booted",
+                           c->m->cfg->module, c->job->slot[0] != '\0' ? c->job->slot : "the new");
+    } else if (can_reboot && status == 4) {
+        err = UPK_E_REBOOT_PENDING; /* armed; a reboot was requested */
+    } else if (status == 0 || (status == 2 && !is_rollback)) {
         if (c->next_step != NULL) {
             c->step = c->next_step;
             c->next_step = NULL;
@@ -580,6 +592,10 @@ static upk_err ext_rollback(void *self, upk_install_job *job, upk_installer_cb c
 {
     return ext_call_new(self, job, "rollback", NULL, cb, d);
 }
+static upk_err ext_booted(void *self, upk_install_job *job, upk_installer_cb cb, void *d)
+{
+    return ext_call_new(self, job, "booted", NULL, cb, d);
+}
 
 static const upk_installer ext_ops = {
     .name = "external",
@@ -591,6 +607,7 @@ static const upk_installer ext_ops = {
     .rollback = ext_rollback,
     .image_path = NULL,
     .active_slot = NULL,
+    .booted = ext_booted,
     .destroy = plain_destroy,
 };
 

@@ -75,7 +75,9 @@
     X(AUTH_REQUIRED, "message carries no link authentication tag where one is required")       \
     X(REPLAYED, "desired counter is not newer than the last accepted one")                     \
     X(DESIRED_STALE, "desired message is past its fresh_until time")                           \
-    X(DOWNGRADE_REJECTED, "release is older than the installed one and not a rollback")
+    X(DOWNGRADE_REJECTED, "release is older than the installed one and not a rollback")        \
+    X(BOOT_FAILED, "the new slot did not boot; the bootloader fell back to the old one")       \
+    X(REBOOT_PENDING, "a reboot is under way to finish this step")
 
 typedef enum upk_err {
 #define UPK__ERR_ENUM(name, msg) UPK_E_##name,
