@@ -14,6 +14,7 @@ pkgs=(
   chromium  # headless render check of the update-capability HTML card (tests/integration/health)
   valgrind  # memcheck of the agent and the broker plugin (tests/fault/valgrind)
   sqlite3  # fault tests read the controller's store between SIGKILLs (tests/fault/controller_crash)
+  rauc grub-common squashfs-tools dbus e2fsprogs  # the rauc update module against the real rauc (tests/integration/rauc)
 )
 
 missing=()
