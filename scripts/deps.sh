@@ -15,6 +15,7 @@ pkgs=(
   valgrind  # memcheck of the agent and the broker plugin (tests/fault/valgrind)
   sqlite3  # fault tests read the controller's store between SIGKILLs (tests/fault/controller_crash)
   rauc grub-common squashfs-tools dbus e2fsprogs  # the rauc update module against the real rauc (tests/integration/rauc)
+  swupdate libubootenv-tool u-boot-tools cpio  # the swupdate module, U-Boot env tools (tests/integration/swupdate)
 )
 
 missing=()
