@@ -2004,8 +2004,12 @@ static void booted_done(upk_err err, const char *msg, void *cb_data)
     const char *dev = a->cfg->device_id;
     if (err == UPK_E_BOOT_FAILED) {
         char why[UPK_ERRMSG_MAX + 1];
-        set_msg(why, sizeof(why), "slot %s did not boot; the bootloader fell back%s%s", j->slot,
-                msg != NULL ? ": " : "", msg != NULL ? msg : "");
+        set_msg(why, sizeof(why),
+                "the installed slot%s%s did not boot; the bootloader fell back%s%s",
+                j->slot[0] != '\0' ? " " : "", j->slot, msg != NULL ? " (" : "",
+                msg != NULL ? msg : "");
+        if (msg != NULL)
+            set_msg(why + strlen(why), sizeof(why) - strlen(why), ")");
         upk_warn("device=%s campaign=%s error=BOOT_FAILED %s", dev, j->campaign, why);
         start_rollback(a, UPK_E_BOOT_FAILED, why);
         return;
@@ -2020,7 +2024,8 @@ static void booted_done(upk_err err, const char *msg, void *cb_data)
         start_rollback(a, UPK_E_ACTIVATE_FAILED, msg != NULL ? msg : upk_err_msg(err));
         return;
     }
-    upk_info("device=%s campaign=%s booted the new slot %s", dev, j->campaign, j->slot);
+    upk_info("device=%s campaign=%s booted the new slot%s%s", dev, j->campaign,
+             j->slot[0] != '\0' ? " " : "", j->slot);
     current_boot(j->boot_id, sizeof(j->boot_id));
     if (j->status == UPK_STATUS_ACTIVATING) {
         step_health(a); /* journals health_check with this boot */

@@ -484,8 +484,8 @@ static void ext_done(int status, void *cb_data)
          * before this step existed exits 2 or fails on an unknown step). */
         err = status == 0 ? UPK_OK : status == 3 ? UPK_E_BOOT_FAILED : UPK_E_NOT_FOUND;
         if (status == 3)
-            (void)snprintf(msg, sizeof(msg), "module %s: another slot than %s booted",
-                           c->m->cfg->module, c->job->slot[0] != '\0' ? c->job->slot : "the new");
+            (void)snprintf(msg, sizeof(msg), "module %s: another slot than the installed one runs",
+                           c->m->cfg->module);
     } else if (can_reboot && status == 4) {
         err = UPK_E_REBOOT_PENDING; /* armed; a reboot was requested */
     } else if (status == 0 || (status == 2 && !is_rollback)) {
