@@ -14,6 +14,8 @@
 #      reports rolled_back BOOT_FAILED, the campaign halts
 #   3. boots but fails the health check: marked bad, reboot into A,
 #      rolled_back HEALTH_FAILED
+#   4. power cuts while the slot is written and right after the bootloader
+#      was armed: back on a consistent slot, the update ends committed
 # What this cannot show (a VM can): a real kernel and init on the slot, and
 # power cuts that lose what the guest had not flushed.
 . "$(dirname "$0")/../fleet/common.sh"
@@ -30,11 +32,12 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
     -keyout "$FL_DIR/rauc.key" -out "$FL_DIR/rauc.crt" -days 2 -subj "/CN=upkeep-e2e" 2> /dev/null
 
 # bundle NAME VERSION: a RAUC bundle whose rootfs says "release VERSION".
-bundle() {
+bundle() { # NAME VERSION [MIB]
     local b="$FL_DIR/bundle-$1"
     mkdir -p "$b/root/etc" "$b/content"
     echo "release $2" > "$b/root/etc/upkeep-release"
-    mke2fs -q -t ext4 -d "$b/root" "$b/content/rootfs.ext4" 2M
+    [ -z "${3:-}" ] || head -c "$(($3 * 1024 * 1024 / 2))" /dev/urandom > "$b/root/filler"
+    mke2fs -q -t ext4 -d "$b/root" "$b/content/rootfs.ext4" "${3:-2}M"
     printf '[update]\ncompatible=upkeep-e2e\nversion=%s\n[bundle]\nformat=plain\n[image.rootfs]\nfilename=rootfs.ext4\n' \
         "$2" > "$b/content/manifest.raucm"
     rauc bundle --cert="$FL_DIR/rauc.crt" --key="$FL_DIR/rauc.key" "$b/content" \
@@ -49,7 +52,7 @@ dev_init() { # ID
     DEVID=$1
     DEV="$FL_DIR/$1"
     mkdir -p "$DEV/data" "$DEV/rauc"
-    truncate -s 4M "$DEV/a.img" "$DEV/b.img"
+    truncate -s 40M "$DEV/a.img" "$DEV/b.img"
     grub-editenv "$DEV/grubenv" create
     grub-editenv "$DEV/grubenv" set ORDER="A B" A_OK=1 B_OK=0 A_TRY=0 B_TRY=0
     cat > "$DEV/system.conf" << CONF
@@ -150,6 +153,7 @@ release() { # NAME VERSION SECVER
 bundle v2 2.0.0
 bundle v3 3.0.0
 bundle v4 4.0.0
+bundle v5 5.0.0 16
 
 # ---- 1. a good update
 T0=$SECONDS
@@ -225,5 +229,32 @@ fl_wait 60 "dev-sick reports rolled_back" dev_field_is dev-sick status rolled_ba
 e2e_expect "$(dev_field dev-sick error)" HEALTH_FAILED "dev-sick error"
 e2e_expect "$(dev_field dev-sick version)" 1.0.0 "dev-sick version"
 echo "scenario 3 (health failure) passed in $((SECONDS - T0)) s"
+dev_done
+
+# ---- 4. power cuts: while rauc writes the slot, and right after the
+# bootloader was armed (before the reboot): the device comes back on a
+# consistent slot and the update ends committed, the slot written again.
+T0=$SECONDS
+dev_init dev-cut
+fl_wait 30 "dev-cut registered" dev_field_is dev-cut version 1.0.0
+release v5 5.0.0 1
+upk campaign create --id cut --release os-5.0.0 --target id=dev-cut --stages 100% --soak 0 > /dev/null \
+    || fl_die "campaign cut"
+journal_says() { grep -q "\"status\":\"$1\"" "$DEV/data/journal.json" 2> /dev/null; }
+fl_wait 60 "dev-cut installs" journal_says installing
+boot # the power went while the slot was written: rauc's install ends with it
+e2e_expect "$BOOTED" A "the boot after a cut during install"
+agent_up
+fl_wait 60 "dev-cut asks for the reboot" test -e "$DEV/rebooted"
+installs=$(grep -c 'module=rauc step=install' "$DEV/agent.log")
+[ "$installs" -ge 2 ] || fl_die "the install was not run again after the cut ($installs)"
+boot # a cut right after the bootloader was armed is this same boot
+e2e_expect "$BOOTED" B "the boot after the armed bootloader"
+agent_up
+fl_wait 60 "dev-cut commits" dev_field_is dev-cut version 5.0.0
+slot_holds b.img 5.0.0 || fl_die "slot B does not hold 5.0.0"
+boot
+e2e_expect "$BOOTED" B "the boot after commit"
+echo "scenario 4 (power cuts during install and after arming) passed in $((SECONDS - T0)) s"
 dev_done
 echo "e2e rootfs rauc: ok"
