@@ -108,7 +108,7 @@ boot() {
     if [ -n "$AG" ]; then kill -KILL "$AG" 2> /dev/null || true; wait "$AG" 2> /dev/null || true; AG=; fi
     if [ -n "$SVC_PID" ]; then kill "$SVC_PID" 2> /dev/null || true; wait "$SVC_PID" 2> /dev/null || true; fi
     rm -f "$DEV/rebooted"
-    local order a_ok b_ok a_try b_try def= s ok try
+    local order a_ok b_ok a_try b_try def='' s ok try
     order=$(genv ORDER) a_ok=$(genv A_OK) b_ok=$(genv B_OK) a_try=$(genv A_TRY) b_try=$(genv B_TRY)
     for s in $order; do
         if [ "$s" = A ]; then ok=$a_ok try=$a_try a_try=1; else ok=$b_ok try=$b_try b_try=1; fi

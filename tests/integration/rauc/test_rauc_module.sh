@@ -16,7 +16,7 @@ for t in rauc grub-editenv dbus-daemon mksquashfs mke2fs openssl; do
     fi
 done
 D=$(mktemp -d "${TMPDIR:-/tmp}/upk-rauc-XXXXXX")
-BUS_PID= SVC_PID=
+BUS_PID='' SVC_PID=''
 cleanup() {
     [ -n "$SVC_PID" ] && kill "$SVC_PID" 2>/dev/null && wait "$SVC_PID" 2>/dev/null
     [ -n "$BUS_PID" ] && kill "$BUS_PID" 2>/dev/null
@@ -57,7 +57,7 @@ BUS_PID=$(dbus-daemon --config-file="$D/bus.conf" --fork --print-pid) || exit 1
 export DBUS_SESSION_BUS_ADDRESS="unix:path=$D/bus" DBUS_STARTER_BUS_TYPE=session
 
 device() { # fresh device: slot A holds release 1 and booted, B empty
-    rm -rf "$D/dev" && mkdir -p "$D/dev/work" "$D/dev/data"
+    rm -rf "${D:?}/dev" && mkdir -p "$D/dev/work" "$D/dev/data"
     truncate -s 4M "$D/dev/a.img" "$D/dev/b.img"
     grub-editenv "$D/dev/grubenv" create
     grub-editenv "$D/dev/grubenv" set ORDER="A B" A_OK=1 B_OK=0 A_TRY=0 B_TRY=0
@@ -87,7 +87,7 @@ genv() { grub-editenv "$D/dev/grubenv" list | sed -n "s/^$1=//p"; }
 
 # GRUB's slot selection from RAUC's documented grub.cfg, on the env file.
 grub_select() {
-    local order a_ok b_ok a_try b_try def= s ok try
+    local order a_ok b_ok a_try b_try def='' s ok try
     order=$(genv ORDER) a_ok=$(genv A_OK) b_ok=$(genv B_OK) a_try=$(genv A_TRY) b_try=$(genv B_TRY)
     for s in $order; do
         if [ "$s" = A ]; then ok=$a_ok try=$a_try a_try=1; else ok=$b_ok try=$b_try b_try=1; fi

@@ -59,7 +59,7 @@ mkswu v2 2.0 upkeep-swu-test
 mkswu evil 9.0 someone-else
 
 device() { # fresh device for bootloader $BL: slot A holds release 1 and runs
-    rm -rf "$D/dev" && mkdir -p "$D/dev/work"
+    rm -rf "${D:?}/dev" && mkdir -p "$D/dev/work"
     truncate -s 4M "$D/dev/a.img" "$D/dev/b.img"
     if [ "$BL" = uboot ]; then
         printf 'boot_slot=A\nupgrade_available=0\nbootcount=0\nbootlimit=1\n' > "$D/dev/env.txt"
@@ -96,7 +96,7 @@ boot() {
     else
         # grub.cfg (docs/agent.md): a one-shot upkeep_try is cleared and
         # booted; else the first slot of ORDER whose _OK is 1.
-        local try def= s
+        local try def='' s
         try=$(genv upkeep_try)
         if [ -n "$try" ]; then
             grub-editenv "$D/dev/grubenv" set upkeep_try=
