@@ -49,6 +49,9 @@ pkgs=(
   chromium  # headless render check of the update-capability HTML card (tests/integration/health)
   valgrind  # memcheck of the agent and the broker plugin (tests/fault/valgrind)
   sqlite3  # fault tests read the controller's store between SIGKILLs (tests/fault/controller_crash)
+  rauc grub-common squashfs-tools dbus e2fsprogs  # the rauc update module against the real rauc (tests/integration/rauc)
+  swupdate libubootenv-tool u-boot-tools cpio  # the swupdate module, U-Boot env tools (tests/integration/swupdate)
+  qemu-system-x86 mmdebstrap grub-pc-bin fdisk bc  # the virtual A/B device: QEMU, its rootfs, BIOS GRUB, sfdisk (scripts/vdev, ctest vdev_fallback)
 )
   ;;
 *)

@@ -41,6 +41,7 @@ struct upk_agent {
     const upk_installer *ops;
     void *inst;
     bool inst_owned;
+    uint64_t reboot_by_ms; /* a step ended REBOOT_PENDING: the reboot must come by then; 0 = none */
     uv_timer_t timer;
 
     char journal_path[UPK_AGENT_PATH_MAX];
@@ -91,6 +92,7 @@ struct upk_agent {
     int part_fd;
     upk_sha256 sha;
     uint64_t rehash_len;
+    bool dl_resumed; /* the partial file held bytes from before this start */
     upk_err work_err;
     unsigned last_pct_step;
 
@@ -118,6 +120,7 @@ static void step_commit(upk_agent *a);
 static void start_rollback(upk_agent *a, upk_err err, const char *msg);
 static void finish(upk_agent *a, upk_status st, upk_err err, const char *msg);
 static void request_more(upk_agent *a);
+static void wait_for_reboot(upk_agent *a, const char *what);
 static void ob_kick(upk_agent *a);
 static void maybe_free(upk_agent *a);
 
@@ -394,6 +397,10 @@ static void rollback_done(upk_err err, const char *msg, void *cb_data)
     if (!op_returned(a))
         return;
     upk_status reached = a->j.status;
+    if (err == UPK_E_REBOOT_PENDING) {
+        wait_for_reboot(a, "rollback");
+        return;
+    }
     if (err != UPK_OK) {
         char m[UPK_ERRMSG_MAX + 1];
         set_msg(m, sizeof(m), "rollback after %s failed: %s", upk_err_str(a->j.error),
@@ -702,6 +709,23 @@ static void rehash_work(void *arg)
 
 static void finish_download(upk_agent *a);
 
+/* The journal says verifying or installing but the artifact on disk is not
+ * whole (an older agent journaled verifying before the fsync, or the disk
+ * lost what it had not flushed): only a download can fix that, and
+ * request_more and on_chunk work in downloading only. So the journal goes
+ * back to downloading, whatever it said. False (and the update ended) when
+ * the journal cannot be written. */
+static bool back_to_downloading(upk_agent *a, const char *why)
+{
+    upk_warn("device=%s campaign=%s journal said %s but %s; downloading again", a->cfg->device_id,
+             a->j.campaign, upk_status_str(a->j.status), why);
+    if (advance(a, UPK_STATUS_DOWNLOADING) != UPK_OK) {
+        finish(a, UPK_STATUS_FAILED, UPK_E_IO, "cannot write the journal");
+        return false;
+    }
+    return true;
+}
+
 static void rehash_done(void *arg, bool cancelled)
 {
     upk_agent *a = arg;
@@ -712,6 +736,9 @@ static void rehash_done(void *arg, bool cancelled)
         return;
     }
     if (a->j.status == UPK_STATUS_DOWNLOADING && checkpoint(a))
+        return;
+    if (a->rehash_len < a->m.size && a->j.status != UPK_STATUS_DOWNLOADING &&
+        !back_to_downloading(a, "the partial download is short"))
         return;
     upk__window_init(&a->win, a->m.size, a->cfg->limits.chunk_size, a->cfg->limits.chunks_in_flight,
                      a->cfg->limits.chunk_timeout_ms, a->rehash_len);
@@ -755,6 +782,7 @@ static void start_download(upk_agent *a)
     upk_sha256_cleanup(&a->sha);
     upk_sha256_init(&a->sha);
     a->rehash_len = have;
+    a->dl_resumed = have > 0;
     if (upk__work_run(a->loop, rehash_work, rehash_done, a) != UPK_OK)
         goto out_io;
     a->busy = true;
@@ -793,7 +821,12 @@ static void verify_work(void *arg)
 {
     upk_agent *a = arg;
     a->work_err = UPK_OK;
-    if (a->cfg->fsync && fsync(a->part_fd) != 0)
+    if (!a->cfg->fsync)
+        return;
+    /* The data, the .part entry in download/ and download/ in data_dir: all
+     * durable before the journal may say verifying. */
+    if (fsync(a->part_fd) != 0 || upk_fs_sync_dir_of(a->part_path) != UPK_OK ||
+        upk_fs_sync_dir_of(a->dl_dir) != UPK_OK)
         a->work_err = UPK_E_IO;
 }
 
@@ -848,6 +881,11 @@ static void verify_done(void *arg, bool cancelled)
     close_part(a);
     if (checkpoint(a))
         return;
+    /* Only now, with the whole artifact on disk, may the journal say so. */
+    if (a->j.status == UPK_STATUS_DOWNLOADING && advance(a, UPK_STATUS_VERIFYING) != UPK_OK) {
+        finish(a, UPK_STATUS_FAILED, UPK_E_IO, "cannot write the journal");
+        return;
+    }
     if (a->m.type == UPK_RELEASE_DELTA) {
         char name[] = "target.img";
         if (upk_fs_mkdirs(a->work_dir) != UPK_OK ||
@@ -873,8 +911,28 @@ static void finish_download(upk_agent *a)
     upk_sha256_cleanup(&a->sha);
     upk_sha256_init(&a->sha);
     a->dl_ready = false;
-    if (a->j.status == UPK_STATUS_DOWNLOADING && advance(a, UPK_STATUS_VERIFYING) != UPK_OK) {
-        finish(a, UPK_STATUS_FAILED, UPK_E_IO, "cannot write the journal");
+    if (a->dl_resumed &&
+        (size != a->m.size || !upk_mem_equal_ct(got, a->m.sha256, UPK_SHA256_LEN))) {
+        /* Part of the bytes came from the disk after a restart. A power cut
+         * can leave a file whose size was persisted before its data: that
+         * is a cut, not a bad release, so start over once from zero. */
+        upk_warn("device=%s campaign=%s the resumed download does not match the manifest (a "
+                 "power cut before its data reached the disk); downloading it again from 0",
+                 a->cfg->device_id, a->j.campaign);
+        a->dl_resumed = false;
+        if (ftruncate(a->part_fd, 0) != 0) {
+            finish(a, UPK_STATUS_FAILED, UPK_E_IO, "cannot truncate the download file");
+            return;
+        }
+        if (a->j.status != UPK_STATUS_DOWNLOADING &&
+            !back_to_downloading(a, "the artifact on disk does not match"))
+            return;
+        upk__window_cleanup(&a->win);
+        upk__window_init(&a->win, a->m.size, a->cfg->limits.chunk_size,
+                         a->cfg->limits.chunks_in_flight, a->cfg->limits.chunk_timeout_ms, 0);
+        a->dl_ready = true;
+        a->last_pct_step = 0;
+        request_more(a);
         return;
     }
     if (size != a->m.size) {
@@ -1062,11 +1120,46 @@ static void step_install(upk_agent *a)
     a->outstanding++;
 }
 
+/* The current boot's id into a->j.boot_id ("" when unreadable). The
+ * environment variable UPK_BOOT_ID_FILE replaces /proc/sys/kernel/random/
+ * boot_id (tests, containers). */
+static void current_boot(char *buf, size_t cap)
+{
+    if (upk__boot_id(getenv("UPK_BOOT_ID_FILE"), buf, cap) != UPK_OK)
+        buf[0] = '\0';
+}
+
+/* A module step armed the bootloader and asked for a reboot: nothing more
+ * happens in this boot. The tick ends the wait after step_timeout_s. */
+static void wait_for_reboot(upk_agent *a, const char *what)
+{
+    a->reboot_by_ms = upk__now_ms() + (uint64_t)a->cfg->limits.step_timeout_s * 1000u;
+    upk_info("device=%s campaign=%s %s armed the bootloader; waiting for the reboot (%u s at most)",
+             a->cfg->device_id, a->j.campaign, what, a->cfg->limits.step_timeout_s);
+}
+
+static void reboot_tick(upk_agent *a)
+{
+    if (a->reboot_by_ms == 0 || upk__now_ms() < a->reboot_by_ms)
+        return;
+    a->reboot_by_ms = 0;
+    char why[UPK_ERRMSG_MAX + 1];
+    set_msg(why, sizeof(why), "no reboot came within %u s", a->cfg->limits.step_timeout_s);
+    if (a->j.rolling_back)
+        finish(a, UPK_STATUS_FAILED, UPK_E_ROLLBACK_FAILED, why);
+    else
+        start_rollback(a, UPK_E_ACTIVATE_FAILED, why);
+}
+
 static void activate_done(upk_err err, const char *msg, void *cb_data)
 {
     upk_agent *a = cb_data;
     if (!op_returned(a))
         return;
+    if (err == UPK_E_REBOOT_PENDING) {
+        wait_for_reboot(a, "activation");
+        return;
+    }
     if (err != UPK_OK) {
         start_rollback(a, UPK_E_ACTIVATE_FAILED, msg != NULL ? msg : upk_err_msg(err));
         return;
@@ -1078,6 +1171,7 @@ static void step_activate(upk_agent *a)
 {
     if (expired_before(a, "activation"))
         return;
+    current_boot(a->j.boot_id, sizeof(a->j.boot_id));
     if (a->j.status != UPK_STATUS_ACTIVATING && advance(a, UPK_STATUS_ACTIVATING) != UPK_OK) {
         start_rollback(a, UPK_E_IO, "cannot write the journal");
         return;
@@ -1646,6 +1740,7 @@ static void tick_cb(uv_timer_t *t)
     ob_kick(a);
     stale_check(a);
     expiry_tick(a);
+    reboot_tick(a);
 }
 
 /* ---------------------------------------------------------------- life cycle */
@@ -1809,6 +1904,9 @@ static void requeue_step_event(upk_agent *a)
 }
 
 /* Picks up whatever the journal says after a start. */
+static bool ask_booted(upk_agent *a);
+static void resume_activation(upk_agent *a);
+
 static void resume(upk_agent *a)
 {
     upk__journal *j = &a->j;
@@ -1863,25 +1961,101 @@ static void resume(upk_agent *a)
         return;
     case UPK_STATUS_ACTIVATING:
     case UPK_STATUS_HEALTH_CHECK:
-        j->restarts++;
-        if (j->restarts > a->cfg->limits.max_restarts) {
-            set_msg(why, sizeof(why), "agent restarted %u times during %s", j->restarts,
-                    upk_status_str(j->status));
-            start_rollback(a, UPK_E_HEALTH_FAILED, why);
+        if (ask_booted(a))
             return;
-        }
-        if (upk__journal_save_ex(a->journal_path, j, a->cfg->fsync) != UPK_OK) {
-            start_rollback(a, UPK_E_IO, "cannot write the journal");
-            return;
-        }
-        if (j->status == UPK_STATUS_ACTIVATING)
-            step_activate(a);
-        else
-            step_health(a);
+        resume_activation(a);
         return;
     default:
         return;
     }
+}
+
+/* A restart in activating or health_check (in the same boot, or the module
+ * cannot tell which slot booted): count it, roll back past max_restarts,
+ * else run the step again. */
+static void resume_activation(upk_agent *a)
+{
+    upk__journal *j = &a->j;
+    char why[UPK_ERRMSG_MAX + 1];
+    j->restarts++;
+    if (j->restarts > a->cfg->limits.max_restarts) {
+        set_msg(why, sizeof(why), "agent restarted %u times during %s", j->restarts,
+                upk_status_str(j->status));
+        start_rollback(a, UPK_E_HEALTH_FAILED, why);
+        return;
+    }
+    if (upk__journal_save_ex(a->journal_path, j, a->cfg->fsync) != UPK_OK) {
+        start_rollback(a, UPK_E_IO, "cannot write the journal");
+        return;
+    }
+    if (j->status == UPK_STATUS_ACTIVATING)
+        step_activate(a);
+    else
+        step_health(a);
+}
+
+/* The module's answer to "which slot booted?" after a reboot. */
+static void booted_done(upk_err err, const char *msg, void *cb_data)
+{
+    upk_agent *a = cb_data;
+    if (!op_returned(a))
+        return;
+    upk__journal *j = &a->j;
+    const char *dev = a->cfg->device_id;
+    if (err == UPK_E_BOOT_FAILED) {
+        char why[UPK_ERRMSG_MAX + 1];
+        set_msg(why, sizeof(why),
+                "the installed slot%s%s did not boot; the bootloader fell back%s%s",
+                j->slot[0] != '\0' ? " " : "", j->slot, msg != NULL ? " (" : "",
+                msg != NULL ? msg : "");
+        if (msg != NULL)
+            set_msg(why + strlen(why), sizeof(why) - strlen(why), ")");
+        upk_warn("device=%s campaign=%s error=BOOT_FAILED %s", dev, j->campaign, why);
+        start_rollback(a, UPK_E_BOOT_FAILED, why);
+        return;
+    }
+    if (err == UPK_E_NOT_FOUND) {
+        upk_info("device=%s campaign=%s the module cannot tell which slot booted", dev,
+                 j->campaign);
+        resume_activation(a);
+        return;
+    }
+    if (err != UPK_OK) {
+        start_rollback(a, UPK_E_ACTIVATE_FAILED, msg != NULL ? msg : upk_err_msg(err));
+        return;
+    }
+    upk_info("device=%s campaign=%s booted the new slot%s%s", dev, j->campaign,
+             j->slot[0] != '\0' ? " " : "", j->slot);
+    current_boot(j->boot_id, sizeof(j->boot_id));
+    if (j->status == UPK_STATUS_ACTIVATING) {
+        step_health(a); /* journals health_check with this boot */
+        return;
+    }
+    resume_activation(a); /* a reboot during the health check counts as a restart */
+}
+
+/* After a start in activating/health_check in another boot than the
+ * activation's, asks a reboot-based module which slot runs. True when the
+ * question is under way (booted_done continues). */
+static bool ask_booted(upk_agent *a)
+{
+    upk__journal *j = &a->j;
+    if (a->ops->booted == NULL || j->boot_id[0] == '\0')
+        return false;
+    char now[sizeof(j->boot_id)];
+    current_boot(now, sizeof(now));
+    if (now[0] == '\0' || strcmp(now, j->boot_id) == 0)
+        return false;
+    upk_info("device=%s campaign=%s started in a new boot during %s; asking which slot booted",
+             a->cfg->device_id, j->campaign, upk_status_str(j->status));
+    prepare_job(a, j->status);
+    if (a->ops->booted(a->inst, &a->job, booted_done, a) != UPK_OK) {
+        start_rollback(a, UPK_E_ACTIVATE_FAILED, "install module could not start");
+        return true;
+    }
+    a->busy = true;
+    a->outstanding++;
+    return true;
 }
 
 upk_err upk_agent_start(upk_agent *a)

@@ -42,6 +42,9 @@ typedef struct upk__journal {
     /* The module's commit step was started: a restart re-runs it and never
      * rolls back (the module may have dropped what a rollback needs). */
     bool committing;
+    /* Boot id (/proc/sys/kernel/random/boot_id) the activation ran in: a
+     * start in another boot asks the module which slot booted. "" = none. */
+    char boot_id[41];
 } upk__journal;
 
 /* Frees the manifest copy; leaves an idle journal. Safe twice. */
@@ -52,6 +55,11 @@ UPK_MUST_CHECK upk_err upk__journal_save(const char *path, const upk__journal *j
  * false, for simulators): still atomic against crashes of the process, not
  * against power loss. */
 UPK_MUST_CHECK upk_err upk__journal_save_ex(const char *path, const upk__journal *j, bool do_sync);
+/* Replaces path with text atomically ("<path>.tmp", rename); with do_sync
+ * also fsyncs the file before and the directory after the rename. Journal,
+ * facts and outbox all write through it. */
+UPK_MUST_CHECK upk_err upk__write_replace(const char *path, const char *text, size_t len,
+                                          bool do_sync);
 /* Reads path into *j (cleaned first). A missing file gives an idle journal
  * and UPK_OK; unreadable or malformed content gives UPK_E_STATE_CORRUPT and an
  * idle journal. A leftover "<path>.tmp" from a write cut short is removed. */
@@ -219,5 +227,19 @@ UPK_MUST_CHECK upk_err upk__rm_rf(const char *path);
 /* Copies src to dst (created 0644 or truncated), fsynced when do_sync. */
 UPK_MUST_CHECK upk_err upk__copy_file(const char *src, const char *dst, bool do_sync);
 uint64_t upk__now_ms(void);
+
+/* ---- filesystem needs (fscheck.c) */
+#define UPK__FS_LINK          0x1u /* link(2): the file module keeps <path>.upkprev */
+#define UPK__FS_SYMLINK       0x2u /* symlink(2): ab-dir's `current` */
+#define UPK__FS_ATOMIC_RENAME 0x4u /* rename over a file survives a power cut whole */
+#define UPK__FS_SYNCFS        0x8u /* syncfs(2) reports write-back errors (Linux >= 5.8) */
+
+/* The decision alone: UPK_OK when a filesystem of type fs_type (statfs
+ * f_type) on Linux kmajor.kminor meets needs; else UPK_E_CONFIG_INVALID with
+ * the reason (naming dir) in why. Pure. */
+UPK_MUST_CHECK upk_err upk__fs_verdict(unsigned long fs_type, unsigned needs, int kmajor,
+                                       int kminor, const char *dir, char *why, size_t cap);
+/* statfs + uname + a real link/symlink probe in dir (scratch names, removed). */
+UPK_MUST_CHECK upk_err upk__fs_check(const char *dir, unsigned needs, char *why, size_t cap);
 
 #endif

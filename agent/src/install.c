@@ -249,6 +249,13 @@ static upk_err file_new(uv_loop_t *loop, const upk_agent_config *cfg, void **sel
         slash[1] = '\0';
     else
         *slash = '\0';
+    char why[MSG_MAX];
+    if (access(m->dir, F_OK) == 0 &&
+        upk__fs_check(m->dir, UPK__FS_LINK | UPK__FS_ATOMIC_RENAME, why, sizeof(why)) != UPK_OK) {
+        (void)snprintf(eb, ecap, "module_settings.path: module file cannot work here: %s", why);
+        free(m);
+        return UPK_E_CONFIG_INVALID;
+    }
     *self = m;
     return UPK_OK;
 }
@@ -431,6 +438,14 @@ static upk_err abdir_new(uv_loop_t *loop, const upk_agent_config *cfg, void **se
         (void)snprintf(eb, ecap, "module_settings.root: cannot create %s", m->root);
         err = UPK_E_CONFIG_INVALID;
     }
+    char why[MSG_MAX];
+    if (err == UPK_OK &&
+        upk__fs_check(m->root,
+                      UPK__FS_SYMLINK | UPK__FS_ATOMIC_RENAME | (cfg->fsync ? UPK__FS_SYNCFS : 0),
+                      why, sizeof(why)) != UPK_OK) {
+        (void)snprintf(eb, ecap, "module_settings.root: module ab-dir cannot work here: %s", why);
+        err = UPK_E_CONFIG_INVALID;
+    }
     if (err != UPK_OK) {
         free(m);
         return err;
@@ -465,7 +480,19 @@ static void ext_done(int status, void *cb_data)
     msg[0] = '\0';
     bool is_rollback = strcmp(c->step, "rollback") == 0;
     bool is_health = strcmp(c->step, "health") == 0;
-    if (status == 0 || (status == 2 && !is_rollback)) {
+    bool is_booted = strcmp(c->step, "booted") == 0;
+    bool can_reboot = is_rollback || strcmp(c->step, "activate") == 0;
+    if (is_booted) {
+        /* 0: the installed slot runs; 3: another one (the bootloader fell
+         * back); anything else: the module cannot tell (a module written
+         * before this step existed exits 2 or fails on an unknown step). */
+        err = status == 0 ? UPK_OK : status == 3 ? UPK_E_BOOT_FAILED : UPK_E_NOT_FOUND;
+        if (status == 3)
+            (void)snprintf(msg, sizeof(msg), "module %s: another slot than the installed one runs",
+                           c->m->cfg->module);
+    } else if (can_reboot && status == 4) {
+        err = UPK_E_REBOOT_PENDING; /* armed; a reboot was requested */
+    } else if (status == 0 || (status == 2 && !is_rollback)) {
         if (c->next_step != NULL) {
             c->step = c->next_step;
             c->next_step = NULL;
@@ -569,6 +596,10 @@ static upk_err ext_rollback(void *self, upk_install_job *job, upk_installer_cb c
 {
     return ext_call_new(self, job, "rollback", NULL, cb, d);
 }
+static upk_err ext_booted(void *self, upk_install_job *job, upk_installer_cb cb, void *d)
+{
+    return ext_call_new(self, job, "booted", NULL, cb, d);
+}
 
 static const upk_installer ext_ops = {
     .name = "external",
@@ -580,6 +611,7 @@ static const upk_installer ext_ops = {
     .rollback = ext_rollback,
     .image_path = NULL,
     .active_slot = NULL,
+    .booted = ext_booted,
     .destroy = plain_destroy,
 };
 
@@ -609,6 +641,15 @@ upk_err upk_installer_new(uv_loop_t *loop, const upk_agent_config *cfg, const up
         eb[0] = '\0';
     const char *mod = cfg->module != NULL ? cfg->module : "file";
     upk_err err;
+    /* The journal, facts and outbox are replaced by rename: data_dir must
+     * keep that atomic across a power cut (real devices; simulators do not
+     * fsync and run thousands of agents in one process). */
+    char why[MSG_MAX];
+    if (cfg->fsync && cfg->data_dir != NULL && access(cfg->data_dir, F_OK) == 0 &&
+        upk__fs_check(cfg->data_dir, UPK__FS_ATOMIC_RENAME, why, sizeof(why)) != UPK_OK) {
+        (void)snprintf(eb, ecap, "data_dir: %s", why);
+        return UPK_E_CONFIG_INVALID;
+    }
     if (strcmp(mod, "file") == 0) {
         err = file_new(loop, cfg, self, eb, ecap);
         if (err == UPK_OK)

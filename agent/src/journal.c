@@ -25,6 +25,13 @@ void upk__journal_cleanup(upk__journal *j)
     j->status = UPK_STATUS_IDLE;
 }
 
+static upk_err write_replace(const char *path, const char *text, size_t len, bool do_sync);
+
+upk_err upk__write_replace(const char *path, const char *text, size_t len, bool do_sync)
+{
+    return write_replace(path, text, len, do_sync);
+}
+
 /* Replaces path atomically; without do_sync (simulators only) the rename is
  * still atomic but nothing is forced to disk. */
 static upk_err write_replace(const char *path, const char *text, size_t len, bool do_sync)
@@ -88,7 +95,8 @@ upk_err upk__journal_save_ex(const char *path, const upk__journal *j, bool do_sy
               cJSON_AddStringToObject(root, "slot", j->slot) &&
               cJSON_AddNumberToObject(root, "restarts", j->restarts) &&
               cJSON_AddNumberToObject(root, "event_seq", (double)j->event_seq) &&
-              cJSON_AddBoolToObject(root, "committing", j->committing);
+              cJSON_AddBoolToObject(root, "committing", j->committing) &&
+              cJSON_AddStringToObject(root, "boot_id", j->boot_id);
     if (!ok) {
         cJSON_Delete(root);
         return UPK_E_NOMEM;
@@ -182,6 +190,10 @@ upk_err upk__journal_load(const char *path, upk__journal *j)
     if (cm != NULL && !cJSON_IsBool(cm))
         goto out_corrupt;
     j->committing = cJSON_IsTrue(cm);
+    /* Absent in journals written before reboot-based modules: "". */
+    if (cJSON_GetObjectItemCaseSensitive(root, "boot_id") != NULL &&
+        !read_str(root, "boot_id", j->boot_id, sizeof(j->boot_id)))
+        goto out_corrupt;
     j->manifest_len = strlen(man->valuestring);
     if (j->manifest_len > 0) {
         j->manifest = strdup(man->valuestring);

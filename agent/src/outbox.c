@@ -33,14 +33,9 @@ static upk_err event_path(const upk__outbox *ob, uint64_t seq, char *buf, size_t
 
 static upk_err write_file(const upk__outbox *ob, const char *path, const char *data, size_t len)
 {
-    if (ob->fsync)
-        return upk_fs_write_atomic(path, data, len);
-    FILE *f = fopen(path, "wb");
-    if (f == NULL)
-        return UPK_E_IO;
-    bool ok = fwrite(data, 1, len, f) == len;
-    ok = (fclose(f) == 0) && ok;
-    return ok ? UPK_OK : UPK_E_IO;
+    /* Atomic (temp file + rename) with or without fsync: a reader never
+     * sees half an event (docs/agent.md, "fsync"). */
+    return upk__write_replace(path, data, len, ob->fsync);
 }
 
 /* Parses "<20 digits>.ev"; false for anything else. */

@@ -70,6 +70,17 @@ typedef struct upk_installer_ops {
     upk_err (*image_path)(void *self, char *buf, size_t cap);
     /* Active slot name into buf ("" when the module has no slots); may be NULL. */
     void (*active_slot)(void *self, char *buf, size_t cap);
+    /* Modules whose switch takes a reboot (rauc, swupdate, bootloader A/B).
+     * activate (and rollback) may end with UPK_E_REBOOT_PENDING: the
+     * bootloader is armed and a reboot was requested; the agent then waits
+     * for it (at most limits.step_timeout_s, then the step failed). After a
+     * start in activating or health_check in another boot than the one the
+     * activation ran in, the agent asks booted: cb gets UPK_OK when the slot
+     * this update installed (job->slot) is the one running, UPK_E_BOOT_FAILED
+     * when another slot runs (the bootloader gave up on the new one), or
+     * UPK_E_NOT_FOUND when the module cannot tell (the agent goes on as
+     * after any restart). NULL for modules that switch without a reboot. */
+    upk_installer_step booted;
     /* Frees self; no step is running. */
     void (*destroy)(void *self);
 } upk_installer;

@@ -76,7 +76,9 @@
     X(REPLAYED, "desired counter is not newer than the last accepted one")                     \
     X(DESIRED_STALE, "desired message is past its fresh_until time")                           \
     X(DOWNGRADE_REJECTED, "release is older than the installed one and not a rollback")        \
-    X(TEXT_UNSAFE, "text holds control characters or is not valid UTF-8")
+    X(TEXT_UNSAFE, "text holds control characters or is not valid UTF-8")                      \
+    X(BOOT_FAILED, "the new slot did not boot; the bootloader fell back to the old one")       \
+    X(REBOOT_PENDING, "a reboot is under way to finish this step")
 
 typedef enum upk_err {
 #define UPK__ERR_ENUM(name, msg) UPK_E_##name,

@@ -40,6 +40,7 @@
 typedef struct env {
     char dir[256];
     char data_dir[512], target[512], cfg_path[512], key_path[512], ab_root[512];
+    char modules_dir[512]; /* "" = the examples' modules */
     char url[64];
     int port;
     pid_t broker;
@@ -225,7 +226,8 @@ static void write_config(env *e, const char *module, const char *settings, const
                    "\"reconnect_max_ms\":400,\"limits\":{\"chunk_size\":16384,"
                    "\"chunks_in_flight\":4,\"chunk_timeout_ms\":500,\"ack_timeout_ms\":1000,"
                    "\"step_timeout_s\":20}%s%s}",
-                   e->url, e->device, e->data_dir, e->key_path, module, settings, MODULES_DIR,
+                   e->url, e->device, e->data_dir, e->key_path, module, settings,
+                   e->modules_dir[0] != '\0' ? e->modules_dir : MODULES_DIR,
                    health != NULL ? "\"health_check\":{\"command\":" : "",
                    health != NULL ? health : "", health != NULL ? ",\"timeout_s\":2}," : "",
                    extra != NULL ? "," : "", extra != NULL ? extra : "");
@@ -839,6 +841,219 @@ static bool p_journal_says(env *e, const void *arg)
     return ok;
 }
 
+/* Finds the one partial download in data_dir/download into out. */
+static void part_path(env *e, char *out, size_t cap)
+{
+    char dir[600];
+    (void)snprintf(dir, sizeof(dir), "%s/download", e->data_dir);
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    out[0] = '\0';
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL)
+        if (strstr(de->d_name, ".part") != NULL)
+            (void)snprintf(out, cap, "%s/%s", dir, de->d_name);
+    closedir(d);
+    assert_true(out[0] != '\0');
+}
+
+/* What a power cut can leave: the journal says `status` while the partial
+ * download holds only `keep` good bytes of `size` (the rest zeros, as when a
+ * filesystem persisted the size before the data). The agent must end the
+ * update committed, never stuck and never HASH_MISMATCH. */
+static void cut_leaves(env *e, const char *campaign, const char *status, uint64_t keep,
+                       uint64_t size, bool expect_from_zero)
+{
+    start_file_agent(e, "[\"/bin/sh\",\"-c\",\"sleep 1.5\"]");
+    upk_manifest m;
+    make_manifest(e, &m, "2.0", 1, e->art, ART_LEN, "file");
+    standin_set_artifact(&e->s, e->art, ART_LEN);
+    assert_int_equal(standin_publish_desired(&e->s, &m, campaign, e->key, false), 0);
+    assert_true(wait_for(e, p_journal_says, "\"status\":\"health_check\"", 30));
+    reap(&e->agent, SIGKILL);
+    assert_true(wait_for(e, p_offline, NULL, 10));
+    /* Rewrite what the disk kept. */
+    char jp[600], part[1200];
+    (void)snprintf(jp, sizeof(jp), "%s/journal.json", e->data_dir);
+    char *buf = NULL;
+    size_t len = 0;
+    assert_int_equal(upk_fs_read(jp, 1u << 20, &buf, &len), UPK_OK);
+    char *at = strstr(buf, "\"status\":\"health_check\"");
+    assert_non_null(at);
+    char out[1u << 16];
+    (void)snprintf(out, sizeof(out), "%.*s\"status\":\"%s\"%s", (int)(at - buf), buf, status,
+                   at + strlen("\"status\":\"health_check\""));
+    free(buf);
+    assert_int_equal(upk_fs_write_atomic(jp, out, strlen(out)), UPK_OK);
+    part_path(e, part, sizeof(part));
+    assert_int_equal(truncate(part, (off_t)keep), 0);
+    assert_int_equal(truncate(part, (off_t)size), 0);
+    /* The restart: nothing else changes, the same desired stays retained. */
+    e->s.saw_req = false;
+    char settings[700];
+    (void)snprintf(settings, sizeof(settings), "{\"path\":\"%s\"}", e->target);
+    write_config(e, "file", settings, "[\"/bin/true\"]", NULL);
+    agent_start(e);
+    expect_final(e, campaign, UPK_STATUS_COMMITTED, UPK_OK);
+    assert_false(standin_saw(&e->s, UPK_STATUS_REJECTED, UPK_E_HASH_MISMATCH));
+    assert_true(e->s.saw_req);
+    if (expect_from_zero)
+        assert_int_equal(e->s.first_req_off, 0);
+    else
+        assert_true(e->s.first_req_off >= keep - keep % 16384);
+    expect_file(e->target, e->art, ART_LEN);
+    expect_seqs_in_order(e);
+}
+
+/* Regressions for the write order of a download (issue 19): the journal said
+ * verifying before the .part file was fsynced, and a restart with a short
+ * file in verifying or installing then waited forever. */
+static void cut_in_verifying_with_short_part_downloads_the_rest(void **state)
+{
+    cut_leaves(*state, "camp-cut-v", "verifying", ART_LEN / 4 * 3, ART_LEN / 4 * 3, false);
+}
+
+static void cut_in_installing_with_half_part_downloads_the_rest(void **state)
+{
+    cut_leaves(*state, "camp-cut-i", "installing", ART_LEN / 2, ART_LEN / 2, false);
+}
+
+/* The size reached the disk but not the data: a whole-length file whose tail
+ * is zeros. A cut, not a bad release: downloaded again from 0. */
+static void cut_with_size_but_not_data_downloads_again(void **state)
+{
+    cut_leaves(*state, "camp-cut-z", "downloading", ART_LEN / 2, ART_LEN, true);
+}
+
+static void cut_in_verifying_with_size_but_not_data_downloads_again(void **state)
+{
+    cut_leaves(*state, "camp-cut-vz", "verifying", ART_LEN / 3, ART_LEN, true);
+}
+
+/* A module whose switch takes a reboot, as rauc or swupdate with a
+ * bootloader: activate arms and asks for a reboot (exit 4), booted answers
+ * what the test put in state/booted (0 = the new slot runs, 3 = the
+ * bootloader fell back). Every step is logged to state/steps. */
+static const char rebootmod[] =
+    "#!/bin/sh\n"
+    "st=$(printf '%s' \"$UPK_SETTINGS\" | sed 's/.*\"state\":\"\\([^\"]*\\)\".*/\\1/')\n"
+    "echo \"$1 $UPK_REACHED\" >> \"$st/steps\"\n"
+    "case \"$1\" in\n"
+    "activate) exit 4 ;;\n"
+    "booted) exit $(cat \"$st/booted\") ;;\n"
+    "*) exit 0 ;;\n"
+    "esac\n";
+
+static int count_lines_with(const char *path, const char *word)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    if (upk_fs_read(path, 1u << 20, &buf, &len) != UPK_OK)
+        return 0;
+    int n = 0;
+    for (char *line = buf; line != NULL && *line != '\0';) {
+        char *nl = strchr(line, '\n');
+        if (nl != NULL)
+            *nl = '\0';
+        if (strncmp(line, word, strlen(word)) == 0 &&
+            (line[strlen(word)] == ' ' || line[strlen(word)] == '\0'))
+            n++;
+        line = nl != NULL ? nl + 1 : NULL;
+    }
+    free(buf);
+    return n;
+}
+
+static bool p_file_exists(env *e, const void *arg)
+{
+    (void)e;
+    struct stat st;
+    return stat(arg, &st) == 0;
+}
+
+/* Runs one update with rebootmod up to the reboot, "reboots" (new boot id,
+ * the module answers `booted`), and returns with the agent restarted. */
+static void reboot_update(env *e, const char *campaign, const char *booted, char *steps, size_t cap)
+{
+    char state_dir[700], p[800], boot[700], settings[800];
+    (void)snprintf(e->modules_dir, sizeof(e->modules_dir), "%s/mods", e->dir);
+    (void)snprintf(state_dir, sizeof(state_dir), "%s/modstate", e->dir);
+    assert_int_equal(upk_fs_mkdirs(e->modules_dir), UPK_OK);
+    assert_int_equal(upk_fs_mkdirs(state_dir), UPK_OK);
+    (void)snprintf(p, sizeof(p), "%s/rebootmod", e->modules_dir);
+    assert_int_equal(upk_fs_write_atomic(p, rebootmod, strlen(rebootmod)), UPK_OK);
+    assert_int_equal(chmod(p, 0755), 0);
+    (void)snprintf(steps, cap, "%s/steps", state_dir);
+    (void)snprintf(p, sizeof(p), "%s/booted", state_dir);
+    assert_int_equal(upk_fs_write_atomic(p, booted, strlen(booted)), UPK_OK);
+    (void)snprintf(boot, sizeof(boot), "%s/boot_id", e->dir);
+    assert_int_equal(upk_fs_write_atomic(boot, "boot-1\n", 7), UPK_OK);
+    assert_int_equal(setenv("UPK_BOOT_ID_FILE", boot, 1), 0);
+    (void)snprintf(settings, sizeof(settings), "{\"state\":\"%s\"}", state_dir);
+    write_config(e, "rebootmod", settings, "[\"/bin/true\"]", NULL);
+    agent_start(e);
+    assert_true(wait_for(e, p_connected, NULL, 10));
+    upk_manifest m;
+    make_manifest(e, &m, "4.0", 1, e->art, 4096, "rebootmod");
+    standin_set_artifact(&e->s, e->art, 4096);
+    assert_int_equal(standin_publish_desired(&e->s, &m, campaign, e->key, false), 0);
+    step_q q = {campaign, UPK_STATUS_ACTIVATING};
+    assert_true(wait_for(e, p_step, &q, 20));
+    assert_true(wait_for(e, p_journal_says, "\"status\":\"activating\"", 10));
+    /* Armed: the agent waits for the reboot and runs nothing more. */
+    for (int i = 0; i < 50 && count_lines_with(steps, "activate") == 0; i++)
+        (void)wait_for(e, p_file_exists, "/nonexistent", 0.1);
+    assert_int_equal(count_lines_with(steps, "activate"), 1);
+    (void)wait_for(e, p_file_exists, "/nonexistent", 1.0);
+    step_q h = {campaign, UPK_STATUS_HEALTH_CHECK};
+    assert_false(p_step(e, &h));
+    /* The reboot: the agent dies with the system, the next boot has a new id. */
+    reap(&e->agent, SIGKILL);
+    assert_true(wait_for(e, p_offline, NULL, 10));
+    assert_int_equal(upk_fs_write_atomic(boot, "boot-2\n", 7), UPK_OK);
+    agent_start(e);
+}
+
+/* Issue 19: after the reboot the module says the new slot runs: health
+ * check, then commit; activate is not run again. */
+static void reboot_into_new_slot_commits(void **state)
+{
+    env *e = *state;
+    char steps[800];
+    reboot_update(e, "camp-boot-ok", "0", steps, sizeof(steps));
+    expect_final(e, "camp-boot-ok", UPK_STATUS_COMMITTED, UPK_OK);
+    assert_int_equal(count_lines_with(steps, "booted"), 1);
+    assert_int_equal(count_lines_with(steps, "activate"), 1);
+    assert_int_equal(count_lines_with(steps, "commit"), 1);
+    assert_int_equal(count_lines_with(steps, "rollback"), 0);
+    (void)unsetenv("UPK_BOOT_ID_FILE");
+}
+
+/* The bootloader gave up on the new slot and booted the old one: rolled
+ * back with BOOT_FAILED, never committed, and the same (retained) desired
+ * is not tried again after a further restart. */
+static void bootloader_fallback_rolls_back_boot_failed(void **state)
+{
+    env *e = *state;
+    char steps[800];
+    reboot_update(e, "camp-boot-bad", "3", steps, sizeof(steps));
+    expect_final(e, "camp-boot-bad", UPK_STATUS_ROLLED_BACK, UPK_E_BOOT_FAILED);
+    assert_int_equal(count_lines_with(steps, "commit"), 0);
+    assert_int_equal(count_lines_with(steps, "rollback"), 1);
+    assert_false(standin_saw(&e->s, UPK_STATUS_COMMITTED, UPK_OK));
+    /* Another start (a third boot): nothing runs again. */
+    reap(&e->agent, SIGTERM);
+    size_t before = e->s.event_count;
+    agent_start(e);
+    assert_true(wait_for(e, p_connected, NULL, 10));
+    (void)wait_for(e, p_file_exists, "/nonexistent", 1.5);
+    assert_int_equal(count_lines_with(steps, "activate"), 1);
+    assert_int_equal(count_lines_with(steps, "install"), 1);
+    for (size_t i = before; i < e->s.event_count; i++)
+        assert_true(e->s.events[i].step == UPK_STATUS_ROLLED_BACK);
+    (void)unsetenv("UPK_BOOT_ID_FILE");
+}
+
 static void events_made_offline_arrive_after_reconnect(void **state)
 {
     env *e = *state;
@@ -1104,6 +1319,17 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(download_resumes_after_agent_kill, setup, teardown),
         cmocka_unit_test_setup_teardown(download_resumes_after_broker_restart, setup, teardown),
+        cmocka_unit_test_setup_teardown(reboot_into_new_slot_commits, setup, teardown),
+        cmocka_unit_test_setup_teardown(bootloader_fallback_rolls_back_boot_failed, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(cut_in_verifying_with_short_part_downloads_the_rest, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(cut_in_installing_with_half_part_downloads_the_rest, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(cut_with_size_but_not_data_downloads_again, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(cut_in_verifying_with_size_but_not_data_downloads_again,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(kill9_at_each_state_ends_consistent, setup, teardown),
         cmocka_unit_test_setup_teardown(newer_desired_supersedes_and_clear_cancels, setup,
                                         teardown),

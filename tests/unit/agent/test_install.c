@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -219,6 +220,43 @@ static void modules_reject_bad_settings(void **state)
     }
 }
 
+/* Filesystem needs (docs/agent.md): vfat/exfat have no links and no
+ * crash-atomic rename-over, and syncfs before Linux 5.8 hides write-back
+ * errors; each is refused with the reason named, and a normal filesystem
+ * (the test's own temp dir) passes the real probe. */
+static void filesystem_needs_are_checked(void **state)
+{
+    fixture *f = *state;
+    char why[256];
+    why[0] = '\0';
+    assert_int_equal(upk__fs_verdict(0x4d44u, UPK__FS_LINK, 6, 1, "/boot", why, sizeof(why)),
+                     UPK_E_CONFIG_INVALID);
+    assert_non_null(strstr(why, "vfat"));
+    assert_non_null(strstr(why, "hard links"));
+    assert_int_equal(upk__fs_verdict(0x2011bab0u, UPK__FS_SYMLINK, 6, 1, "/boot", why, sizeof(why)),
+                     UPK_E_CONFIG_INVALID);
+    assert_non_null(strstr(why, "symbolic links"));
+    assert_int_equal(
+        upk__fs_verdict(0x4d44u, UPK__FS_ATOMIC_RENAME, 6, 1, "/data", why, sizeof(why)),
+        UPK_E_CONFIG_INVALID);
+    assert_int_equal(upk__fs_verdict(0xef53u, UPK__FS_SYNCFS, 5, 4, "/opt", why, sizeof(why)),
+                     UPK_E_CONFIG_INVALID);
+    assert_non_null(strstr(why, "5.8"));
+    assert_int_equal(upk__fs_verdict(0xef53u, UPK__FS_SYNCFS, 5, 8, "/opt", why, sizeof(why)),
+                     UPK_OK);
+    assert_int_equal(upk__fs_verdict(0x4d44u, 0, 6, 1, "/boot", why, sizeof(why)), UPK_OK);
+    assert_int_equal(upk__fs_check(f->dir, UPK__FS_LINK | UPK__FS_SYMLINK | UPK__FS_ATOMIC_RENAME,
+                                   why, sizeof(why)),
+                     UPK_OK);
+    /* The probe leaves nothing behind. */
+    DIR *d = opendir(f->dir);
+    assert_non_null(d);
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL)
+        assert_null(strstr(de->d_name, ".upk-probe"));
+    closedir(d);
+}
+
 static void abdir_module_switches_and_back(void **state)
 {
     fixture *f = *state;
@@ -327,6 +365,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(file_module_reports_install_failure, setup, teardown),
         cmocka_unit_test_setup_teardown(modules_reject_bad_settings, setup, teardown),
+        cmocka_unit_test_setup_teardown(filesystem_needs_are_checked, setup, teardown),
         cmocka_unit_test_setup_teardown(abdir_module_switches_and_back, setup, teardown),
         cmocka_unit_test_setup_teardown(abdir_module_fails_on_bad_archive, setup, teardown),
         cmocka_unit_test_setup_teardown(external_module_gets_steps_args_and_exit_codes, setup,

@@ -7,6 +7,9 @@
 
 #include <cmocka.h>
 
+#include <sys/inotify.h>
+#include <unistd.h>
+
 #include "testutil.h"
 
 static int setup(void **state)
@@ -145,6 +148,39 @@ static void outbox_recovers_from_torn_files(void **state)
     upk__outbox_cleanup(&ob);
 }
 
+/* Without fsync (simulators) an event file still appears whole: written
+ * to a temp name and renamed, never created under its final name. */
+static void outbox_without_fsync_still_renames_into_place(void **state)
+{
+    char dir[512];
+    assert_int_equal(upk__path(dir, sizeof(dir), *state, "ob"), UPK_OK);
+    upk__outbox ob;
+    assert_int_equal(upk__outbox_open(&ob, dir, 10, false), UPK_OK);
+    int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    assert_true(fd >= 0);
+    assert_true(inotify_add_watch(fd, dir, IN_CREATE | IN_MOVED_TO) >= 0);
+    assert_int_equal(push(&ob, 10), UPK_OK);
+    char buf[4096] __attribute__((aligned(8)));
+    ssize_t n = read(fd, buf, sizeof(buf));
+    assert_true(n > 0);
+    bool moved_ev = false, created_ev = false;
+    for (char *p = buf; p < buf + n;) {
+        struct inotify_event *ie = (struct inotify_event *)p;
+        bool is_ev = ie->len > 0 && strstr(ie->name, ".ev") != NULL &&
+                     strstr(ie->name, ".tmp") == NULL && strstr(ie->name, "00000001") != NULL;
+        if (is_ev && (ie->mask & IN_MOVED_TO) != 0)
+            moved_ev = true;
+        if (is_ev && (ie->mask & IN_CREATE) != 0)
+            created_ev = true;
+        p += sizeof(*ie) + ie->len;
+    }
+    close(fd);
+    assert_true(moved_ev);
+    assert_false(created_ev);
+    expect_pop(&ob, 1, 10);
+    upk__outbox_cleanup(&ob);
+}
+
 static void outbox_open_rejects_zero_capacity(void **state)
 {
     char dir[512];
@@ -162,6 +198,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(outbox_is_bounded_dropping_oldest, setup, teardown),
         cmocka_unit_test_setup_teardown(outbox_pop_refuses_other_than_oldest, setup, teardown),
         cmocka_unit_test_setup_teardown(outbox_recovers_from_torn_files, setup, teardown),
+        cmocka_unit_test_setup_teardown(outbox_without_fsync_still_renames_into_place, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(outbox_open_rejects_zero_capacity, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
