@@ -8,6 +8,7 @@ pkgs=(
   clang clang-format clang-tidy cppcheck libclang-rt-dev
   libssl-dev libpaho-mqtt-dev libmbedtls-dev libcjson-dev libuv1-dev libsqlite3-dev
   libzstd-dev zstd libdivsufsort-dev
+  nettle-dev  # SHA-256 with SHA-NI / ARMv8 crypto extensions (proto/src/hash.c; mbedTLS 2.28 has only C)
   mosquitto mosquitto-dev mosquitto-clients libmosquitto-dev
   libcmocka-dev
   python3  # demo, e2e tests and scale bench: free ports and JSON (tests/e2e/fleet-lib.sh)
