@@ -7,7 +7,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 build=${1:-build}
-for b in ${BENCHES:-broker agent delta controller scale}; do
+for b in ${BENCHES:-hash broker agent delta controller scale}; do
   echo "== bench/$b"
   bash "$here/$b/run.sh" "$build"
 done

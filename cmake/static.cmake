@@ -1,11 +1,11 @@
 # UPK_STATIC=ON: the agent's libraries as static archives, under the same
 # target names the parts link (PkgConfig::CJSON, PkgConfig::LIBUV,
-# PkgConfig::ZSTD, upk_mbedcrypto, eclipse-paho-mqtt-c::paho-mqtt3a[s],
+# PkgConfig::ZSTD, PkgConfig::NETTLE, upk_mbedcrypto, eclipse-paho-mqtt-c::paho-mqtt3a[s],
 # OpenSSL::SSL/Crypto), so no part's CMakeLists changes. On Debian:
 #  - libuv: libuv1-dev ships the archive as libuv_a.a;
 #  - Paho: the .a files are installed but its CMake package names only the
 #    shared libraries, so the archives are imported here by file name;
-#  - mbedcrypto, zstd, OpenSSL: the -dev packages' .a files;
+#  - mbedcrypto, nettle, zstd, OpenSSL: the -dev packages' .a files;
 #  - cJSON: libcjson-dev has no archive. A libcjson.a on the search path is
 #    used where there is one (Yocto, Buildroot); otherwise cJSON.c from
 #    Debian's own source package, fetched by scripts/cjson-source.sh into the
@@ -37,6 +37,7 @@ upk_static_import(PkgConfig::LIBUV NAMES libuv_a.a libuv.a INCLUDE_HEADER uv.h
                   LINK "Threads::Threads;${CMAKE_DL_LIBS};m")
 upk_static_import(PkgConfig::ZSTD NAMES libzstd.a INCLUDE_HEADER zstd.h)
 upk_static_import(upk_mbedcrypto NAMES libmbedcrypto.a INCLUDE_HEADER mbedtls/ecdsa.h)
+upk_static_import(PkgConfig::NETTLE NAMES libnettle.a INCLUDE_HEADER nettle/sha2.h)
 
 find_library(UPK_CJSON_ARCHIVE NAMES libcjson.a)
 set(UPK_CJSON_SOURCE_DIR "" CACHE PATH "cJSON source (cJSON.c) for a static agent; scripts/cjson-source.sh")

@@ -28,7 +28,8 @@ cross)
     "libuv1-dev:$arch"        # event loop, timers, child processes
     "libpaho-mqtt-dev:$arch"  # MQTT client
     "libssl-dev:$arch"        # TLS under Paho's paho-mqtt3as (named by its CMake package)
-    "libmbedtls-dev:$arch"    # ECDSA P-256 signatures and SHA-256 (mbedcrypto only)
+    "libmbedtls-dev:$arch"    # ECDSA P-256 signatures (mbedcrypto only)
+    "nettle-dev:$arch"        # SHA-256 and HMAC, with the ARMv8 crypto extensions on arm64
     "libzstd-dev:$arch"       # delta patches' compressed streams
   )
   # The cross-built arm64 agent runs under qemu-user in tests/e2e/cross.
@@ -43,6 +44,7 @@ pkgs=(
   clang clang-format clang-tidy cppcheck libclang-rt-dev
   libssl-dev libpaho-mqtt-dev libmbedtls-dev libcjson-dev libuv1-dev libsqlite3-dev
   libzstd-dev zstd libdivsufsort-dev
+  nettle-dev  # SHA-256 with SHA-NI / ARMv8 crypto extensions (proto/src/hash.c; mbedTLS 2.28 has only C)
   mosquitto mosquitto-dev mosquitto-clients libmosquitto-dev
   libcmocka-dev
   python3  # demo, e2e tests and scale bench: free ports and JSON (tests/e2e/fleet-lib.sh)

@@ -254,6 +254,7 @@ int main(int argc, char **argv)
     if (!run_until(&loop, s, p_step, &committed, 600))
         goto out;
     double t2 = now_s();
+    double cpu2 = proc_cpu_s(agent);
     const upk_event_msg *last = standin_last_event(s);
     long peak = proc_kib(agent, "VmHWM");
     printf("artifact_mib=%zu chunk=%lu in_flight=%lu\n", mib, chunk, inflight);
@@ -263,6 +264,10 @@ int main(int argc, char **argv)
            cpu1 > cpu0 ? (double)len / 1e6 / (cpu1 - cpu0) : 0.0, bcpu1 - bcpu0);
     printf("to_commit_s=%.3f outcome=%s\n", t2 - t0,
            last != NULL ? upk_status_str(last->step) : "none");
+    /* Download plus everything up to commit (re-hash of the written file,
+     * install by the file module): the agent's whole CPU for the update. */
+    printf("agent_cpu_to_commit_s=%.3f agent_cpu_to_commit_mb_per_s=%.1f\n", cpu2 - cpu0,
+           cpu2 > cpu0 ? (double)len / 1e6 / (cpu2 - cpu0) : 0.0);
     printf("agent_idle_rss_kib=%ld agent_peak_rss_kib=%ld\n", idle_rss, peak);
     rc = last != NULL && last->step == UPK_STATUS_COMMITTED ? 0 : 1;
     standin_close(s);

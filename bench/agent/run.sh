@@ -7,6 +7,9 @@
 #                                        upkeep-agent and upk_agent_bench)
 #   env: SIZE_MIB=64 REPEAT=3 CHUNK=65536 IN_FLIGHT=8 IDLE_S=5
 #        NOTLS_BUILD=dir  also measure an agent built with -DUPK_AGENT_TLS=OFF
+#        BEFORE_BUILD=dir also run that build's upkeep-agent in the download
+#                         loop (same harness), alternating with BUILD's:
+#                         before/after of a change, side by side in one run
 #
 # Memory: each daemon is started with a config pointing at an unreachable or
 # idle server, left IDLE_S seconds, then VmRSS (resident, shared libraries
@@ -105,10 +108,35 @@ if [ -x /usr/bin/mender ]; then
 fi
 
 echo "== chunked download over loopback (${SIZE_MIB} MiB, chunk ${CHUNK}, ${IN_FLIGHT} in flight, median of ${REPEAT})"
+if [ -n "${BEFORE_BUILD:-}" ]; then
+    case "$BEFORE_BUILD" in /*) ;; *) BEFORE_BUILD="$ROOT/$BEFORE_BUILD" ;; esac
+    [ -x "$BEFORE_BUILD/bin/upkeep-agent" ] || { echo "missing $BEFORE_BUILD/bin/upkeep-agent" >&2; exit 1; }
+fi
+med() { grep -o "$1=[0-9.]*" "$2" | cut -d= -f2 | sort -n | awk '{a[NR]=$1} END {printf "%.1f", a[int((NR+1)/2)]}'; }
 : > "$WORK/dl.txt"
+: > "$WORK/dl-before.txt"
 for i in $(seq "$REPEAT"); do
+    # Alternate before/after, so that a change in machine load hits both alike.
+    if [ -n "${BEFORE_BUILD:-}" ]; then
+        echo "before:"
+        "$BENCH" "$BEFORE_BUILD/bin/upkeep-agent" "$MOSQUITTO" "$SIZE_MIB" "$CHUNK" "$IN_FLIGHT" |
+            tee -a "$WORK/dl-before.txt" | grep -E "download_s|cpu"
+        echo "after:"
+    fi
     "$BENCH" "$AGENT" "$MOSQUITTO" "$SIZE_MIB" "$CHUNK" "$IN_FLIGHT" | tee -a "$WORK/dl.txt" | grep -E "download_s|cpu"
 done
-grep -o 'download_mb_per_s=[0-9.]*' "$WORK/dl.txt" | cut -d= -f2 | sort -n | awk '{a[NR]=$1} END {printf "median download: %.1f MB/s\n", a[int((NR+1)/2)]}'
-grep -o 'agent_cpu_bound_mb_per_s=[0-9.]*' "$WORK/dl.txt" | cut -d= -f2 | sort -n | awk '{a[NR]=$1} END {printf "median agent CPU-bound rate: %.1f MB/s (bytes / agent CPU seconds)\n", a[int((NR+1)/2)]}'
+echo "median download: $(med download_mb_per_s "$WORK/dl.txt") MB/s"
+echo "median agent CPU-bound rate: $(med agent_cpu_bound_mb_per_s "$WORK/dl.txt") MB/s (bytes / agent CPU seconds, desired -> verifying)"
+echo "median agent CPU-bound rate to commit: $(med agent_cpu_to_commit_mb_per_s "$WORK/dl.txt") MB/s (desired -> committed, re-hash included)"
+if [ -n "${BEFORE_BUILD:-}" ]; then
+    B_DL=$(med download_mb_per_s "$WORK/dl-before.txt")
+    B_CPU=$(med agent_cpu_bound_mb_per_s "$WORK/dl-before.txt")
+    A_CPU=$(med agent_cpu_bound_mb_per_s "$WORK/dl.txt")
+    B_CC=$(med agent_cpu_to_commit_mb_per_s "$WORK/dl-before.txt")
+    A_CC=$(med agent_cpu_to_commit_mb_per_s "$WORK/dl.txt")
+    echo "before ($BEFORE_BUILD): median download $B_DL MB/s, agent CPU-bound rate $B_CPU MB/s, to commit $B_CC MB/s"
+    awk -v a="$A_CPU" -v b="$B_CPU" -v ad="$(med download_mb_per_s "$WORK/dl.txt")" -v bd="$B_DL" \
+        -v ac="$A_CC" -v bc="$B_CC" 'BEGIN {
+        printf "after/before: agent CPU-bound rate %.2fx, to commit %.2fx, download %.2fx\n", a / b, ac / bc, ad / bd }'
+fi
 echo "load average during the run: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) CPUs"

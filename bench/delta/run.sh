@@ -6,14 +6,23 @@
 # image, and the apply times of each: median of 5 runs, taken round-robin in
 # the same run, as "wall ms / CPU ms" (CPU = user + system).
 #
+# The hashing target: `upkeep delta apply` (which checks the SHA-256 of the
+# old image and of the new one) against `zstd -d --patch-from` followed by
+# `openssl dgst -sha256` of its output, timed in the same round, and the same
+# followed by `sync FILE` (an fsync of the output, which upkeep does and the
+# others do not); the last columns are the ratios of the medians.
+#
 # usage: bench/delta/run.sh [BUILD_DIR]     (default: build; needs BUILD_DIR/bin/upkeep)
+#   env: BEFORE_BUILD=dir  also time that build's `upkeep delta apply` in the
+#                          same rounds (before/after of a change)
+#        REPS=5            runs per tool and pair (the median is reported)
 # Installs the bench-only tools bsdiff and xdelta3 (not project dependencies).
 set -euo pipefail
 
 BUILD=${1:-build}
 UPKEEP=$(cd "$BUILD" && pwd)/bin/upkeep
 APPLY=$(cd "$BUILD" && pwd)/bin/upkeep-delta-apply
-REPS=5
+REPS=${REPS:-5}
 # package | file inside the package
 PAIRS=(
   "libssl3|usr/lib/x86_64-linux-gnu/libcrypto.so.3"
@@ -24,6 +33,11 @@ PAIRS=(
 )
 
 die() { echo "bench/delta: $*" >&2; exit 1; }
+BEFORE=
+if [ -n "${BEFORE_BUILD:-}" ]; then
+  BEFORE=$(cd "$BEFORE_BUILD" && pwd)/bin/upkeep
+  [ -x "$BEFORE" ] || die "no $BEFORE"
+fi
 [ -x "$UPKEEP" ] || die "no $UPKEEP; build first (cmake --build $BUILD --target upkeep)"
 # The decoder alone, as the agent runs it in-process (no CLI startup cost).
 cmake --build "$BUILD" --target upkeep-delta-apply >/dev/null || die "cannot build upkeep-delta-apply"
@@ -53,10 +67,12 @@ check_same() { cmp -s "$1" "$2" || die "$3 produced a wrong image"; }
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 echo "tools: $(zstd --version | head -1); xdelta3 $(xdelta3 -V 2>&1 | head -1 | awk '{print $3}' | tr -d ,); bsdiff $(dpkg-query -W -f='${Version}' bsdiff)"
 echo
-printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
   "pair (old -> new)" "old" "new" "zstd -19 full" "upkeep" "bsdiff" \
-  "xdelta3 -9" "zstd --patch-from" "upkeep delta apply ms" "upkeep-delta-apply ms" "bspatch ms" "xdelta3 -d ms" "zstd -d --patch-from ms"
-echo "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+  "xdelta3 -9" "zstd --patch-from" "upkeep delta apply ms" "upkeep-delta-apply ms" "bspatch ms" "xdelta3 -d ms" "zstd -d --patch-from ms" \
+  "zstd -d --patch-from + openssl dgst -sha256 ms" "the same + sync FILE ms" "before: upkeep delta apply ms" \
+  "upkeep delta apply / (zstd + dgst), wall / CPU" "upkeep delta apply / (zstd + dgst + sync), wall / CPU"
+echo "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
 
 for pair in "${PAIRS[@]}"; do
   pkg=${pair%%|*}
@@ -97,14 +113,27 @@ for pair in "${PAIRS[@]}"; do
     echo "lib $(timed "$APPLY" "$old" "$d/p.upk" "$d/o1")" >> "$d/times"
     echo "bs $(timed bspatch "$old" "$d/o2" "$d/p.bsdiff")" >> "$d/times"
     echo "xd $(timed xdelta3 -d -f -s "$old" "$d/p.xd3" "$d/o3")" >> "$d/times"
-    echo "zs $(timed zstd -q -d -f --long=27 --patch-from="$old" "$d/p.zst" -o "$d/o4")" >> "$d/times"
+    zs=$(timed zstd -q -d -f --long=27 --patch-from="$old" "$d/p.zst" -o "$d/o4")
+    dg=$(timed openssl dgst -sha256 "$d/o4")
+    sy=$(timed sync "$d/o4")
+    echo "zs $zs" >> "$d/times"
+    # zstd then openssl dgst of its output (then sync), summed within the round.
+    echo "zd $(echo "$zs $dg" | awk '{ printf "%.1f %.1f", $1 + $3, $2 + $4 }')" >> "$d/times"
+    echo "zds $(echo "$zs $dg $sy" | awk '{ printf "%.1f %.1f", $1 + $3 + $5, $2 + $4 + $6 }')" >> "$d/times"
+    if [ -n "$BEFORE" ]; then
+      echo "old $(timed "$BEFORE" delta apply "$old" "$d/p.upk" "$d/o1")" >> "$d/times"
+    fi
   done
   t() { echo "$(awk -v k="$1" '$1 == k { print $2 }' "$d/times" | median) / $(awk -v k="$1" '$1 == k { print $3 }' "$d/times" | median)"; }
-  t_upk=$(t upk); t_lib=$(t lib); t_bs=$(t bs); t_xd=$(t xd); t_zs=$(t zs)
+  t_upk=$(t upk); t_lib=$(t lib); t_bs=$(t bs); t_xd=$(t xd); t_zs=$(t zs); t_zd=$(t zd); t_zds=$(t zds)
+  t_old=-; [ -n "$BEFORE" ] && t_old=$(t old)
+  # "wall / CPU" over "wall / CPU" -> "wall ratio / CPU ratio"
+  ratio() { echo "$1 $2" | awk '{ printf "%.2f / %.2f", $1 / $4, $3 / $6 }'; }
 
-  printf '| %s %s (%s -> %s) | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+  printf '| %s %s (%s -> %s) | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
     "$pkg" "$(basename "$file")" "$old_v" "$new_v" "$(size "$old")" "$(size "$new")" \
     "$(size "$d/full.zst")" "$(size "$d/p.upk")" "$(size "$d/p.bsdiff")" \
-    "$(size "$d/p.xd3")" "$(size "$d/p.zst")" "$t_upk" "$t_lib" "$t_bs" "$t_xd" "$t_zs"
+    "$(size "$d/p.xd3")" "$(size "$d/p.zst")" "$t_upk" "$t_lib" "$t_bs" "$t_xd" "$t_zs" \
+    "$t_zd" "$t_zds" "$t_old" "$(ratio "$t_upk" "$t_zd")" "$(ratio "$t_upk" "$t_zds")"
   rm -rf "$d"
 done

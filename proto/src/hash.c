@@ -1,42 +1,49 @@
-/* SHA-256, HMAC, hex and base64 over mbedTLS (see hash.h). */
+/* SHA-256 and HMAC-SHA256 over nettle, hex and base64 (see hash.h).
+ *
+ * SHA-256 comes from nettle rather than mbedTLS (which stays the signature
+ * library): Debian builds nettle as a "fat" library that picks its compress
+ * function at load time from the CPU's features, the SHA extensions on x86-64
+ * (SHA-NI) and the ARMv8 crypto extensions on arm64, about 5x mbedTLS 2.28's
+ * portable C here (docs/benchmarks.md, "SHA-256"). */
 #include "upkeep/hash.h"
 
 #include <string.h>
 
 #include <mbedtls/base64.h>
-#include <mbedtls/md.h>
-#include <mbedtls/sha256.h>
+#include <nettle/hmac.h>
+#include <nettle/sha2.h>
 
-_Static_assert(sizeof(mbedtls_sha256_context) <= sizeof(((upk_sha256 *)0)->opaque),
-               "upk_sha256 storage too small for mbedtls_sha256_context");
+_Static_assert(sizeof(struct sha256_ctx) <= sizeof(((upk_sha256 *)0)->opaque),
+               "upk_sha256 storage too small for nettle's sha256_ctx");
+_Static_assert(_Alignof(struct sha256_ctx) <= 16, "upk_sha256 storage under-aligned");
+_Static_assert(SHA256_DIGEST_SIZE == UPK_SHA256_LEN, "SHA-256 digest size");
 
-static mbedtls_sha256_context *ctx_of(upk_sha256 *c)
+static struct sha256_ctx *ctx_of(upk_sha256 *c)
 {
-    return (mbedtls_sha256_context *)(void *)c->opaque;
+    return (struct sha256_ctx *)(void *)c->opaque;
 }
 
 void upk_sha256_init(upk_sha256 *ctx)
 {
-    mbedtls_sha256_init(ctx_of(ctx));
-    /* With software SHA-256 (as Debian builds mbedTLS) starts cannot fail. */
-    (void)mbedtls_sha256_starts_ret(ctx_of(ctx), 0);
+    sha256_init(ctx_of(ctx));
 }
 
 void upk_sha256_update(upk_sha256 *ctx, const void *data, size_t len)
 {
     if (len == 0)
         return;
-    (void)mbedtls_sha256_update_ret(ctx_of(ctx), data, len);
+    sha256_update(ctx_of(ctx), len, data);
 }
 
 void upk_sha256_final(upk_sha256 *ctx, uint8_t out[UPK_SHA256_LEN])
 {
-    (void)mbedtls_sha256_finish_ret(ctx_of(ctx), out);
+    /* nettle resets the context after a digest; cleanup still wipes it. */
+    sha256_digest(ctx_of(ctx), UPK_SHA256_LEN, out);
 }
 
 void upk_sha256_cleanup(upk_sha256 *ctx)
 {
-    mbedtls_sha256_free(ctx_of(ctx));
+    explicit_bzero(ctx->opaque, sizeof(ctx->opaque));
 }
 
 void upk_sha256_buf(const void *data, size_t len, uint8_t out[UPK_SHA256_LEN])
@@ -51,11 +58,15 @@ void upk_sha256_buf(const void *data, size_t len, uint8_t out[UPK_SHA256_LEN])
 upk_err upk_hmac_sha256(const void *key, size_t keylen, const void *msg, size_t msglen,
                         uint8_t out[UPK_SHA256_LEN])
 {
-    const mbedtls_md_info_t *md = mbedtls_md_info_from_type(MBEDTLS_MD_SHA256);
-    if (md == NULL)
+    static const uint8_t none[1] = {0};
+    if ((key == NULL && keylen != 0) || (msg == NULL && msglen != 0))
         return UPK_E_CRYPTO;
-    if (mbedtls_md_hmac(md, key, keylen, msg, msglen, out) != 0)
-        return UPK_E_CRYPTO;
+    struct hmac_sha256_ctx h;
+    hmac_sha256_set_key(&h, keylen, keylen != 0 ? key : none);
+    if (msglen != 0)
+        hmac_sha256_update(&h, msglen, msg);
+    hmac_sha256_digest(&h, UPK_SHA256_LEN, out);
+    explicit_bzero(&h, sizeof(h)); /* key-derived state */
     return UPK_OK;
 }
 

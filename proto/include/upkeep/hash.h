@@ -1,5 +1,6 @@
-/* SHA-256, HMAC-SHA256 and hex/base64 helpers shared by every part (mbedTLS).
- * No I/O. Any thread; a upk_sha256 context belongs to one thread at a time. */
+/* SHA-256, HMAC-SHA256 and hex/base64 helpers shared by every part (SHA-256
+ * and HMAC from nettle, which uses the CPU's SHA extensions; base64 from
+ * mbedTLS). No I/O. Any thread; a upk_sha256 context belongs to one thread at a time. */
 #ifndef UPKEEP_HASH_H
 #define UPKEEP_HASH_H
 
@@ -13,7 +14,7 @@
 #define UPK_SHA256_HEX_LEN 64 /* without NUL */
 
 /* Streaming SHA-256. Embedded struct: init, update*, final; cleanup always.
- * The body is opaque storage large enough for mbedTLS's context. */
+ * The body is opaque storage large enough for the library's context. */
 typedef struct upk_sha256 {
     _Alignas(16) unsigned char opaque[256];
 } upk_sha256;

@@ -64,6 +64,120 @@ static void sha256_streaming_equals_one_shot(void **state)
     free(a);
 }
 
+/* FIPS 180-2's 896-bit message (two blocks of input, padding in a third). */
+static void sha256_matches_fips_896_bit_vector(void **state)
+{
+    (void)state;
+    const char *m = "abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmnoijklmnopjklmno"
+                    "pqklmnopqrlmnopqrsmnopqrstnopqrstu";
+    assert_int_equal(strlen(m), 112);
+    expect_sha(m, strlen(m), "cf5b16a778af8380036ce59e7b0492370b249b11e8f07a51afac45037afee9d1");
+}
+
+/* Digest of a run of bytes split in two at every offset, and fed one byte at
+ * a time, against a reference computed elsewhere (Python's hashlib). */
+static void expect_every_split(const uint8_t *m, size_t len, const char *want)
+{
+    uint8_t d[UPK_SHA256_LEN];
+    char hex[UPK_SHA256_HEX_LEN + 1];
+    for (size_t cut = 0; cut <= len; cut++) {
+        upk_sha256 c;
+        upk_sha256_init(&c);
+        upk_sha256_update(&c, m, cut);
+        upk_sha256_update(&c, m + cut, len - cut);
+        upk_sha256_final(&c, d);
+        upk_sha256_cleanup(&c);
+        hex_of(d, sizeof(d), hex, sizeof(hex));
+        assert_string_equal(hex, want);
+    }
+    upk_sha256 c;
+    upk_sha256_init(&c);
+    for (size_t i = 0; i < len; i++)
+        upk_sha256_update(&c, m + i, 1);
+    upk_sha256_final(&c, d);
+    upk_sha256_cleanup(&c);
+    hex_of(d, sizeof(d), hex, sizeof(hex));
+    assert_string_equal(hex, want);
+}
+
+/* Lengths around the 64-byte block and the 55/56-byte padding edge, where a
+ * block-at-a-time compress function (SHA-NI, ARMv8) and its buffering meet. */
+static void sha256_block_and_padding_boundaries_split_anywhere(void **state)
+{
+    (void)state;
+    static const struct {
+        size_t len;
+        const char *want;
+    } v[] = {
+        {55, "16fa57a0a3423a715d594516339f36189d6b5f93754a9714fef202616a9fabfe"},
+        {56, "c37b44e5f1b18554b36966f4f8e08bfbf3164c4b6c10374d12d89850892073c5"},
+        {63, "bbba992d2c85af960fb2987a1fd05e0aa82a3db3c740dd8982a9e273b75e36a3"},
+        {64, "66bd4633ed6f71c4ecfa4763bf7ba1c8ec7612de9aa6c0578a7b675207c71e0b"},
+        {65, "9f7dc47107b750a1f3d35db5d9547f24ef40da5b731b9540d4f43710a154f6c9"},
+        {119, "a3ed307b730fa77c07531300c6e4a282330011d4d4caf6bb7b63ae05950f4b66"},
+        {120, "8e3b15d9fea7472655aa069620b7f8c2e55ee1499f763200a7515fe826e99d20"},
+        {127, "44480fb9672845177f5368a08b69ea263275f2a5ec42e06a933370fe0d2968a4"},
+        {128, "e462c130fef8c97e34f7dc3ff3ad2f8b3533ab849af21c10531552a2852387a4"},
+    };
+    uint8_t m[128];
+    for (size_t i = 0; i < sizeof(m); i++)
+        m[i] = (uint8_t)(i * 7 + 1);
+    for (size_t k = 0; k < sizeof(v) / sizeof(v[0]); k++) {
+        expect_sha(m, v[k].len, v[k].want);
+        expect_every_split(m, v[k].len, v[k].want);
+    }
+    uint8_t big[1000];
+    for (size_t i = 0; i < sizeof(big); i++)
+        big[i] = (uint8_t)i;
+    expect_every_split(big, sizeof(big),
+                       "a8af099bf2e878609558dbf69d8f88f4a31040a8cf84b549a0cfa912f12ffc3f");
+}
+
+/* A context hashes a second message correctly after init again. */
+static void sha256_context_reusable_after_init(void **state)
+{
+    (void)state;
+    upk_sha256 c;
+    uint8_t d[UPK_SHA256_LEN];
+    char hex[UPK_SHA256_HEX_LEN + 1];
+    for (int round = 0; round < 2; round++) {
+        upk_sha256_init(&c);
+        upk_sha256_update(&c, "abc", 3);
+        upk_sha256_final(&c, d);
+        upk_sha256_cleanup(&c);
+        hex_of(d, sizeof(d), hex, sizeof(hex));
+        assert_string_equal(hex,
+                            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+}
+
+/* 600,000,007 bytes: the message's length in bits passes 2^32 (a 32-bit bit
+ * counter would wrap at 512 MiB), fed in 1 MiB pieces and a short tail.
+ * Reference from Python's hashlib over the same bytes. */
+static void sha256_long_message_past_2_32_bits(void **state)
+{
+    (void)state;
+    size_t piece = (size_t)1 << 20, total = 600000007;
+    uint8_t *buf = malloc(piece);
+    assert_non_null(buf);
+    for (size_t i = 0; i < piece; i++)
+        buf[i] = (uint8_t)(i % 251);
+    upk_sha256 c;
+    upk_sha256_init(&c);
+    for (size_t done = 0; done < total;) {
+        size_t n = piece < total - done ? piece : total - done;
+        upk_sha256_update(&c, buf, n);
+        done += n;
+    }
+    uint8_t d[UPK_SHA256_LEN];
+    upk_sha256_final(&c, d);
+    upk_sha256_cleanup(&c);
+    free(buf);
+    char hex[UPK_SHA256_HEX_LEN + 1];
+    hex_of(d, sizeof(d), hex, sizeof(hex));
+    assert_string_equal(hex, "28c6ba49f85cbc9c9634a2f8788edcf6b1ff84ed86970bba470c5438a8e0da9c");
+}
+
 static void expect_hmac(const void *key, size_t klen, const void *msg, size_t mlen,
                         const char *want)
 {
@@ -96,6 +210,31 @@ static void hmac_sha256_matches_rfc4231(void **state)
     const char *big = "Test Using Larger Than Block-Size Key - Hash Key First";
     expect_hmac(k, 131, big, strlen(big),
                 "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
+}
+
+/* RFC 4231 test case 7, a key of exactly one block, and the empty key and
+ * message (references from Python's hmac module). */
+static void hmac_sha256_large_exact_and_empty_keys(void **state)
+{
+    (void)state;
+    uint8_t k[131];
+    memset(k, 0xaa, sizeof(k));
+    const char *m7 = "This is a test using a larger than block-size key and a larger than "
+                     "block-size data. The key needs to be hashed before being used by the HMAC "
+                     "algorithm.";
+    expect_hmac(k, 131, m7, strlen(m7),
+                "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2");
+    uint8_t k64[64], m64[64];
+    memset(k64, 0x01, sizeof(k64));
+    memset(m64, 'x', sizeof(m64));
+    expect_hmac(k64, 64, m64, 64,
+                "8f61677ba14b11aa43435ad0d0a35b69b8ad4164af1b56b833efb93dea2ceb16");
+    expect_hmac("", 0, "", 0, "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad");
+    expect_hmac(NULL, 0, NULL, 0,
+                "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad");
+    uint8_t d[UPK_SHA256_LEN];
+    assert_int_equal(upk_hmac_sha256(NULL, 4, "x", 1, d), UPK_E_CRYPTO);
+    assert_int_equal(upk_hmac_sha256("key", 3, NULL, 1, d), UPK_E_CRYPTO);
 }
 
 static void hex_encode_and_decode_round_trip(void **state)
@@ -248,7 +387,12 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(sha256_matches_fips_vectors),
         cmocka_unit_test(sha256_streaming_equals_one_shot),
+        cmocka_unit_test(sha256_matches_fips_896_bit_vector),
+        cmocka_unit_test(sha256_block_and_padding_boundaries_split_anywhere),
+        cmocka_unit_test(sha256_context_reusable_after_init),
+        cmocka_unit_test(sha256_long_message_past_2_32_bits),
         cmocka_unit_test(hmac_sha256_matches_rfc4231),
+        cmocka_unit_test(hmac_sha256_large_exact_and_empty_keys),
         cmocka_unit_test(hex_encode_and_decode_round_trip),
         cmocka_unit_test(hex_rejects_bad_digits_lengths_and_small_buffers),
         cmocka_unit_test(sha256_hex_valid_is_exactly_64_lower_hex),
