@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """The docs as a test: runs the shell blocks of the operator docs as written.
 
-A new user follows docs/broker-plugin.md (deploy the broker), then
-docs/operator-guide.md (controller, CLI, a release, a campaign), then the quick
-start of docs/agent.md (a real device agent), then docs/signing.md, in one
+A new user follows docs/broker-plugin.md ("Deploying it in an existing
+Mosquitto"), then docs/operator-guide.md (controller, CLI, a release, a
+campaign), then the quick start of docs/agent.md ("Install on Debian
+(bookworm)", a real device agent), then docs/signing.md, in one
 fresh temporary folder that stands in for the machine: every absolute path of
 the docs (/etc, /usr/lib/upkeep, /var/lib/upkeep, /opt, ...) is moved under it,
 every port is a free one on 127.0.0.1, and the files of examples/ are copied
@@ -41,7 +42,12 @@ import sys
 import tempfile
 import time
 
-DOCS = ["docs/broker-plugin.md", "docs/operator-guide.md", "docs/agent.md", "docs/signing.md"]
+# (doc, the `## ` section to run or None for the whole doc), in the order a
+# new user reads them; blocks of other sections are neither run nor checked.
+DOCS = [("docs/broker-plugin.md", "Deploying it in an existing Mosquitto"),
+        ("docs/operator-guide.md", None),
+        ("docs/agent.md", "Install on Debian (bookworm)"),
+        ("docs/signing.md", None)]
 PASSWORD = "doctest-password-1"   # what the test "types" at every password prompt
 CMD_TIMEOUT = 60                  # seconds for one foreground command
 READY_TIMEOUT = 30                # seconds for a background command to say it is ready
@@ -111,15 +117,18 @@ MARK = re.compile(r"<!--\s*doctest:\s*(.*?)\s*-->")
 FENCE = re.compile(r"^(\s*)(```+|~~~+)\s*([\w-]*)")
 
 
-def parse(path):
+def parse(path, section=None):
     """Yields blocks: dict(kind=run|output, line=N (1-based, first content
     line), lines=[...], mark={...})."""
     with open(path, encoding="utf-8") as f:
         lines = f.read().split("\n")
     blocks = []
     pending = {}
+    heading = None
     i = 0
     while i < len(lines):
+        if lines[i].startswith("## "):
+            heading = lines[i][3:].strip()
         m = MARK.search(lines[i])
         if m:
             spec = m.group(1)
@@ -144,7 +153,9 @@ def parse(path):
             while j < len(lines) and not lines[j].strip().startswith(fence[:3]):
                 j += 1
             body = [l[len(indent):] if l.startswith(indent) else l.lstrip() for l in lines[start:j]]
-            if pending.get("output"):
+            if section is not None and heading != section:
+                pass
+            elif pending.get("output"):
                 blocks.append(dict(kind="output", line=start + 1, lines=body, mark=pending))
             elif lang in ("sh", "bash", "shell"):
                 blocks.append(dict(kind="run", line=start + 1, lines=body, mark=pending))
@@ -364,10 +375,12 @@ def main(argv):
     w = World(src, build, keep)
     ran = skipped = checked = 0
     try:
-        for doc in DOCS:
+        for doc, section in DOCS:
             if only and only not in doc:
                 continue
-            blocks = parse(os.path.join(src, doc))
+            blocks = parse(os.path.join(src, doc), section)
+            if not blocks:
+                raise Failure("%s: no blocks to run%s" % (doc, " in section '%s'" % section if section else ""))
             last_out, last_where = None, None
             for b in blocks:
                 if b["kind"] == "output":
