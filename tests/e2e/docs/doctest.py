@@ -251,7 +251,9 @@ class World:
         self.cwd = os.path.join(self.root, "work")   # the user's shell starts here
         os.makedirs(self.home)
         os.makedirs(self.cwd)
-        for d in ("etc/mosquitto/conf.d", "etc/systemd/system", "usr/local/bin"):
+        # the folders every Debian machine has (the docs create only their own)
+        for d in ("etc/mosquitto/conf.d", "etc/systemd/system", "usr/local/bin", "usr/lib",
+                  "var/lib", "opt"):
             os.makedirs(os.path.join(self.root, d), exist_ok=True)
         # the repository's examples/, as a user has them in their clone
         for dirpath, _, files in os.walk(os.path.join(src, "examples")):
