@@ -22,7 +22,8 @@ HTML comments that the reader does not see:
       printed (stdout and stderr). Tolerant: runs of spaces match any spacing,
       times (2026-11-27T07:35:40Z, 2026-11-27), hex of 8+ digits, `...`
       (any text) and `<WORD>` (any word) match anything of their kind.
-  <!-- doctest: exit=N -->  the next block's commands exit N (default 0).
+  <!-- doctest: exit=N -->  the last command of the next block exits N (the
+      others, and every command of an unmarked block, exit 0).
 
 Only ```sh/```bash/```shell blocks run; other fences are ignored unless
 marked output. Every command must exit 0 (or N); the first failure is
@@ -400,7 +401,8 @@ def main(argv):
                 if "skip" in mark:
                     skipped += 1
                     continue
-                for line, raw in commands(b):
+                cmds = commands(b)
+                for k, (line, raw) in enumerate(cmds):
                     where = "%s:%d" % (doc, line)
                     if time.monotonic() > deadline:
                         raise Failure("%s: the doc test ran over its %d s budget" % (where, TOTAL_BUDGET))
@@ -413,7 +415,8 @@ def main(argv):
                         w.start(cmd, where, apply(w.table, mark["background"]), deadline)
                         last_out, last_where = None, where
                     else:
-                        last_out = w.run(cmd, where, mark.get("exit", 0))
+                        want = mark.get("exit", 0) if k == len(cmds) - 1 else 0
+                        last_out = w.run(cmd, where, want)
                         last_where = "`%s` (%s)" % (raw, where)
                     ran += 1
         problems = w.stop()
