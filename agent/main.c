@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <MQTTAsync.h>
 #include <uv.h>
@@ -38,6 +39,8 @@ typedef struct run_ctx {
     uv_loop_t *loop;
     upk_agent *agent;
     uv_signal_t sigterm, sigint;
+    uv_timer_t bound; /* UPK_AGENT_STOP_BOUND_MS after a stop signal */
+    bool bound_armed;
     bool stopping;
 } run_ctx;
 
@@ -47,6 +50,20 @@ static void agent_closed(void *userdata)
     r->agent = NULL;
     uv_close((uv_handle_t *)&r->sigterm, NULL);
     uv_close((uv_handle_t *)&r->sigint, NULL);
+    if (r->bound_armed)
+        uv_close((uv_handle_t *)&r->bound, NULL);
+}
+
+/* The agent did not finish closing within the bound (work in the thread
+ * pool, or an MQTT library waiting on a dead connection): the journal and
+ * the outbox are on disk, so leave now, as a power cut would. */
+static void on_stop_bound(uv_timer_t *t)
+{
+    (void)t;
+    upk_warn("stopped without a clean disconnect: not done within %u ms of the signal; the "
+             "outbox and journal are on disk",
+             (unsigned)UPK_AGENT_STOP_BOUND_MS);
+    _exit(0);
 }
 
 static void on_signal(uv_signal_t *s, int signum)
@@ -56,6 +73,12 @@ static void on_signal(uv_signal_t *s, int signum)
         return;
     r->stopping = true;
     upk_info("stopping on signal %d", signum);
+    if (uv_timer_init(r->loop, &r->bound) == 0) {
+        r->bound_armed = true;
+        if (uv_timer_start(&r->bound, on_stop_bound, UPK_AGENT_STOP_BOUND_MS, 0) != 0)
+            upk_warn("cannot arm the stop bound; stopping without it");
+        uv_unref((uv_handle_t *)&r->bound); /* never what keeps the loop alive */
+    }
     upk_agent_close(r->agent, agent_closed, r);
 }
 

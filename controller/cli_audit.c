@@ -48,6 +48,7 @@ int upk_cli_audit(int argc, char **argv)
         }
     }
     if (optind != argc) {
+        fprintf(stderr, "upkeep audit: unexpected operand '%s'\n\n", argv[optind]);
         usage(stderr);
         return UPK_EXIT_USAGE;
     }

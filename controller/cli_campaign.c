@@ -272,6 +272,9 @@ int upk_cli_campaign(int argc, char **argv)
                                          UPK_CLIENT_LONG_OPTS,
                                          {0}};
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        if (argc < 2)
+            fprintf(stderr, "upkeep campaign: a subcommand is missing (create, list, show, "
+                            "watch, pause, resume, abort, rollback)\n\n");
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? UPK_EXIT_USAGE : UPK_EXIT_OK;
     }

@@ -200,6 +200,15 @@ int upk_cli_devices(int argc, char **argv)
         }
         cJSON_Delete(all);
     } else {
+        if (strcmp(sub, "label") == 0)
+            fprintf(stderr, "upkeep devices label: give a device ID and a GROUP (\"\" removes "
+                            "the label)\n\n");
+        else if (strcmp(sub, "show") == 0)
+            fprintf(stderr, "upkeep devices show: give one device ID\n\n");
+        else if (strcmp(sub, "list") == 0)
+            fprintf(stderr, "upkeep devices list: takes no operand (filter with --target)\n\n");
+        else
+            fprintf(stderr, "upkeep devices: unknown subcommand '%s' (list, show, label)\n\n", sub);
         usage(stderr);
     }
 out:

@@ -64,6 +64,10 @@ int upk_cli_keygen(int argc, char **argv)
         }
     }
     if (prefix == NULL || optind != argc || strlen(prefix) > 4000) {
+        fprintf(stderr, "upkeep keygen: %s\n\n",
+                prefix == NULL   ? "--out PREFIX is missing"
+                : optind != argc ? "takes no operand besides --out PREFIX"
+                                 : "--out PREFIX is too long");
         usage(stderr);
         return UPK_EXIT_USAGE;
     }

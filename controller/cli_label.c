@@ -51,6 +51,8 @@ int upk_cli_device(int argc, char **argv)
                                          UPK_CLIENT_LONG_OPTS,
                                          {0}};
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        if (argc < 2)
+            fprintf(stderr, "upkeep device: a subcommand is missing (label)\n\n");
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? UPK_EXIT_USAGE : UPK_EXIT_OK;
     }
@@ -80,6 +82,10 @@ int upk_cli_device(int argc, char **argv)
         }
     }
     if (optind + 1 != argc || (json && html != NULL)) {
+        fprintf(stderr, "upkeep device label: %s\n\n",
+                json && html != NULL ? "give --json or --html, not both"
+                : optind == argc     ? "the device ID is missing"
+                                     : "give one device ID");
         usage(stderr);
         return UPK_EXIT_USAGE;
     }

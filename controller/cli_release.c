@@ -534,6 +534,10 @@ static int cmd_remote(int argc, char **argv, int which)
     }
     int want = which == 1 ? 0 : 1; /* list takes no operand */
     if (argc - optind != want) {
+        fprintf(stderr, "upkeep release: %s\n\n",
+                want == 0              ? "list takes no operand"
+                : argc - optind < want ? "the operand is missing (a bundle file or release id)"
+                                       : "give one operand");
         usage(stderr);
         return UPK_EXIT_USAGE;
     }

@@ -331,6 +331,10 @@ int upk_cli_report(int argc, char **argv)
         }
     }
     if (optind != argc || (json && html != NULL)) {
+        if (optind != argc)
+            fprintf(stderr, "upkeep report: unexpected operand '%s'\n\n", argv[optind]);
+        else
+            fprintf(stderr, "upkeep report: give --json or --html, not both\n\n");
         usage(stderr);
         return UPK_EXIT_USAGE;
     }

@@ -4,6 +4,7 @@
 
 #include "cli.h"
 #include "config.h"
+#include "datalock.h"
 #include "serve.h"
 #include "upkeep/log.h"
 
@@ -54,7 +55,27 @@ int upk_cli_serve(int argc, char **argv)
         fprintf(stderr, "upkeep serve: config %s refused: %s\n", path, why);
         return UPK_EXIT_USAGE;
     }
-    upk_err err = upk_serve_run(&cfg);
+    /* One daemon per data directory, refused before it touches the store or
+     * the broker (where two would knock each other off every few seconds). */
+    upk_datalock *lock = NULL;
+    long holder = 0;
+    upk_err err = upk_datalock_acquire(cfg.data_dir, &lock, &holder, why, sizeof(why));
+    if (err == UPK_E_BUSY) {
+        fprintf(stderr,
+                "upkeep serve: the data directory %s is in use: its lock %s/%s is held by "
+                "pid %ld (another `upkeep serve`); stop that one first, or give this one "
+                "its own data_dir\n",
+                cfg.data_dir, cfg.data_dir, UPK_DATALOCK_NAME, holder);
+        upk_serve_config_cleanup(&cfg);
+        return UPK_EXIT_FAIL;
+    }
+    if (err != UPK_OK) {
+        fprintf(stderr, "upkeep serve: %s\n", why);
+        upk_serve_config_cleanup(&cfg);
+        return UPK_EXIT_FAIL;
+    }
+    err = upk_serve_run(&cfg);
+    upk_datalock_release(lock);
     upk_serve_config_cleanup(&cfg);
     if (err != UPK_OK) {
         fprintf(stderr, "upkeep serve: %s (%s)\n", upk_err_msg(err), upk_err_str(err));

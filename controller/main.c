@@ -38,6 +38,7 @@ static void usage(FILE *out)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
+        fprintf(stderr, "upkeep: a command is missing\n\n");
         usage(stderr);
         return UPK_EXIT_USAGE;
     }

@@ -1217,7 +1217,8 @@ static void on_disconnect(upk_mqtt *c, upk_err err, void *userdata)
 {
     (void)c;
     upk_agent *a = userdata;
-    upk_warn("device=%s disconnected: %s", a->cfg->device_id, upk_err_str(err));
+    if (err != UPK_E_AUTH_FAILED) /* else logged by the client, once per backoff step */
+        upk_warn("device=%s disconnected: %s", a->cfg->device_id, upk_err_str(err));
     if (a->dl_ready)
         upk__window_reset(&a->win); /* ask again from the written prefix */
 }
@@ -1480,6 +1481,15 @@ upk_err upk_agent_new(uv_loop_t *loop, const upk_agent_config *cfg, upk_agent **
     } else if (err != UPK_OK) {
         goto out_outbox;
     }
+    if (a->facts.release[0] == '\0' && a->load_err == UPK_OK && cfg->has_factory) {
+        /* Never updated: the release installed at the factory is what runs,
+         * so it is reported (and judged against) until the first commit
+         * writes the installed facts. */
+        (void)snprintf(a->facts.release, sizeof(a->facts.release), "%s", cfg->factory_name);
+        (void)snprintf(a->facts.version, sizeof(a->facts.version), "%s", cfg->factory_version);
+        a->facts.security_version = cfg->factory_security_version;
+        memcpy(a->facts.image_sha256, cfg->factory_image_sha256, UPK_SHA256_LEN);
+    }
     err = upk__journal_load(a->journal_path, &a->j);
     if (err == UPK_E_STATE_CORRUPT) {
         upk_error("device=%s %s is corrupt; starting idle", cfg->device_id, a->journal_path);
@@ -1517,6 +1527,7 @@ upk_err upk_agent_new(uv_loop_t *loop, const upk_agent_config *cfg, upk_agent **
     mo.reconnect_min_ms = cfg->reconnect_min_ms;
     mo.reconnect_max_ms = cfg->reconnect_max_ms;
     mo.max_inflight = (int)cfg->limits.chunks_in_flight + 16;
+    mo.max_packet = cfg->limits.max_packet; /* bounded receive: nothing larger arrives */
     mo.on_connect = on_connect;
     mo.on_disconnect = on_disconnect;
     mo.on_message = on_message;
@@ -1737,7 +1748,21 @@ static void offline_published(upk_mqtt *c, upk_err err, void *cb_data)
     upk_agent *a = cb_data;
     if (err != UPK_OK)
         upk_warn("device=%s offline flag not confirmed: %s", a->cfg->device_id, upk_err_str(err));
+    uv_timer_stop(&a->timer);
+    if (!uv_is_closing((uv_handle_t *)&a->timer))
+        uv_close((uv_handle_t *)&a->timer, timer_closed);
     upk_mqtt_close(c, mqtt_closed, a);
+}
+
+/* The broker did not confirm the offline flag in time: disconnect anyway
+ * (closing drops the publish without calling offline_published). */
+static void offline_wait_over(uv_timer_t *t)
+{
+    upk_agent *a = t->data;
+    upk_warn("device=%s offline flag not confirmed within %u ms; disconnecting", a->cfg->device_id,
+             (unsigned)UPK_AGENT_OFFLINE_WAIT_MS);
+    uv_close((uv_handle_t *)&a->timer, timer_closed);
+    upk_mqtt_close(a->mqtt, mqtt_closed, a);
 }
 
 void upk_agent_close(upk_agent *a, void (*closed)(void *userdata), void *userdata)
@@ -1749,12 +1774,18 @@ void upk_agent_close(upk_agent *a, void (*closed)(void *userdata), void *userdat
     a->closed_data = userdata;
     a->close_waits = 2;
     uv_timer_stop(&a->timer);
-    uv_close((uv_handle_t *)&a->timer, timer_closed);
     /* A clean disconnect suppresses the will, so say "offline" ourselves
      * first; otherwise a stopped device would look online to the controller
-     * and be assigned work until its timeout. */
+     * and be assigned work until its timeout. A broker that hangs without
+     * closing the connection never confirms it: wait UPK_AGENT_OFFLINE_WAIT_MS
+     * at most, so that the agent stops within its bound (docs/agent.md). */
     if (a->mqtt != NULL && upk_mqtt_connected(a->mqtt) &&
-        upk_mqtt_publish(a->mqtt, a->t_online, "0", 1, 1, true, offline_published, a) == UPK_OK)
-        return;
-    upk_mqtt_close(a->mqtt, mqtt_closed, a);
+        upk_mqtt_publish(a->mqtt, a->t_online, "0", 1, 1, true, offline_published, a) == UPK_OK) {
+        if (uv_timer_start(&a->timer, offline_wait_over, UPK_AGENT_OFFLINE_WAIT_MS, 0) == 0)
+            return;
+        upk_mqtt_close(a->mqtt, mqtt_closed, a); /* no timer: do not wait */
+    } else {
+        upk_mqtt_close(a->mqtt, mqtt_closed, a);
+    }
+    uv_close((uv_handle_t *)&a->timer, timer_closed);
 }

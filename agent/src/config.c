@@ -11,6 +11,8 @@
 #include <cjson/cJSON.h>
 
 #include "upkeep/fs.h"
+#include "upkeep/jsoncfg.h"
+#include "upkeep/hash.h"
 #include "upkeep/id.h"
 #include "upkeep/timefmt.h"
 #include "upkeep/topic.h"
@@ -29,6 +31,7 @@ void upk_agent_config_defaults(upk_agent_config *cfg)
     cfg->limits.ack_timeout_ms = 10000;
     cfg->limits.step_timeout_s = 600;
     cfg->limits.max_restarts = 3;
+    cfg->limits.max_packet = UPK_AGENT_MAX_PACKET;
     cfg->health_timeout_s = 60;
     cfg->hook_timeout_s = 10;
     cfg->health_interval_s = 60;
@@ -154,6 +157,14 @@ static upk_err load_keys(upk_agent_config *cfg, char *eb, size_t ecap)
         if (err != UPK_OK)
             return bad(eb, ecap, "keys", "cannot read %s (%s)", cfg->key_paths[i],
                        upk_err_str(err));
+        if (upk_jsoncfg_pem_is_private(pem, len)) {
+            memset(pem, 0, len);
+            free(pem);
+            return bad(eb, ecap, "keys",
+                       "%s is a private key; pin the public key (the .pub that `upkeep keygen` "
+                       "writes), never the signing key, on a device",
+                       cfg->key_paths[i]);
+        }
         upk_key *key = NULL;
         err = upk_key_load_pem(pem, len, &key);
         free(pem);
@@ -176,8 +187,13 @@ static upk_err parse_limits(const cJSON *lim, upk_agent_config *cfg, char *eb, s
         return UPK_OK;
     if (!cJSON_IsObject(lim))
         return bad(eb, ecap, "limits", "must be an object");
+    static const char *const known[] = {
+        "chunk_size",     "chunks_in_flight", "max_artifact_size", "outbox_max", "chunk_timeout_ms",
+        "ack_timeout_ms", "step_timeout_s",   "max_restarts",      "max_packet", NULL};
     upk_agent_limits *l = &cfg->limits;
     upk_err err;
+    if ((err = upk_jsoncfg_known(lim, "limits.", known, eb, ecap)))
+        return err;
     if ((err = get_u32(lim, "chunk_size", 512, UPK_CHUNK_MAX, &l->chunk_size, eb, ecap)) ||
         (err = get_u32(lim, "chunks_in_flight", 1, 64, &l->chunks_in_flight, eb, ecap)) ||
         (err = get_u64(lim, "max_artifact_size", 1, 1ull << 50, &l->max_artifact_size, eb, ecap)) ||
@@ -185,8 +201,14 @@ static upk_err parse_limits(const cJSON *lim, upk_agent_config *cfg, char *eb, s
         (err = get_u32(lim, "chunk_timeout_ms", 50, 600000, &l->chunk_timeout_ms, eb, ecap)) ||
         (err = get_u32(lim, "ack_timeout_ms", 100, 600000, &l->ack_timeout_ms, eb, ecap)) ||
         (err = get_u32(lim, "step_timeout_s", 1, 86400, &l->step_timeout_s, eb, ecap)) ||
-        (err = get_u32(lim, "max_restarts", 0, 100, &l->max_restarts, eb, ecap)))
+        (err = get_u32(lim, "max_restarts", 0, 100, &l->max_restarts, eb, ecap)) ||
+        (err = get_u32(lim, "max_packet", UPK_MSG_MAX + UPK_AGENT_PACKET_OVERHEAD,
+                       64u * 1024u * 1024u, &l->max_packet, eb, ecap)))
         return err;
+    if (l->max_packet < UPK_CHUNK_HDR_LEN + l->chunk_size + UPK_AGENT_PACKET_OVERHEAD)
+        return bad(eb, ecap, "limits.max_packet",
+                   "must be at least limits.chunk_size + %u (a chunk with its header)",
+                   UPK_CHUNK_HDR_LEN + UPK_AGENT_PACKET_OVERHEAD);
     return UPK_OK;
 }
 
@@ -201,6 +223,12 @@ static upk_err parse_command(const cJSON *h, const char *name, char **argv, size
     (void)snprintf(field, sizeof(field), "%s.command", name);
     if (!cJSON_IsObject(h))
         return bad(eb, ecap, name, "must be an object");
+    static const char *const known[] = {"command", "timeout_s", NULL};
+    char ctx[48];
+    (void)snprintf(ctx, sizeof(ctx), "%s.", name); /* names are short literals */
+    upk_err kerr = upk_jsoncfg_known(h, ctx, known, eb, ecap);
+    if (kerr != UPK_OK)
+        return kerr;
     const cJSON *cmd = cJSON_GetObjectItemCaseSensitive(h, "command");
     if (cmd == NULL || !cJSON_IsArray(cmd))
         return bad(eb, ecap, field, "must be an array of strings");
@@ -242,13 +270,58 @@ static upk_err parse_tls(const cJSON *t, upk_agent_config *cfg, char *eb, size_t
         return UPK_OK;
     if (!cJSON_IsObject(t))
         return bad(eb, ecap, "tls", "must be an object");
+    static const char *const known[] = {"ca_file", "cert_file", "key_file", NULL};
     upk_err err;
+    if ((err = upk_jsoncfg_known(t, "tls.", known, eb, ecap)))
+        return err;
     if ((err = get_str(t, "ca_file", false, UPK_AGENT_PATH_MAX, &cfg->tls_ca_file, eb, ecap)) ||
         (err = get_str(t, "cert_file", false, UPK_AGENT_PATH_MAX, &cfg->tls_cert_file, eb, ecap)) ||
         (err = get_str(t, "key_file", false, UPK_AGENT_PATH_MAX, &cfg->tls_key_file, eb, ecap)))
         return err;
     if ((cfg->tls_cert_file == NULL) != (cfg->tls_key_file == NULL))
         return bad(eb, ecap, "tls.cert_file", "cert_file and key_file go together");
+    return UPK_OK;
+}
+
+/* "factory_release": {"name", "version", "security_version", "image_sha256"}:
+ * what the device runs before its first update. */
+static upk_err parse_factory(const cJSON *f, upk_agent_config *cfg, char *eb, size_t ecap)
+{
+    if (f == NULL)
+        return UPK_OK;
+    if (!cJSON_IsObject(f))
+        return bad(eb, ecap, "factory_release", "must be an object");
+    static const char *const known[] = {"name", "version", "security_version", "image_sha256",
+                                        NULL};
+    upk_err err = upk_jsoncfg_known(f, "factory_release.", known, eb, ecap);
+    if (err != UPK_OK)
+        return err;
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(f, "name");
+    if (!cJSON_IsString(n) || !upk_id_valid(n->valuestring))
+        return bad(eb, ecap, "factory_release.name", "required: the release name, an id");
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(f, "version");
+    bool vok = cJSON_IsString(v) && v->valuestring[0] != '\0' &&
+               strlen(v->valuestring) <= UPK_VERSION_STR_MAX;
+    for (const char *p = vok ? v->valuestring : ""; *p != '\0' && vok; p++)
+        vok = *p > ' ' && *p < 0x7f;
+    if (!vok)
+        return bad(eb, ecap, "factory_release.version",
+                   "required: 1..%d printable characters without spaces", UPK_VERSION_STR_MAX);
+    uint64_t sv = 0;
+    if (cJSON_GetObjectItemCaseSensitive(f, "security_version") == NULL)
+        return bad(eb, ecap, "factory_release.security_version", "required: a number >= 0");
+    if ((err = get_u64(f, "security_version", 0, (1ull << 53), &sv, eb, ecap)))
+        return err;
+    const cJSON *h = cJSON_GetObjectItemCaseSensitive(f, "image_sha256");
+    if (h != NULL && (!cJSON_IsString(h) || strlen(h->valuestring) != UPK_SHA256_HEX_LEN ||
+                      upk_hex_decode(h->valuestring, UPK_SHA256_HEX_LEN, cfg->factory_image_sha256,
+                                     UPK_SHA256_LEN) != UPK_OK))
+        return bad(eb, ecap, "factory_release.image_sha256",
+                   "must be the SHA-256 of the installed image in 64 hex digits");
+    (void)snprintf(cfg->factory_name, sizeof(cfg->factory_name), "%s", n->valuestring);
+    (void)snprintf(cfg->factory_version, sizeof(cfg->factory_version), "%s", v->valuestring);
+    cfg->factory_security_version = sv;
+    cfg->has_factory = true;
     return UPK_OK;
 }
 
@@ -288,9 +361,36 @@ static upk_err parse_password(const cJSON *root, upk_agent_config *cfg, char *eb
 
 static upk_err parse_root(const cJSON *root, upk_agent_config *cfg, char *eb, size_t ecap)
 {
+    /* Every field parsed here; anything else is a typo and refused by name
+     * (as the broker plugin does). A new field must be added here. */
+    static const char *const known[] = {"broker",
+                                        "device_id",
+                                        "username",
+                                        "password",
+                                        "password_file",
+                                        "hardware",
+                                        "data_dir",
+                                        "keys",
+                                        "module",
+                                        "module_settings",
+                                        "modules_dir",
+                                        "health_check",
+                                        "health_hook",
+                                        "health_interval_s",
+                                        "support_until",
+                                        "topic_prefix",
+                                        "limits",
+                                        "tls",
+                                        "reconnect_min_ms",
+                                        "reconnect_max_ms",
+                                        "fsync",
+                                        "factory_release",
+                                        NULL};
     upk_err err;
     if (!cJSON_IsObject(root))
         return bad(eb, ecap, "(top level)", "must be a JSON object");
+    if ((err = upk_jsoncfg_known(root, "", known, eb, ecap)))
+        return err;
     if ((err = get_str(root, "broker", true, BROKER_MAX, &cfg->broker, eb, ecap)))
         return err;
     if (strncmp(cfg->broker, "tcp://", 6) != 0 && strncmp(cfg->broker, "ssl://", 6) != 0 &&
@@ -388,6 +488,9 @@ static upk_err parse_root(const cJSON *root, upk_agent_config *cfg, char *eb, si
     if (cfg->reconnect_min_ms != 0 && cfg->reconnect_max_ms != 0 &&
         cfg->reconnect_min_ms > cfg->reconnect_max_ms)
         return bad(eb, ecap, "reconnect_min_ms", "must not exceed reconnect_max_ms");
+    if ((err = parse_factory(cJSON_GetObjectItemCaseSensitive(root, "factory_release"), cfg, eb,
+                             ecap)))
+        return err;
     const cJSON *fs = cJSON_GetObjectItemCaseSensitive(root, "fsync");
     if (fs != NULL) {
         if (!cJSON_IsBool(fs))
@@ -405,10 +508,11 @@ upk_err upk_agent_config_parse(const char *json, size_t len, upk_agent_config *c
     upk_agent_config_defaults(cfg);
     if (json == NULL || len > UPK_AGENT_CONFIG_MAX)
         return bad(eb, ecap, "(file)", "is larger than %u bytes", UPK_AGENT_CONFIG_MAX);
-    cJSON *root = cJSON_ParseWithLength(json, len);
-    if (root == NULL)
-        return bad(eb, ecap, "(file)", "is not valid JSON");
-    upk_err err = parse_root(root, cfg, eb, ecap);
+    cJSON *root = NULL;
+    upk_err err = upk_jsoncfg_parse(json, len, &root, eb, ecap);
+    if (err != UPK_OK)
+        return err;
+    err = parse_root(root, cfg, eb, ecap);
     cJSON_Delete(root);
     if (err != UPK_OK) {
         if (err != UPK_E_CONFIG_INVALID)

@@ -38,6 +38,7 @@ struct ev {
     struct ev *next;
     enum ev_type type;
     upk_err err;
+    int reason; /* EV_CONNECT_FAILED: the CONNACK reason code, or 0 */
     uint64_t pub_id;
     /* EV_MESSAGE */
     char *topic;
@@ -137,7 +138,7 @@ static void push_simple(upk_mqtt *c, enum ev_type type, upk_err err, uint64_t pu
     push(c, e);
 }
 
-static upk_err reason_to_err(enum MQTTReasonCodes rc)
+static upk_err reason_to_err(int rc)
 {
     switch (rc) {
     case MQTTREASONCODE_BAD_USER_NAME_OR_PASSWORD:
@@ -159,8 +160,18 @@ static void on_connect_ok(void *ctx, MQTTAsync_successData5 *resp)
 
 static void on_connect_fail(void *ctx, MQTTAsync_failureData5 *resp)
 {
-    upk_err err = resp != NULL ? reason_to_err(resp->reasonCode) : UPK_E_CONN;
-    push_simple(ctx, EV_CONNECT_FAILED, err, 0);
+    /* Paho 1.3.12 reports a refusing CONNACK's reason code in code (its own
+     * failures are negative there), not in reasonCode, which stays 0. */
+    int reason = 0;
+    if (resp != NULL)
+        reason = resp->code >= 0x80 && resp->code <= 0xff ? resp->code : (int)resp->reasonCode;
+    struct ev *e = calloc(1, sizeof(*e));
+    if (e == NULL)
+        return; /* as push_simple: the next attempt's outcome is reported */
+    e->type = EV_CONNECT_FAILED;
+    e->err = reason_to_err(reason);
+    e->reason = reason;
+    push(ctx, e);
 }
 
 static void on_conn_lost(void *ctx, char *cause)
@@ -295,6 +306,20 @@ static void on_timer(uv_timer_t *t)
         start_connect(c);
 }
 
+/* A refused login: a slow backoff (or none at all), one log line. */
+static void schedule_refused(upk_mqtt *c, int reason)
+{
+    c->state = ST_BACKOFF;
+    if (c->opts.stop_on_refusal) {
+        upk__mqtt_log_refused(c->url, c->username, c->client_id, reason, 0);
+        return;
+    }
+    uint32_t delay = upk__mqtt_backoff_refused(&c->backoff_ms, &c->opts);
+    upk__mqtt_log_refused(c->url, c->username, c->client_id, reason, delay);
+    if (uv_timer_start(&c->timer, on_timer, delay, 0) != 0)
+        upk_error("mqtt: cannot arm reconnect timer client=%s", c->client_id);
+}
+
 static void schedule_reconnect(upk_mqtt *c)
 {
     c->state = ST_BACKOFF;
@@ -309,7 +334,7 @@ static void start_connect(upk_mqtt *c)
     MQTTAsync_willOptions will = MQTTAsync_willOptions_initializer;
     MQTTAsync_SSLOptions ssl = MQTTAsync_SSLOptions_initializer;
     MQTTProperties props = MQTTProperties_initializer;
-    MQTTProperty expiry;
+    MQTTProperty expiry, maxpkt;
 
     co.keepAliveInterval = c->opts.keepalive_s;
     co.cleanstart = c->opts.clean_start ? 1 : 0;
@@ -336,6 +361,13 @@ static void start_connect(upk_mqtt *c)
         if (MQTTProperties_add(&props, &expiry) != 0) {
             upk_error("mqtt: cannot set session expiry client=%s", c->client_id);
         }
+        co.connectProperties = &props;
+    }
+    if (c->opts.max_packet > 0) {
+        maxpkt.identifier = MQTTPROPERTY_CODE_MAXIMUM_PACKET_SIZE;
+        maxpkt.value.integer4 = c->opts.max_packet;
+        if (MQTTProperties_add(&props, &maxpkt) != 0)
+            upk_error("mqtt: cannot set the maximum packet size client=%s", c->client_id);
         co.connectProperties = &props;
     }
     if (c->tls) {
@@ -531,8 +563,12 @@ static void handle_event(upk_mqtt *c, struct ev *e)
             }
         }
 #endif
-        upk_warn("mqtt: connect failed client=%s error=%s", c->client_id, upk_err_str(e->err));
-        schedule_reconnect(c);
+        if (e->err == UPK_E_AUTH_FAILED) {
+            schedule_refused(c, e->reason);
+        } else {
+            upk_warn("mqtt: connect failed client=%s error=%s", c->client_id, upk_err_str(e->err));
+            schedule_reconnect(c);
+        }
         if (c->opts.on_disconnect != NULL)
             c->opts.on_disconnect(c, e->err, c->opts.userdata);
         break;

@@ -2,6 +2,9 @@
  * clients (see mqtt_shared.h). */
 #include "mqtt_shared.h"
 
+#include "upkeep/log.h"
+
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,6 +24,12 @@ void upk__mqtt_opts_normalize(upk_mqtt_opts *o)
         o->max_inflight = 64;
     if (o->max_buffered <= 0)
         o->max_buffered = 1024;
+    if (o->refused_min_ms == 0)
+        o->refused_min_ms = 60000;
+    if (o->refused_max_ms == 0)
+        o->refused_max_ms = 900000;
+    if (o->refused_max_ms < o->refused_min_ms)
+        o->refused_max_ms = o->refused_min_ms;
 }
 
 uint32_t upk__mqtt_backoff_next(uint32_t *backoff_ms, uint32_t max_ms)
@@ -31,6 +40,32 @@ uint32_t upk__mqtt_backoff_next(uint32_t *backoff_ms, uint32_t max_ms)
     uint64_t doubled = (uint64_t)d * 2;
     *backoff_ms = doubled > max_ms ? max_ms : (uint32_t)doubled;
     return wait;
+}
+
+uint32_t upk__mqtt_backoff_refused(uint32_t *backoff_ms, const upk_mqtt_opts *o)
+{
+    if (*backoff_ms < o->refused_min_ms)
+        *backoff_ms = o->refused_min_ms;
+    return upk__mqtt_backoff_next(backoff_ms, o->refused_max_ms);
+}
+
+void upk__mqtt_log_refused(const char *broker, const char *username, const char *client_id,
+                           int reason, uint32_t wait_ms)
+{
+    char next[64];
+    int r = wait_ms > 0 ? snprintf(next, sizeof(next), "next attempt in %u s",
+                                   (unsigned)((wait_ms + 999) / 1000))
+                        : snprintf(next, sizeof(next), "not retrying");
+    (void)r;            /* 64 bytes hold either text */
+    if (wait_ms == 0) { /* the caller reports it and gives up */
+        upk_debug("mqtt: login refused client=%s reason=0x%02x; not retrying", client_id,
+                  (unsigned)reason);
+        return;
+    }
+    upk_error("mqtt: login refused for '%s' by the broker at %s: wrong password, unknown "
+              "account, or locked out after repeated failures (see the broker log); %s "
+              "(client=%s reason=0x%02x error=AUTH_FAILED)",
+              username != NULL ? username : "", broker, next, client_id, (unsigned)reason);
 }
 
 char *upk__mqtt_strdup(const char *s, bool *ok)

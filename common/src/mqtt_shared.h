@@ -21,6 +21,18 @@ void upk__mqtt_opts_normalize(upk_mqtt_opts *o);
  * jitter") where d = *backoff_ms; then doubles *backoff_ms up to max_ms. */
 uint32_t upk__mqtt_backoff_next(uint32_t *backoff_ms, uint32_t max_ms);
 
+/* The wait before the next attempt after a refused login: *backoff_ms is
+ * raised to at least o->refused_min_ms, the wait drawn from [d/2, d] as
+ * above, then *backoff_ms doubles up to o->refused_max_ms. */
+uint32_t upk__mqtt_backoff_refused(uint32_t *backoff_ms, const upk_mqtt_opts *o);
+
+/* Logs one refused login at error level: account, broker, CONNACK reason
+ * and the likely causes, and wait_ms, the delay before the next attempt.
+ * With wait_ms 0 (no further attempt: the caller reports the refusal
+ * itself) only a debug line. */
+void upk__mqtt_log_refused(const char *broker, const char *username, const char *client_id,
+                           int reason, uint32_t wait_ms);
+
 /* strdup(s), NULL for NULL; clears *ok when out of memory. */
 char *upk__mqtt_strdup(const char *s, bool *ok);
 

@@ -27,7 +27,7 @@
 
 #define CONNECT_TIMEOUT_MS 10000
 #define CLOSE_TIMEOUT_MS   1000
-#define MAX_PACKET         (64u * 1024u * 1024u) /* inbound cap; bigger is a protocol error */
+#define MAX_PACKET         (64u * 1024u * 1024u) /* inbound cap without opts.max_packet */
 #define READ_CHUNK         (64u * 1024u)
 
 enum pkt {
@@ -398,9 +398,34 @@ static void schedule_reconnect(upk_mqtt *c)
         upk_error("mqtt: cannot arm reconnect timer client=%s", c->client_id);
 }
 
+/* A refused login: a slow backoff (or none at all), one log line. */
+static void schedule_refused(upk_mqtt *c, int reason)
+{
+    char where[300];
+    int r = snprintf(where, sizeof(where), "tcp://%s:%d", c->host, c->port);
+    (void)r; /* a longer host name is cut in the log line only */
+    c->state = ST_BACKOFF;
+    if (c->opts.stop_on_refusal) {
+        upk__mqtt_log_refused(where, c->username, c->client_id, reason, 0);
+        return;
+    }
+    uint32_t delay = upk__mqtt_backoff_refused(&c->backoff_ms, &c->opts);
+    upk__mqtt_log_refused(where, c->username, c->client_id, reason, delay);
+    if (uv_timer_start(&c->timer, on_timer, delay, 0) != 0)
+        upk_error("mqtt: cannot arm reconnect timer client=%s", c->client_id);
+}
+
+static void conn_end(upk_mqtt *c, upk_err err, const char *why, int reason);
+
 /* The connection (or the attempt) is over: fail what was pending, schedule
  * the next attempt and tell the user. */
 static void conn_lost(upk_mqtt *c, upk_err err, const char *why)
+{
+    conn_end(c, err, why, 0);
+}
+
+/* conn_lost, with the CONNACK reason of a refused login. */
+static void conn_end(upk_mqtt *c, upk_err err, const char *why, int reason)
 {
     if (c->state != ST_CONNECTING && c->state != ST_CONNECTED)
         return;
@@ -412,12 +437,16 @@ static void conn_lost(upk_mqtt *c, upk_err err, const char *why)
     }
     (void)uv_timer_stop(&c->ka);
     (void)uv_timer_stop(&c->timer);
-    if (was_connected)
+    if (was_connected) {
         upk_warn("mqtt: connection lost client=%s (%s)", c->client_id, why);
-    else
+        schedule_reconnect(c);
+    } else if (err == UPK_E_AUTH_FAILED) {
+        schedule_refused(c, reason);
+    } else {
         upk_warn("mqtt: connect failed client=%s error=%s (%s)", c->client_id, upk_err_str(err),
                  why);
-    schedule_reconnect(c);
+        schedule_reconnect(c);
+    }
     fail_pending(c, UPK_E_CONN, true);
     if (c->opts.on_disconnect != NULL && c->state == ST_BACKOFF)
         c->opts.on_disconnect(c, err, c->opts.userdata);
@@ -431,6 +460,8 @@ static upk_err send_connect(upk_mqtt *c)
     size_t props = 0;
     bool expiry = !c->opts.clean_start && c->opts.session_expiry_s > 0;
     if (expiry)
+        props += 5;
+    if (c->opts.max_packet > 0)
         props += 5;
     size_t body = 10 + varint_len(props) + props + 2 + cid;
     uint8_t flags = c->opts.clean_start ? 0x02 : 0x00;
@@ -460,6 +491,10 @@ static upk_err send_connect(upk_mqtt *c)
     if (expiry) {
         *p++ = 0x11;
         p = put_u32(p, c->opts.session_expiry_s);
+    }
+    if (c->opts.max_packet > 0) {
+        *p++ = 0x27; /* maximum packet size */
+        p = put_u32(p, c->opts.max_packet);
     }
     p = put_bin(p, c->client_id, cid);
     if (c->will_topic != NULL) {
@@ -687,7 +722,7 @@ static bool handle_connack(upk_mqtt *c, const uint8_t *p, const uint8_t *end)
     if (rc >= 0x80) {
         char why[48];
         (void)snprintf(why, sizeof(why), "refused with reason 0x%02x", rc);
-        conn_lost(c, reason_to_err(rc), why);
+        conn_end(c, reason_to_err(rc), why, rc);
         return true;
     }
     (void)uv_timer_stop(&c->timer);
@@ -867,7 +902,12 @@ static size_t parse_packets(upk_mqtt *c, conn *cn, const uint8_t *data, size_t l
             }
             break;
         }
-        if (body > MAX_PACKET) {
+        /* Judged from the header alone: a packet over the limit is never
+         * buffered (MQTT 5 counts the whole packet, header included). */
+        size_t limit = c->opts.max_packet > 0 ? c->opts.max_packet : MAX_PACKET;
+        if (body > limit || (size_t)(q - p) + body > limit) {
+            upk_warn("mqtt: refused a packet of %zu bytes over the limit of %zu client=%s",
+                     (size_t)(q - p) + body, limit, c->client_id);
             conn_lost(c, UPK_E_CONN, "packet too large");
             return SIZE_MAX;
         }

@@ -12,6 +12,7 @@
 
 #include "upkeep/fs.h"
 #include "upkeep/hash.h"
+#include "upkeep/jsoncfg.h"
 #include "upkeep/log.h"
 #include "upkeep/mqtt.h"
 #include "upkeep/msg.h"
@@ -36,6 +37,66 @@ static void copy_str(char *dst, size_t cap, const char *src)
     (void)r;
 }
 
+/* Every field of cli.json; anything else is refused by name. */
+static const char *const cli_fields[] = {"broker",  "user",      "password_file", "prefix",
+                                         "ca_file", "cert_file", "key_file",      NULL};
+
+/* Reads cli.json at path into cfg, strictly: a missing file is no error;
+ * anything wrong with an existing one goes to cfg->file_error. */
+static void read_cli_json(upk_client_cfg *cfg, const char *path)
+{
+    char *text = NULL;
+    size_t len = 0;
+    char why[512];
+    int r;
+    cJSON *j = NULL;
+    upk_err err = upk_fs_read(path, 65536, &text, &len);
+    if (err == UPK_E_NOT_FOUND)
+        return;
+    if (err != UPK_OK) {
+        r = snprintf(cfg->file_error, sizeof(cfg->file_error), "%.400s: cannot read (%s)", path,
+                     upk_err_str(err));
+        (void)r;
+        return;
+    }
+    if (upk_jsoncfg_parse(text, len, &j, why, sizeof(why)) != UPK_OK ||
+        upk_jsoncfg_known(j, "", cli_fields, why, sizeof(why)) != UPK_OK)
+        goto refused;
+    struct {
+        const char *name;
+        char *dst;
+        size_t cap;
+    } fields[] = {
+        {"broker", cfg->broker, sizeof(cfg->broker)},
+        {"user", cfg->user, sizeof(cfg->user)},
+        {"password_file", cfg->password_file, sizeof(cfg->password_file)},
+        {"prefix", cfg->prefix, sizeof(cfg->prefix)},
+        {"ca_file", cfg->ca_file, sizeof(cfg->ca_file)},
+        {"cert_file", cfg->cert_file, sizeof(cfg->cert_file)},
+        {"key_file", cfg->key_file, sizeof(cfg->key_file)},
+    };
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, fields[i].name);
+        if (v == NULL)
+            continue;
+        if (!cJSON_IsString(v) || v->valuestring[0] == '\0' ||
+            strlen(v->valuestring) >= fields[i].cap) {
+            r = snprintf(why, sizeof(why), "%s: must be a non-empty string of at most %zu bytes",
+                         fields[i].name, fields[i].cap - 1);
+            goto refused;
+        }
+        copy_str(fields[i].dst, fields[i].cap, v->valuestring);
+    }
+    cJSON_Delete(j);
+    free(text);
+    return;
+refused:
+    r = snprintf(cfg->file_error, sizeof(cfg->file_error), "%.400s: %.230s", path, why);
+    (void)r; /* a cut message still names the file and field first */
+    cJSON_Delete(j);
+    free(text);
+}
+
 void upk_client_cfg_init(upk_client_cfg *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
@@ -44,30 +105,9 @@ void upk_client_cfg_init(upk_client_cfg *cfg)
     const char *home = getenv("HOME");
     if (home != NULL) {
         char path[4200];
-        char *text = NULL;
-        size_t len = 0;
         int r = snprintf(path, sizeof(path), "%s/.config/upkeep/cli.json", home);
-        (void)r;
-        if (upk_fs_read(path, 65536, &text, &len) == UPK_OK) {
-            cJSON *j = cJSON_ParseWithLength(text, len);
-            const cJSON *v;
-            if ((v = cJSON_GetObjectItem(j, "broker")) != NULL && cJSON_IsString(v))
-                copy_str(cfg->broker, sizeof(cfg->broker), v->valuestring);
-            if ((v = cJSON_GetObjectItem(j, "user")) != NULL && cJSON_IsString(v))
-                copy_str(cfg->user, sizeof(cfg->user), v->valuestring);
-            if ((v = cJSON_GetObjectItem(j, "password_file")) != NULL && cJSON_IsString(v))
-                copy_str(cfg->password_file, sizeof(cfg->password_file), v->valuestring);
-            if ((v = cJSON_GetObjectItem(j, "prefix")) != NULL && cJSON_IsString(v))
-                copy_str(cfg->prefix, sizeof(cfg->prefix), v->valuestring);
-            if ((v = cJSON_GetObjectItem(j, "ca_file")) != NULL && cJSON_IsString(v))
-                copy_str(cfg->ca_file, sizeof(cfg->ca_file), v->valuestring);
-            if ((v = cJSON_GetObjectItem(j, "cert_file")) != NULL && cJSON_IsString(v))
-                copy_str(cfg->cert_file, sizeof(cfg->cert_file), v->valuestring);
-            if ((v = cJSON_GetObjectItem(j, "key_file")) != NULL && cJSON_IsString(v))
-                copy_str(cfg->key_file, sizeof(cfg->key_file), v->valuestring);
-            cJSON_Delete(j);
-            free(text);
-        }
+        if (r > 0 && (size_t)r < sizeof(path))
+            read_cli_json(cfg, path);
     }
     const char *e;
     if ((e = getenv("UPKEEP_BROKER")) != NULL)
@@ -127,10 +167,11 @@ bool upk_client_cfg_opt(upk_client_cfg *cfg, int code, const char *value)
 
 int upk_client_exit_code(upk_err err)
 {
-    return (err == UPK_E_CONN || err == UPK_E_TIMEOUT || err == UPK_E_AUTH_FAILED ||
-            err == UPK_E_CONFIG_INVALID)
-               ? 3
-               : 1;
+    if (err == UPK_E_AUTH_FAILED)
+        return UPK_CLIENT_EXIT_REFUSED;
+    if (err == UPK_E_CONFIG_INVALID)
+        return 2; /* no broker or user, a bad cli.json or TLS file: fix the settings */
+    return (err == UPK_E_CONN || err == UPK_E_TIMEOUT) ? 3 : 1;
 }
 
 static void on_connect(upk_mqtt *m, void *ud)
@@ -193,6 +234,11 @@ static void wait_for(upk_client *c, const bool *flag, bool stop_on_conn_err)
 upk_err upk_client_connect(const upk_client_cfg *cfg, upk_client **out, char *why, size_t whycap)
 {
     int r;
+    if (cfg->file_error[0] != '\0') {
+        r = snprintf(why, whycap, "%s", cfg->file_error);
+        (void)r;
+        return UPK_E_CONFIG_INVALID;
+    }
     if (cfg->broker[0] == '\0' || cfg->user[0] == '\0') {
         r = snprintf(why, whycap,
                      "no broker or user: pass --broker URL --user NAME --password-file F, set "
@@ -245,6 +291,9 @@ upk_err upk_client_connect(const upk_client_cfg *cfg, upk_client **out, char *wh
     o.clean_start = true;
     o.reconnect_min_ms = 200;
     o.reconnect_max_ms = 2000;
+    /* Every retry of a refused login counts towards the plugin's lockout:
+     * one attempt, then the refusal is reported. */
+    o.stop_on_refusal = true;
     o.on_connect = on_connect;
     o.on_disconnect = on_disconnect;
     o.on_message = on_message;
@@ -264,12 +313,14 @@ upk_err upk_client_connect(const upk_client_cfg *cfg, upk_client **out, char *wh
         if (err == UPK_E_TLS_UNTRUSTED || err == UPK_E_TLS_FAILED)
             r = snprintf(why, whycap, "TLS to the broker at %s failed: %s (%s; details above)",
                          cfg->broker, upk_err_str(err), upk_err_msg(err));
+        else if (err == UPK_E_AUTH_FAILED)
+            r = snprintf(why, whycap,
+                         "login refused for '%s' by the broker at %s: wrong password, unknown "
+                         "account, or locked out after repeated failures (see the broker log)",
+                         cfg->user, cfg->broker);
         else
             r = snprintf(why, whycap,
-                         err == UPK_E_AUTH_FAILED
-                             ? "broker %s refused user '%s': check --user and --password-file"
-                             : "cannot reach the broker at %s as '%s': check --broker and that "
-                               "it runs",
+                         "cannot reach the broker at %s as '%s': check --broker and that it runs",
                          cfg->broker, cfg->user);
         upk_client_close(c);
         goto out_pw;

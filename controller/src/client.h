@@ -23,6 +23,10 @@ typedef struct upk_client_cfg {
     char cert_file[4096]; /* client certificate (a listener that wants one) */
     char key_file[4096];
     unsigned timeout_ms;
+    /* Why ~/.config/upkeep/cli.json was refused ("PATH: field: why"), or ""
+     * (also when there is no such file). upk_client_connect refuses to run
+     * with it set: a typo in the file is never silently ignored. */
+    char file_error[640];
 } upk_client_cfg;
 
 /* getopt_long codes of the connection options every remote command takes. */
@@ -83,8 +87,15 @@ UPK_MUST_CHECK upk_err upk_client_call(upk_client *c, const char *cmd, const str
                                        struct cJSON **data, char *msg, size_t msgcap);
 void upk_client_close(upk_client *c);
 
-/* Exit status for a client error: 3 when the controller or broker was not
- * reached, else 1. */
+/* The exit status of a refused login (wrong password, unknown account,
+ * locked out): distinct from 3 so that scripts never retry it (each retry
+ * counts towards the broker's lockout). */
+#define UPK_CLIENT_EXIT_REFUSED 4
+
+/* Exit status for a client error: UPK_CLIENT_EXIT_REFUSED for a refused
+ * login, 2 for settings to fix (UPK_E_CONFIG_INVALID: no broker or user, a
+ * bad cli.json, an unreadable TLS file), 3 when the controller or broker was
+ * not reached, else 1. */
 int upk_client_exit_code(upk_err err);
 
 #endif

@@ -9,6 +9,7 @@
 #include <cjson/cJSON.h>
 
 #include "upkeep/fs.h"
+#include "upkeep/jsoncfg.h"
 
 #define CONFIG_FILE_MAX (256 * 1024)
 
@@ -38,6 +39,14 @@ static bool get_str(const cJSON *root, const char *name, char *out, size_t cap, 
     return true;
 }
 
+/* Every field parse below reads; anything else is a typo and refused by
+ * name (as the broker plugin does), never silently ignored. A new field
+ * must be added here. */
+static const char *const serve_fields[] = {
+    "data_dir",           "broker",       "username",  "password_file", "client_id",
+    "topic_prefix",       "ca_file",      "cert_file", "key_file",      "tick_ms",
+    "readonly_operators", "release_keys", NULL};
+
 upk_err upk_serve_config_parse(const char *json, size_t len, upk_serve_config *out, char *why,
                                size_t whycap)
 {
@@ -45,11 +54,11 @@ upk_err upk_serve_config_parse(const char *json, size_t len, upk_serve_config *o
     memset(&c, 0, sizeof(c));
     upk_err err = UPK_OK;
     bool present;
-    cJSON *root = cJSON_ParseWithLength(json, len);
-    if (root == NULL || !cJSON_IsObject(root)) {
-        cJSON_Delete(root);
-        return bad(why, whycap, "config: not a JSON object");
-    }
+    cJSON *root = NULL;
+    if ((err = upk_jsoncfg_parse(json, len, &root, why, whycap)) != UPK_OK)
+        return err;
+    if ((err = upk_jsoncfg_known(root, "", serve_fields, why, whycap)) != UPK_OK)
+        goto done;
     if (!get_str(root, "data_dir", c.data_dir, sizeof(c.data_dir) - 80, &present) || !present) {
         err = bad(why, whycap, "data_dir: required string (a directory for the database)");
         goto done;
@@ -156,6 +165,15 @@ upk_err upk_serve_config_parse(const char *json, size_t len, upk_serve_config *o
         }
         if (upk_fs_read(k->valuestring, UPK_KEY_PEM_MAX, &pem, &pemlen) != UPK_OK) {
             err = bad(why, whycap, "release_keys: cannot read %s", k->valuestring);
+            goto done;
+        }
+        if (upk_jsoncfg_pem_is_private(pem, pemlen)) {
+            memset(pem, 0, pemlen);
+            free(pem);
+            err = bad(why, whycap,
+                      "release_keys: %s is a private key; list the public key (the .pub that "
+                      "`upkeep keygen` writes) and keep the private key offline",
+                      k->valuestring);
             goto done;
         }
         upk_err kerr = upk_key_load_pem(pem, pemlen, &key);

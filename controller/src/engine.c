@@ -279,9 +279,9 @@ upk_err upk_engine_step_gated(const upk_campaign *c, const upk_cdev *devs, size_
         fmt_pct(a, sizeof(a), (uint64_t)failures * 10000u / total);
         fmt_pct(b, sizeof(b), c->max_fail_bp);
         int r = snprintf(nx->reason, sizeof(nx->reason),
-                         "stage %u: %zu of %zu devices failed or timed out (%s), above the "
+                         "stage %u: %zu of %zu device%s failed or timed out (%s), above the "
                          "threshold %s",
-                         nx->stage + 1, failures, total, a, b);
+                         nx->stage + 1, failures, total, total == 1 ? "" : "s", a, b);
         (void)r;
         (void)halt(c, nx, devs, n, now_ms, actions, cap, res);
         return UPK_OK;

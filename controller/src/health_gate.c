@@ -164,13 +164,15 @@ upk_err upk_gate_eval(const upk_gate_cfg *cfg, const upk_gate_dev *devs, size_t 
     if (r.updated > 0 &&
         (uint64_t)r.unhealthy * 10000u > (uint64_t)cfg->max_unhealthy_bp * r.updated) {
         char why[160], loop[48];
-        int l = snprintf(loop, sizeof(loop), "restarted more than %u times", cfg->restart_limit);
+        int l = snprintf(loop, sizeof(loop), "restarted more than %u time%s", cfg->restart_limit,
+                         cfg->restart_limit == 1 ? "" : "s");
         (void)l;
         causes(&r, loop, why, sizeof(why));
         r.halt = true;
         int k = snprintf(r.reason, sizeof(r.reason),
-                         "health gate: %zu of %zu updated devices unhealthy (%.2f%% > %.2f%%): %s",
-                         r.unhealthy, r.updated, 100.0 * (double)r.unhealthy / (double)r.updated,
+                         "health gate: %zu of %zu updated device%s unhealthy (%.2f%% > %.2f%%): %s",
+                         r.unhealthy, r.updated, r.updated == 1 ? "" : "s",
+                         100.0 * (double)r.unhealthy / (double)r.updated,
                          cfg->max_unhealthy_bp / 100.0, why);
         (void)k;
     } else if (cfg->compare_baseline) {

@@ -265,6 +265,8 @@ static void on_disconnect(upk_mqtt *c, upk_err err, void *ud)
 {
     (void)c;
     srv *s = ud;
+    if (err == UPK_E_AUTH_FAILED)
+        return; /* logged by the client once per backoff step, with the wait */
     upk_warn("serve: broker %s: %s; reconnecting", s->cfg->broker, upk_err_str(err));
 }
 

@@ -94,7 +94,15 @@ typedef struct upk_agent_limits {
     uint32_t ack_timeout_ms;    /* re-send an event not acked by the controller; default 10000 */
     uint32_t step_timeout_s;    /* install module steps; default 600 */
     uint32_t max_restarts;      /* restarts mid-activation before rolling back; default 3 */
+    uint32_t max_packet;        /* largest MQTT packet accepted; default UPK_AGENT_MAX_PACKET */
 } upk_agent_limits;
+
+/* The default limits.max_packet: a chunk of the largest size (its 52-byte
+ * header and UPK_CHUNK_MAX bytes) or a JSON message of UPK_MSG_MAX bytes,
+ * whichever is larger, plus 2 KiB for the MQTT header, topic and properties.
+ * The broker is told in the CONNECT and sends nothing larger. */
+#define UPK_AGENT_PACKET_OVERHEAD 2048u
+#define UPK_AGENT_MAX_PACKET      (UPK_CHUNK_HDR_LEN + UPK_CHUNK_MAX + UPK_AGENT_PACKET_OVERHEAD)
 
 struct upk_agent_config {
     char *broker;    /* tcp://host:port or ssl://host:port */
@@ -129,6 +137,14 @@ struct upk_agent_config {
     char *tls_ca_file, *tls_cert_file, *tls_key_file; /* NULL when unset */
     uint32_t reconnect_min_ms, reconnect_max_ms;      /* 0 = mqtt.h defaults */
     bool fsync;                                       /* default true; false only for simulators */
+    /* The release installed at the factory ("factory_release"), reported
+     * and used for anti-rollback until the first update commits: has_factory
+     * false when not given; image_sha256 all zero when not given. */
+    bool has_factory;
+    char factory_name[UPK_ID_MAX + 1];
+    char factory_version[UPK_VERSION_STR_MAX + 1];
+    uint64_t factory_security_version;
+    uint8_t factory_image_sha256[UPK_SHA256_LEN];
 
     /* Set by the loader from key_paths; owned by the config. A caller that
      * builds a config by hand may point it at a shared keyring instead (then
@@ -187,9 +203,19 @@ size_t upk_agent_events_pending(const upk_agent *a);
 const char *upk_agent_installed_version(const upk_agent *a);
 uint32_t upk_agent_bake_restarts(const upk_agent *a);
 
+/* How long a closing agent waits for the broker to confirm its retained
+ * "offline" flag before it disconnects anyway (a hung broker never does). */
+#define UPK_AGENT_OFFLINE_WAIT_MS 2000u
+/* The bound on stopping the upkeep-agent daemon after SIGTERM/SIGINT,
+ * whatever its outbox holds and whether or not the broker answers: past it
+ * the process exits without waiting for a clean disconnect. Its state is on
+ * disk (journal, outbox), so this is as safe as a power cut. */
+#define UPK_AGENT_STOP_BOUND_MS 5000u
+
 /* Stops everything; closed (may be NULL) runs on the loop once all handles
  * are released and the agent is freed. Work already handed to the thread
- * pool finishes first. NULL is a no-op. */
+ * pool finishes first. The MQTT side takes at most UPK_AGENT_OFFLINE_WAIT_MS
+ * plus the client's disconnect timeout (1 s). NULL is a no-op. */
 void upk_agent_close(upk_agent *a, void (*closed)(void *userdata), void *userdata);
 
 #endif

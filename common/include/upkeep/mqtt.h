@@ -67,6 +67,30 @@ typedef struct upk_mqtt_opts {
     int max_inflight;          /* QoS 1/2 messages in flight; 0 means 64 */
     int max_buffered;          /* messages Paho queues while sending; 0 means 1024 */
 
+    /* A refused login (CONNACK reason >= 0x80 for a bad user name or
+     * password, not authorized, banned: UPK_E_AUTH_FAILED) is not a network
+     * failure, and retrying it fast would trip the broker plugin's lockout
+     * (5 failures a minute by default) by ourselves. After a refusal the next
+     * attempt waits refused_min_ms (0 means 60000) doubling to refused_max_ms
+     * (0 means 900000), with the same equal jitter, so at most two attempts
+     * fall in any minute; each refusal is logged once, at error level, naming
+     * the account, the broker and the likely causes. With stop_on_refusal no
+     * further attempt is made at all (for a command-line client, which
+     * reports the refusal itself and exits); the client stays idle until
+     * closed. */
+    /* The largest MQTT packet this client accepts, in bytes (MQTT 5
+     * Maximum Packet Size, sent in the CONNECT): the broker must not send
+     * anything larger (Mosquitto drops such a message for this client and
+     * delivers it to the others). mqtt_uv.c also refuses a larger packet
+     * itself, from its header, without buffering it (the connection is
+     * dropped). 0 means no limit announced (mqtt_uv.c still refuses more
+     * than 64 MiB). */
+    uint32_t max_packet;
+
+    uint32_t refused_min_ms;
+    uint32_t refused_max_ms;
+    bool stop_on_refusal;
+
     /* After every successful (re)connect. Subscribe here. */
     void (*on_connect)(upk_mqtt *c, void *userdata);
     /* After a connection is lost or a connect attempt fails; reconnecting is

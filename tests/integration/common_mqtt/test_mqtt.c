@@ -11,6 +11,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -150,6 +151,9 @@ struct client_state {
     int pub_done;
     upk_err pub_err;
     int closed;
+    upk_err last_err;
+    uint64_t disc_at[4]; /* uv_now of the first disconnects */
+    uv_loop_t *loop;
 };
 
 static void on_connect(upk_mqtt *c, void *ud)
@@ -163,8 +167,11 @@ static void on_connect(upk_mqtt *c, void *ud)
 static void on_disconnect(upk_mqtt *c, upk_err err, void *ud)
 {
     (void)c;
-    (void)err;
-    ((struct client_state *)ud)->disconnects++;
+    struct client_state *s = ud;
+    if (s->loop != NULL && s->disconnects < 4)
+        s->disc_at[s->disconnects] = uv_now(s->loop);
+    s->last_err = err;
+    s->disconnects++;
 }
 
 static void on_message(upk_mqtt *c, const upk_mqtt_msg *m, void *ud)
@@ -235,6 +242,11 @@ static int got_disconnect(void *arg)
 static int got_closed(void *arg)
 {
     return ((struct client_state *)arg)->closed;
+}
+
+static int got_disconnect2(void *arg)
+{
+    return ((struct client_state *)arg)->disconnects >= 2;
 }
 
 static void close_client(uv_loop_t *loop, upk_mqtt *c, struct client_state *s)
@@ -317,6 +329,108 @@ static void mqtt_reconnects_after_broker_restart(void **state)
     broker_cleanup(&b);
 }
 
+/* A broker that wants a password: user "alice" with password "right". */
+static void broker_init_auth(struct broker *b)
+{
+    memset(b, 0, sizeof(*b));
+    snprintf(b->dir, sizeof(b->dir), "/tmp/upk-mqtt-XXXXXX");
+    assert_non_null(mkdtemp(b->dir));
+    snprintf(b->conf, sizeof(b->conf), "%s/mosquitto.conf", b->dir);
+    char pw[128], cmd[512];
+    snprintf(pw, sizeof(pw), "%s/passwd", b->dir);
+    FILE *f = fopen(pw, "w");
+    assert_non_null(f);
+    fclose(f);
+    snprintf(cmd, sizeof(cmd), "mosquitto_passwd -b %s alice right", pw);
+    assert_int_equal(system(cmd), 0);
+    b->port = free_port();
+    f = fopen(b->conf, "w");
+    assert_non_null(f);
+    /* Run as ourselves: the password file is in our private directory. */
+    const struct passwd *me = getpwuid(getuid());
+    assert_non_null(me);
+    fprintf(f,
+            "listener %d 127.0.0.1\nuser %s\nallow_anonymous false\npassword_file %s\n"
+            "persistence false\n",
+            b->port, me->pw_name, pw);
+    fclose(f);
+    broker_start(b);
+}
+
+static upk_mqtt *client_new_auth(uv_loop_t *loop, int port, const char *password,
+                                 uint32_t refused_min_ms, bool stop, struct client_state *s)
+{
+    char url[64];
+    snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", port);
+    upk_mqtt_opts o = {
+        .url = url,
+        .client_id = "alice-1",
+        .username = "alice",
+        .password = password,
+        .clean_start = true,
+        .reconnect_min_ms = 50,
+        .reconnect_max_ms = 200,
+        .refused_min_ms = refused_min_ms,
+        .refused_max_ms = refused_min_ms * 2,
+        .stop_on_refusal = stop,
+        .on_connect = on_connect,
+        .on_disconnect = on_disconnect,
+        .on_message = on_message,
+        .userdata = s,
+    };
+    s->loop = loop;
+    upk_mqtt *c = NULL;
+    assert_int_equal(upk_mqtt_new(loop, &o, &c), UPK_OK);
+    return c;
+}
+
+/* A refused login is AUTH_FAILED, never CONN, and is retried no sooner than
+ * refused_min_ms / 2 (the reconnect backoff of 50 ms would otherwise trip a
+ * broker's lockout in a fraction of a second); with stop_on_refusal it is
+ * not retried at all; the right password then connects at once. */
+static void mqtt_refused_login_is_auth_failed_and_backs_off(void **state)
+{
+    (void)state;
+    struct broker b;
+    broker_init_auth(&b);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+
+    struct client_state s = {0};
+    upk_mqtt *c = client_new_auth(&loop, b.port, "wrong", 1200, false, &s);
+    assert_int_equal(upk_mqtt_start(c), UPK_OK);
+    assert_true(run_until(&loop, got_disconnect, &s, 5000));
+    assert_int_equal(s.last_err, UPK_E_AUTH_FAILED);
+    assert_true(run_until(&loop, got_disconnect2, &s, 5000));
+    assert_int_equal(s.last_err, UPK_E_AUTH_FAILED);
+    assert_true(s.disc_at[1] - s.disc_at[0] >= 600);
+    assert_int_equal(s.connects, 0);
+    close_client(&loop, c, &s);
+
+    struct client_state once = {0};
+    c = client_new_auth(&loop, b.port, "wrong", 100, true, &once);
+    assert_int_equal(upk_mqtt_start(c), UPK_OK);
+    assert_true(run_until(&loop, got_disconnect, &once, 5000));
+    assert_int_equal(once.last_err, UPK_E_AUTH_FAILED);
+    /* Ten times refused_min_ms: a retry would have come and failed. */
+    assert_false(run_until(&loop, got_disconnect2, &once, 1000));
+    assert_false(upk_mqtt_connected(c));
+    close_client(&loop, c, &once);
+
+    struct client_state ok = {0};
+    c = client_new_auth(&loop, b.port, "right", 100, true, &ok);
+    assert_int_equal(upk_mqtt_start(c), UPK_OK);
+    assert_true(run_until(&loop, connected1, &ok, 5000));
+    assert_int_equal(ok.disconnects, 0);
+    close_client(&loop, c, &ok);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    broker_stop(&b);
+    char pw[128];
+    snprintf(pw, sizeof(pw), "%s/passwd", b.dir);
+    unlink(pw);
+    broker_cleanup(&b);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -324,6 +438,7 @@ int main(void)
         cmocka_unit_test(mqtt_delivers_qos1_bytes_and_reports_completion),
         cmocka_unit_test(mqtt_publish_while_disconnected_is_refused),
         cmocka_unit_test(mqtt_reconnects_after_broker_restart),
+        cmocka_unit_test(mqtt_refused_login_is_auth_failed_and_backs_off),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -34,6 +34,8 @@ struct fake {
     char client_id[64]; /* of the last CONNECT */
     char username[64], password[64];
     int keepalive;
+    uint8_t props[32]; /* the CONNECT's property block */
+    size_t props_len;
     /* What to answer a CONNECT with (raw bytes); length 0: nothing. */
     uint8_t connack[64];
     size_t connack_len;
@@ -75,6 +77,9 @@ static void fake_packet(struct fake *f, uint8_t first, const uint8_t *p, size_t 
         f->keepalive = (p[8] << 8) | p[9];
         size_t off = 10;
         size_t plen = p[off]; /* short property blocks only */
+        assert_true(plen <= sizeof(f->props));
+        memcpy(f->props, p + off + 1, plen);
+        f->props_len = plen;
         off += 1 + plen;
         off += str_field(p + off, f->client_id, sizeof(f->client_id));
         if (flags & 0x04) {
@@ -292,6 +297,8 @@ static upk_mqtt *client_new(uv_loop_t *loop, struct fake *f, struct obs *o, int 
         .keepalive_s = keepalive,
         .reconnect_min_ms = 50,
         .reconnect_max_ms = 100,
+        .refused_min_ms = 50, /* this fake broker keeps no lockout */
+        .refused_max_ms = 100,
         .on_connect = o_connect,
         .on_disconnect = o_disconnect,
         .on_message = o_message,
@@ -507,6 +514,68 @@ static void wire_rejects_what_it_cannot_do(void **state)
     drain_loop(&loop);
 }
 
+/* opts.max_packet is announced in the CONNECT (Maximum Packet Size, 0x27)
+ * and enforced by the client itself: a packet of exactly the limit is
+ * delivered; one byte more, or a header announcing 10 MB, ends the
+ * connection as soon as the header is read, before any body is buffered. */
+static void wire_max_packet_is_announced_and_enforced(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    struct fake f;
+    struct obs o = {0};
+    fake_init(&f, &loop);
+    char url[64];
+    (void)snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", f.port);
+    upk_mqtt_opts opts = {
+        .url = url,
+        .client_id = "dev-0001",
+        .keepalive_s = 20,
+        .reconnect_min_ms = 50,
+        .reconnect_max_ms = 100,
+        .max_packet = 64,
+        .on_connect = o_connect,
+        .on_disconnect = o_disconnect,
+        .on_message = o_message,
+        .userdata = &o,
+    };
+    upk_mqtt *c = NULL;
+    assert_int_equal(upk_mqtt_new(&loop, &opts, &c), UPK_OK);
+    done_obs = &o;
+    assert_int_equal(upk_mqtt_start(c), UPK_OK);
+    run_until(&loop, &o.connects, 1);
+    static const uint8_t want[] = {0x27, 0, 0, 0, 64};
+    assert_int_equal(f.props_len, sizeof(want));
+    assert_memory_equal(f.props, want, sizeof(want));
+
+    /* 64 bytes in all: 2 of fixed header, 62 of body (topic "t/x", no
+     * packet id at QoS 0, an empty property block, 56 bytes of payload). */
+    uint8_t pkt[65] = {0x30, 62, 0, 3, 't', '/', 'x', 0};
+    memset(pkt + 8, 'a', 56);
+    fake_send(&f, pkt, 64);
+    run_until(&loop, &o.messages, 1);
+    assert_int_equal(o.len, 56);
+    assert_int_equal(o.disconnects, 0);
+
+    pkt[1] = 63; /* 65 bytes */
+    pkt[64] = 'a';
+    fake_send(&f, pkt, 65);
+    run_until(&loop, &o.disconnects, 1);
+    assert_int_equal(o.last_disc, UPK_E_CONN);
+    assert_int_equal(o.messages, 1);
+
+    /* 10 MB announced, 10 bytes sent: refused on the header alone (the
+     * rest never comes, so waiting for it would hang here). */
+    run_until(&loop, &o.connects, 2);
+    static const uint8_t big[] = {0x30, 0x80, 0xa8, 0xfa, 0x04, 0, 3, 't', '/', 'x'};
+    fake_send(&f, big, sizeof(big));
+    run_until(&loop, &o.disconnects, 2);
+    assert_int_equal(o.last_disc, UPK_E_CONN);
+    assert_int_equal(o.messages, 1);
+    close_all(&loop, c, &f, &o);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -514,6 +583,7 @@ int main(void)
         cmocka_unit_test(wire_garbage_is_a_lost_connection),
         cmocka_unit_test(wire_refused_and_silent_brokers),
         cmocka_unit_test(wire_rejects_what_it_cannot_do),
+        cmocka_unit_test(wire_max_packet_is_announced_and_enforced),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

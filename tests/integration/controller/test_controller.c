@@ -802,10 +802,10 @@ static void operators_without_rights_and_bad_requests_are_refused(void **state)
     assert_non_null(strstr(outbuf, "x1"));
     assert_int_equal(
         cli(e, "viewer", outbuf, sizeof(outbuf), "campaign", "abort", "x1", (char *)NULL), 1);
-    /* Wrong password: not reachable as that user (exit 3). */
+    /* Wrong password: a refused login (exit 4), never "unreachable". */
     assert_int_equal(cli(e, "mallory", outbuf, sizeof(outbuf), "campaign", "list", "--timeout", "3",
                          (char *)NULL),
-                     3);
+                     4);
     /* Forged requests: alice writing as bob is refused by the broker; a
      * self-made upkeep-sender is replaced by the broker's stamp; garbage gets
      * an error reply. */

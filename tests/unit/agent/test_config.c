@@ -168,6 +168,17 @@ static void config_rejects_each_bad_field(void **state)
         {"\"password\":\"a\",\"password_file\":\"/x\"", "password_file"},
         {"\"password_file\":\"/nonexistent/pw\"", "password_file"},
         {"\"username\":\"\"", "username"},
+        {"\"factory_release\":{\"version\":\"1\",\"security_version\":1}", "factory_release.name"},
+        {"\"factory_release\":{\"name\":\"fw\",\"version\":\"1 0\",\"security_version\":1}",
+         "factory_release.version"},
+        {"\"factory_release\":{\"name\":\"fw\",\"version\":\"1\"}",
+         "factory_release.security_version"},
+        {"\"factory_release\":{\"name\":\"fw\",\"version\":\"1\",\"security_version\":1,"
+         "\"image_sha256\":\"abc\"}",
+         "factory_release.image_sha256"},
+        {"\"factory_release\":{\"name\":\"fw\",\"version\":\"1\",\"security_version\":1,"
+         "\"sha\":\"abc\"}",
+         "factory_release.sha: unknown field"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         upk_agent_config cfg;
@@ -221,6 +232,77 @@ static void config_load_missing_file_names_path(void **state)
     assert_non_null(strstr(eb, "/nonexistent/agent.json"));
 }
 
+/* Issue 16 item 10: as strict as the broker plugin, in every object. */
+static void config_is_as_strict_as_the_plugin(void **state)
+{
+    fixture *f = *state;
+    static const struct {
+        const char *extra;
+        const char *msg;
+    } cases[] = {
+        {"\"password_fle\":\"/etc/upkeep/agent.password\"",
+         "password_fle: unknown field (did you mean 'password_file'?)"},
+        {"\"limits\":{\"chunk_sise\":4096}",
+         "limits.chunk_sise: unknown field (did you mean 'chunk_size'?)"},
+        {"\"tls\":{\"ca\":\"/c\"}", "tls.ca: unknown field"},
+        {"\"health_check\":{\"command\":[\"/bin/true\"],\"timeout\":5}",
+         "health_check.timeout: unknown field (did you mean 'timeout_s'?)"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        upk_agent_config cfg;
+        char eb[256];
+        upk_err err = parse(f, cases[i].extra, &cfg, eb, sizeof(eb));
+        if (err != UPK_E_CONFIG_INVALID || strcmp(eb, cases[i].msg) != 0)
+            fail_msg("case %zu (%s): err %s, message '%s'", i, cases[i].extra, upk_err_str(err),
+                     eb);
+    }
+    /* The factory release, with and without the image hash. */
+    {
+        upk_agent_config fc;
+        char feb[256];
+        assert_int_equal(
+            parse(f,
+                  "\"factory_release\":{\"name\":\"fw\",\"version\":\"1.0.0\","
+                  "\"security_version\":3,\"image_sha256\":\""
+                  "abababababababababababababababababababababababababababababababab\"}",
+                  &fc, feb, sizeof(feb)),
+            UPK_OK);
+        assert_true(fc.has_factory);
+        assert_string_equal(fc.factory_name, "fw");
+        assert_string_equal(fc.factory_version, "1.0.0");
+        assert_int_equal(fc.factory_security_version, 3);
+        assert_int_equal(fc.factory_image_sha256[31], 0xab);
+        upk_agent_config_cleanup(&fc);
+        assert_int_equal(parse(f, "", &fc, feb, sizeof(feb)), UPK_OK);
+        assert_false(fc.has_factory);
+        upk_agent_config_cleanup(&fc);
+    }
+    /* module_settings belongs to the module: free-form. */
+    upk_agent_config cfg;
+    char eb[256];
+    assert_int_equal(parse(f, "\"module_settings\":{\"anything\":1}", &cfg, eb, sizeof(eb)),
+                     UPK_OK);
+    upk_agent_config_cleanup(&cfg);
+
+    const char *bad = "{\n\t\"broker\": \"tcp://h:1\"\n\t\"device_id\": \"d\"\n}";
+    assert_int_equal(upk_agent_config_parse(bad, strlen(bad), &cfg, eb, sizeof(eb)),
+                     UPK_E_CONFIG_INVALID);
+    if (strstr(eb, "line 3, column 2: JSON syntax error") == NULL)
+        fail_msg("message '%s'", eb);
+
+    upk_key *k = NULL;
+    char *pem = NULL, extra[600];
+    assert_int_equal(upk_key_generate(&k), UPK_OK);
+    assert_int_equal(upk_key_private_pem(k, &pem), UPK_OK);
+    assert_int_equal(tu_write(f->dir, "release.key", pem, strlen(pem)), 0);
+    (void)snprintf(extra, sizeof(extra), "\"keys\":[\"%s/release.key\"]", f->dir);
+    assert_int_equal(parse(f, extra, &cfg, eb, sizeof(eb)), UPK_E_CONFIG_INVALID);
+    assert_non_null(strstr(eb, "keys: "));
+    assert_non_null(strstr(eb, "release.key is a private key"));
+    free(pem);
+    upk_key_free(k);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -230,6 +312,7 @@ int main(void)
         cmocka_unit_test(config_rejects_missing_required),
         cmocka_unit_test(config_rejects_non_key_file),
         cmocka_unit_test(config_load_missing_file_names_path),
+        cmocka_unit_test(config_is_as_strict_as_the_plugin),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

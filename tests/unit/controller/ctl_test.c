@@ -10,9 +10,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include <cjson/cJSON.h>
 #include <cmocka.h>
+
+#include "client.h"
 #include <sqlite3.h>
 
 #include "config.h"
@@ -486,7 +489,7 @@ static void config_names_the_bad_field(void **state)
     struct {
         const char *json, *field;
     } cases[] = {
-        {"[]", "config"},
+        {"[]", "not a JSON object"},
         {"{}", "data_dir"},
         {"{\"data_dir\":\"/tmp/x\"}", "broker"},
         {"{\"data_dir\":\"/tmp/x\",\"broker\":\"http://x\"}", "broker"},
@@ -511,9 +514,125 @@ static void config_names_the_bad_field(void **state)
     }
 }
 
+/* Issue 16 item 10: as strict as the broker plugin. A misspelt field is
+ * named (with the field it most likely meant), a syntax error gives its
+ * line and column, and a private key listed in release_keys is refused as
+ * such. */
+static void config_is_as_strict_as_the_plugin(void **state)
+{
+    (void)state;
+    upk_serve_config c;
+    char why[512];
+    const char *typo = "{\"data_dir\":\"/tmp/x\",\"broker\":\"tcp://127.0.0.1:1\","
+                       "\"pasword_file\":\"/etc/upkeep/controller.password\"}";
+    assert_int_equal(upk_serve_config_parse(typo, strlen(typo), &c, why, sizeof(why)),
+                     UPK_E_CONFIG_INVALID);
+    assert_string_equal(why, "pasword_file: unknown field (did you mean 'password_file'?)");
+    const char *odd = "{\"data_dir\":\"/tmp/x\",\"colour\":1}";
+    assert_int_equal(upk_serve_config_parse(odd, strlen(odd), &c, why, sizeof(why)),
+                     UPK_E_CONFIG_INVALID);
+    assert_string_equal(why, "colour: unknown field");
+    const char *comma = "{\n  \"data_dir\": \"/tmp/x\"\n  \"broker\": \"tcp://h:1\"\n}\n";
+    assert_int_equal(upk_serve_config_parse(comma, strlen(comma), &c, why, sizeof(why)),
+                     UPK_E_CONFIG_INVALID);
+    assert_non_null(strstr(why, "line 3, column 3: JSON syntax error"));
+    const char *cut = "{\n  \"data_dir\": \"/tmp/x\",\n";
+    assert_int_equal(upk_serve_config_parse(cut, strlen(cut), &c, why, sizeof(why)),
+                     UPK_E_CONFIG_INVALID);
+    assert_non_null(strstr(why, "line 3, column 1: JSON syntax error (the file ends too early"));
+
+    char dir[] = "/tmp/upk-cfg-XXXXXX", path[64], json[512];
+    assert_non_null(mkdtemp(dir));
+    upk_key *k = NULL;
+    char *pem = NULL;
+    assert_int_equal(upk_key_generate(&k), UPK_OK);
+    assert_int_equal(upk_key_private_pem(k, &pem), UPK_OK);
+    (void)snprintf(path, sizeof(path), "%s/release.key", dir);
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(pem, 1, strlen(pem), fp), strlen(pem));
+    fclose(fp);
+    (void)snprintf(json, sizeof(json),
+                   "{\"data_dir\":\"/tmp/x\",\"broker\":\"tcp://127.0.0.1:1\","
+                   "\"release_keys\":[\"%s\"]}",
+                   path);
+    assert_int_equal(upk_serve_config_parse(json, strlen(json), &c, why, sizeof(why)),
+                     UPK_E_CONFIG_INVALID);
+    assert_non_null(strstr(why, "release_keys: "));
+    assert_non_null(strstr(why, "release.key is a private key"));
+    unlink(path);
+    rmdir(dir);
+    free(pem);
+    upk_key_free(k);
+}
+
+/* The CLI's ~/.config/upkeep/cli.json is as strict as serve.json: a typo is
+ * named and stops every remote command before it connects. */
+static void cli_json_is_as_strict_as_the_plugin(void **state)
+{
+    (void)state;
+    char home[] = "/tmp/upk-home-XXXXXX", dir[128], path[160];
+    assert_non_null(mkdtemp(home));
+    (void)snprintf(dir, sizeof(dir), "%s/.config", home);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    (void)snprintf(dir, sizeof(dir), "%s/.config/upkeep", home);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    (void)snprintf(path, sizeof(path), "%s/cli.json", dir);
+    const char *old_home = getenv("HOME");
+    char saved[512] = "";
+    if (old_home != NULL)
+        (void)snprintf(saved, sizeof(saved), "%s", old_home);
+    assert_int_equal(setenv("HOME", home, 1), 0);
+    static const struct {
+        const char *json, *msg;
+    } cases[] = {
+        {"{\"broker\": \"tcp://127.0.0.1:1\", \"user\": \"alice\", \"pasword_file\": \"/p\"}",
+         "cli.json: pasword_file: unknown field (did you mean 'password_file'?)"},
+        {"{\"broker\": \"tcp://127.0.0.1:1\",\n \"user\": \"alice\"\n \"prefix\": \"x\"}",
+         "cli.json: line 3, column 2: JSON syntax error"},
+        {"{\"user\": 7}", "cli.json: user: must be a non-empty string"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        FILE *fp = fopen(path, "w");
+        assert_non_null(fp);
+        fputs(cases[i].json, fp);
+        fclose(fp);
+        upk_client_cfg cfg;
+        upk_client_cfg_init(&cfg);
+        upk_client *cl = NULL;
+        char why[1024];
+        assert_int_equal(upk_client_connect(&cfg, &cl, why, sizeof(why)), UPK_E_CONFIG_INVALID);
+        assert_null(cl);
+        if (strstr(why, cases[i].msg) == NULL || strstr(why, home) == NULL)
+            fail_msg("case %zu: '%s'", i, why);
+    }
+    /* The example file is accepted as it is. */
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs("{\"broker\": \"tcp://broker.example.internal:1883\", \"user\": \"alice\", "
+          "\"password_file\": \"/p\", \"prefix\": \"upkeep/v1\"}",
+          fp);
+    fclose(fp);
+    upk_client_cfg cfg;
+    upk_client_cfg_init(&cfg);
+    assert_string_equal(cfg.file_error, "");
+    assert_string_equal(cfg.user, "alice");
+    unlink(path);
+    rmdir(dir);
+    (void)snprintf(dir, sizeof(dir), "%s/.config", home);
+    rmdir(dir);
+    rmdir(home);
+    if (old_home != NULL)
+        assert_int_equal(setenv("HOME", saved, 1), 0);
+    else
+        assert_int_equal(unsetenv("HOME"), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(config_is_as_strict_as_the_plugin),
+        cmocka_unit_test(cli_json_is_as_strict_as_the_plugin),
         cmocka_unit_test_setup_teardown(ping_answers_operators_and_admins, setup, teardown),
         cmocka_unit_test_setup_teardown(forged_or_foreign_senders_are_denied, setup, teardown),
         cmocka_unit_test_setup_teardown(readonly_operator_may_read_only, setup, teardown),

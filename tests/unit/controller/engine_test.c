@@ -397,6 +397,23 @@ static void failures_over_threshold_halt_with_reason(void **state)
     assert_int_equal(res.action_count, 0);
 }
 
+/* A campaign of one device: "1 of 1 device", not "1 of 1 devices". */
+static void single_device_halt_reason_is_singular(void **state)
+{
+    (void)state;
+    static upk_cdev d[1];
+    upk_campaign c = base_campaign();
+    assert_int_equal(upk_engine_parse_stages("100%", &c), UPK_OK);
+    make_devs(d, 1, &c, true);
+    upk_step_result res;
+    step(&c, d, 1, 1000, &res);
+    assert_int_equal(d[0].state, UPK_CDEV_ASSIGNED);
+    d[0].state = UPK_CDEV_FAILED;
+    step(&c, d, 1, 2000, &res);
+    assert_int_equal(res.verdict, UPK_VERDICT_HALT);
+    assert_non_null(strstr(c.reason, "stage 1: 1 of 1 device failed or timed out (100.00%)"));
+}
+
 static void auto_rollback_skips_pending(void **state)
 {
     (void)state;
@@ -730,6 +747,7 @@ int main(void)
         cmocka_unit_test(soak_then_advance_then_complete),
         cmocka_unit_test(empty_stages_pass_without_soak),
         cmocka_unit_test(failures_over_threshold_halt_with_reason),
+        cmocka_unit_test(single_device_halt_reason_is_singular),
         cmocka_unit_test(auto_rollback_skips_pending),
         cmocka_unit_test(timeouts_count_as_failures),
         cmocka_unit_test(truncated_when_actions_do_not_fit),

@@ -75,6 +75,15 @@ static void test_restart_loop_halts(void **state)
     assert_int_equal(r.rolled_back, 1);
     assert_string_equal(r.reason, "health gate: 3 of 10 updated devices unhealthy (30.00% > "
                                   "2.00%): 1 rolled back, 2 restarted more than 3 times");
+    /* One device and a limit of 1: singular words. */
+    cfg.restart_limit = 1;
+    d[0].restarts = 2;
+    assert_int_equal(upk_gate_eval(&cfg, d, 1, &r), UPK_OK);
+    assert_true(r.halt);
+    assert_string_equal(r.reason, "health gate: 1 of 1 updated device unhealthy (100.00% > "
+                                  "2.00%): 1 restarted more than 1 time");
+    d[0].restarts = 0;
+    cfg.restart_limit = 3;
     /* Within budget: 1 of 10 with 10% allowed. */
     d[3].restarts = 0;
     d[7].boots = 0;
