@@ -122,8 +122,9 @@ int main(int argc, char **argv)
         return 2;
     }
     if (check_only) {
-        printf("%s: ok (device %s, module %s, %zu pinned key(s))\n", cfg_path, cfg.device_id,
-               cfg.module, upk_keyring_count(cfg.keyring));
+        printf("%s: ok (device %s, module %s, %zu pinned key(s), %s)\n", cfg_path, cfg.device_id,
+               cfg.module, upk_keyring_count(cfg.keyring),
+               cfg.has_link_key ? "link key" : "no link key: legacy mode");
         upk_agent_config_cleanup(&cfg);
         return 0;
     }

@@ -63,6 +63,8 @@ bool upk__bp_identity_of(const upk_bp_config *cfg, const char *username, upk_bp_
     }
     size_t n = strlen(username);
     memcpy(who->name, username, n + 1);
+    who->derived = false;
+    who->epoch = 0;
     return true;
 }
 
@@ -83,25 +85,31 @@ bool upk__bp_cert_identity_of(const upk_bp_config *cfg, const char *cn, upk_bp_i
     }
     size_t n = strlen(cn);
     memcpy(who->name, cn, n + 1);
+    who->derived = false;
+    who->epoch = 0;
     return true;
 }
 
-/* Checks the password of an identity found by upk__bp_identity_of. */
-static bool password_ok(const upk_bp_config *cfg, const upk_bp_identity *who, const char *password,
-                        size_t password_len)
+/* Checks the password of an identity found by upk__bp_identity_of: NULL
+ * when it is good (a derived device password then marks who with its epoch),
+ * else the reason (static). A device's derived password must also be of an
+ * epoch at or above the device's minimum (epochs.c). */
+static const char *password_bad(const upk_bp_config *cfg, upk_bp_identity *who,
+                                const char *password, size_t password_len)
 {
     const upk_bp_account *a = upk__bp_map_get(&cfg->accounts, who->name);
     if (a != NULL)
-        return upk__bp_passwd_verify(&a->pw, password, password_len);
-    char key[UPK_DEVKEY_LEN + 1];
-    if (password_len != UPK_DEVKEY_LEN)
-        return false;
-    if (upk_devkey_derive(cfg->fleet_secret, cfg->fleet_secret_len, who->name, key, sizeof(key)) !=
-        UPK_OK)
-        return false;
-    bool ok = upk_mem_equal_ct(key, password, UPK_DEVKEY_LEN);
-    memset(key, 0, sizeof(key));
-    return ok;
+        return upk__bp_passwd_verify(&a->pw, password, password_len) ? NULL : "wrong password";
+    uint32_t epoch = 0;
+    if (upk_devkey_verify(cfg->fleet_secret, cfg->fleet_secret_len, who->name, password,
+                          password_len, &epoch) != UPK_OK)
+        return "wrong password";
+    who->derived = true;
+    who->epoch = epoch;
+    if (epoch < upk__bp_epochs_min(cfg, who->name))
+        return "device password of a revoked epoch (below the device's minimum in "
+               "device_epochs_file)";
+    return NULL;
 }
 
 upk_err upk__bp_auth_check(const upk_bp_config *cfg, upk_bp_lockout *lo, const char *username,
@@ -154,8 +162,9 @@ upk_err upk__bp_auth_check(const upk_bp_config *cfg, upk_bp_lockout *lo, const c
         *why = "no password";
         goto fail;
     }
-    if (!password_ok(cfg, &id, password, password_len)) {
-        *why = "wrong password";
+    const char *bad = password_bad(cfg, &id, password, password_len);
+    if (bad != NULL) {
+        *why = bad;
         goto fail;
     }
     if (id.role == UPK_BP_ROLE_DEVICE && (client_id == NULL || strcmp(client_id, username) != 0)) {

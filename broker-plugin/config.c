@@ -41,6 +41,10 @@ upk_err upk__bp_config_init(upk_bp_config *cfg)
     err = upk__bp_map_init(&cfg->cert_accounts, 16);
     if (err != UPK_OK)
         return err;
+    err = upk__bp_map_init(&cfg->device_min_epoch, 16);
+    if (err != UPK_OK)
+        return err;
+    cfg->epochs_check_s = UPK_BP_EPOCHS_CHECK_S;
     return upk__bp_acl_prepare(cfg);
 }
 
@@ -50,6 +54,7 @@ void upk__bp_config_cleanup(upk_bp_config *cfg)
         return;
     upk__bp_map_cleanup(&cfg->accounts, free);
     upk__bp_map_cleanup(&cfg->cert_accounts, free);
+    upk__bp_map_cleanup(&cfg->device_min_epoch, free);
     free(cfg->patterns);
     cfg->patterns = NULL;
     memset(cfg->fleet_secret, 0, sizeof(cfg->fleet_secret));
@@ -423,6 +428,45 @@ static upk_err parse_cert_identities(upk_bp_config *cfg, const cJSON *obj, char 
     return UPK_OK;
 }
 
+/* "device_epochs_file" and "device_epochs_check_seconds" (see epochs.c).
+ * Needs the password accounts and the fleet secret loaded first. */
+static upk_err parse_epochs(upk_bp_config *cfg, const cJSON *root, const char *base_dir, char *err,
+                            size_t errcap)
+{
+    upk_err e = UPK_OK;
+    const char *file = get_str(root, "device_epochs_file", err, errcap, &e);
+    if (e != UPK_OK)
+        return e;
+    bool has_check = cJSON_GetObjectItemCaseSensitive(root, "device_epochs_check_seconds") != NULL;
+    if (file == NULL) {
+        if (has_check) {
+            snprintf(err, errcap,
+                     "field 'device_epochs_check_seconds': only valid with device_epochs_file");
+            return UPK_E_CONFIG_INVALID;
+        }
+        return UPK_OK;
+    }
+    if (cfg->fleet_secret_len == 0) {
+        snprintf(err, errcap,
+                 "field 'device_epochs_file': needs fleet_secret_file (epochs apply to derived "
+                 "device passwords)");
+        return UPK_E_CONFIG_INVALID;
+    }
+    e = get_u32(root, "device_epochs_check_seconds", "", 86400u, &cfg->epochs_check_s, err, errcap);
+    if (e != UPK_OK)
+        return e;
+    if (cfg->epochs_check_s == 0) {
+        snprintf(err, errcap, "field 'device_epochs_check_seconds': must be from 1 to 86400");
+        return UPK_E_CONFIG_INVALID;
+    }
+    if (resolve(base_dir, file, cfg->epochs_path, sizeof(cfg->epochs_path)) != UPK_OK) {
+        cfg->epochs_path[0] = '\0';
+        snprintf(err, errcap, "field 'device_epochs_file': path too long");
+        return UPK_E_CONFIG_INVALID;
+    }
+    return upk__bp_epochs_load(cfg, cfg->epochs_path, err, errcap);
+}
+
 upk_err upk__bp_config_parse(upk_bp_config *cfg, const char *json, size_t len, const char *base_dir,
                              char *err, size_t errcap)
 {
@@ -435,6 +479,8 @@ upk_err upk__bp_config_parse(upk_bp_config *cfg, const char *json, size_t len, c
                                         "stats_interval_seconds",
                                         "certificate_identities",
                                         "password_logins",
+                                        "device_epochs_file",
+                                        "device_epochs_check_seconds",
                                         NULL};
     upk_err e = UPK_OK;
     if (cfg == NULL || json == NULL || err == NULL || errcap == 0)
@@ -490,6 +536,10 @@ upk_err upk__bp_config_parse(upk_bp_config *cfg, const char *json, size_t len, c
         if (e != UPK_OK)
             goto out;
     }
+
+    e = parse_epochs(cfg, root, base_dir, err, errcap);
+    if (e != UPK_OK)
+        goto out;
 
     const cJSON *lo = cJSON_GetObjectItemCaseSensitive(root, "lockout");
     if (lo != NULL) {

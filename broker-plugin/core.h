@@ -152,6 +152,14 @@ typedef struct upk_bp_config {
     upk_bp_map cert_accounts;
     bool cert_devices;
     bool password_logins; /* false: every BASIC_AUTH (password) login is refused */
+    /* Device credential epochs (epochs.c): device id -> minimum epoch of its
+     * derived password (private entries); unlisted devices have minimum 0.
+     * Loaded from epochs_path ("" = no table) at start, then again by the
+     * plugin when the file changes (checked every epochs_check_s seconds) or
+     * the broker reloads (SIGHUP). */
+    upk_bp_map device_min_epoch;
+    char epochs_path[UPK_BP_PATH_MAX];
+    uint32_t epochs_check_s;
 } upk_bp_config;
 
 /* Defaults for everything, no accounts, no fleet secret. */
@@ -177,6 +185,39 @@ UPK_MUST_CHECK upk_err upk__bp_passwd_load(upk_bp_map *accounts, const char *tex
  * at least UPK_FLEET_SECRET_MIN bytes remain. */
 UPK_MUST_CHECK upk_err upk__bp_secret_load(const char *path, uint8_t *out, size_t cap,
                                            size_t *outlen, char *err, size_t errcap);
+
+/* ---- device credential epochs (epochs.c) ---------------------------------- */
+#define UPK_BP_EPOCHS_FILE_MAX (64u * 1024u * 1024u) /* bytes of the epochs file */
+#define UPK_BP_EPOCHS_LINE_MAX 256                   /* bytes of one of its lines */
+#define UPK_BP_EPOCHS_CHECK_S  10                    /* default seconds between checks */
+
+/* Parses the text of an epochs file (len bytes): lines "DEVICE_ID MIN_EPOCH"
+ * separated by blanks, '#' comments, blank lines; the id a valid device id
+ * that is no account of accounts (may be NULL), listed once; the epoch
+ * 0..UPK_DEVKEY_EPOCH_MAX without leading zeros. Adds the entries to out (an
+ * initialised map, values private to epochs.c, freed with free). On failure
+ * UPK_E_CONFIG_INVALID with "line N: ..." in err; out may then hold some
+ * entries (the caller drops it). */
+UPK_MUST_CHECK upk_err upk__bp_epochs_parse(upk_bp_map *out, const upk_bp_map *accounts,
+                                            const char *text, size_t len, char *err, size_t errcap);
+/* Reads and parses the file at path and, when all of it is valid, replaces
+ * cfg->device_min_epoch with it. On any failure cfg is unchanged and err
+ * names the file and the problem (UPK_E_CONFIG_INVALID, or UPK_E_NOMEM). */
+UPK_MUST_CHECK upk_err upk__bp_epochs_load(upk_bp_config *cfg, const char *path, char *err,
+                                           size_t errcap);
+/* The minimum epoch of device id: its entry, or 0 when unlisted. */
+uint32_t upk__bp_epochs_min(const upk_bp_config *cfg, const char *id);
+/* Devices listed in the table in use. */
+size_t upk__bp_epochs_count(const upk_bp_config *cfg);
+
+struct upk_bp_clients;
+struct upk_bp_client;
+/* After the table changed: marks refused every connected client that logged
+ * in with a derived device password whose epoch is now below its device's
+ * minimum (so every later check denies it) and calls revoked(record, ctx)
+ * for each (may be NULL), e.g. to disconnect it. Returns how many. */
+size_t upk__bp_epochs_revoke(struct upk_bp_clients *t, const upk_bp_config *cfg,
+                             void (*revoked)(struct upk_bp_client *r, void *ctx), void *ctx);
 
 /* ---- lockout and hold-off table ------------------------------------------- */
 typedef enum upk_bp_lock_kind {
@@ -210,6 +251,11 @@ size_t upk__bp_lockout_count(const upk_bp_lockout *lo);
 typedef struct upk_bp_identity {
     upk_bp_role role;
     char name[UPK_BP_USERNAME_MAX + 1];
+    /* A device that logged in with a password derived from the fleet secret:
+     * derived is true and epoch is that password's credential epoch (so a
+     * raised minimum can disconnect it). false/0 for every other login. */
+    bool derived;
+    uint32_t epoch;
 } upk_bp_identity;
 
 /* Decides a login. address may be NULL. Updates the lockout table. Returns

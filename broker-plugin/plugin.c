@@ -4,9 +4,11 @@
  * and sender stamping, TICK -> kicks, lockout pruning and stats. All state
  * lives in one struct handed to the broker as userdata; Mosquitto calls every
  * callback from its single main thread. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include <mosquitto.h>
@@ -34,6 +36,16 @@ struct upk_bp_state {
     double next_prune;
     char *kicks[KICK_QUEUE_MAX]; /* client ids to disconnect on the next tick */
     size_t nkicks;
+    /* device_epochs_file: when to look at it next, and what it looked like
+     * when last read (a change of any of these reads it again). */
+    double next_epochs_check;
+    struct epochs_seen {
+        dev_t dev;
+        ino_t ino;
+        off_t size;
+        struct timespec mtime;
+    } epochs_seen;
+    bool epochs_unreadable; /* the last check could not stat it (logged once) */
 };
 
 static double now_s(void)
@@ -401,6 +413,90 @@ static void publish_stats(struct upk_bp_state *st)
     (void)mosquitto_broker_publish(NULL, st->stats_topic, (int)len, payload, 0, true, props);
 }
 
+/* ---- device credential epochs ------------------------------------------ */
+
+static struct epochs_seen epochs_stamp(const struct stat *sb)
+{
+    struct epochs_seen s;
+    memset(&s, 0, sizeof(s));
+    s.dev = sb->st_dev;
+    s.ino = sb->st_ino;
+    s.size = sb->st_size;
+    s.mtime = sb->st_mtim;
+    return s;
+}
+
+static bool epochs_same(const struct epochs_seen *a, const struct epochs_seen *b)
+{
+    return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+           a->mtime.tv_sec == b->mtime.tv_sec && a->mtime.tv_nsec == b->mtime.tv_nsec;
+}
+
+/* A connected device whose password's epoch is now revoked: every check
+ * denies it already (its record is refused); disconnect it on the next tick,
+ * without its Will. */
+static void revoke_one(upk_bp_client *r, void *ctx)
+{
+    struct upk_bp_state *st = ctx;
+    mosquitto_log_printf(MOSQ_LOG_NOTICE,
+                         "upkeep_broker: disconnecting user=%s client=%.128s: its password's "
+                         "epoch %u is below the device's new minimum %u error=AUTH_FAILED",
+                         r->who.name, r->id, r->who.epoch,
+                         upk__bp_epochs_min(&st->cfg, r->who.name));
+    queue_kick(st, r->id);
+}
+
+/* Reads device_epochs_file again when it changed since it was last read (or
+ * always, with force). A file that cannot be read or parsed leaves the table
+ * in use as it is (so a botched edit never lowers a minimum) and is logged
+ * once per change. */
+static void epochs_check(struct upk_bp_state *st, bool force)
+{
+    const char *path = st->cfg.epochs_path;
+    struct stat sb;
+    if (path[0] == '\0')
+        return;
+    if (stat(path, &sb) != 0) {
+        if (!st->epochs_unreadable)
+            mosquitto_log_printf(
+                MOSQ_LOG_ERR,
+                "upkeep_broker: device_epochs_file '%s': cannot read it (%s); "
+                "keeping the table in use (%zu devices listed) error=CONFIG_INVALID",
+                path, strerror(errno), upk__bp_epochs_count(&st->cfg));
+        st->epochs_unreadable = true;
+        return;
+    }
+    st->epochs_unreadable = false;
+    struct epochs_seen now = epochs_stamp(&sb);
+    if (!force && epochs_same(&now, &st->epochs_seen))
+        return;
+    st->epochs_seen = now;
+    char err[UPK_BP_ERRMSG_MAX];
+    upk_err e = upk__bp_epochs_load(&st->cfg, path, err, sizeof(err));
+    if (e == UPK_OK) {
+        mosquitto_log_printf(MOSQ_LOG_NOTICE,
+                             "upkeep_broker: device_epochs_file '%s' read: %zu devices listed",
+                             path, upk__bp_epochs_count(&st->cfg));
+        (void)upk__bp_epochs_revoke(&st->clients, &st->cfg, revoke_one, st);
+    } else
+        mosquitto_log_printf(MOSQ_LOG_ERR,
+                             "upkeep_broker: %s; keeping the table in use (%zu devices listed) "
+                             "error=%s",
+                             e == UPK_E_CONFIG_INVALID ? err : upk_err_msg(e),
+                             upk__bp_epochs_count(&st->cfg), upk_err_str(e));
+}
+
+/* SIGHUP: Mosquitto reloads its own configuration (not the plugin's options
+ * or JSON config); the plugin reads device_epochs_file again. */
+static int on_reload(int event, void *event_data, void *userdata)
+{
+    struct upk_bp_state *st = userdata;
+    (void)event;
+    (void)event_data;
+    epochs_check(st, true);
+    return MOSQ_ERR_SUCCESS;
+}
+
 static int on_tick(int event, void *event_data, void *userdata)
 {
     struct upk_bp_state *st = userdata;
@@ -417,6 +513,10 @@ static int on_tick(int event, void *event_data, void *userdata)
     if (now >= st->next_prune) {
         (void)upk__bp_lockout_prune(&st->lockout, now);
         st->next_prune = now + PRUNE_INTERVAL_S;
+    }
+    if (st->cfg.epochs_path[0] != '\0' && now >= st->next_epochs_check) {
+        epochs_check(st, false);
+        st->next_epochs_check = now + st->cfg.epochs_check_s;
     }
     if (st->cfg.stats_interval_s > 0 && now >= st->next_stats) {
         publish_stats(st);
@@ -447,7 +547,7 @@ static const struct {
 } callbacks[] = {
     {MOSQ_EVT_BASIC_AUTH, on_basic_auth}, {MOSQ_EVT_ACL_CHECK, on_acl_check},
     {MOSQ_EVT_MESSAGE, on_message},       {MOSQ_EVT_TICK, on_tick},
-    {MOSQ_EVT_DISCONNECT, on_disconnect},
+    {MOSQ_EVT_DISCONNECT, on_disconnect}, {MOSQ_EVT_RELOAD, on_reload},
 };
 #define NCALLBACKS (sizeof(callbacks) / sizeof(callbacks[0]))
 
@@ -522,6 +622,18 @@ UPK_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **u
     double now = now_s();
     st->next_stats = now + 1.0; /* first stats soon after start, then every interval */
     st->next_prune = now + PRUNE_INTERVAL_S;
+    if (st->cfg.epochs_path[0] != '\0') {
+        /* Read at config load; remember how the file looked then. */
+        struct stat sb;
+        if (stat(st->cfg.epochs_path, &sb) == 0)
+            st->epochs_seen = epochs_stamp(&sb);
+        st->next_epochs_check = now + st->cfg.epochs_check_s;
+        mosquitto_log_printf(MOSQ_LOG_NOTICE,
+                             "upkeep_broker: device_epochs_file '%s': %zu devices listed; "
+                             "checked for changes every %u s and on SIGHUP",
+                             st->cfg.epochs_path, upk__bp_epochs_count(&st->cfg),
+                             st->cfg.epochs_check_s);
+    }
     for (registered = 0; registered < NCALLBACKS; registered++) {
         if (mosquitto_callback_register(identifier, callbacks[registered].event,
                                         callbacks[registered].cb, NULL, st) != MOSQ_ERR_SUCCESS) {

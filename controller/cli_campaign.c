@@ -12,6 +12,7 @@
 
 #include "cli.h"
 #include "client.h"
+#include "cli_campaign_view.h"
 #include "clifmt.h"
 #include "engine.h"
 #include "upkeep/timefmt.h"
@@ -25,11 +26,15 @@ static void usage(FILE *out)
         "                              [--rate 200/min] [--max-in-flight 500] [--auto-rollback]\n"
         "                              [--bake 10m] [--max-unhealthy 0%%] [--restart-limit 3]\n"
         "                              [--compare-baseline] [--baseline-factor 1.5]\n"
+        "                              [--gate-metric cpu_pct:0..100,rss_mb] [--min-samples 1]\n"
+        "                              [--continuous] [--delta-fallback refuse|full]\n"
         "                              [--id ID] [--json]\n"
         "       upkeep campaign list [--json]\n"
         "       upkeep campaign show ID [--devices] [--json]\n"
         "       upkeep campaign watch ID [--interval SECONDS] [--once]\n"
-        "       upkeep campaign pause|resume|abort|rollback ID [--reason TEXT]\n\n"
+        "       upkeep campaign pause|resume|abort ID [--reason TEXT]\n"
+        "       upkeep campaign rollback ID [--reason TEXT] [--wait]\n"
+        "       upkeep campaign retry ID DEVICE|--failed\n\n"
         "--target selects devices: 'all' (default) or comma-separated key=value terms,\n"
         "all of which must hold: hw=, version=, release=, id= (glob, e.g. id=lab-*),\n"
         "group= (set with `upkeep devices label`), status=, online=1|0. Only devices\n"
@@ -40,10 +45,21 @@ static void usage(FILE *out)
         "--bake turns the health gate on: a done stage also waits the bake window, then\n"
         "halts when more than --max-unhealthy of its devices rolled back, failed a\n"
         "health check or restarted more than --restart-limit times, or (with\n"
-        "--compare-baseline) a metric's mean on updated devices is above\n"
-        "--baseline-factor times its mean on not-updated devices of the same hardware.\n"
-        "watch exits 0 when the campaign completes, 1 when it is aborted or rolled "
-        "back.\n\n" UPK_CLIENT_HELP);
+        "--compare-baseline) a metric's median on updated devices is above\n"
+        "--baseline-factor times its median on not-updated devices of the same hardware\n"
+        "(each device counts once). --gate-metric names the metrics compared, each with\n"
+        "an optional range its values must lie in; without it, the metrics at least\n"
+        "half of the updated devices of a hardware report are compared.\n"
+        "--continuous keeps the campaign open after its last stage: devices back online\n"
+        "after a timeout, and devices that join or newly match the target, are offered\n"
+        "the release until an operator ends it. A delta release is refused for devices\n"
+        "not on its base (the count is given); --delta-fallback full sends them the\n"
+        "full image of the same version instead.\n"
+        "rollback gives every started device a release it can install; the campaign is\n"
+        "rolling_back until each reports it, then rolled_back, or rollback_incomplete\n"
+        "naming the devices that are not back (run rollback again to retry them).\n"
+        "watch exits 0 when the campaign completes, 1 when it halts, is aborted or is\n"
+        "rolled back (also with --once, which otherwise exits 0).\n\n" UPK_CLIENT_HELP);
 }
 
 static const upk_col list_cols[] = {{"id", "ID", UPK_COL_STR},
@@ -76,6 +92,8 @@ static const upk_col show_cols[] = {{"id", "campaign:", UPK_COL_STR},
                                     {"max_unhealthy_bp", "max unhealthy:", UPK_COL_BP},
                                     {"restart_limit", "restart limit:", UPK_COL_NUM},
                                     {"compare_baseline", "compare baseline:", UPK_COL_BOOL},
+                                    {"gate_metrics", "gate metrics:", UPK_COL_STR},
+                                    {"min_samples", "min samples:", UPK_COL_NUM},
                                     {"created_by", "created by:", UPK_COL_STR},
                                     {"created_ms", "created:", UPK_COL_TIME_MS},
                                     {"finished_ms", "finished:", UPK_COL_TIME_MS}};
@@ -92,57 +110,13 @@ static const char *str(const cJSON *o, const char *k)
     return s != NULL ? s : "";
 }
 
-/* The watch view; returns the number of lines printed. */
-static int render(FILE *out, const cJSON *c)
+/* str() escaped for the terminal (clifmt.h) into buf of UPK_ESC_CAP. */
+#define UPK_ESC_CAP 1200
+static const char *esc(const cJSON *o, const char *k, char *buf)
 {
-    int lines = 0;
-    char bar[64], eta[32], pct[32];
-    fprintf(out, "campaign %s  release %s  state %s  stage %d/%d\n", str(c, "id"),
-            str(c, "release"), str(c, "state"), (int)num(c, "stage"), (int)num(c, "stage_count"));
-    lines++;
-    if (str(c, "reason")[0] != '\0') {
-        fprintf(out, "reason: %s\n", str(c, "reason"));
-        lines++;
-    }
-    const cJSON *stages = cJSON_GetObjectItem(c, "stages"), *s;
-    int cur = (int)num(c, "stage");
-    cJSON_ArrayForEach(s, stages)
-    {
-        double total = num(s, "total");
-        double ok = num(s, "succeeded");
-        double bad = num(s, "failed") + num(s, "timed_out");
-        double fin = ok + bad + num(s, "skipped");
-        upk_bar_format(fin, total, 30, bar, sizeof(bar));
-        int r = snprintf(pct, sizeof(pct), "%.2f%%", num(s, "share_bp") / 100);
-        (void)r;
-        fprintf(out, "%c stage %-2d %7s %s %5.0f/%-5.0f ok %-5.0f failed %-4.0f running %-4.0f\n",
-                (int)num(s, "stage") == cur ? '>' : ' ', (int)num(s, "stage"), pct, bar, fin, total,
-                ok, bad, num(s, "assigned") + num(s, "in_progress"));
-        lines++;
-    }
-    /* Failure rate of the current stage against the threshold. */
-    const cJSON *cs = cJSON_GetArrayItem(stages, cur - 1);
-    if (cs != NULL) {
-        double total = num(cs, "total"), bad = num(cs, "failed") + num(cs, "timed_out");
-        fprintf(out, "failures in stage %d: %.0f of %.0f (%.2f%%), threshold %.2f%%\n", cur, bad,
-                total, total > 0 ? bad * 100 / total : 0.0, num(c, "max_fail_bp") / 100);
-        lines++;
-    }
-    if (str(c, "gate")[0] != '\0') {
-        fprintf(out, "%s\n", str(c, "gate"));
-        lines++;
-    }
-    const cJSON *counts = cJSON_GetObjectItem(c, "counts");
-    fprintf(out, "devices:");
-    for (int k = 0; k < UPK_CDEV__COUNT; k++)
-        fprintf(out, " %s %.0f", upk_cdev_state_str((upk_cdev_state)k),
-                num(counts, upk_cdev_state_str((upk_cdev_state)k)));
-    fprintf(out, " (offline waiting %.0f)\n", num(c, "offline_waiting"));
-    lines++;
-    upk_duration_format(num(c, "eta_s"), eta, sizeof(eta));
-    fprintf(out, "ETA %s\n", strcmp(str(c, "state"), "running") == 0 ? eta : "-");
-    lines++;
-    return lines;
+    bool whole = upk_term_escape(str(o, k), buf, UPK_ESC_CAP);
+    (void)whole; /* a cut value ends in "..." */
+    return buf;
 }
 
 static volatile sig_atomic_t stop_watch;
@@ -164,7 +138,7 @@ static int watch(const upk_client_cfg *cfg, const char *id, unsigned interval_ms
     }
     bool tty = upk_cli_isatty();
     int prev_lines = 0, rc = UPK_EXIT_OK;
-    char last[512] = "";
+    char last[3 * UPK_ESC_CAP] = "";
     cJSON *args = cJSON_CreateObject();
     if (args == NULL) {
         upk_client_close(c);
@@ -176,29 +150,32 @@ static int watch(const upk_client_cfg *cfg, const char *id, unsigned interval_ms
         cJSON *data = NULL;
         err = upk_client_call(c, "campaign.show", args, &data, why, sizeof(why));
         if (err != UPK_OK) {
-            fprintf(stderr, "upkeep: %s (%s)\n", why, upk_err_str(err));
+            fputs("upkeep: ", stderr);
+            upk_term_puts(stderr, why);
+            fprintf(stderr, " (%s)\n", upk_err_str(err));
             rc = upk_client_exit_code(err);
             break;
         }
-        const char *state = str(data, "state");
         if (tty) {
-            /* Redraw in place: move up over the previous frame and clear it. */
+            /* Redraw in place: move up over the previous frame and clear it;
+             * the frame fits the terminal's width, so its line count holds. */
             if (prev_lines > 0)
                 printf("\033[%dA\033[J", prev_lines);
-            prev_lines = render(stdout, data);
+            prev_lines = upk_campaign_render(stdout, data, upk_term_width());
         } else {
             const cJSON *counts = cJSON_GetObjectItem(data, "counts");
-            char line[512];
-            int r =
-                snprintf(line, sizeof(line),
-                         "campaign=%s state=%s stage=%d/%d succeeded=%.0f failed=%.0f "
-                         "timed_out=%.0f running=%.0f pending=%.0f reason=\"%s\"",
-                         id, state, (int)num(data, "stage"), (int)num(data, "stage_count"),
-                         num(counts, "succeeded"), num(counts, "failed"), num(counts, "timed_out"),
-                         num(counts, "assigned") + num(counts, "in_progress"),
-                         num(counts, "pending"), str(data, "reason"));
+            char line[3 * UPK_ESC_CAP], e1[UPK_ESC_CAP], e2[UPK_ESC_CAP], e3[UPK_ESC_CAP];
+            int r = snprintf(line, sizeof(line),
+                             "campaign=%s state=%s stage=%d/%d succeeded=%.0f failed=%.0f "
+                             "timed_out=%.0f running=%.0f pending=%.0f reason=\"%s\"",
+                             id, esc(data, "state", e3), (int)num(data, "stage"),
+                             (int)num(data, "stage_count"), num(counts, "succeeded"),
+                             num(counts, "failed"), num(counts, "timed_out"),
+                             num(counts, "assigned") + num(counts, "in_progress"),
+                             num(counts, "pending"), esc(data, "reason", e1));
             if (r > 0 && (size_t)r < sizeof(line) && str(data, "gate")[0] != '\0')
-                r = snprintf(line + r, sizeof(line) - (size_t)r, " gate=\"%s\"", str(data, "gate"));
+                r = snprintf(line + r, sizeof(line) - (size_t)r, " gate=\"%s\"",
+                             esc(data, "gate", e2));
             (void)r;
             if (strcmp(line, last) != 0) {
                 char ts[32];
@@ -209,12 +186,74 @@ static int watch(const upk_client_cfg *cfg, const char *id, unsigned interval_ms
             }
         }
         fflush(stdout);
-        bool final = strcmp(state, "completed") == 0 || strcmp(state, "aborted") == 0 ||
-                     strcmp(state, "rolled_back") == 0;
-        if (final)
-            rc = strcmp(state, "completed") == 0 ? UPK_EXIT_OK : UPK_EXIT_FAIL;
+        /* Ends on completion (0) and on a halt, abort or finished rollback
+         * (1); --once says the same of the state it saw. */
+        bool final = false;
+        rc = upk_campaign_watch_exit(data, &final);
         cJSON_Delete(data);
         if (final || once)
+            break;
+        struct timespec ts = {(time_t)(interval_ms / 1000), (long)(interval_ms % 1000) * 1000000};
+        nanosleep(&ts, NULL);
+    }
+    cJSON_Delete(args);
+    upk_client_close(c);
+    return rc;
+}
+
+/* `campaign rollback --wait`: follows the rollback to its end and says how
+ * it ended: 0 rolled back (every device reported its previous release), 1
+ * rollback incomplete (the devices not back are listed), 3 unreachable. */
+static int rollback_wait(const upk_client_cfg *cfg, const char *id, unsigned interval_ms)
+{
+    char why[512];
+    upk_client *c = NULL;
+    upk_err err = upk_client_connect(cfg, &c, why, sizeof(why));
+    if (err != UPK_OK) {
+        fprintf(stderr, "upkeep: %s\n", why);
+        return upk_client_exit_code(err);
+    }
+    cJSON *args = cJSON_CreateObject();
+    if (args == NULL || cJSON_AddStringToObject(args, "id", id) == NULL) {
+        cJSON_Delete(args);
+        upk_client_close(c);
+        return UPK_EXIT_FAIL;
+    }
+    int rc = UPK_EXIT_FAIL;
+    signal(SIGINT, on_sigint);
+    while (!stop_watch) {
+        cJSON *data = NULL;
+        err = upk_client_call(c, "campaign.show", args, &data, why, sizeof(why));
+        if (err != UPK_OK) {
+            fputs("upkeep: ", stderr);
+            upk_term_puts(stderr, why);
+            fprintf(stderr, " (%s)\n", upk_err_str(err));
+            rc = upk_client_exit_code(err);
+            break;
+        }
+        const char *state = str(data, "state");
+        const cJSON *rb = cJSON_GetObjectItem(data, "rollback");
+        bool end = strcmp(state, "rolling_back") != 0;
+        if (strcmp(state, "rolled_back") == 0) {
+            double n = num(rb, "done");
+            printf("campaign %s: rollback done: %.0f %s back on their previous release\n", id, n,
+                   n == 1 ? "device" : "devices");
+            rc = UPK_EXIT_OK;
+        } else if (end) {
+            char e1[UPK_ESC_CAP], e2[UPK_ESC_CAP];
+            printf("campaign %s: %s: %s\n", id, esc(data, "state", e1), esc(data, "reason", e2));
+            const cJSON *d;
+            cJSON_ArrayForEach(d, cJSON_GetObjectItem(rb, "devices"))
+            {
+                if (strcmp(str(d, "state"), "failed") == 0) {
+                    char e3[UPK_ESC_CAP];
+                    printf("  %s: %s: %s\n", esc(d, "device", e1), esc(d, "error", e2),
+                           esc(d, "message", e3));
+                }
+            }
+        }
+        cJSON_Delete(data);
+        if (end)
             break;
         struct timespec ts = {(time_t)(interval_ms / 1000), (long)(interval_ms % 1000) * 1000000};
         nanosleep(&ts, NULL);
@@ -246,7 +285,13 @@ int upk_cli_campaign(int argc, char **argv)
         O_DEVICES,
         O_REASON,
         O_INTERVAL,
-        O_ONCE
+        O_ONCE,
+        O_GM,
+        O_MS,
+        O_CONT,
+        O_DFB,
+        O_FAILED,
+        O_WAIT
     };
     static const struct option opts[] = {{"release", required_argument, NULL, O_RELEASE},
                                          {"target", required_argument, NULL, O_TARGET},
@@ -262,12 +307,18 @@ int upk_cli_campaign(int argc, char **argv)
                                          {"restart-limit", required_argument, NULL, O_RL},
                                          {"compare-baseline", no_argument, NULL, O_CB},
                                          {"baseline-factor", required_argument, NULL, O_BF},
+                                         {"gate-metric", required_argument, NULL, O_GM},
+                                         {"min-samples", required_argument, NULL, O_MS},
                                          {"id", required_argument, NULL, O_ID},
                                          {"json", no_argument, NULL, O_JSON},
                                          {"devices", no_argument, NULL, O_DEVICES},
                                          {"reason", required_argument, NULL, O_REASON},
                                          {"interval", required_argument, NULL, O_INTERVAL},
                                          {"once", no_argument, NULL, O_ONCE},
+                                         {"continuous", no_argument, NULL, O_CONT},
+                                         {"delta-fallback", required_argument, NULL, O_DFB},
+                                         {"failed", no_argument, NULL, O_FAILED},
+                                         {"wait", no_argument, NULL, O_WAIT},
                                          {"help", no_argument, NULL, 'h'},
                                          UPK_CLIENT_LONG_OPTS,
                                          {0}};
@@ -286,7 +337,7 @@ int upk_cli_campaign(int argc, char **argv)
     cJSON *args = cJSON_CreateObject();
     if (args == NULL)
         return UPK_EXIT_FAIL;
-    bool json = false, once = false;
+    bool json = false, once = false, wait_end = false;
     unsigned interval_ms = 1000;
     int c, rc = UPK_EXIT_USAGE;
     optind = 1;
@@ -355,6 +406,19 @@ int upk_cli_campaign(int argc, char **argv)
             cJSON_AddNumberToObject(args, "baseline_factor", v);
             break;
         }
+        case O_GM:
+            cJSON_AddStringToObject(args, "gate_metric", optarg);
+            break;
+        case O_MS: {
+            char *end = NULL;
+            long v = strtol(optarg, &end, 10);
+            if (end == optarg || *end != '\0' || v < 1 || v > 1000000) {
+                fprintf(stderr, "upkeep campaign: --min-samples takes a number >= 1\n");
+                goto out;
+            }
+            cJSON_AddNumberToObject(args, "min_samples", (double)v);
+            break;
+        }
         case O_ID:
             cJSON_AddStringToObject(args, "id", optarg);
             break;
@@ -379,6 +443,22 @@ int upk_cli_campaign(int argc, char **argv)
         }
         case O_ONCE:
             once = true;
+            break;
+        case O_CONT:
+            cJSON_AddBoolToObject(args, "continuous", true);
+            break;
+        case O_DFB:
+            if (strcmp(optarg, "full") != 0 && strcmp(optarg, "refuse") != 0) {
+                fprintf(stderr, "upkeep campaign create: --delta-fallback takes full or refuse\n");
+                goto out;
+            }
+            cJSON_AddStringToObject(args, "delta_fallback", optarg);
+            break;
+        case O_FAILED:
+            cJSON_AddBoolToObject(args, "failed", true);
+            break;
+        case O_WAIT:
+            wait_end = true;
             break;
         case 'h':
             usage(stdout);
@@ -419,6 +499,18 @@ int upk_cli_campaign(int argc, char **argv)
         int r = snprintf(name, sizeof(name), "campaign.%s", sub);
         (void)r;
         cmd = name;
+    } else if (strcmp(sub, "retry") == 0) {
+        bool failed = cJSON_IsTrue(cJSON_GetObjectItem(args, "failed"));
+        if (operands != (failed ? 1 : 2)) {
+            fprintf(stderr, "upkeep campaign retry: give the campaign and one device, or the "
+                            "campaign and --failed\n");
+            goto out;
+        }
+        cJSON_DeleteItemFromObject(args, "id");
+        cJSON_AddStringToObject(args, "id", argv[optind]);
+        if (!failed)
+            cJSON_AddStringToObject(args, "device", argv[optind + 1]);
+        cmd = "campaign.retry";
     } else {
         fprintf(stderr, "upkeep campaign: unknown subcommand '%s'; see `upkeep campaign --help`\n",
                 sub);
@@ -435,26 +527,89 @@ int upk_cli_campaign(int argc, char **argv)
     } else if (strcmp(sub, "show") == 0) {
         upk_kv_print(stdout, data, show_cols, sizeof(show_cols) / sizeof(show_cols[0]));
         printf("\n");
-        render(stdout, data);
+        upk_campaign_render(stdout, data, 0);
         const cJSON *dl = cJSON_GetObjectItem(data, "device_list");
         if (dl != NULL) {
-            static const upk_col dcols[] = {{"device", "DEVICE", UPK_COL_STR},
-                                            {"stage", "STAGE", UPK_COL_NUM},
-                                            {"state", "STATE", UPK_COL_STR},
-                                            {"online", "ONLINE", UPK_COL_BOOL},
-                                            {"assigned_ms", "STARTED", UPK_COL_TIME_MS},
-                                            {"done_ms", "DONE", UPK_COL_TIME_MS}};
+            static const upk_col dcols[] = {
+                {"device", "DEVICE", UPK_COL_STR},   {"stage", "STAGE", UPK_COL_NUM},
+                {"state", "STATE", UPK_COL_STR},     {"error", "ERROR", UPK_COL_STR},
+                {"online", "ONLINE", UPK_COL_BOOL},  {"assigned_ms", "STARTED", UPK_COL_TIME_MS},
+                {"done_ms", "DONE", UPK_COL_TIME_MS}};
             printf("\n");
-            upk_table_print(stdout, dl, dcols, sizeof(dcols) / sizeof(dcols[0]));
+            if (cJSON_GetArraySize(dl) == 0)
+                printf("devices: none\n");
+            else
+                upk_table_print(stdout, dl, dcols, sizeof(dcols) / sizeof(dcols[0]));
+            const cJSON *rb = cJSON_GetObjectItem(cJSON_GetObjectItem(data, "rollback"), "devices");
+            if (rb != NULL) {
+                static const upk_col rcols[] = {
+                    {"device", "DEVICE", UPK_COL_STR}, {"state", "ROLLBACK", UPK_COL_STR},
+                    {"release", "SENT", UPK_COL_STR},  {"version", "VERSION", UPK_COL_STR},
+                    {"error", "ERROR", UPK_COL_STR},   {"message", "WHY", UPK_COL_STR}};
+                printf("\nrollback:\n");
+                upk_table_print(stdout, rb, rcols, sizeof(rcols) / sizeof(rcols[0]));
+            }
         }
     } else if (strcmp(sub, "create") == 0) {
-        printf("campaign %s created: %.0f devices in %.0f stages (%.0f skipped: incompatible "
-               "hardware; %.0f skipped: busy in another campaign)\n"
-               "watch it with: upkeep campaign watch %s\n",
-               str(data, "id"), num(data, "devices"), num(data, "stage_count"),
-               num(data, "incompatible"), num(data, "busy"), str(data, "id"));
+        double nd = num(data, "devices"), ns = num(data, "stage_count");
+        char e1[UPK_ESC_CAP], e2[UPK_ESC_CAP];
+        printf("campaign %s created: %.0f %s in %.0f %s (%.0f skipped: incompatible "
+               "hardware; %.0f skipped: busy in another campaign",
+               esc(data, "id", e1), nd, nd == 1 ? "device" : "devices", ns,
+               ns == 1 ? "stage" : "stages", num(data, "incompatible"), num(data, "busy"));
+        if (num(data, "no_module") > 0)
+            printf("; %.0f skipped: no install module %s", num(data, "no_module"),
+                   esc(data, "module", e2));
+        printf(")\n");
+        if (num(data, "full_fallback") > 0)
+            printf("%.0f %s not on the delta's base get the full image %s\n",
+                   num(data, "full_fallback"),
+                   num(data, "full_fallback") == 1 ? "device" : "devices",
+                   esc(data, "full_release", e2));
+        printf("watch it with: upkeep campaign watch %s\n", e1);
+    } else if (strcmp(sub, "rollback") == 0) {
+        const cJSON *rb = cJSON_GetObjectItem(data, "rollback");
+        double done = num(rb, "done"), pend = num(rb, "pending"), failed = num(rb, "failed");
+        printf("campaign %s: rolling back %.0f %s: %.0f sent a release to return to, %.0f "
+               "already back, %.0f cannot be rolled back\n",
+               argv[optind], done + pend + failed, done + pend + failed == 1 ? "device" : "devices",
+               pend, done, failed);
+        const cJSON *d;
+        cJSON_ArrayForEach(d, cJSON_GetObjectItem(rb, "devices"))
+        {
+            /* With --wait the end lists every device not back. */
+            if (!wait_end && strcmp(str(d, "state"), "failed") == 0) {
+                char e1[UPK_ESC_CAP], e2[UPK_ESC_CAP], e3[UPK_ESC_CAP];
+                printf("  %s: %s: %s\n", esc(d, "device", e1), esc(d, "error", e2),
+                       esc(d, "message", e3));
+            }
+        }
+        if (wait_end)
+            rc = rollback_wait(&cfg, argv[optind], interval_ms);
+        else
+            printf("it is rolled_back only when every device reports its previous release "
+                   "(rollback_incomplete otherwise); follow it with: upkeep campaign watch %s, "
+                   "or use --wait\n",
+                   argv[optind]);
+    } else if (strcmp(sub, "pause") == 0) {
+        char e1[UPK_ESC_CAP];
+        if (cJSON_IsTrue(cJSON_GetObjectItem(data, "already")))
+            printf("campaign %s is already paused (%s)\n", argv[optind],
+                   str(data, "reason")[0] ? esc(data, "reason", e1) : "no reason given");
+        else
+            printf("campaign %s paused; on resume, a stage's soak starts again once its devices "
+                   "are done\n",
+                   argv[optind]);
+    } else if (strcmp(sub, "retry") == 0) {
+        double n = num(data, "retried");
+        char e1[UPK_ESC_CAP];
+        printf("campaign %s: %.0f %s offered the release again\n", esc(data, "id", e1), n,
+               n == 1 ? "device" : "devices");
     } else {
-        printf("campaign %s: %s done\n", argv[optind], sub);
+        printf("campaign %s %s\n", argv[optind],
+               strcmp(sub, "resume") == 0  ? "resumed"
+               : strcmp(sub, "abort") == 0 ? "aborted"
+                                           : sub);
     }
     cJSON_Delete(data);
     goto out;

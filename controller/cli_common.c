@@ -6,6 +6,7 @@
 
 #include "cli.h"
 #include "client.h"
+#include "clifmt.h"
 
 int upk_cli_isatty(void)
 {
@@ -24,7 +25,10 @@ int upk_cli_call(const upk_client_cfg *cfg, const char *cmd, const cJSON *args, 
     err = upk_client_call(c, cmd, args, data, why, sizeof(why));
     upk_client_close(c);
     if (err != UPK_OK) {
-        fprintf(stderr, "upkeep: %s (%s)\n", why, upk_err_str(err));
+        /* The controller's message can quote operator or device text. */
+        fputs("upkeep: ", stderr);
+        upk_term_puts(stderr, why);
+        fprintf(stderr, " (%s)\n", upk_err_str(err));
         return upk_client_exit_code(err);
     }
     return UPK_EXIT_OK;

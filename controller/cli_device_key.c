@@ -3,6 +3,8 @@
  * The secret file is read exactly as the broker plugin reads it: its bytes
  * with trailing CR, LF, space and tab removed, at least 16 bytes. */
 #include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,11 +20,14 @@ int upk_cli_device_key(int argc, char **argv);
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: upkeep device-key [--secret-file PATH] DEVICE_ID\n\n"
+    fprintf(out, "usage: upkeep device-key [--secret-file PATH] [--epoch N] DEVICE_ID\n\n"
                  "Prints the MQTT password of DEVICE_ID, derived from the fleet secret\n"
                  "(HMAC-SHA256, hex). The broker plugin derives the same password, so\n"
                  "devices need no entry in the broker's password file.\n\n"
-                 "  --secret-file PATH  fleet secret file (default: $UPKEEP_FLEET_SECRET_FILE)\n");
+                 "  --secret-file PATH  fleet secret file (default: $UPKEEP_FLEET_SECRET_FILE)\n"
+                 "  --epoch N           the password of credential epoch N (0-999999999,\n"
+                 "                      default 0): \"e<N>.\" + hex; raising the device's\n"
+                 "                      minimum epoch at the broker revokes older ones\n");
 }
 
 /* Reads the secret file into buf; returns its length or -1 with a message. */
@@ -48,12 +53,30 @@ static long read_secret(const char *path, unsigned char *buf, size_t cap)
     return (long)n;
 }
 
+/* A credential epoch: decimal, 0..UPK_DEVKEY_EPOCH_MAX, no sign, no leading
+ * zeros (so that each epoch has one spelling, as in the password). */
+static bool parse_epoch(const char *s, uint32_t *out)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 9 || (n > 1 && s[0] == '0'))
+        return false;
+    uint32_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        v = v * 10u + (uint32_t)(s[i] - '0');
+    }
+    *out = v;
+    return true;
+}
+
 int upk_cli_device_key(int argc, char **argv)
 {
     const char *secret_file = getenv("UPKEEP_FLEET_SECRET_FILE");
     const char *id = NULL;
     unsigned char secret[SECRET_MAX];
-    char key[UPK_DEVKEY_LEN + 1];
+    char key[UPK_DEVKEY_MAX + 1];
+    uint32_t epoch = 0;
     int rc = UPK_EXIT_FAIL;
 
     for (int i = 1; i < argc; i++) {
@@ -62,6 +85,14 @@ int upk_cli_device_key(int argc, char **argv)
             return UPK_EXIT_OK;
         } else if (strcmp(argv[i], "--secret-file") == 0 && i + 1 < argc) {
             secret_file = argv[++i];
+        } else if (strcmp(argv[i], "--epoch") == 0 && i + 1 < argc) {
+            if (!parse_epoch(argv[++i], &epoch)) {
+                fprintf(stderr,
+                        "upkeep device-key: --epoch '%s': must be a whole number from 0 to %u "
+                        "without leading zeros (error=%s)\n",
+                        argv[i], UPK_DEVKEY_EPOCH_MAX, upk_err_str(UPK_E_FIELD_RANGE));
+                return UPK_EXIT_USAGE;
+            }
         } else if (argv[i][0] == '-' || id != NULL) {
             usage(stderr);
             return UPK_EXIT_USAGE;
@@ -84,7 +115,7 @@ int upk_cli_device_key(int argc, char **argv)
     long len = read_secret(secret_file, secret, sizeof(secret));
     if (len < 0)
         goto out;
-    upk_err err = upk_devkey_derive(secret, (size_t)len, id, key, sizeof(key));
+    upk_err err = upk_devkey_derive_epoch(secret, (size_t)len, id, epoch, key, sizeof(key));
     if (err != UPK_OK) {
         fprintf(stderr, "upkeep device-key: %s: %s (error=%s)\n", secret_file,
                 err == UPK_E_INVALID_ARG ? "fleet secret shorter than 16 bytes" : upk_err_msg(err),

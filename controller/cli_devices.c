@@ -173,7 +173,9 @@ int upk_cli_devices(int argc, char **argv)
             cJSON *page = NULL;
             err = upk_client_call(cl, "device.list", args, &page, why, sizeof(why));
             if (err != UPK_OK) {
-                fprintf(stderr, "upkeep: %s (%s)\n", why, upk_err_str(err));
+                fputs("upkeep: ", stderr);
+                upk_term_puts(stderr, why);
+                fprintf(stderr, " (%s)\n", upk_err_str(err));
                 rc = upk_client_exit_code(err);
                 break;
             }

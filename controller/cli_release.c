@@ -24,6 +24,7 @@
 #include "upkeep/key.h"
 #include "upkeep/manifest.h"
 #include "upkeep/timefmt.h"
+#include "upload.h"
 #ifdef UPK_HAVE_DELTA
 #include "upkeep/delta.h"
 #endif
@@ -40,7 +41,8 @@ static void usage(FILE *out)
         "                             [--upload]\n"
         "                             [--support-until DATE --delivery automatic|user-approved\n"
         "                              --notice TEXT --contact TEXT]\n"
-        "       upkeep release import BUNDLE [--id ID]\n"
+        "       upkeep release import BUNDLE [--id ID] [--artifact FILE]\n"
+        "                             [--bytes-per-second N] [--messages-per-second N]\n"
         "       upkeep release list [--json]\n"
         "       upkeep release show ID [--json]\n\n"
         "create signs a manifest for ARTIFACT on this machine and writes the bundle\n"
@@ -50,23 +52,186 @@ static void usage(FILE *out)
         "delta make`; --delta-from OLD: ARTIFACT is the new image, and the release is a\n"
         "patch from OLD made beside the bundle (base_sha256 = OLD, target_sha256 =\n"
         "ARTIFACT). --expires takes a date (2027-01-01) or a duration from now (365d).\n"
+        "--out DIR is made when missing. The bundle names the artifact relative to\n"
+        "DIR, so DIR and the artifact can move together to another machine.\n"
         "--upload imports the bundle right away. import uploads a bundle to the\n"
-        "controller (any machine that reaches the broker).\n\n" UPK_CLIENT_HELP);
+        "controller (any machine that reaches the broker). It finds the artifact\n"
+        "where the bundle says or beside the bundle; --artifact FILE names it. Chunks\n"
+        "are paced to the broker's rate limit for operators: --bytes-per-second\n"
+        "(default 1048576, or UPKEEP_BYTES_PER_SECOND, or cli.json's bytes_per_second)\n"
+        "and --messages-per-second (default 10, UPKEEP_MESSAGES_PER_SECOND,\n"
+        "messages_per_second) are its rate_limits.operator (0 = unlimited). Run an\n"
+        "interrupted import again to resume it.\n\n" UPK_CLIENT_HELP);
 }
 
 /* ---- upload */
 
-static int upload_bundle(const upk_client_cfg *cfg, const char *bundle_path, const char *id)
+/* How `release import` paces its chunks and where it finds the artifact. */
+struct import_opts {
+    const char *id;       /* --id: the release id, or NULL for NAME-VERSION */
+    const char *artifact; /* --artifact: the artifact file, or NULL to look beside the bundle */
+    double bytes_per_s;   /* --bytes-per-second: the broker's rate_limits.operator */
+    double msgs_per_s;    /* --messages-per-second */
+};
+
+/* The plugin's defaults for operators (docs/broker-plugin.md). */
+#define IMPORT_BYTES_PER_S_DEFAULT 1048576.0
+#define IMPORT_MSGS_PER_S_DEFAULT  10.0
+
+/* The defaults, then cli.json (through cfg), then the environment; the
+ * options come last. */
+static void import_opts_init(struct import_opts *io, const upk_client_cfg *cfg)
+{
+    memset(io, 0, sizeof(*io));
+    io->bytes_per_s = IMPORT_BYTES_PER_S_DEFAULT;
+    io->msgs_per_s = IMPORT_MSGS_PER_S_DEFAULT;
+    if (cfg->bytes_per_second >= 0)
+        io->bytes_per_s = cfg->bytes_per_second;
+    if (cfg->messages_per_second >= 0)
+        io->msgs_per_s = cfg->messages_per_second;
+    const char *e;
+    char *end = NULL;
+    if ((e = getenv("UPKEEP_BYTES_PER_SECOND")) != NULL && *e != '\0') {
+        double v = strtod(e, &end);
+        if (end != e && *end == '\0' && v >= 0 && v <= 1e12)
+            io->bytes_per_s = v;
+    }
+    if ((e = getenv("UPKEEP_MESSAGES_PER_SECOND")) != NULL && *e != '\0') {
+        double v = strtod(e, &end);
+        if (end != e && *end == '\0' && v >= 0 && v <= 1e9)
+            io->msgs_per_s = v;
+    }
+}
+
+/* --bytes-per-second / --messages-per-second: a number >= 0 (0 = unlimited). */
+static bool parse_rate(const char *opt, const char *s, double max, double *out)
+{
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || *end != '\0' || errno != 0 || !(v >= 0) || v > max) {
+        fprintf(stderr, "upkeep release: %s takes a number from 0 (unlimited) to %.0f\n", opt, max);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+/* Finds the artifact of a bundle: --artifact when given; else the bundle's
+ * path, relative to the bundle's folder (or absolute, in bundles of older
+ * versions); else a file of the same name beside the bundle, so a bundle and
+ * its artifact copied together to another machine import from there. */
+static bool find_artifact(const char *bundle_path, const char *art, const char *given, char *out,
+                          size_t cap)
+{
+    int r;
+    if (given != NULL) {
+        r = snprintf(out, cap, "%s", given);
+        return r >= 0 && (size_t)r < cap;
+    }
+    const char *slash = strrchr(bundle_path, '/');
+    int dirlen = slash ? (int)(slash - bundle_path + 1) : 0;
+    if (art[0] == '/')
+        r = snprintf(out, cap, "%s", art);
+    else
+        r = snprintf(out, cap, "%.*s%s", dirlen, bundle_path, art);
+    if (r >= 0 && (size_t)r < cap && access(out, F_OK) == 0)
+        return true;
+    const char *base = strrchr(art, '/');
+    base = base ? base + 1 : art;
+    char beside[PATH_MAX];
+    r = snprintf(beside, sizeof(beside), "%.*s%s", dirlen, bundle_path, base);
+    if (r >= 0 && (size_t)r < sizeof(beside) && access(beside, F_OK) == 0) {
+        r = snprintf(out, cap, "%s", beside);
+        return r >= 0 && (size_t)r < cap;
+    }
+    return true; /* out names the recorded path; opening it reports the error */
+}
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void fmt_bytes(char *buf, size_t cap, double b)
+{
+    int r;
+    if (b >= 1024.0 * 1024 * 1024)
+        r = snprintf(buf, cap, "%.2f GiB", b / (1024.0 * 1024 * 1024));
+    else if (b >= 1024.0 * 1024)
+        r = snprintf(buf, cap, "%.1f MiB", b / (1024.0 * 1024));
+    else if (b >= 1024.0)
+        r = snprintf(buf, cap, "%.1f KiB", b / 1024.0);
+    else
+        r = snprintf(buf, cap, "%.0f B", b);
+    (void)r;
+}
+
+struct progress {
+    const char *release;
+    bool tty;     /* stdout is a terminal: draw the progress line */
+    bool drawn;   /* a line is on the screen (end it before other output) */
+    double start; /* mono_s at the first chunk */
+    uint64_t from;
+    double last_draw;
+};
+
+static void on_progress(uint64_t done, uint64_t size, void *ud)
+{
+    struct progress *p = ud;
+    double now = mono_s();
+    if (!p->tty || (now - p->last_draw < 0.25 && done < size))
+        return;
+    p->last_draw = now;
+    double el = now - p->start, rate = el > 0 ? (double)(done - p->from) / el : 0;
+    char d[32], t[32], rt[32], eta[32] = "";
+    fmt_bytes(d, sizeof(d), (double)done);
+    fmt_bytes(t, sizeof(t), (double)size);
+    fmt_bytes(rt, sizeof(rt), rate);
+    int r = 0;
+    if (rate > 0 && done < size) {
+        double left = (double)(size - done) / rate;
+        r = snprintf(eta, sizeof(eta), ", %um%02us left", (unsigned)(left / 60),
+                     (unsigned)left % 60);
+    }
+    (void)r;
+    printf("\ruploading %s: %s of %s (%.0f%%), %s/s%s\033[K", p->release, d, t,
+           size ? 100.0 * (double)done / (double)size : 100.0, rt, eta);
+    fflush(stdout);
+    p->drawn = true;
+}
+
+static void on_throttled(uint64_t at, double bytes_per_s, double msgs_per_s, void *ud)
+{
+    struct progress *p = ud;
+    if (p->drawn) {
+        printf("\n");
+        fflush(stdout);
+        p->drawn = false;
+    }
+    fprintf(stderr,
+            "upkeep release import: throttled by the broker's rate limit at byte %llu (it refused "
+            "a chunk); sending again from there at most %.0f bytes/s. Set --bytes-per-second "
+            "and --messages-per-second to the broker's rate_limits.operator\n",
+            (unsigned long long)at, bytes_per_s);
+    (void)msgs_per_s;
+}
+
+static int upload_bundle(const upk_client_cfg *cfg, const char *bundle_path,
+                         const struct import_opts *io)
 {
     char *text = NULL;
     size_t len = 0;
     int rc = UPK_EXIT_FAIL;
     cJSON *b = NULL, *args = NULL, *data = NULL;
     upk_client *c = NULL;
-    FILE *f = NULL;
+    int fd = -1;
     char why[512];
     if (upk_fs_read(bundle_path, BUNDLE_MAX, &text, &len) != UPK_OK) {
-        fprintf(stderr, "upkeep release import: cannot read bundle %s\n", bundle_path);
+        fprintf(stderr, "upkeep release import: cannot read bundle %s: %s\n", bundle_path,
+                strerror(errno));
         return UPK_EXIT_FAIL;
     }
     b = cJSON_ParseWithLength(text, len);
@@ -85,21 +250,25 @@ static int upload_bundle(const upk_client_cfg *cfg, const char *bundle_path, con
         fprintf(stderr, "upkeep release import: the bundle's manifest is malformed\n");
         goto out;
     }
-    /* The artifact path is relative to the bundle when not absolute. */
     char apath[PATH_MAX];
-    int r;
-    if (art->valuestring[0] == '/') {
-        r = snprintf(apath, sizeof(apath), "%s", art->valuestring);
-    } else {
-        const char *slash = strrchr(bundle_path, '/');
-        r = snprintf(apath, sizeof(apath), "%.*s%s", slash ? (int)(slash - bundle_path + 1) : 0,
-                     bundle_path, art->valuestring);
+    if (!find_artifact(bundle_path, art->valuestring, io->artifact, apath, sizeof(apath))) {
+        fprintf(stderr, "upkeep release import: the artifact path is too long\n");
+        goto out;
     }
-    (void)r;
-    f = fopen(apath, "rb");
-    if (f == NULL) {
-        fprintf(stderr, "upkeep release import: cannot open artifact %s: %s\n", apath,
-                strerror(errno));
+    fd = open(apath, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        fprintf(stderr,
+                "upkeep release import: cannot open artifact %s: %s (put the artifact beside "
+                "the bundle, or name it with --artifact FILE)\n",
+                apath, strerror(errno));
+        goto out;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || (uint64_t)st.st_size != m.size) {
+        fprintf(stderr,
+                "upkeep release import: artifact %s is %lld bytes, the signed manifest says %llu: "
+                "not the file this bundle was made for\n",
+                apath, (long long)st.st_size, (unsigned long long)m.size);
         goto out;
     }
     if ((args = cJSON_CreateObject()) == NULL)
@@ -107,8 +276,8 @@ static int upload_bundle(const upk_client_cfg *cfg, const char *bundle_path, con
     cJSON_AddStringToObject(args, "manifest", man->valuestring);
     cJSON_AddStringToObject(args, "sig", sig->valuestring);
     cJSON_AddStringToObject(args, "key_id", kid->valuestring);
-    if (id != NULL)
-        cJSON_AddStringToObject(args, "id", id);
+    if (io->id != NULL)
+        cJSON_AddStringToObject(args, "id", io->id);
     upk_err err = upk_client_connect(cfg, &c, why, sizeof(why));
     if (err != UPK_OK) {
         fprintf(stderr, "upkeep: %s\n", why);
@@ -122,48 +291,52 @@ static int upload_bundle(const upk_client_cfg *cfg, const char *bundle_path, con
         goto out;
     }
     char upload[UPK_ID_MAX + 1], release[UPK_ID_MAX + 1];
-    r = snprintf(upload, sizeof(upload), "%s",
-                 cJSON_GetStringValue(cJSON_GetObjectItem(data, "upload")));
+    int r = snprintf(upload, sizeof(upload), "%s",
+                     cJSON_GetStringValue(cJSON_GetObjectItem(data, "upload")));
     r = snprintf(release, sizeof(release), "%s",
                  cJSON_GetStringValue(cJSON_GetObjectItem(data, "release")));
+    (void)r;
+    double chunk_max = cJSON_GetNumberValue(cJSON_GetObjectItem(data, "chunk_max"));
+    double offset = cJSON_GetNumberValue(cJSON_GetObjectItem(data, "offset"));
     cJSON_Delete(data);
     data = NULL;
-    static uint8_t buf[UPK_UPLOAD_CHUNK_MAX];
-    static char b64[UPK_UPLOAD_CHUNK_MAX * 4 / 3 + 8];
-    uint64_t off = 0;
-    bool tty = isatty(STDERR_FILENO);
-    for (;;) {
-        size_t n = fread(buf, 1, sizeof(buf), f);
-        if (n == 0)
-            break;
-        size_t blen = 0;
-        if (upk_base64_encode(buf, n, b64, sizeof(b64), &blen) != UPK_OK)
-            goto out;
-        cJSON *a = cJSON_CreateObject();
-        if (a == NULL)
-            goto out;
-        cJSON_AddStringToObject(a, "upload", upload);
-        cJSON_AddNumberToObject(a, "offset", (double)off);
-        cJSON_AddStringToObject(a, "data", b64);
-        err = upk_client_call(c, "release.upload.chunk", a, NULL, why, sizeof(why));
-        cJSON_Delete(a);
-        if (err != UPK_OK) {
-            fprintf(stderr, "\nupkeep release import: upload failed at byte %llu: %s (%s)\n",
-                    (unsigned long long)off, why, upk_err_str(err));
-            rc = upk_client_exit_code(err);
-            goto out;
-        }
-        off += n;
-        if (tty)
-            fprintf(stderr, "\ruploading %s: %llu / %llu bytes", release, (unsigned long long)off,
-                    (unsigned long long)m.size);
-    }
-    if (ferror(f)) {
-        fprintf(stderr, "upkeep release import: read error on %s\n", apath);
+    size_t chunk = UPK_UPLOAD_CHUNK_MAX;
+    if (chunk_max >= 1 && chunk_max < (double)chunk)
+        chunk = (size_t)chunk_max; /* an older controller takes smaller chunks */
+    if (!(offset >= 0) || offset > (double)m.size)
+        offset = 0; /* an older controller: no offset, a new upload */
+    if (offset > 0)
+        printf("resuming the upload of %s at byte %.0f of %llu\n", release, offset,
+               (unsigned long long)m.size);
+    struct progress p = {.release = release,
+                         .tty = isatty(STDOUT_FILENO) == 1,
+                         .start = mono_s(),
+                         .from = (uint64_t)offset};
+    upk_upload_opts uo = {.upload_id = upload,
+                          .fd = fd,
+                          .size = m.size,
+                          .offset = (uint64_t)offset,
+                          .chunk = chunk,
+                          .msgs_per_s = io->msgs_per_s,
+                          .bytes_per_s = io->bytes_per_s,
+                          .window = UPK_UPLOAD_WINDOW_DEFAULT,
+                          .resend_ms = UPK_UPLOAD_RESEND_MS,
+                          .timeout_ms = cfg->timeout_ms,
+                          .on_progress = on_progress,
+                          .on_throttled = on_throttled,
+                          .ud = &p};
+    upk_upload_stats us;
+    err = upk_upload_send(c, &uo, &us, why, sizeof(why));
+    if (p.drawn)
+        printf("\n");
+    if (err != UPK_OK) {
+        fflush(stdout);
+        fprintf(stderr, "upkeep release import: upload of %s stopped at byte %llu: %s (%s)\n",
+                release, (unsigned long long)us.done, why, upk_err_str(err));
+        rc = upk_client_exit_code(err);
         goto out;
     }
-    if (tty)
-        fprintf(stderr, "\n");
+    double secs = mono_s() - p.start;
     cJSON *a = cJSON_CreateObject();
     if (a == NULL)
         goto out;
@@ -175,12 +348,19 @@ static int upload_bundle(const upk_client_cfg *cfg, const char *bundle_path, con
         rc = upk_client_exit_code(err);
         goto out;
     }
+    char sent[32], rate[32];
+    fmt_bytes(sent, sizeof(sent), (double)(m.size - (uint64_t)offset));
+    fmt_bytes(rate, sizeof(rate), secs > 0 ? (double)(m.size - (uint64_t)offset) / secs : 0);
     printf("imported release %s (sha256 %s)\n", release,
            cJSON_GetStringValue(cJSON_GetObjectItem(data, "sha256")));
+    printf("sent %s in %.1f s (%s/s), %llu chunks, %llu sent again, %llu refused by the "
+           "broker\n",
+           sent, secs, rate, (unsigned long long)us.chunks, (unsigned long long)us.resent,
+           (unsigned long long)us.throttled);
     rc = UPK_EXIT_OK;
 out:
-    if (f != NULL)
-        fclose(f);
+    if (fd >= 0)
+        close(fd);
     upk_client_close(c);
     cJSON_Delete(data);
     cJSON_Delete(args);
@@ -205,11 +385,49 @@ static bool parse_when(const char *s, int64_t now, int64_t *out)
 
 static int write_file(const char *path, const void *data, size_t len)
 {
+    errno = 0;
     if (upk_fs_write_atomic(path, data, len) != UPK_OK) {
-        fprintf(stderr, "upkeep release create: cannot write %s\n", path);
+        fprintf(stderr, "upkeep release create: cannot write %s: %s\n", path,
+                errno != 0 ? strerror(errno) : "I/O error");
         return -1;
     }
     return 0;
+}
+
+/* The path of file (absolute, resolved) relative to the folder dir
+ * (absolute, resolved), e.g. "../fw.bin"; false when out is too small. */
+static bool rel_path(const char *dir, const char *file, char *out, size_t cap)
+{
+    size_t common = 0, i = 0;
+    /* The longest common prefix that ends at a '/' boundary of both. */
+    while (dir[i] != '\0' && dir[i] == file[i]) {
+        i++;
+        if (file[i] == '/' && (dir[i] == '/' || dir[i] == '\0'))
+            common = i;
+    }
+    if (dir[i] == '\0' && file[i] == '/')
+        common = i;
+    if (strcmp(dir, "/") == 0)
+        common = 0;
+    size_t n = 0;
+    const char *rest = dir + common;
+    while (*rest == '/')
+        rest++;
+    while (*rest != '\0') {
+        if (n + 3 >= cap)
+            return false;
+        memcpy(out + n, "../", 3);
+        n += 3;
+        const char *sl = strchr(rest, '/');
+        rest = sl ? sl + 1 : rest + strlen(rest);
+        while (*rest == '/')
+            rest++;
+    }
+    const char *tail = file + common;
+    while (*tail == '/')
+        tail++;
+    int r = snprintf(out + n, cap - n, "%s", tail);
+    return r >= 0 && (size_t)r < cap - n;
 }
 
 static int cmd_create(int argc, char **argv)
@@ -230,7 +448,9 @@ static int cmd_create(int argc, char **argv)
         O_DELIVERY,
         O_NOTICE,
         O_CONTACT,
-        O_ID
+        O_ID,
+        O_BPS,
+        O_MPS
     };
     static const struct option opts[] = {{"name", required_argument, NULL, O_NAME},
                                          {"version", required_argument, NULL, O_VERSION},
@@ -248,6 +468,8 @@ static int cmd_create(int argc, char **argv)
                                          {"notice", required_argument, NULL, O_NOTICE},
                                          {"contact", required_argument, NULL, O_CONTACT},
                                          {"id", required_argument, NULL, O_ID},
+                                         {"bytes-per-second", required_argument, NULL, O_BPS},
+                                         {"messages-per-second", required_argument, NULL, O_MPS},
                                          {"help", no_argument, NULL, 'h'},
                                          UPK_CLIENT_LONG_OPTS,
                                          {0}};
@@ -255,6 +477,8 @@ static int cmd_create(int argc, char **argv)
     memset(&m, 0, sizeof(m));
     upk_client_cfg cfg;
     upk_client_cfg_init(&cfg);
+    struct import_opts io;
+    import_opts_init(&io, &cfg);
     const char *keypath = NULL, *outdir = ".", *expires = NULL, *id = NULL, *delta_from = NULL;
     bool delta = false, upload = false, have_secver = false;
     int64_t now = (int64_t)time(NULL);
@@ -338,6 +562,14 @@ static int cmd_create(int argc, char **argv)
         case O_ID:
             id = optarg;
             break;
+        case O_BPS:
+            if (!parse_rate("--bytes-per-second", optarg, 1e12, &io.bytes_per_s))
+                return UPK_EXIT_USAGE;
+            break;
+        case O_MPS:
+            if (!parse_rate("--messages-per-second", optarg, 1e9, &io.msgs_per_s))
+                return UPK_EXIT_USAGE;
+            break;
         case 'h':
             usage(stdout);
             return UPK_EXIT_OK;
@@ -375,6 +607,16 @@ static int cmd_create(int argc, char **argv)
                         "duration (365d)\n");
         return UPK_EXIT_USAGE;
     }
+    struct stat ost;
+    errno = 0;
+    if (upk_fs_mkdirs(outdir) != UPK_OK) {
+        int e = errno;
+        fprintf(stderr, "upkeep release create: cannot make the --out folder %s: %s\n", outdir,
+                stat(outdir, &ost) == 0 && !S_ISDIR(ost.st_mode) ? "it is not a folder"
+                : e != 0                                         ? strerror(e)
+                                                                 : "I/O error");
+        return UPK_EXIT_FAIL;
+    }
     if (delta_from != NULL) {
         if (delta) {
             fprintf(stderr, "upkeep release create: give either --delta (ARTIFACT is a patch) or "
@@ -402,8 +644,10 @@ static int cmd_create(int argc, char **argv)
         return UPK_EXIT_FAIL;
 #endif
     }
+    errno = 0;
     if (upk_fs_sha256(artifact, m.sha256, &m.size) != UPK_OK) {
-        fprintf(stderr, "upkeep release create: cannot read %s\n", artifact);
+        fprintf(stderr, "upkeep release create: cannot read %s: %s\n", artifact,
+                errno != 0 ? strerror(errno) : "I/O error");
         return UPK_EXIT_FAIL;
     }
     if (delta) {
@@ -454,9 +698,16 @@ static int cmd_create(int argc, char **argv)
         fprintf(stderr, "upkeep release create: signing failed\n");
         goto out;
     }
-    char abs_art[PATH_MAX];
-    if (realpath(artifact, abs_art) == NULL) {
-        fprintf(stderr, "upkeep release create: cannot resolve %s\n", artifact);
+    char abs_art[PATH_MAX], abs_out[PATH_MAX], rel_art[PATH_MAX];
+    if (realpath(artifact, abs_art) == NULL || realpath(outdir, abs_out) == NULL) {
+        fprintf(stderr, "upkeep release create: cannot resolve %s or %s: %s\n", artifact, outdir,
+                strerror(errno));
+        goto out;
+    }
+    /* The bundle names its artifact relative to its own folder, never by an
+     * absolute path: signed offline, imported elsewhere. */
+    if (!rel_path(abs_out, abs_art, rel_art, sizeof(rel_art))) {
+        fprintf(stderr, "upkeep release create: the artifact path is too long\n");
         goto out;
     }
     cJSON *b = cJSON_CreateObject();
@@ -466,7 +717,7 @@ static int cmd_create(int argc, char **argv)
     cJSON_AddStringToObject(b, "manifest", json);
     cJSON_AddStringToObject(b, "sig", sigb64);
     cJSON_AddStringToObject(b, "key_id", upk_key_id(key));
-    cJSON_AddStringToObject(b, "artifact", abs_art);
+    cJSON_AddStringToObject(b, "artifact", rel_art);
     bundle = cJSON_Print(b);
     cJSON_Delete(b);
     if (bundle == NULL)
@@ -491,8 +742,10 @@ static int cmd_create(int argc, char **argv)
            (unsigned long long)m.security_version, abs_art, (unsigned long long)m.size, hex,
            upk_key_id(key));
     rc = UPK_EXIT_OK;
-    if (upload)
-        rc = upload_bundle(&cfg, path, id);
+    if (upload) {
+        io.id = id;
+        rc = upload_bundle(&cfg, path, &io);
+    }
 out:
     if (pem != NULL) {
         memset(pem, 0, pemlen);
@@ -510,21 +763,40 @@ static int cmd_remote(int argc, char **argv, int which)
 {
     static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
                                          {"id", required_argument, NULL, 'i'},
+                                         {"artifact", required_argument, NULL, 'a'},
+                                         {"bytes-per-second", required_argument, NULL, 'B'},
+                                         {"messages-per-second", required_argument, NULL, 'M'},
                                          {"help", no_argument, NULL, 'h'},
                                          UPK_CLIENT_LONG_OPTS,
                                          {0}};
     upk_client_cfg cfg;
     upk_client_cfg_init(&cfg);
+    struct import_opts io;
+    import_opts_init(&io, &cfg);
     bool json = false;
-    const char *id = NULL;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         if (c == 'j')
             json = true;
-        else if (c == 'i')
-            id = optarg;
-        else if (c == 'h') {
+        else if (c == 'i' || c == 'a' || c == 'B' || c == 'M') {
+            if (which != 0) {
+                fprintf(stderr, "upkeep release: --%s is an option of `release import`\n",
+                        c == 'i'   ? "id"
+                        : c == 'a' ? "artifact"
+                        : c == 'B' ? "bytes-per-second"
+                                   : "messages-per-second");
+                return UPK_EXIT_USAGE;
+            }
+            if (c == 'i')
+                io.id = optarg;
+            else if (c == 'a')
+                io.artifact = optarg;
+            else if (c == 'B' && !parse_rate("--bytes-per-second", optarg, 1e12, &io.bytes_per_s))
+                return UPK_EXIT_USAGE;
+            else if (c == 'M' && !parse_rate("--messages-per-second", optarg, 1e9, &io.msgs_per_s))
+                return UPK_EXIT_USAGE;
+        } else if (c == 'h') {
             usage(stdout);
             return UPK_EXIT_OK;
         } else if (!(c >= UPK_CLIENT_OPT_BROKER && upk_client_cfg_opt(&cfg, c, optarg))) {
@@ -542,7 +814,7 @@ static int cmd_remote(int argc, char **argv, int which)
         return UPK_EXIT_USAGE;
     }
     if (which == 0)
-        return upload_bundle(&cfg, argv[optind], id);
+        return upload_bundle(&cfg, argv[optind], &io);
     cJSON *args = cJSON_CreateObject(), *data = NULL;
     if (args == NULL)
         return UPK_EXIT_FAIL;

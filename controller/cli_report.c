@@ -48,38 +48,40 @@ static void text_report(const cJSON *d)
                                     {"security_version", "SECVER", UPK_COL_NUM},
                                     {"devices", "DEVICES", UPK_COL_NUM}};
     printf("devices per version:\n");
-    upk_table_print(stdout, cJSON_GetObjectItem(d, "versions"), vcols, 4);
+    upk_table_print_or_none(stdout, cJSON_GetObjectItem(d, "versions"), vcols, 4, "  ");
     static const upk_col scols[] = {{"security_version", "SECVER", UPK_COL_NUM},
                                     {"devices", "DEVICES", UPK_COL_NUM}};
     printf("\ndevices per security_version:\n");
-    upk_table_print(stdout, cJSON_GetObjectItem(d, "security_versions"), scols, 2);
+    upk_table_print_or_none(stdout, cJSON_GetObjectItem(d, "security_versions"), scols, 2, "  ");
     static const upk_col ucols[] = {{"id", "DEVICE", UPK_COL_STR},
                                     {"version", "VERSION", UPK_COL_STR},
                                     {"security_version", "SECVER", UPK_COL_NUM},
                                     {"fix_since_ms", "FIX RELEASED", UPK_COL_TIME_MS}};
     printf("\nunpatched (first 50):\n");
-    upk_table_print(stdout, cJSON_GetObjectItem(d, "unpatched"), ucols, 4);
+    upk_table_print_or_none(stdout, cJSON_GetObjectItem(d, "unpatched"), ucols, 4, "  ");
     static const upk_col pcols[] = {{"id", "DEVICE", UPK_COL_STR},
                                     {"version", "VERSION", UPK_COL_STR},
                                     {"support_until", "SUPPORT UNTIL", UPK_COL_TIME_S}};
     printf("\npast support (first 50):\n");
-    upk_table_print(stdout, cJSON_GetObjectItem(d, "past_support"), pcols, 3);
+    upk_table_print_or_none(stdout, cJSON_GetObjectItem(d, "past_support"), pcols, 3, "  ");
     const cJSON *cap = cJSON_GetObjectItem(d, "capability");
     printf("\nupdate capability (docs/update-capability.md):\n"
            "  reported state: %.0f\n  automatic updates: %.0f\n  signed updates only: %.0f\n"
            "  rollback: %.0f\n  delta: %.0f\n"
-           "  end of support signed: %.0f, from device config: %.0f, not stated: %.0f\n"
+           "  end of support signed: %.0f, claimed by the device (not verified): %.0f,"
+           " from device config: %.0f, not stated: %.0f\n"
            "  security updates: %.0f supported, %.0f ending within %.0f days, %.0f ended\n",
            num(cap, "reported"), num(cap, "automatic"), num(cap, "signed_only"),
            num(cap, "rollback"), num(cap, "delta"), num(cap, "support_signed"),
-           num(cap, "support_config"), num(cap, "support_unstated"), num(cap, "supported"),
-           num(cap, "support_ending"), num(d, "near_days"), num(cap, "support_ended"));
+           num(cap, "support_claimed"), num(cap, "support_config"), num(cap, "support_unstated"),
+           num(cap, "supported"), num(cap, "support_ending"), num(d, "near_days"),
+           num(cap, "support_ended"));
     static const upk_col ncols[] = {{"id", "DEVICE", UPK_COL_STR},
                                     {"version", "VERSION", UPK_COL_STR},
                                     {"support_until", "SUPPORT UNTIL", UPK_COL_TIME_S},
                                     {"support_signed", "SIGNED", UPK_COL_BOOL}};
     printf("\nnear end of support (first 50):\n");
-    upk_table_print(stdout, cJSON_GetObjectItem(d, "near_support"), ncols, 4);
+    upk_table_print_or_none(stdout, cJSON_GetObjectItem(d, "near_support"), ncols, 4, "  ");
     static const upk_col ccols[] = {{"id", "CAMPAIGN", UPK_COL_STR},
                                     {"release", "RELEASE", UPK_COL_STR},
                                     {"state", "STATE", UPK_COL_STR},
@@ -87,7 +89,7 @@ static void text_report(const cJSON *d)
                                     {"ttp_median_s", "TTP MEDIAN (s)", UPK_COL_NUM},
                                     {"ttp_p95_s", "TTP P95 (s)", UPK_COL_NUM}};
     printf("\ntime to patch per campaign:\n");
-    upk_table_print(stdout, cJSON_GetObjectItem(d, "campaigns"), ccols, 6);
+    upk_table_print_or_none(stdout, cJSON_GetObjectItem(d, "campaigns"), ccols, 6, "  ");
 }
 
 static void html_escape(FILE *f, const char *s)
@@ -161,11 +163,14 @@ static void svg_chart(FILE *f, const cJSON *c)
         double t = num(s, "started_ms");
         if (t <= 0)
             continue;
+        /* A label that would run past the right edge ends at its line. */
+        bool right = X(t) + 2 + 48 > W - R;
         fprintf(f,
                 "<line x1=\"%.1f\" y1=\"%.0f\" x2=\"%.1f\" y2=\"%.0f\" stroke=\"#c60\" "
                 "stroke-dasharray=\"4 3\"/><text x=\"%.1f\" y=\"%.0f\" font-size=\"10\" "
-                "fill=\"#c60\">stage %d</text>\n",
-                X(t), T, X(t), H - B, X(t) + 2, T + 10, (int)num(s, "stage"));
+                "fill=\"#c60\"%s>stage %d</text>\n",
+                X(t), T, X(t), H - B, right ? X(t) - 2 : X(t) + 2, T + 10,
+                right ? " text-anchor=\"end\"" : "", (int)num(s, "stage"));
     }
     fprintf(f, "<polyline fill=\"none\" stroke=\"#06c\" stroke-width=\"2\" points=\"%.1f,%.1f",
             X(t0), Y(0));
@@ -189,6 +194,8 @@ static void html_table(FILE *f, const cJSON *rows, const upk_col *cols, size_t n
         fprintf(f, "</th>");
     }
     fprintf(f, "</tr>\n");
+    if (cJSON_GetArraySize(rows) == 0)
+        fprintf(f, "<tr><td colspan=\"%zu\">none</td></tr>\n", n);
     const cJSON *r;
     cJSON_ArrayForEach(r, rows)
     {
@@ -250,12 +257,13 @@ static int html_report(const cJSON *d, const char *path)
     fprintf(f,
             "<h2>Update capability</h2>\n<p>automatic updates: %.0f; signed updates only: %.0f;"
             " rollback: %.0f; delta: %.0f (of %.0f reporting)</p>\n<p>end of support signed:"
-            " %.0f; from device config: %.0f; not stated: %.0f</p>\n<p>security updates: %.0f"
+            " %.0f; claimed by the device (not verified): %.0f; from device config: %.0f; not"
+            " stated: %.0f</p>\n<p>security updates: %.0f"
             " supported, %.0f ending within %.0f days, %.0f ended</p>\n",
             num(cap, "automatic"), num(cap, "signed_only"), num(cap, "rollback"), num(cap, "delta"),
-            num(cap, "reported"), num(cap, "support_signed"), num(cap, "support_config"),
-            num(cap, "support_unstated"), num(cap, "supported"), num(cap, "support_ending"),
-            num(d, "near_days"), num(cap, "support_ended"));
+            num(cap, "reported"), num(cap, "support_signed"), num(cap, "support_claimed"),
+            num(cap, "support_config"), num(cap, "support_unstated"), num(cap, "supported"),
+            num(cap, "support_ending"), num(d, "near_days"), num(cap, "support_ended"));
     static const upk_col ncols[] = {{"id", "device", UPK_COL_STR},
                                     {"version", "version", UPK_COL_STR},
                                     {"support_until", "support until", UPK_COL_TIME_S},
@@ -272,8 +280,15 @@ static int html_report(const cJSON *d, const char *path)
         html_escape(f, str(c, "release"));
         fprintf(f, " (");
         html_escape(f, str(c, "state"));
-        fprintf(f, ")</h3>\n<p>%.0f devices patched; time to patch median %.0f s, p95 %.0f s</p>\n",
-                num(c, "succeeded"), num(c, "ttp_median_s"), num(c, "ttp_p95_s"));
+        /* No device patched: no time to patch ("n/a"), not "-1 s". */
+        char med[32] = "n/a", p95[32] = "n/a";
+        if (cJSON_IsNumber(cJSON_GetObjectItem(c, "ttp_median_s"))) {
+            int r = snprintf(med, sizeof(med), "%.0f s", num(c, "ttp_median_s"));
+            r = snprintf(p95, sizeof(p95), "%.0f s", num(c, "ttp_p95_s"));
+            (void)r;
+        }
+        fprintf(f, ")</h3>\n<p>%.0f devices patched; time to patch median %s, p95 %s</p>\n",
+                num(c, "succeeded"), med, p95);
         svg_chart(f, c);
     }
     fprintf(f, "</body></html>\n");

@@ -5,10 +5,16 @@
 # locally when no registry can be reached, builds the three images, brings up
 # a broker, a controller and $UPKEEP_TEST_AGENTS agents on a free loopback
 # port, runs a staged campaign to completion, checks every device ran it, and
-# tears everything down (containers, volumes, the images it built).
-# Env: UPKEEP_TEST_AGENTS (default 3), UPKEEP_DOCKER_KEEP_IMAGES=1 keeps the
-# built images, UPKEEP_TEST_TIMEOUT (seconds for the campaign, default 300).
+# tears everything down: containers and volumes always; the images it built
+# are retagged upkeep-{build,broker,controller,agent}:cache so that the next
+# run reuses their layers (the apt layers above all), and the previous cache
+# generation is pruned. The base image stays too. Nothing keeps running.
+# Env: UPKEEP_TEST_AGENTS (default 3), UPKEEP_TEST_TIMEOUT (seconds for the
+# campaign, default 300), UPKEEP_DOCKER_KEEP_IMAGES=1 keeps the images under
+# this run's tag as well, UPKEEP_DOCKER_CACHE=0 removes every image it built
+# (the next run then starts cold, except for the base image).
 set -euo pipefail
+started=$SECONDS
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
@@ -57,12 +63,23 @@ cleanup() {
     say "tearing down"
     "${compose[@]}" down -v --remove-orphans >/dev/null 2>&1 || true
   fi
-  if [ -n "$tag" ] && [ "${UPKEEP_DOCKER_KEEP_IMAGES:-0}" != 1 ] && docker info >/dev/null 2>&1; then
-    for img in broker controller agent; do
-      docker image rm -f "upkeep-$img:$tag" >/dev/null 2>&1 || true
+  if [ -n "$tag" ] && docker info >/dev/null 2>&1; then
+    local img
+    for img in build broker controller agent; do
+      docker image inspect "upkeep-$img:$tag" >/dev/null 2>&1 || continue
+      if [ "${UPKEEP_DOCKER_CACHE:-1}" = 1 ]; then
+        docker tag "upkeep-$img:$tag" "upkeep-$img:cache" >/dev/null 2>&1 || true
+      else
+        docker image rm -f "upkeep-$img:cache" >/dev/null 2>&1 || true
+      fi
+      [ "${UPKEEP_DOCKER_KEEP_IMAGES:-0}" = 1 ] || docker image rm "upkeep-$img:$tag" >/dev/null 2>&1 || true
     done
-    # Intermediate images of this build (the build stage) carry this label.
-    docker image prune -f --filter "label=upkeep.build=$tag" >/dev/null 2>&1 || true
+    # Untagged images of docker/Dockerfile (the previous :cache generation,
+    # the layers of a failed build) carry the label upkeep.fleet; tagged ones
+    # (this run's cache, images of a run going on beside this one) stay.
+    docker image prune -f --filter label=upkeep.fleet >/dev/null 2>&1 || true
+    docker image ls --filter label=upkeep.fleet --format '{{.Repository}}:{{.Tag}} {{.Size}}' 2>/dev/null \
+      | sed 's/^/kept image: /' || true
   fi
   if [ -n "$dockerd_pid" ]; then
     say "stopping the dockerd this test started (pid $dockerd_pid)"
@@ -74,9 +91,9 @@ cleanup() {
   fi
   rm -rf "$work"
   if [ "$rc" = 0 ] && [ "$status" = 0 ]; then
-    echo "docker-test: PASS"
+    echo "docker-test: PASS in $((SECONDS - started)) s"
   else
-    echo "docker-test: FAIL (exit $rc)" >&2
+    echo "docker-test: FAIL (exit $rc) after $((SECONDS - started)) s" >&2
   fi
 }
 trap cleanup EXIT
@@ -107,10 +124,20 @@ port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); p
 export UPKEEP_PORT="$port" UPKEEP_TAG="$tag" COMPOSE_PROJECT_NAME="$project"
 compose+=(-f "$here/docker-compose.yml" -p "$project")
 
-say "building images (tag $tag; a few minutes)"
-DOCKER_BUILDKIT=0 COMPOSE_DOCKER_CLI_BUILD=0 nice -n 15 "${compose[@]}" build \
-  --build-arg BUILD_NICE=15 --build-arg BUILD_LABEL="$tag" >"$work/build.log" 2>&1 \
+say "building images (tag $tag; a few minutes cold, cached layers are reused)"
+# The build stage first, under a tag of its own: the three targets reuse it,
+# and the tag keeps its layers (the -dev packages' apt layer) for the next run.
+t0=$SECONDS
+DOCKER_BUILDKIT=0 nice -n 15 docker build --force-rm --network host -f "$here/Dockerfile" \
+  --target build -t "upkeep-build:$tag" --build-arg BUILD_NICE=15 --build-arg BUILD_LABEL="$tag" \
+  "$root" >"$work/build.log" 2>&1 \
+  || { tail -n 60 "$work/build.log" >&2; fail "build stage failed"; }
+rm_flag=()
+[ "${compose[0]}" != docker-compose ] || rm_flag=(--force-rm) # Compose v1 only
+DOCKER_BUILDKIT=0 COMPOSE_DOCKER_CLI_BUILD=0 nice -n 15 "${compose[@]}" build "${rm_flag[@]}" \
+  --build-arg BUILD_NICE=15 --build-arg BUILD_LABEL="$tag" >>"$work/build.log" 2>&1 \
   || { tail -n 60 "$work/build.log" >&2; fail "image build failed"; }
+echo "images built in $((SECONDS - t0)) s ($(grep -c 'Using cache' "$work/build.log") steps from the cache)"
 for img in broker controller agent; do
   size=$(docker image inspect -f '{{.Size}}' "upkeep-$img:$tag") || fail "no image upkeep-$img:$tag"
   user=$(docker image inspect -f '{{.Config.User}}' "upkeep-$img:$tag")

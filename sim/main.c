@@ -39,6 +39,7 @@ static void usage(FILE *out)
             "                  [--status-file PATH] [--quiet] [--procs K] [-l LEVEL]\n"
             "                  [--restart-after-commit SPEC] [--metric SPEC]...\n"
             "                  [--health-interval S] [--ack-timeout-ms MS]\n"
+            "                  [--link-secret-file FILE]\n"
             "\n"
             "Runs N simulated devices in one process. Each is a full upkeep agent (state\n"
             "machine, journal, outbox, signature and hash verification) with its own MQTT\n"
@@ -48,6 +49,9 @@ static void usage(FILE *out)
             "  --broker URL          tcp://127.0.0.1:PORT\n"
             "  --count N             devices (1..%u)\n"
             "  --fleet-secret-file F the broker plugin's fleet secret\n"
+            "  --link-secret-file F  the controller's link secret: each device derives its\n"
+            "                        link key from it as the controller does (default: none,\n"
+            "                        agents run without link authentication)\n"
             "  --keys PUB.pem        pinned release public key; repeat or comma-separate\n"
             "  --hw SPEC             hardware classes and shares (default rev-a:100%%),\n"
             "                        e.g. rev-a:50%%,rev-b:50%%\n"
@@ -254,15 +258,15 @@ static void on_tick(uv_timer_t *t)
         stop(a, "duration reached");
 }
 
-/* Reads the fleet secret as the broker plugin does: trailing whitespace
- * is not part of it. */
-static int read_secret(const char *path, uint8_t *out, size_t cap, size_t *len)
+/* Reads a secret (fleet or link) as the broker plugin and the controller
+ * do: trailing whitespace is not part of it. */
+static int read_secret(const char *what, const char *path, uint8_t *out, size_t cap, size_t *len)
 {
     char *buf = NULL;
     size_t n = 0;
     upk_err e = upk_fs_read(path, cap, &buf, &n);
     if (e != UPK_OK) {
-        fprintf(stderr, "upkeep-sim: cannot read fleet secret %s: %s\n", path, upk_err_str(e));
+        fprintf(stderr, "upkeep-sim: cannot read %s %s: %s\n", what, path, upk_err_str(e));
         return -1;
     }
     while (n > 0 &&
@@ -592,6 +596,7 @@ int main(int argc, char **argv)
     o.seed = 1;
     const char *hw = "rev-a:100%";
     const char *secret_path = NULL;
+    const char *link_path = NULL;
     const char *keys[KEYS_MAX];
     size_t nkeys = 0;
     spec_arg specs[SPECS_MAX];
@@ -644,6 +649,8 @@ int main(int argc, char **argv)
             hw = val;
         } else if (strcmp(k, "--fleet-secret-file") == 0) {
             secret_path = val;
+        } else if (strcmp(k, "--link-secret-file") == 0) {
+            link_path = val;
         } else if (strcmp(k, "--keys") == 0) {
             if (nkeys >= KEYS_MAX)
                 goto bad_value;
@@ -761,10 +768,20 @@ int main(int argc, char **argv)
 
     uint8_t secret[UPK_SIM_SECRET_MAX];
     size_t secret_len = 0;
-    if (read_secret(secret_path, secret, sizeof(secret), &secret_len) != 0)
+    if (read_secret("fleet secret", secret_path, secret, sizeof(secret), &secret_len) != 0)
         return 2;
     o.fleet_secret = secret;
     o.fleet_secret_len = secret_len;
+    uint8_t link_buf[UPK_SIM_SECRET_MAX];
+    size_t link_len = 0;
+    if (link_path != NULL) {
+        if (read_secret("link secret", link_path, link_buf, sizeof(link_buf), &link_len) != 0) {
+            memset(secret, 0, sizeof(secret));
+            return 2;
+        }
+        o.link_secret = link_buf;
+        o.link_secret_len = link_len;
+    }
 
     int rc = 2;
     upk_keyring *ring = NULL;
@@ -839,5 +856,6 @@ out_ring:
     upk_keyring_free(ring);
 out_secret:
     memset(secret, 0, sizeof(secret));
+    memset(link_buf, 0, sizeof(link_buf));
     return rc;
 }

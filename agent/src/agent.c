@@ -29,6 +29,10 @@
 #endif
 
 #define TICK_MS 200
+/* Tries of one chunk request that must come back refused (not found,
+ * range) before an agent without a link key, which cannot tell a forged
+ * refusal, gives up on the download. */
+#define UPK__REFUSALS_MAX 5
 
 struct upk_agent {
     uv_loop_t *loop;
@@ -53,6 +57,13 @@ struct upk_agent {
     upk_manifest m; /* decoded j.manifest when an update is under way */
     upk__installed facts;
     upk_err load_err; /* journal or facts were corrupt at start */
+
+    /* link authentication (link.c): the last accepted desired, and whether
+     * its fresh_until has passed (reported as "stale" in state) */
+    char link_path[UPK_AGENT_PATH_MAX];
+    upk__link link;
+    bool stale;
+    uint64_t dropped[UPK_E__COUNT]; /* controller messages dropped, by why */
 
     /* post-commit health reports (health.h) */
     char bake_path[UPK_AGENT_PATH_MAX];
@@ -132,6 +143,23 @@ static void set_msg(char *dst, size_t cap, const char *fmt, ...)
     va_end(ap);
 }
 
+/* Publishes on one of this device's topics, tagged with the link key
+ * (docs/protocol.md 8.2) when the device has one. Same results as
+ * upk_mqtt_publish. */
+static upk_err pub_tagged(upk_agent *a, upk_topic_kind kind, const char *topic, const void *payload,
+                          size_t len, int qos, bool retain, upk_mqtt_done_cb done, void *cb_data)
+{
+    char tag[UPK_LINK_TAG_LEN + 1];
+    tag[0] = '\0';
+    if (a->cfg->has_link_key) {
+        upk_err err = upk_link_tag(&a->cfg->link_key, a->cfg->device_id, kind, payload, len, tag,
+                                   sizeof(tag));
+        if (err != UPK_OK)
+            return err;
+    }
+    return upk_mqtt_publish_auth(a->mqtt, topic, payload, len, qos, retain, tag, done, cb_data);
+}
+
 static void publish_state(upk_agent *a)
 {
     if (a->mqtt == NULL || !upk_mqtt_connected(a->mqtt))
@@ -167,6 +195,7 @@ static void publish_state(upk_agent *a)
     s->last_patched = a->facts.last_patched;
     memcpy(s->image_sha256, a->facts.image_sha256, UPK_SHA256_LEN);
     (void)snprintf(s->agent, sizeof(s->agent), "%s", UPK_VERSION);
+    s->stale = a->stale;
     s->ts = now_s();
     char *json = NULL;
     size_t len = 0;
@@ -176,7 +205,7 @@ static void publish_state(upk_agent *a)
         upk_error("device=%s cannot encode state: %s", c->device_id, upk_err_str(err));
         return;
     }
-    err = upk_mqtt_publish(a->mqtt, a->t_state, json, len, 1, true, NULL, NULL);
+    err = pub_tagged(a, UPK_TOPIC_DEV_STATE, a->t_state, json, len, 1, true, NULL, NULL);
     if (err != UPK_OK)
         upk_warn("device=%s state not published: %s", c->device_id, upk_err_str(err));
     free(json);
@@ -270,6 +299,44 @@ static bool op_returned(upk_agent *a)
     return true;
 }
 
+/* The identity of a desired payload (docs/protocol.md 5.3): the hex
+ * assignment id of a decodable one (a refresh with a new ctr keeps it), else
+ * the SHA-256 of its bytes; legacy gets the SHA-256 of the bytes in any case,
+ * which is what agents before link keys journaled. *clear is true for an
+ * empty payload and a decoded clear (id ""). */
+static void desired_ident(const char *payload, size_t len, char *id, char *legacy, bool *clear)
+{
+    uint8_t b[UPK_SHA256_LEN];
+    id[0] = legacy[0] = '\0';
+    *clear = len == 0;
+    if (len == 0)
+        return;
+    upk_sha256_buf(payload, len, b);
+    if (upk_hex_encode(b, sizeof(b), legacy, UPK_SHA256_HEX_LEN + 1) != UPK_OK)
+        legacy[0] = '\0';
+    upk_desired_msg d;
+    memset(&d, 0, sizeof(d));
+    if (upk_desired_decode(payload, len, &d) != UPK_OK) {
+        memcpy(id, legacy, UPK_SHA256_HEX_LEN + 1);
+        return;
+    }
+    *clear = d.clear;
+    if (!d.clear && (upk_desired_assignment_id(&d, b) != UPK_OK ||
+                     upk_hex_encode(b, sizeof(b), id, UPK_SHA256_HEX_LEN + 1) != UPK_OK))
+        memcpy(id, legacy, UPK_SHA256_HEX_LEN + 1);
+    upk_desired_cleanup(&d);
+}
+
+/* True when payload carries the assignment the journal holds. */
+static bool same_assignment(const upk_agent *a, const char *payload, size_t len)
+{
+    char id[UPK_SHA256_HEX_LEN + 1], legacy[UPK_SHA256_HEX_LEN + 1];
+    bool clear;
+    desired_ident(payload, len, id, legacy, &clear);
+    return !clear && a->j.desired_id[0] != '\0' &&
+           (strcmp(id, a->j.desired_id) == 0 || strcmp(legacy, a->j.desired_id) == 0);
+}
+
 /* Handles a desired message that arrived while a step ran, when the update
  * may still be abandoned. Returns true when the caller must stop. */
 static bool checkpoint(upk_agent *a)
@@ -280,11 +347,7 @@ static bool checkpoint(upk_agent *a)
     size_t len = a->pending_len;
     a->pending = NULL;
     a->have_pending = false;
-    uint8_t id[UPK_SHA256_LEN];
-    char hex[UPK_SHA256_HEX_LEN + 1];
-    upk_sha256_buf(p != NULL ? p : "", len, id);
-    if (p != NULL && upk_hex_encode(id, sizeof(id), hex, sizeof(hex)) == UPK_OK &&
-        strcmp(hex, a->j.desired_id) == 0) {
+    if (p != NULL && same_assignment(a, p, len)) {
         free(p);
         return false; /* the same desired again */
     }
@@ -371,6 +434,31 @@ static void start_rollback(upk_agent *a, upk_err err, const char *msg)
     }
     a->busy = true;
     a->outstanding++;
+}
+
+/* The manifest's expires is checked at every step (docs/protocol.md 5.3),
+ * not only on arrival, so a release whose chunks were held back past its
+ * expiry is never installed, activated or committed. When it has expired,
+ * starts the rollback (a plain failure before installing) with
+ * MANIFEST_EXPIRED and returns true. */
+static bool expired_before(upk_agent *a, const char *step)
+{
+    int64_t now = now_s();
+    if (a->j.manifest == NULL || now < a->m.expires)
+        return false;
+    char why[UPK_ERRMSG_MAX + 1];
+    set_msg(why, sizeof(why), "release %s %s expired %" PRId64 " s before %s", a->m.name,
+            a->m.version, now - a->m.expires, step);
+    start_rollback(a, UPK_E_MANIFEST_EXPIRED, why);
+    return true;
+}
+
+/* On the tick: a download still running when its manifest expires ends. */
+static void expiry_tick(upk_agent *a)
+{
+    if (a->closing || a->busy || a->j.status != UPK_STATUS_DOWNLOADING || a->j.rolling_back)
+        return;
+    (void)expired_before(a, "the download completed");
 }
 
 /* Rejections happen before anything is installed: no rollback needed. */
@@ -473,14 +561,15 @@ static void set_pending(upk_agent *a, const char *payload, size_t len)
 static void handle_desired(upk_agent *a, const char *payload, size_t len)
 {
     const char *dev = a->cfg->device_id;
-    uint8_t idb[UPK_SHA256_LEN];
-    char id[UPK_SHA256_HEX_LEN + 1];
-    id[0] = '\0';
+    char id[UPK_SHA256_HEX_LEN + 1], legacy[UPK_SHA256_HEX_LEN + 1];
+    bool clear;
+    desired_ident(payload, len, id, legacy, &clear);
+    if (clear) {
+        payload = NULL; /* a decoded clear is handled as the empty payload */
+        len = 0;
+    }
     if (len > 0) {
-        upk_sha256_buf(payload, len, idb);
-        if (upk_hex_encode(idb, sizeof(idb), id, sizeof(id)) != UPK_OK)
-            return;
-        if (strcmp(id, a->j.desired_id) == 0) {
+        if (same_assignment(a, payload, len)) {
             /* Redelivered retained message: already handled or under way;
              * only its bake window is taken again (not journaled). */
             upk_desired_msg rd;
@@ -528,6 +617,7 @@ static void handle_desired(upk_agent *a, const char *payload, size_t len)
     (void)snprintf(a->j.campaign, sizeof(a->j.campaign), "%s", d.campaign);
     (void)snprintf(a->j.key_id, sizeof(a->j.key_id), "%s", d.key_id);
     a->bake_s = d.bake_s;
+    bool rollback_ok = d.rollback;
     memcpy(a->j.sig, d.sig, d.sig_len);
     a->j.sig_len = d.sig_len;
     a->j.manifest = d.manifest;
@@ -548,6 +638,19 @@ static void handle_desired(upk_agent *a, const char *payload, size_t len)
     err = judge(a, why, sizeof(why));
     if (err != UPK_OK) {
         reject(a, err, why);
+        return;
+    }
+    /* Same security_version but older than what runs (the signed created
+     * time says so): only the controller may ask for that, as a rollback.
+     * Only with a link key: then "rollback" is authenticated, and the
+     * controller that tags also sets it; a legacy controller never does. */
+    if (a->cfg->has_link_key && !rollback_ok && a->facts.release[0] != '\0' &&
+        a->facts.created != 0 && a->m.security_version == a->facts.security_version &&
+        a->m.created < a->facts.created) {
+        set_msg(why, sizeof(why),
+                "release %s %s is older than the installed %s %s and not a rollback", a->m.name,
+                a->m.version, a->facts.release, a->facts.version);
+        reject(a, UPK_E_DOWNGRADE_REJECTED, why);
         return;
     }
     if (a->m.security_version == a->facts.security_version && a->facts.release[0] != '\0' &&
@@ -678,7 +781,8 @@ static void request_more(upk_agent *a)
         size_t jl = 0;
         if (upk_chunk_req_encode(&r, &json, &jl) != UPK_OK)
             return;
-        upk_err err = upk_mqtt_publish(a->mqtt, a->t_req, json, jl, 0, false, NULL, NULL);
+        upk_err err =
+            pub_tagged(a, UPK_TOPIC_DEV_CHUNK_REQ, a->t_req, json, jl, 0, false, NULL, NULL);
         free(json);
         if (err != UPK_OK)
             return; /* the timeout asks again */
@@ -806,22 +910,49 @@ static bool write_all_at(int fd, const uint8_t *p, size_t len, uint64_t off)
     return true;
 }
 
-static void on_chunk(upk_agent *a, const uint8_t *payload, size_t len)
+/* A chunk answer. Nothing in it may end an update unless it is
+ * authenticated (docs/protocol.md 5.6): a malformed, untagged (with a link
+ * key), unrequested or wrongly sized chunk is dropped and its range asked
+ * again on the normal timeout, and the request is matched BEFORE the status
+ * is looked at, so a forged refusal for a range never asked cannot end
+ * anything. A refusal ends the update only when tagged; without a link key
+ * only once UPK__REFUSALS_MAX tries of one request (each after its backoff)
+ * were refused. */
+static void on_chunk(upk_agent *a, const uint8_t *payload, size_t len, const char *auth)
 {
+    const char *dev = a->cfg->device_id;
     upk_chunk_hdr h;
     const uint8_t *data = NULL;
     upk_err perr = upk_chunk_parse(payload, len, &h, &data);
     if (perr != UPK_OK) {
-        upk_warn("device=%s malformed chunk ignored error=%s", a->cfg->device_id,
-                 upk_err_str(perr));
+        upk_warn("device=%s malformed chunk ignored error=%s", dev, upk_err_str(perr));
+        a->dropped[perr]++;
         return;
     }
     if (!a->dl_ready || a->busy || a->j.status != UPK_STATUS_DOWNLOADING ||
         !upk_mem_equal_ct(h.artifact, a->m.sha256, UPK_SHA256_LEN)) {
         /* Not asked for now: a late answer for an earlier artifact, or
          * someone else's bytes. Debug only: it is harmless and may be many. */
-        upk_debug("device=%s chunk dropped offset=%" PRIu64 " error=CHUNK_UNEXPECTED",
-                  a->cfg->device_id, h.offset);
+        upk_debug("device=%s chunk dropped offset=%" PRIu64 " error=CHUNK_UNEXPECTED", dev,
+                  h.offset);
+        a->dropped[UPK_E_CHUNK_UNEXPECTED]++;
+        return;
+    }
+    upk_err err;
+    if (a->cfg->has_link_key &&
+        (err = upk_link_verify(&a->cfg->link_key, dev, UPK_TOPIC_DEV_CHUNK_DATA, payload, len,
+                               auth)) != UPK_OK) {
+        upk_warn("device=%s campaign=%s chunk dropped offset=%" PRIu64 " error=%s", dev,
+                 a->j.campaign, h.offset, upk_err_str(err));
+        a->dropped[err]++;
+        return;
+    }
+    uint32_t want = 0;
+    if (!upk__window_expects(&a->win, h.offset, &want)) {
+        /* A duplicate, a late answer after a reconnect, or never asked. */
+        upk_debug("device=%s chunk dropped offset=%" PRIu64 " error=CHUNK_UNEXPECTED", dev,
+                  h.offset);
+        a->dropped[UPK_E_CHUNK_UNEXPECTED]++;
         return;
     }
     switch (h.status) {
@@ -829,20 +960,36 @@ static void on_chunk(upk_agent *a, const uint8_t *payload, size_t len)
         break;
     case UPK_CHUNK_BUSY:
         return; /* asked again after the timeout */
-    case UPK_CHUNK_RANGE:
-        reject(a, UPK_E_SIZE_MISMATCH, "controller says the artifact is shorter than the manifest");
-        return;
-    default:
-        finish(a, UPK_STATUS_FAILED, UPK_E_NOT_FOUND, "controller does not serve this artifact");
+    default: {
+        uint32_t tries = a->cfg->has_link_key ? 0 : upk__window_refused(&a->win, h.offset);
+        if (!a->cfg->has_link_key && tries < UPK__REFUSALS_MAX) {
+            upk_warn("device=%s campaign=%s chunk refused (status %d) at offset=%" PRIu64
+                     ", try %u of %u; asking again",
+                     dev, a->j.campaign, (int)h.status, h.offset, tries, UPK__REFUSALS_MAX);
+            a->dropped[h.status == UPK_CHUNK_RANGE ? UPK_E_SIZE_MISMATCH : UPK_E_NOT_FOUND]++;
+            return; /* unauthenticated: asked again on the timeout */
+        }
+        if (h.status == UPK_CHUNK_RANGE)
+            reject(a, UPK_E_SIZE_MISMATCH,
+                   "controller says the artifact is shorter than the manifest");
+        else
+            finish(a, UPK_STATUS_FAILED, UPK_E_NOT_FOUND,
+                   "controller does not serve this artifact");
         return;
     }
-    upk_err err = upk__window_accept(&a->win, h.offset, data, h.length);
-    if (err == UPK_E_CHUNK_UNEXPECTED)
-        return; /* duplicate or stale: harmless */
-    if (err == UPK_E_SIZE_MISMATCH) {
-        reject(a, err, "a chunk's length differs from the request: artifact size mismatch");
+    }
+    if (h.length != want) {
+        /* The manifest fixes every length: a short or long chunk is not the
+         * answer to this request. */
+        upk_warn("device=%s campaign=%s chunk of %" PRIu32 " bytes at offset=%" PRIu64
+                 " dropped (%" PRIu32 " asked) error=CHUNK_UNEXPECTED",
+                 dev, a->j.campaign, h.length, h.offset, want);
+        a->dropped[UPK_E_CHUNK_UNEXPECTED]++;
         return;
     }
+    err = upk__window_accept(&a->win, h.offset, data, h.length);
+    if (err == UPK_E_CHUNK_UNEXPECTED || err == UPK_E_SIZE_MISMATCH)
+        return; /* cannot happen after the checks above; harmless */
     if (err != UPK_OK) {
         finish(a, UPK_STATUS_FAILED, err, "cannot keep a chunk");
         return;
@@ -894,6 +1041,8 @@ static void install_done(upk_err err, const char *msg, void *cb_data)
 
 static void step_install(upk_agent *a)
 {
+    if (expired_before(a, "install"))
+        return;
     if (a->j.status != UPK_STATUS_INSTALLING && advance(a, UPK_STATUS_INSTALLING) != UPK_OK) {
         finish(a, UPK_STATUS_FAILED, UPK_E_IO, "cannot write the journal");
         return;
@@ -927,6 +1076,8 @@ static void activate_done(upk_err err, const char *msg, void *cb_data)
 
 static void step_activate(upk_agent *a)
 {
+    if (expired_before(a, "activation"))
+        return;
     if (a->j.status != UPK_STATUS_ACTIVATING && advance(a, UPK_STATUS_ACTIVATING) != UPK_OK) {
         start_rollback(a, UPK_E_IO, "cannot write the journal");
         return;
@@ -1056,6 +1207,7 @@ static void commit_done(upk_err err, const char *msg, void *cb_data)
     (void)snprintf(f.campaign, sizeof(f.campaign), "%s", a->j.campaign);
     f.last_patched = now_s();
     f.support_until = a->m.support.present ? a->m.support.security_until : 0;
+    f.created = a->m.created;
     upk_err e = upk__installed_save_ex(a->installed_path, &f, a->cfg->fsync);
     if (e != UPK_OK) {
         start_rollback(a, e, "cannot record the installed release");
@@ -1067,6 +1219,9 @@ static void commit_done(upk_err err, const char *msg, void *cb_data)
 
 static void step_commit(upk_agent *a)
 {
+    /* Once the commit began it is finished, never rolled back. */
+    if (!a->j.committing && expired_before(a, "commit"))
+        return;
     /* Journaled first: once the module's commit step may have run, a
      * restart must finish the commit, not roll back. */
     if (!a->j.committing) {
@@ -1121,12 +1276,25 @@ static void ob_done(upk_mqtt *c, upk_err err, void *cb_data)
  * event can be acked (the controller acks nothing it has not stored, and
  * nothing newer is sent before it); anything else is stale (a second ack of
  * a re-sent event) and changes nothing. */
-static void on_ack(upk_agent *a, const char *payload, size_t len)
+static void on_ack(upk_agent *a, const char *payload, size_t len, const char *auth)
 {
     uint64_t seq = 0;
-    upk_err err = upk_ack_decode(payload, len, &seq);
+    upk_err err = UPK_OK;
+    /* Only the controller may release an event: with a link key, an ack
+     * without its tag is dropped (a forged ack would delete an event the
+     * controller never stored). */
+    if (a->cfg->has_link_key &&
+        (err = upk_link_verify(&a->cfg->link_key, a->cfg->device_id, UPK_TOPIC_DEV_ACK, payload,
+                               len, auth)) != UPK_OK) {
+        upk_warn("device=%s unauthenticated ack ignored error=%s", a->cfg->device_id,
+                 upk_err_str(err));
+        a->dropped[err]++;
+        return;
+    }
+    err = upk_ack_decode(payload, len, &seq);
     if (err != UPK_OK) {
         upk_warn("device=%s bad ack ignored error=%s", a->cfg->device_id, upk_err_str(err));
+        a->dropped[err]++;
         return;
     }
     if (seq != ob_head(a)) {
@@ -1178,7 +1346,7 @@ static void ob_kick(upk_agent *a)
     size_t len = 0;
     if (upk__outbox_peek(&a->ob, &seq, &json, &len) != UPK_OK)
         return;
-    upk_err err = upk_mqtt_publish(a->mqtt, a->t_events, json, len, 1, false, ob_done, a);
+    upk_err err = pub_tagged(a, UPK_TOPIC_DEV_EVENTS, a->t_events, json, len, 1, false, ob_done, a);
     free(json);
     if (err != UPK_OK)
         return; /* retried on the next tick */
@@ -1223,6 +1391,57 @@ static void on_disconnect(upk_mqtt *c, upk_err err, void *userdata)
         upk__window_reset(&a->win); /* ask again from the written prefix */
 }
 
+/* The link checks of a desired message (link.c) for a device with a link
+ * key. A refused one is logged with its code and changes nothing: no event,
+ * not even for the campaign it names, since it cannot be trusted to name
+ * one. An accepted one moves the kept counter forward (journaled first) and
+ * clears the stale flag. */
+static bool desired_authentic(upk_agent *a, const upk_mqtt_msg *msg)
+{
+    const char *dev = a->cfg->device_id;
+    upk__link next;
+    upk_err err =
+        upk__link_check_desired(&a->link, &a->cfg->link_key, dev, (const char *)msg->payload,
+                                msg->len, msg->auth, now_s(), &next);
+    if (err != UPK_OK) {
+        upk_warn("device=%s desired message refused (%zu bytes, last ctr %" PRIu64 ") error=%s",
+                 dev, msg->len, a->link.ctr, upk_err_str(err));
+        a->dropped[err]++;
+        return false;
+    }
+    if (memcmp(&next, &a->link, sizeof(next)) != 0) {
+        err = upk__link_save_ex(a->link_path, &next, a->cfg->fsync);
+        if (err != UPK_OK) {
+            /* Acting on it without the counter kept would let it be replayed. */
+            upk_error("device=%s cannot record the desired counter: %s; message ignored", dev,
+                      upk_err_str(err));
+            return false;
+        }
+        a->link = next;
+    }
+    if (a->stale) {
+        upk_info("device=%s fresh desired received (ctr %" PRIu64 "); no longer stale", dev,
+                 a->link.ctr);
+        a->stale = false;
+        publish_state(a);
+    }
+    return true;
+}
+
+/* On the tick: the last authenticated desired's fresh_until has passed, so
+ * newer ones may be withheld. Logged once; reported in state. */
+static void stale_check(upk_agent *a)
+{
+    if (!a->cfg->has_link_key || a->stale || a->link.fresh_until == 0 ||
+        now_s() < a->link.fresh_until)
+        return;
+    a->stale = true;
+    upk_warn("device=%s no fresh desired since %" PRId64 " (ctr %" PRIu64
+             "): the controller is unreachable or its messages are withheld error=DESIRED_STALE",
+             a->cfg->device_id, a->link.fresh_until, a->link.ctr);
+    publish_state(a);
+}
+
 static void on_message(upk_mqtt *c, const upk_mqtt_msg *msg, void *userdata)
 {
     (void)c;
@@ -1230,15 +1449,18 @@ static void on_message(upk_mqtt *c, const upk_mqtt_msg *msg, void *userdata)
     if (a->closing || !a->started)
         return;
     if (strcmp(msg->topic, a->t_data) == 0) {
-        on_chunk(a, msg->payload, msg->len);
+        on_chunk(a, msg->payload, msg->len, msg->auth);
     } else if (strcmp(msg->topic, a->t_ack) == 0) {
-        on_ack(a, (const char *)msg->payload, msg->len);
+        on_ack(a, (const char *)msg->payload, msg->len, msg->auth);
     } else if (strcmp(msg->topic, a->t_desired) == 0) {
         if (msg->len > UPK_MSG_MAX) {
             upk_warn("device=%s oversized desired message ignored (%zu bytes) error=MSG_TOO_LARGE",
                      a->cfg->device_id, msg->len);
+            a->dropped[UPK_E_MSG_TOO_LARGE]++;
             return;
         }
+        if (a->cfg->has_link_key && !desired_authentic(a, msg))
+            return;
         handle_desired(a, (const char *)msg->payload, msg->len);
     }
 }
@@ -1422,6 +1644,8 @@ static void tick_cb(uv_timer_t *t)
     health_tick(a);
     ob_check(a);
     ob_kick(a);
+    stale_check(a);
+    expiry_tick(a);
 }
 
 /* ---------------------------------------------------------------- life cycle */
@@ -1468,6 +1692,7 @@ upk_err upk_agent_new(uv_loop_t *loop, const upk_agent_config *cfg, upk_agent **
         (err = upk__path(a->dl_dir, sizeof(a->dl_dir), cfg->data_dir, "download")) ||
         (err = upk__path(a->work_dir, sizeof(a->work_dir), cfg->data_dir, "work")) ||
         (err = upk__path(a->bake_path, sizeof(a->bake_path), cfg->data_dir, UPK__BAKE_FILE)) ||
+        (err = upk__path(a->link_path, sizeof(a->link_path), cfg->data_dir, UPK__LINK_FILE)) ||
         (err = upk__path(obdir, sizeof(obdir), cfg->data_dir, "outbox")))
         goto out_free;
     err = upk__outbox_open(&a->ob, obdir, cfg->limits.outbox_max, cfg->fsync);
@@ -1490,6 +1715,9 @@ upk_err upk_agent_new(uv_loop_t *loop, const upk_agent_config *cfg, upk_agent **
         a->facts.security_version = cfg->factory_security_version;
         memcpy(a->facts.image_sha256, cfg->factory_image_sha256, UPK_SHA256_LEN);
     }
+    if (upk__link_load(a->link_path, &a->link) != UPK_OK)
+        upk_error("device=%s %s is corrupt; accepting desired counters from 0", cfg->device_id,
+                  a->link_path);
     err = upk__journal_load(a->journal_path, &a->j);
     if (err == UPK_E_STATE_CORRUPT) {
         upk_error("device=%s %s is corrupt; starting idle", cfg->device_id, a->journal_path);
@@ -1624,6 +1852,8 @@ static void resume(upk_agent *a)
         step_commit(a);
         return;
     }
+    if (expired_before(a, "resuming"))
+        return;
     switch (j->status) {
     case UPK_STATUS_DOWNLOADING:
     case UPK_STATUS_VERIFYING:
@@ -1659,6 +1889,11 @@ upk_err upk_agent_start(upk_agent *a)
     if (a == NULL || a->started)
         return UPK_E_STATE_INVALID;
     a->started = true;
+    if (!a->cfg->has_link_key && !a->cfg->legacy_quiet)
+        upk_warn("device=%s no link_key_file: controller messages are taken without link "
+                 "authentication (legacy mode); anyone who can publish to this device's topics "
+                 "can decide its updates",
+                 a->cfg->device_id);
     /* A start inside a bake window is a restart (and a boot when the boot id
      * changed): both are reported so that a reboot loop is visible. */
     if (upk__bake_load(a->bake_path, &a->bake) != UPK_OK)
@@ -1683,6 +1918,11 @@ upk_err upk_agent_start(upk_agent *a)
     if (uv_timer_start(&a->timer, tick_cb, period, period) != 0)
         return UPK_E_INTERNAL;
     return UPK_OK;
+}
+
+uint64_t upk_agent_dropped(const upk_agent *a, upk_err why)
+{
+    return a != NULL && (unsigned)why < UPK_E__COUNT ? a->dropped[why] : 0;
 }
 
 upk_status upk_agent_status(const upk_agent *a)

@@ -13,6 +13,7 @@
 
 #include "upkeep/agent.h"
 #include "upkeep/hash.h"
+#include "upkeep/linkauth.h"
 #include "upkeep/msg.h"
 
 /* ---- journal: the update in progress (data_dir/journal.json). */
@@ -65,6 +66,7 @@ typedef struct upk__installed {
     char campaign[UPK_ID_MAX + 1];
     int64_t last_patched;
     int64_t support_until; /* from the signed manifest; 0 = none */
+    int64_t created;       /* the installed manifest's signed created time; 0 = unknown */
 } upk__installed;
 
 UPK_MUST_CHECK upk_err upk__installed_save(const char *path, const upk__installed *f);
@@ -72,6 +74,36 @@ UPK_MUST_CHECK upk_err upk__installed_save_ex(const char *path, const upk__insta
                                               bool do_sync);
 /* Missing file: zeroed facts and UPK_OK; corrupt: UPK_E_STATE_CORRUPT. */
 UPK_MUST_CHECK upk_err upk__installed_load(const char *path, upk__installed *f);
+
+/* ---- link authentication of controller messages (link.c; docs/protocol.md
+ * 8.2 and 5.3). The state of the last accepted desired lives in
+ * data_dir/link.json so that a replay stays refused across restarts. */
+#define UPK__LINK_FILE "link.json"
+
+typedef struct upk__link {
+    uint64_t ctr;                /* ctr of the last accepted desired; 0 = none */
+    uint8_t sha[UPK_SHA256_LEN]; /* SHA-256 of that desired's payload */
+    int64_t fresh_until;         /* its fresh_until (Unix s); 0 = none */
+} upk__link;
+
+/* Writes f atomically (as the journal; without fsync when do_sync is false). */
+UPK_MUST_CHECK upk_err upk__link_save_ex(const char *path, const upk__link *f, bool do_sync);
+/* Missing file: zeroed state and UPK_OK; corrupt: zeroed and UPK_E_STATE_CORRUPT. */
+UPK_MUST_CHECK upk_err upk__link_load(const char *path, upk__link *f);
+
+/* Decides whether a desired payload (len bytes, tag the upkeep-auth value
+ * it came with, "" when none) published on dev/{device_id}/desired may be
+ * acted on by a device holding key, whose last accepted desired is *st, at
+ * Unix time now. In order: UPK_E_AUTH_INVALID for an empty payload (it
+ * cannot carry a tag) or a missing or wrong tag; UPK_E_REPLAYED when its ctr
+ * is below st->ctr, or equal with other bytes; UPK_E_DESIRED_STALE when its
+ * fresh_until is set and not after now. UPK_OK otherwise, with *next the
+ * state to keep once it is accepted (a tagged payload that does not decode
+ * keeps *st: it is refused later by the decoder). Pure: no I/O, no clock. */
+UPK_MUST_CHECK upk_err upk__link_check_desired(const upk__link *st, const upk_link_key *key,
+                                               const char *device_id, const char *payload,
+                                               size_t len, const char *tag, int64_t now,
+                                               upk__link *next);
 
 /* ---- outbox: bounded on-disk FIFO of encoded events, one file per seq. */
 typedef struct upk__outbox {
@@ -104,8 +136,10 @@ typedef struct upk__window_slot {
     uint32_t len;
     uint32_t tries;
     uint64_t sent_ms;
-    uint32_t wait_ms; /* answer overdue at sent_ms + wait_ms (backs off per try) */
-    uint8_t *data;    /* owned copy once arrived */
+    uint32_t wait_ms;     /* answer overdue at sent_ms + wait_ms (backs off per try) */
+    uint32_t refused_try; /* the try whose refusal was last counted; 0 = none */
+    uint32_t refusals;    /* tries of this request refused (unauthenticated) */
+    uint8_t *data;        /* owned copy once arrived */
 } upk__window_slot;
 
 typedef struct upk__window {
@@ -130,6 +164,16 @@ void upk__window_init(upk__window *w, uint64_t size, uint32_t chunk, uint32_t ma
  * synchronised wave of repeats. */
 #define UPK__WINDOW_BACKOFF_MAX 8
 bool upk__window_next(upk__window *w, uint64_t now_ms, uint64_t *off, uint32_t *len);
+/* True when a request for off is outstanding and its answer has not
+ * arrived; *len is then the length requested (the last chunk of the
+ * artifact is shorter: its length is fixed by the manifest's size). */
+bool upk__window_expects(const upk__window *w, uint64_t off, uint32_t *len);
+/* Records an unauthenticated refusal (not found, range) of the outstanding
+ * request at off and returns how many of its tries were refused so far; a
+ * second refusal of the same try is not counted again. 0 when off is not
+ * outstanding. Lets an agent without a link key trust a refusal only after
+ * it came back for several re-requests, each after its backoff. */
+uint32_t upk__window_refused(upk__window *w, uint64_t off);
 /* Takes an arriving chunk (copied). UPK_E_CHUNK_UNEXPECTED when not
  * outstanding (duplicate, never requested); UPK_E_SIZE_MISMATCH when its
  * length differs from the request. */

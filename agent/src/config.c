@@ -47,6 +47,8 @@ void upk_agent_config_cleanup(upk_agent_config *cfg)
         memset(cfg->password, 0, strlen(cfg->password));
         free(cfg->password);
     }
+    upk_link_key_wipe(&cfg->link_key);
+    cfg->has_link_key = false;
     free(cfg->hardware);
     free(cfg->data_dir);
     for (size_t i = 0; i < cfg->key_count; i++)
@@ -359,6 +361,36 @@ static upk_err parse_password(const cJSON *root, upk_agent_config *cfg, char *eb
     return UPK_OK;
 }
 
+/* "link_key_file": 64 hex characters (the device's link key, docs/protocol.md
+ * 8.2) and an optional trailing newline. Absent = legacy mode. */
+static upk_err parse_link_key(const cJSON *root, upk_agent_config *cfg, char *eb, size_t ecap)
+{
+    char *file = NULL;
+    upk_err err = get_str(root, "link_key_file", false, UPK_AGENT_PATH_MAX, &file, eb, ecap);
+    if (err != UPK_OK || file == NULL)
+        return err;
+    char *buf = NULL;
+    size_t len = 0;
+    err = upk_fs_read(file, UPK_LINK_KEY_HEX_LEN + 8, &buf, &len);
+    if (err != UPK_OK) {
+        err = bad(eb, ecap, "link_key_file", "cannot read %s (%s)", file, upk_err_str(err));
+        free(file);
+        return err;
+    }
+    err = upk_link_key_from_hex(buf, len, &cfg->link_key);
+    memset(buf, 0, len);
+    free(buf);
+    if (err != UPK_OK) {
+        err =
+            bad(eb, ecap, "link_key_file", "%s must hold the link key as 64 hex characters", file);
+        free(file);
+        return err;
+    }
+    free(file);
+    cfg->has_link_key = true;
+    return UPK_OK;
+}
+
 static upk_err parse_root(const cJSON *root, upk_agent_config *cfg, char *eb, size_t ecap)
 {
     /* Every field parsed here; anything else is a typo and refused by name
@@ -385,6 +417,7 @@ static upk_err parse_root(const cJSON *root, upk_agent_config *cfg, char *eb, si
                                         "reconnect_max_ms",
                                         "fsync",
                                         "factory_release",
+                                        "link_key_file",
                                         NULL};
     upk_err err;
     if (!cJSON_IsObject(root))
@@ -407,7 +440,7 @@ static upk_err parse_root(const cJSON *root, upk_agent_config *cfg, char *eb, si
     if ((err = get_str(root, "username", false, 256, &cfg->username, eb, ecap)) ||
         (err = dup_default(&cfg->username, cfg->device_id)))
         return err;
-    if ((err = parse_password(root, cfg, eb, ecap)))
+    if ((err = parse_password(root, cfg, eb, ecap)) || (err = parse_link_key(root, cfg, eb, ecap)))
         return err;
     if ((err = get_str(root, "hardware", true, UPK_ID_MAX, &cfg->hardware, eb, ecap)))
         return err;

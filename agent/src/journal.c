@@ -4,6 +4,7 @@
 #include "agent_int.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -221,7 +222,8 @@ upk_err upk__installed_save_ex(const char *path, const upk__installed *f, bool d
               cJSON_AddStringToObject(root, "image_sha256", hex) &&
               cJSON_AddStringToObject(root, "campaign", f->campaign) &&
               cJSON_AddNumberToObject(root, "last_patched", (double)f->last_patched) &&
-              cJSON_AddNumberToObject(root, "support_until", (double)f->support_until);
+              cJSON_AddNumberToObject(root, "support_until", (double)f->support_until) &&
+              cJSON_AddNumberToObject(root, "created", (double)f->created);
     if (!ok) {
         cJSON_Delete(root);
         return UPK_E_NOMEM;
@@ -242,7 +244,7 @@ upk_err upk__installed_load(const char *path, upk__installed *f)
     if (err != UPK_OK)
         return err;
     char hex[UPK_SHA256_HEX_LEN + 1];
-    uint64_t lp = 0, su = 0;
+    uint64_t lp = 0, su = 0, cr = 0;
     bool ok = read_str(root, "release", tmp.release, sizeof(tmp.release)) &&
               read_str(root, "version", tmp.version, sizeof(tmp.version)) &&
               read_u64(root, "security_version", &tmp.security_version) &&
@@ -250,11 +252,66 @@ upk_err upk__installed_load(const char *path, upk__installed *f)
               read_str(root, "campaign", tmp.campaign, sizeof(tmp.campaign)) &&
               read_u64(root, "last_patched", &lp) && read_u64(root, "support_until", &su) &&
               upk_hex_decode(hex, strlen(hex), tmp.image_sha256, UPK_SHA256_LEN) == UPK_OK;
+    /* "created" came with link keys: absent in older files means unknown. */
+    if (ok && cJSON_GetObjectItemCaseSensitive(root, "created") != NULL)
+        ok = read_u64(root, "created", &cr);
     cJSON_Delete(root);
     if (!ok)
         return UPK_E_STATE_CORRUPT;
+    tmp.created = (int64_t)cr;
     tmp.last_patched = (int64_t)lp;
     tmp.support_until = (int64_t)su;
+    *f = tmp;
+    return UPK_OK;
+}
+
+upk_err upk__link_save_ex(const char *path, const upk__link *f, bool do_sync)
+{
+    char hex[UPK_SHA256_HEX_LEN + 1];
+    upk_err err = upk_hex_encode(f->sha, UPK_SHA256_LEN, hex, sizeof(hex));
+    if (err != UPK_OK)
+        return err;
+    /* Written as exact integer text: cJSON prints doubles with 15
+     * significant digits when that reads back "close enough", which would
+     * lose the low digits of a counter near 2^53. */
+    char ctr[24];
+    int n = snprintf(ctr, sizeof(ctr), "%" PRIu64, f->ctr);
+    if (n < 0 || (size_t)n >= sizeof(ctr))
+        return UPK_E_INTERNAL;
+    cJSON *root = cJSON_CreateObject();
+    if (root == NULL)
+        return UPK_E_NOMEM;
+    bool ok = cJSON_AddNumberToObject(root, "v", JOURNAL_V) &&
+              cJSON_AddRawToObject(root, "ctr", ctr) &&
+              cJSON_AddStringToObject(root, "sha256", hex) &&
+              cJSON_AddNumberToObject(root, "fresh_until", (double)f->fresh_until);
+    if (!ok) {
+        cJSON_Delete(root);
+        return UPK_E_NOMEM;
+    }
+    return save_json(path, root, do_sync);
+}
+
+upk_err upk__link_load(const char *path, upk__link *f)
+{
+    memset(f, 0, sizeof(*f));
+    cJSON *root = NULL;
+    upk_err err = load_json(path, 4096, &root);
+    if (err == UPK_E_NOT_FOUND)
+        return UPK_OK;
+    if (err != UPK_OK)
+        return err;
+    upk__link tmp;
+    memset(&tmp, 0, sizeof(tmp));
+    char hex[UPK_SHA256_HEX_LEN + 1];
+    uint64_t fu = 0;
+    bool ok = read_u64(root, "ctr", &tmp.ctr) && read_str(root, "sha256", hex, sizeof(hex)) &&
+              read_u64(root, "fresh_until", &fu) &&
+              upk_hex_decode(hex, strlen(hex), tmp.sha, UPK_SHA256_LEN) == UPK_OK;
+    cJSON_Delete(root);
+    if (!ok)
+        return UPK_E_STATE_CORRUPT;
+    tmp.fresh_until = (int64_t)fu;
     *f = tmp;
     return UPK_OK;
 }

@@ -68,6 +68,30 @@ bool upk__window_next(upk__window *w, uint64_t now_ms, uint64_t *off, uint32_t *
     return true;
 }
 
+bool upk__window_expects(const upk__window *w, uint64_t off, uint32_t *len)
+{
+    if (off < w->written || (off - w->written) % w->chunk != 0)
+        return false;
+    uint64_t i = (off - w->written) / w->chunk;
+    if (i >= w->n || w->slot[i].data != NULL)
+        return false;
+    *len = w->slot[i].len;
+    return true;
+}
+
+uint32_t upk__window_refused(upk__window *w, uint64_t off)
+{
+    uint32_t len;
+    if (!upk__window_expects(w, off, &len))
+        return 0;
+    upk__window_slot *s = &w->slot[(off - w->written) / w->chunk];
+    if (s->refused_try != s->tries) {
+        s->refused_try = s->tries;
+        s->refusals++;
+    }
+    return s->refusals;
+}
+
 upk_err upk__window_accept(upk__window *w, uint64_t off, const uint8_t *data, size_t len)
 {
     if (off < w->written || (off - w->written) % w->chunk != 0)

@@ -48,6 +48,7 @@ struct ev {
     int qos;
     bool retained;
     char sender[UPK_MQTT_SENDER_MAX + 1];
+    char auth[UPK_MQTT_AUTH_MAX + 1];
 };
 
 enum conn_state {
@@ -229,15 +230,23 @@ static void on_sub_fail(void *ctx, MQTTAsync_failureData5 *resp)
              resp != NULL ? (int)resp->reasonCode : -1);
 }
 
-static void find_sender(const MQTTProperties *props, char *out)
+/* Copies the upkeep-sender and upkeep-auth user properties of props into
+ * out and auth (see upk_mqtt_msg for what each holds). */
+static void find_sender(const MQTTProperties *props, char *out, char *auth)
 {
     out[0] = '\0';
+    auth[0] = '\0';
     for (int i = 0; props != NULL && i < props->count; i++) {
         const MQTTProperty *p = &props->array[i];
         if (p->identifier != MQTTPROPERTY_CODE_USER_PROPERTY)
             continue;
         size_t klen = (size_t)p->value.data.len;
         size_t vlen = (size_t)p->value.value.len;
+        if (klen == strlen(UPK_MQTT_AUTH_PROP) &&
+            memcmp(p->value.data.data, UPK_MQTT_AUTH_PROP, klen) == 0) {
+            upk__mqtt_auth_take(p->value.value.data, vlen, auth);
+            continue;
+        }
         if (klen != strlen(UPK_MQTT_SENDER_PROP) ||
             memcmp(p->value.data.data, UPK_MQTT_SENDER_PROP, klen) != 0)
             continue;
@@ -278,7 +287,7 @@ static int on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *
     e->len = plen;
     e->qos = m->qos;
     e->retained = m->retained != 0;
-    find_sender(&m->properties, e->sender);
+    find_sender(&m->properties, e->sender, e->auth);
     push(c, e);
 out:
     MQTTAsync_freeMessage(&m);
@@ -593,6 +602,7 @@ static void handle_event(upk_mqtt *c, struct ev *e)
                 .qos = e->qos,
                 .retained = e->retained,
                 .sender = e->sender,
+                .auth = e->auth,
             };
             c->opts.on_message(c, &m, c->opts.userdata);
         }
@@ -775,8 +785,15 @@ upk_err upk_mqtt_subscribe(upk_mqtt *c, const char *filter, int qos)
 upk_err upk_mqtt_publish(upk_mqtt *c, const char *topic, const void *payload, size_t len, int qos,
                          bool retain, upk_mqtt_done_cb done, void *cb_data)
 {
+    return upk_mqtt_publish_auth(c, topic, payload, len, qos, retain, NULL, done, cb_data);
+}
+
+upk_err upk_mqtt_publish_auth(upk_mqtt *c, const char *topic, const void *payload, size_t len,
+                              int qos, bool retain, const char *auth, upk_mqtt_done_cb done,
+                              void *cb_data)
+{
     if (c == NULL || topic == NULL || (payload == NULL && len > 0) || len > INT_MAX || qos < 0 ||
-        qos > 2)
+        qos > 2 || !upk__mqtt_auth_arg_valid(auth))
         return UPK_E_INVALID_ARG;
     if (c->state != ST_CONNECTED)
         return UPK_E_CONN;
@@ -798,11 +815,29 @@ upk_err upk_mqtt_publish(upk_mqtt *c, const char *topic, const void *payload, si
     m.payloadlen = (int)len;
     m.qos = qos;
     m.retained = retain ? 1 : 0;
+    /* Paho copies the properties into its own publish record, so ours are
+     * freed right after sendMessage whatever it returns. */
+    MQTTProperties props = MQTTProperties_initializer;
+    if (auth != NULL && auth[0] != '\0') {
+        MQTTProperty up = {.identifier = MQTTPROPERTY_CODE_USER_PROPERTY};
+        up.value.data.data = (char *)UPK_MQTT_AUTH_PROP;
+        up.value.data.len = (int)strlen(UPK_MQTT_AUTH_PROP);
+        up.value.value.data = (char *)auth;
+        up.value.value.len = (int)strlen(auth);
+        if (MQTTProperties_add(&props, &up) != 0) {
+            MQTTProperties_free(&props);
+            free(p);
+            free(ctx);
+            return UPK_E_NOMEM;
+        }
+        m.properties = props;
+    }
     MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
     ro.onSuccess5 = on_pub_ok;
     ro.onFailure5 = on_pub_fail;
     ro.context = ctx;
     int rc = MQTTAsync_sendMessage(c->client, topic, &m, &ro);
+    MQTTProperties_free(&props);
     if (rc != MQTTASYNC_SUCCESS) {
         free(p);
         free(ctx);

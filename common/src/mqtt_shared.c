@@ -77,3 +77,27 @@ char *upk__mqtt_strdup(const char *s, bool *ok)
         *ok = false;
     return d;
 }
+
+bool upk__mqtt_auth_arg_valid(const char *auth)
+{
+    if (auth == NULL)
+        return true;
+    size_t n = strnlen(auth, UPK_MQTT_AUTH_MAX + 1);
+    if (n > UPK_MQTT_AUTH_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (auth[i] < 0x21 || auth[i] > 0x7e)
+            return false;
+    return true;
+}
+
+void upk__mqtt_auth_take(const void *v, size_t vn, char *out)
+{
+    if (out[0] != '\0' || vn == 0 || vn > UPK_MQTT_AUTH_MAX || memchr(v, '\0', vn) != NULL) {
+        out[0] = '?';
+        out[1] = '\0';
+        return;
+    }
+    memcpy(out, v, vn);
+    out[vn] = '\0';
+}

@@ -7,6 +7,7 @@
 #define UPKEEP_MQTT_SHARED_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "upkeep/mqtt.h"
@@ -35,5 +36,15 @@ void upk__mqtt_log_refused(const char *broker, const char *username, const char 
 
 /* strdup(s), NULL for NULL; clears *ok when out of memory. */
 char *upk__mqtt_strdup(const char *s, bool *ok);
+
+/* True when auth may go out as an "upkeep-auth" value: NULL or "" (none), or
+ * 1..UPK_MQTT_AUTH_MAX printable ASCII bytes. */
+bool upk__mqtt_auth_arg_valid(const char *auth);
+
+/* Records one received "upkeep-auth" value (vn bytes at v) into out
+ * (UPK_MQTT_AUTH_MAX + 1 bytes), which starts as "": the value itself the
+ * first time, "?" (never a valid tag) for an oversized or NUL-bearing value
+ * or a second occurrence, so both clients report the same thing. */
+void upk__mqtt_auth_take(const void *v, size_t vn, char *out);
 
 #endif

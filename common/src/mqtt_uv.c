@@ -607,6 +607,7 @@ static bool get_bin(const uint8_t **p, const uint8_t *end, const uint8_t **s, si
  * on_u16 for two-byte integers. False on a malformed or unknown property. */
 struct props_seen {
     char sender[UPK_MQTT_SENDER_MAX + 1];
+    char auth[UPK_MQTT_AUTH_MAX + 1];
     bool has_receive_max, has_keepalive;
     uint16_t receive_max, keepalive;
 };
@@ -685,6 +686,8 @@ static bool parse_props(const uint8_t **pp, const uint8_t *end, struct props_see
                     memcpy(seen->sender, v, vn);
                     seen->sender[vn] = '\0';
                 }
+            } else if (sn == strlen(UPK_MQTT_AUTH_PROP) && memcmp(s, UPK_MQTT_AUTH_PROP, sn) == 0) {
+                upk__mqtt_auth_take(v, vn, seen->auth);
             }
             break;
         default:
@@ -777,6 +780,7 @@ static bool handle_publish(upk_mqtt *c, uint8_t flags, const uint8_t *p, const u
             .qos = qos,
             .retained = (flags & 1) != 0,
             .sender = seen.sender,
+            .auth = seen.auth,
         };
         c->opts.on_message(c, &m, c->opts.userdata);
     }
@@ -1206,13 +1210,24 @@ upk_err upk_mqtt_subscribe(upk_mqtt *c, const char *filter, int qos)
 upk_err upk_mqtt_publish(upk_mqtt *c, const char *topic, const void *payload, size_t len, int qos,
                          bool retain, upk_mqtt_done_cb done, void *cb_data)
 {
+    return upk_mqtt_publish_auth(c, topic, payload, len, qos, retain, NULL, done, cb_data);
+}
+
+upk_err upk_mqtt_publish_auth(upk_mqtt *c, const char *topic, const void *payload, size_t len,
+                              int qos, bool retain, const char *auth, upk_mqtt_done_cb done,
+                              void *cb_data)
+{
     if (c == NULL || topic == NULL || (payload == NULL && len > 0) || len > INT_MAX || qos < 0 ||
-        qos > 1)
+        qos > 1 || !upk__mqtt_auth_arg_valid(auth))
         return UPK_E_INVALID_ARG;
     size_t tlen = strlen(topic);
     if (tlen == 0 || tlen > 65535 || strpbrk(topic, "+#") != NULL)
         return UPK_E_INVALID_ARG;
-    size_t body = 2 + tlen + (qos > 0 ? 2 : 0) + 1 + len;
+    /* One user property (0x26): name and value, each a two-byte length and
+     * the bytes; the block's length fits one varint byte (< 128). */
+    size_t alen = auth != NULL ? strlen(auth) : 0;
+    size_t plen = alen > 0 ? 1 + 2 + strlen(UPK_MQTT_AUTH_PROP) + 2 + alen : 0;
+    size_t body = 2 + tlen + (qos > 0 ? 2 : 0) + 1 + plen + len;
     if (body > 268435455u)
         return UPK_E_INVALID_ARG;
     if (c->state != ST_CONNECTED)
@@ -1233,7 +1248,12 @@ upk_err upk_mqtt_publish(upk_mqtt *c, const char *topic, const void *payload, si
     pub->pid_off = (size_t)(p - pub->pkt);
     if (qos > 0)
         p = put_u16(p, 0); /* the packet id, set when written */
-    *p++ = 0;              /* properties */
+    *p++ = (uint8_t)plen;  /* properties */
+    if (plen > 0) {
+        *p++ = 0x26;
+        p = put_bin(p, UPK_MQTT_AUTH_PROP, strlen(UPK_MQTT_AUTH_PROP));
+        p = put_bin(p, auth, alen);
+    }
     if (len > 0)
         memcpy(p, payload, len);
     pub->id = c->next_pub_id++;

@@ -29,6 +29,17 @@ struct upk_client {
     upk_ctl_resp resp;
     upk_err resp_err;
     unsigned seq;
+    /* upk_client_send: replies to other ids, and publish results. */
+    upk_client_reply_fn on_reply;
+    upk_client_sent_fn on_sent;
+    void *send_ud;
+    bool polled; /* an event arrived during upk_client_poll */
+    struct upk_client_send_rec {
+        upk_client *c;
+        void *cb_data;
+        bool pending;
+    } sends[UPK_CLIENT_SENDS_MAX];
+    size_t send_next;
 };
 
 static void copy_str(char *dst, size_t cap, const char *src)
@@ -38,8 +49,16 @@ static void copy_str(char *dst, size_t cap, const char *src)
 }
 
 /* Every field of cli.json; anything else is refused by name. */
-static const char *const cli_fields[] = {"broker",  "user",      "password_file", "prefix",
-                                         "ca_file", "cert_file", "key_file",      NULL};
+static const char *const cli_fields[] = {"broker",
+                                         "user",
+                                         "password_file",
+                                         "prefix",
+                                         "ca_file",
+                                         "cert_file",
+                                         "key_file",
+                                         "bytes_per_second",
+                                         "messages_per_second",
+                                         NULL};
 
 /* Reads cli.json at path into cfg, strictly: a missing file is no error;
  * anything wrong with an existing one goes to cfg->file_error. */
@@ -87,6 +106,25 @@ static void read_cli_json(upk_client_cfg *cfg, const char *path)
         }
         copy_str(fields[i].dst, fields[i].cap, v->valuestring);
     }
+    struct {
+        const char *name;
+        double *dst;
+        double max;
+    } rates[] = {
+        {"bytes_per_second", &cfg->bytes_per_second, 1e12},
+        {"messages_per_second", &cfg->messages_per_second, 1e9},
+    };
+    for (size_t i = 0; i < sizeof(rates) / sizeof(rates[0]); i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, rates[i].name);
+        if (v == NULL)
+            continue;
+        if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0) || v->valuedouble > rates[i].max) {
+            r = snprintf(why, sizeof(why), "%s: must be a number from 0 (unlimited) to %.0f",
+                         rates[i].name, rates[i].max);
+            goto refused;
+        }
+        *rates[i].dst = v->valuedouble;
+    }
     cJSON_Delete(j);
     free(text);
     return;
@@ -102,6 +140,7 @@ void upk_client_cfg_init(upk_client_cfg *cfg)
     memset(cfg, 0, sizeof(*cfg));
     copy_str(cfg->prefix, sizeof(cfg->prefix), UPK_TOPIC_PREFIX_DEFAULT);
     cfg->timeout_ms = 15000;
+    cfg->bytes_per_second = cfg->messages_per_second = -1;
     const char *home = getenv("HOME");
     if (home != NULL) {
         char path[4200];
@@ -193,18 +232,23 @@ static void on_disconnect(upk_mqtt *m, upk_err err, void *ud)
     upk_client *c = ud;
     c->connected = false;
     c->conn_err = err;
+    c->polled = true;
 }
 
 static void on_message(upk_mqtt *m, const upk_mqtt_msg *msg, void *ud)
 {
     (void)m;
     upk_client *c = ud;
+    c->polled = true;
     upk_ctl_resp r;
     memset(&r, 0, sizeof(r));
     if (upk_ctl_resp_decode((const char *)msg->payload, msg->len, &r) != UPK_OK)
         return;
     /* Only the controller's replies count (the plugin stamps it). */
     if (c->got || strcmp(r.id, c->want_id) != 0 || strncmp(msg->sender, "controller:", 11) != 0) {
+        if (strncmp(msg->sender, "controller:", 11) == 0 && c->on_reply != NULL &&
+            strcmp(r.id, c->want_id) != 0)
+            c->on_reply(&r, c->send_ud);
         upk_ctl_resp_cleanup(&r);
         return;
     }
@@ -412,4 +456,86 @@ void upk_client_close(upk_client *c)
     if (uv_loop_close(&c->loop) != 0)
         upk_debug("client: loop closed with handles open");
     free(c);
+}
+
+/* ---- pipelined requests (upk_client_send) */
+
+void upk_client_on_reply(upk_client *c, upk_client_reply_fn on_reply, upk_client_sent_fn on_sent,
+                         void *ud)
+{
+    c->on_reply = on_reply;
+    c->on_sent = on_sent;
+    c->send_ud = ud;
+}
+
+static void send_done(upk_mqtt *m, upk_err err, void *cb_data)
+{
+    (void)m;
+    struct upk_client_send_rec *rec = cb_data;
+    rec->pending = false;
+    rec->c->polled = true;
+    if (rec->c->on_sent != NULL)
+        rec->c->on_sent(err, rec->cb_data, rec->c->send_ud);
+}
+
+upk_err upk_client_send(upk_client *c, const char *cmd, const cJSON *args, const char *id,
+                        void *cb_data)
+{
+    struct upk_client_send_rec *rec = &c->sends[c->send_next % UPK_CLIENT_SENDS_MAX];
+    if (rec->pending)
+        return UPK_E_BUSY;
+    upk_ctl_req req;
+    memset(&req, 0, sizeof(req));
+    int r = snprintf(req.id, sizeof(req.id), "%s", id);
+    if (r < 0 || (size_t)r >= sizeof(req.id) || !upk_id_valid(req.id))
+        return UPK_E_ID_INVALID;
+    r = snprintf(req.cmd, sizeof(req.cmd), "%s", cmd);
+    (void)r;
+    req.args = (cJSON *)args;
+    char *payload = NULL;
+    size_t len = 0;
+    char topic[UPK_TOPIC_MAX + 1];
+    upk_err err = upk_ctl_req_encode(&req, &payload, &len);
+    if (err != UPK_OK)
+        return err;
+    if ((err = upk_topic_build(topic, sizeof(topic), c->cfg.prefix, UPK_TOPIC_CTL_REQ,
+                               c->cfg.user)) == UPK_OK) {
+        rec->c = c;
+        rec->cb_data = cb_data;
+        rec->pending = true;
+        err = upk_mqtt_publish(c->mqtt, topic, payload, len, 1, false, send_done, rec);
+        if (err != UPK_OK)
+            rec->pending = false;
+        else
+            c->send_next++;
+    }
+    free(payload);
+    return err;
+}
+
+void upk_client_poll(upk_client *c, unsigned ms)
+{
+    /* libuv runs a due timer before it polls and then, with no timer left,
+     * UV_RUN_ONCE would block until some I/O: a repeating timer keeps one
+     * armed, and the loop waits for it or an event explicitly. */
+    c->timed_out = false;
+    c->polled = false;
+    if (ms == 0) {
+        uv_run(&c->loop, UV_RUN_NOWAIT);
+        return;
+    }
+    uv_timer_start(&c->timer, on_timer, ms, ms);
+    while (!c->timed_out && !c->polled)
+        uv_run(&c->loop, UV_RUN_ONCE);
+    uv_timer_stop(&c->timer);
+}
+
+bool upk_client_connected(const upk_client *c)
+{
+    return c->mqtt != NULL && upk_mqtt_connected(c->mqtt);
+}
+
+const char *upk_client_user(const upk_client *c)
+{
+    return c->cfg.user;
 }

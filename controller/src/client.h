@@ -23,6 +23,10 @@ typedef struct upk_client_cfg {
     char cert_file[4096]; /* client certificate (a listener that wants one) */
     char key_file[4096];
     unsigned timeout_ms;
+    /* cli.json's bytes_per_second and messages_per_second: the broker's
+     * rate_limits.operator, for pacing release uploads; < 0 when unset. */
+    double bytes_per_second;
+    double messages_per_second;
     /* Why ~/.config/upkeep/cli.json was refused ("PATH: field: why"), or ""
      * (also when there is no such file). upk_client_connect refuses to run
      * with it set: a typo in the file is never silently ignored. */
@@ -86,6 +90,36 @@ UPK_MUST_CHECK upk_err upk_client_connect(const upk_client_cfg *cfg, upk_client 
 UPK_MUST_CHECK upk_err upk_client_call(upk_client *c, const char *cmd, const struct cJSON *args,
                                        struct cJSON **data, char *msg, size_t msgcap);
 void upk_client_close(upk_client *c);
+
+/* ---- pipelined requests, for uploads that keep several chunks in flight.
+ * upk_client_send publishes a request without waiting; its reply (any
+ * controller reply whose id is not the one upk_client_call waits for) goes
+ * to on_reply, and the broker's verdict on the publish to on_sent, both
+ * called on this thread from inside upk_client_poll or upk_client_call. */
+
+#define UPK_CLIENT_SENDS_MAX 256 /* publishes awaiting the broker's PUBACK */
+
+struct upk_ctl_resp;
+/* resp (and its data) is borrowed for the call. */
+typedef void (*upk_client_reply_fn)(const struct upk_ctl_resp *resp, void *ud);
+/* err: UPK_OK when the broker took the publish, UPK_E_DENIED when it refused
+ * it (the broker plugin's rate limit or max_payload_bytes: the only
+ * refusals of ctl/req/{you}), UPK_E_CONN when the connection was lost. */
+typedef void (*upk_client_sent_fn)(upk_err err, void *cb_data, void *ud);
+
+void upk_client_on_reply(upk_client *c, upk_client_reply_fn on_reply, upk_client_sent_fn on_sent,
+                         void *ud);
+/* Publishes cmd with args (borrowed) under correlation id (an id). On
+ * success on_sent is called once with cb_data (unless the client closes
+ * first). UPK_E_BUSY when UPK_CLIENT_SENDS_MAX publishes are unanswered or
+ * the MQTT buffer is full, UPK_E_CONN when not connected. */
+UPK_MUST_CHECK upk_err upk_client_send(upk_client *c, const char *cmd, const struct cJSON *args,
+                                       const char *id, void *cb_data);
+/* Runs the client for at most ms, returning after the first event. */
+void upk_client_poll(upk_client *c, unsigned ms);
+bool upk_client_connected(const upk_client *c);
+/* The operator name the client logged in as. */
+const char *upk_client_user(const upk_client *c);
 
 /* The exit status of a refused login (wrong password, unknown account,
  * locked out): distinct from 3 so that scripts never retry it (each retry

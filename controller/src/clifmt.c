@@ -11,6 +11,117 @@
 #define CELL_MAX 128
 #define COLS_MAX 24
 
+/* Length of the valid UTF-8 sequence at p that is not a C1 control, or 0
+ * when the byte at p must be escaped. */
+static size_t safe_len(const unsigned char *p)
+{
+    unsigned char b = p[0];
+    if (b < 0x20 || b == 0x7f)
+        return 0;
+    if (b < 0x80)
+        return 1;
+    size_t n;
+    unsigned char lo = 0x80, hi = 0xbf;
+    if (b >= 0xc2 && b <= 0xdf) {
+        n = 2;
+        if (b == 0xc2)
+            lo = 0xa0; /* U+0080-U+009F are the C1 controls */
+    } else if (b >= 0xe0 && b <= 0xef) {
+        n = 3;
+        if (b == 0xe0)
+            lo = 0xa0; /* overlong */
+        else if (b == 0xed)
+            hi = 0x9f; /* surrogates */
+    } else if (b >= 0xf0 && b <= 0xf4) {
+        n = 4;
+        if (b == 0xf0)
+            lo = 0x90;
+        else if (b == 0xf4)
+            hi = 0x8f;
+    } else {
+        return 0;
+    }
+    if (p[1] < lo || p[1] > hi)
+        return 0;
+    for (size_t i = 2; i < n; i++)
+        if (p[i] < 0x80 || p[i] > 0xbf)
+            return 0;
+    return n;
+}
+
+bool upk_text_unsafe(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p != '\0') {
+        size_t n = safe_len(p);
+        if (n == 0)
+            return true;
+        p += n;
+    }
+    return false;
+}
+
+bool upk_term_escape(const char *s, char *buf, size_t cap)
+{
+    if (cap == 0)
+        return false;
+    const unsigned char *p = (const unsigned char *)(s != NULL ? s : "");
+    size_t len = 0;
+    size_t starts[4] = {0, 0, 0, 0}; /* where the last four pieces began */
+    size_t np = 0;
+    buf[0] = '\0';
+    while (*p != '\0') {
+        char esc[5];
+        const char *piece = (const char *)p;
+        size_t n = safe_len(p), step = n;
+        if (n == 0) {
+            int r = snprintf(esc, sizeof(esc), "\\x%02X", p[0]);
+            (void)r; /* always 4 characters */
+            piece = esc;
+            n = 4;
+            step = 1;
+        }
+        if (len + n >= cap) {
+            /* Cut: make room for "..." so that the cut shows. */
+            size_t keep = cap > 4 ? cap - 4 : 0;
+            /* Never end inside a UTF-8 sequence or an escape: back to the
+             * start of a piece (pieces are 1-4 bytes, so one of the last
+             * four starts is at or before keep). */
+            if (len > keep) {
+                size_t best = 0;
+                for (size_t k = 0; k < 4 && k < np; k++)
+                    if (starts[k] <= keep && starts[k] > best)
+                        best = starts[k];
+                len = best;
+            }
+            int r = snprintf(buf + len, cap - len, "...");
+            (void)r; /* cap < 4 keeps what fits */
+            return false;
+        }
+        starts[np++ % 4] = len;
+        memcpy(buf + len, piece, n);
+        len += n;
+        buf[len] = '\0';
+        p += step;
+    }
+    return true;
+}
+
+void upk_term_puts(FILE *out, const char *s)
+{
+    const unsigned char *p = (const unsigned char *)(s != NULL ? s : "");
+    while (*p != '\0') {
+        size_t n = safe_len(p);
+        if (n == 0) {
+            fprintf(out, "\\x%02X", p[0]);
+            p++;
+        } else {
+            fwrite(p, 1, n, out);
+            p += n;
+        }
+    }
+}
+
 void upk_duration_format(double s, char *buf, size_t cap)
 {
     int r;
@@ -54,7 +165,9 @@ void upk_cell_format(const cJSON *v, upk_col_kind kind, char *buf, size_t cap)
     if (v == NULL || cJSON_IsNull(v)) {
         r = snprintf(buf, cap, "-");
     } else if (cJSON_IsString(v)) {
-        r = snprintf(buf, cap, "%s", v->valuestring[0] ? v->valuestring : "-");
+        /* Escaped for the terminal; a cut cell ends in "...". */
+        bool whole = upk_term_escape(v->valuestring[0] ? v->valuestring : "-", buf, cap);
+        (void)whole;
     } else if (cJSON_IsBool(v)) {
         r = snprintf(buf, cap, "%s", cJSON_IsTrue(v) ? "yes" : "no");
     } else if (cJSON_IsNumber(v)) {
@@ -112,10 +225,17 @@ void upk_table_print(FILE *out, const cJSON *rows, const upk_col *cols, size_t n
         for (size_t i = 0; i < ncols; i++) {
             upk_cell_format(cJSON_GetObjectItemCaseSensitive(row, cols[i].key), cols[i].kind, cell,
                             sizeof(cell));
-            if (i + 1 < ncols)
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(row, cols[i].key);
+            if (i + 1 < ncols) {
                 fprintf(out, "%-*s  ", (int)w[i], cell);
-            else
+            } else if (cJSON_IsString(v) && v->valuestring[0] != '\0') {
+                /* The last column is printed whole (escaped): an audit's
+                 * arguments or an event's message are never cut. */
+                upk_term_puts(out, v->valuestring);
+                fputc('\n', out);
+            } else {
                 fprintf(out, "%s\n", cell);
+            }
         }
     }
 }
@@ -128,8 +248,14 @@ void upk_kv_print(FILE *out, const cJSON *obj, const upk_col *cols, size_t ncols
         if (strlen(cols[i].header) > w)
             w = strlen(cols[i].header);
     for (size_t i = 0; i < ncols; i++) {
-        upk_cell_format(cJSON_GetObjectItemCaseSensitive(obj, cols[i].key), cols[i].kind, cell,
-                        sizeof(cell));
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, cols[i].key);
+        if (cJSON_IsString(v) && v->valuestring[0] != '\0') {
+            fprintf(out, "%-*s  ", (int)w + 1, cols[i].header);
+            upk_term_puts(out, v->valuestring); /* whole, escaped */
+            fputc('\n', out);
+            continue;
+        }
+        upk_cell_format(v, cols[i].kind, cell, sizeof(cell));
         fprintf(out, "%-*s  %s\n", (int)w + 1, cols[i].header, cell);
     }
 }
@@ -139,4 +265,13 @@ void upk_json_print(FILE *out, const cJSON *v)
     char *s = v != NULL ? cJSON_Print(v) : NULL;
     fprintf(out, "%s\n", s != NULL ? s : "null");
     free(s);
+}
+
+void upk_table_print_or_none(FILE *out, const cJSON *rows, const upk_col *cols, size_t ncols,
+                             const char *indent)
+{
+    if (cJSON_GetArraySize(rows) == 0)
+        fprintf(out, "%snone\n", indent != NULL ? indent : "");
+    else
+        upk_table_print(out, rows, cols, ncols);
 }

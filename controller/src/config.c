@@ -43,9 +43,11 @@ static bool get_str(const cJSON *root, const char *name, char *out, size_t cap, 
  * name (as the broker plugin does), never silently ignored. A new field
  * must be added here. */
 static const char *const serve_fields[] = {
-    "data_dir",           "broker",       "username",  "password_file", "client_id",
-    "topic_prefix",       "ca_file",      "cert_file", "key_file",      "tick_ms",
-    "readonly_operators", "release_keys", NULL};
+    "data_dir",  "broker",    "username", "password_file", "client_id",          "topic_prefix",
+    "ca_file",   "cert_file", "key_file", "tick_ms",       "readonly_operators", "release_keys",
+    "retention", NULL};
+static const char *const retention_fields[] = {"events_days", "health_days", "events_per_device",
+                                               NULL};
 
 upk_err upk_serve_config_parse(const char *json, size_t len, upk_serve_config *out, char *why,
                                size_t whycap)
@@ -127,6 +129,41 @@ upk_err upk_serve_config_parse(const char *json, size_t len, upk_serve_config *o
             goto done;
         }
         c.tick_ms = (uint32_t)tick->valuedouble;
+    }
+    /* Retention of device-sent data (issue 17): days, 0 = keep forever. */
+    c.events_keep_days = 30;
+    c.health_keep_days = 30;
+    c.events_per_device = 100000;
+    const cJSON *ret = cJSON_GetObjectItemCaseSensitive(root, "retention");
+    if (ret != NULL) {
+        if ((err = upk_jsoncfg_known(ret, "retention.", retention_fields, why, whycap)) != UPK_OK)
+            goto done;
+        const cJSON *pd = cJSON_GetObjectItemCaseSensitive(ret, "events_per_device");
+        if (pd != NULL && (!cJSON_IsNumber(pd) || pd->valuedouble < 0 || pd->valuedouble > 1e12 ||
+                           pd->valuedouble != (double)(int64_t)pd->valuedouble)) {
+            err = bad(why, whycap,
+                      "retention: events_per_device must be a whole number from 0 (no cap) to"
+                      " 1e12");
+            goto done;
+        }
+        if (pd != NULL)
+            c.events_per_device = (uint64_t)pd->valuedouble;
+        const cJSON *ev = cJSON_GetObjectItemCaseSensitive(ret, "events_days");
+        const cJSON *he = cJSON_GetObjectItemCaseSensitive(ret, "health_days");
+        if (!cJSON_IsObject(ret) ||
+            (ev != NULL && (!cJSON_IsNumber(ev) || ev->valuedouble < 0 || ev->valuedouble > 36500 ||
+                            ev->valuedouble != (int)ev->valuedouble)) ||
+            (he != NULL && (!cJSON_IsNumber(he) || he->valuedouble < 0 || he->valuedouble > 36500 ||
+                            he->valuedouble != (int)he->valuedouble))) {
+            err = bad(why, whycap,
+                      "retention: must be an object with events_days and health_days, whole"
+                      " days from 0 (keep forever) to 36500");
+            goto done;
+        }
+        if (ev != NULL)
+            c.events_keep_days = (uint32_t)ev->valuedouble;
+        if (he != NULL)
+            c.health_keep_days = (uint32_t)he->valuedouble;
     }
     const cJSON *ro = cJSON_GetObjectItemCaseSensitive(root, "readonly_operators");
     if (ro != NULL) {

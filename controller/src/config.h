@@ -9,6 +9,11 @@
  *   release_keys    (array of PEM public key paths, required, >= 1)
  *   tick_ms         (integer 50..60000, default 1000)
  *   readonly_operators (array of operator ids that may only read)
+ *   retention       (object) events_days, health_days: how long device events
+ *                   and health data are kept (whole days, default 30, 0 =
+ *                   forever); events_per_device: newest events kept per
+ *                   device (default 100000, 0 = no cap); pruned in bounded
+ *                   batches by upk_store_prune and upk_store_prune_device_events
  *   ca_file, cert_file, key_file (strings, TLS)
  * Loaded on the main thread before the loop starts. */
 #ifndef UPKEEP_CONTROLLER_CONFIG_H
@@ -36,7 +41,10 @@ typedef struct upk_serve_config {
     uint32_t tick_ms;
     size_t readonly_count;
     char readonly[UPK_READONLY_MAX][UPK_ID_MAX + 1];
-    upk_keyring *ring; /* owned */
+    uint32_t events_keep_days;  /* retention.events_days */
+    uint32_t health_keep_days;  /* retention.health_days */
+    uint64_t events_per_device; /* retention.events_per_device; 0 = no cap */
+    upk_keyring *ring;          /* owned */
 } upk_serve_config;
 
 /* Parses the JSON text (len bytes; path files inside are read). On failure

@@ -13,8 +13,11 @@
 
 #include <cjson/cJSON.h>
 
+#include "clifmt.h"
 #include "engine.h"
+#include "campaign_ext.h"
 #include "label.h"
+#include "rollback.h"
 #include "upkeep/fs.h"
 #include "upkeep/hash.h"
 #include "upkeep/log.h"
@@ -413,6 +416,24 @@ void upk_ctl_expire(upk_ctl *ctl, int64_t now_ms)
         }
 }
 
+/* The reply of release.upload.begin: the upload id, the release id, the
+ * largest chunk accepted, and the offset to send from (0 for a new upload,
+ * the bytes already received when resumed). */
+static upk_err upload_begin_reply(const struct upload *u, cJSON **data)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (o == NULL || cJSON_AddStringToObject(o, "upload", u->id) == NULL ||
+        cJSON_AddStringToObject(o, "release", u->release) == NULL ||
+        cJSON_AddNumberToObject(o, "chunk_max", UPK_UPLOAD_CHUNK_MAX) == NULL ||
+        cJSON_AddNumberToObject(o, "offset", (double)u->received) == NULL ||
+        cJSON_AddNumberToObject(o, "size", (double)u->m.size) == NULL) {
+        cJSON_Delete(o);
+        return UPK_E_NOMEM;
+    }
+    *data = o;
+    return UPK_OK;
+}
+
 static upk_err h_upload_begin(upk_ctl *ctl, const cJSON *args, cJSON **data, char *msg)
 {
     const char *manifest, *sig_b64, *key_id, *id;
@@ -460,10 +481,31 @@ static upk_err h_upload_begin(upk_ctl *ctl, const cJSON *args, cJSON **data, cha
         return fail(msg, err, "database error");
     struct upload *u = NULL;
     for (size_t i = 0; i < UPK_UPLOADS_MAX; i++) {
-        if (ctl->uploads[i].used && strcmp(ctl->uploads[i].release, rid) == 0)
-            return fail(msg, UPK_E_BUSY, "release '%s' is being uploaded already", rid);
-        if (!ctl->uploads[i].used && u == NULL)
-            u = &ctl->uploads[i];
+        struct upload *x = &ctl->uploads[i];
+        if (x->used && strcmp(x->release, rid) == 0) {
+            /* The same operator sending the same signed manifest again
+             * resumes where the controller stopped receiving; the same
+             * operator with another manifest starts over. Anyone else waits
+             * until the upload ends or expires. */
+            if (strcmp(x->op, ctl->op) != 0)
+                return fail(msg, UPK_E_BUSY,
+                            "release '%s' is being uploaded by '%s'; an abandoned upload expires "
+                            "%d minutes after its last chunk",
+                            rid, x->op, UPK_UPLOAD_IDLE_MS / 60000);
+            if (x->manifest_len == mlen && memcmp(x->manifest, manifest, mlen) == 0 &&
+                x->sig_len == siglen && memcmp(x->sig, sig, siglen) == 0 &&
+                strcmp(x->key_id, key_id) == 0) {
+                x->last_ms = ctl->now_ms;
+                upk_info("ctl: upload %s of %s by %s resumed at byte %llu", x->id, x->release,
+                         ctl->op, (unsigned long long)x->received);
+                return upload_begin_reply(x, data);
+            }
+            upk_info("ctl: upload %s of %s by %s replaced by a new manifest", x->id, x->release,
+                     ctl->op);
+            upload_drop(x);
+        }
+        if (!x->used && u == NULL)
+            u = x;
     }
     if (u == NULL)
         return fail(msg, UPK_E_BUSY, "too many uploads at once; retry in a minute");
@@ -494,21 +536,30 @@ static upk_err h_upload_begin(upk_ctl *ctl, const cJSON *args, cJSON **data, cha
         upload_drop(u);
         return fail(msg, UPK_E_IO, "controller cannot write its blob store");
     }
-    cJSON *o = cJSON_CreateObject();
-    if (o == NULL || cJSON_AddStringToObject(o, "upload", u->id) == NULL ||
-        cJSON_AddStringToObject(o, "release", u->release) == NULL ||
-        cJSON_AddNumberToObject(o, "chunk_max", UPK_UPLOAD_CHUNK_MAX) == NULL) {
-        cJSON_Delete(o);
+    err = upload_begin_reply(u, data);
+    if (err != UPK_OK)
         upload_drop(u);
+    return err;
+}
+
+static upk_err upload_chunk_reply(const struct upload *u, cJSON **data)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (o == NULL || cJSON_AddNumberToObject(o, "received", (double)u->received) == NULL) {
+        cJSON_Delete(o);
         return UPK_E_NOMEM;
     }
     *data = o;
     return UPK_OK;
 }
 
+/* A chunk at the offset received so far is appended; one that starts
+ * earlier (sent again after a lost reply, or by a resumed upload) has its
+ * already received part skipped; one that starts later is refused with
+ * FIELD_RANGE "offset must be N" (a chunk before it was lost) and changes
+ * nothing. The reply's data is {"received": N}. */
 static upk_err h_upload_chunk(upk_ctl *ctl, const cJSON *args, cJSON **data, char *msg)
 {
-    (void)data;
     const char *id, *b64;
     upk_err err;
     if ((err = need_id(args, "upload", &id, msg)) != UPK_OK ||
@@ -518,13 +569,20 @@ static upk_err h_upload_chunk(upk_ctl *ctl, const cJSON *args, cJSON **data, cha
     struct upload *u = upload_find(ctl, id);
     if (u == NULL)
         return fail(msg, UPK_E_NOT_FOUND, "no upload '%s' (expired?); start again", id);
-    if (!cJSON_IsNumber(off) || off->valuedouble != (double)u->received)
+    if (!cJSON_IsNumber(off) || off->valuedouble < 0 || off->valuedouble > (double)u->received ||
+        off->valuedouble != (double)(uint64_t)off->valuedouble)
         return fail(msg, UPK_E_FIELD_RANGE, "offset must be %llu", (unsigned long long)u->received);
+    uint64_t skip = u->received - (uint64_t)off->valuedouble;
     static uint8_t buf[UPK_UPLOAD_CHUNK_MAX];
     size_t n = 0;
     if (upk_base64_decode(b64, strlen(b64), buf, sizeof(buf), &n) != UPK_OK)
         return fail(msg, UPK_E_FIELD_RANGE, "data must be base64 of at most %u bytes",
                     UPK_UPLOAD_CHUNK_MAX);
+    u->last_ms = ctl->now_ms;
+    if (skip >= n)
+        return upload_chunk_reply(u, data); /* all received already */
+    memmove(buf, buf + skip, n - (size_t)skip);
+    n -= (size_t)skip;
     if (u->received + n > u->m.size) {
         upload_drop(u);
         return fail(msg, UPK_E_SIZE_MISMATCH, "artifact is larger than the manifest's size");
@@ -542,8 +600,7 @@ static upk_err h_upload_chunk(upk_ctl *ctl, const cJSON *args, cJSON **data, cha
     }
     upk_sha256_update(&u->hash, buf, n);
     u->received += n;
-    u->last_ms = ctl->now_ms;
-    return UPK_OK;
+    return upload_chunk_reply(u, data);
 }
 
 static upk_err h_upload_end(upk_ctl *ctl, const cJSON *args, cJSON **data, char *msg)
@@ -629,6 +686,10 @@ static cJSON *campaign_json(const upk_campaign *c, const upk_cdev *devs, size_t 
     cJSON_AddNumberToObject(o, "restart_limit", c->gate.restart_limit);
     cJSON_AddBoolToObject(o, "compare_baseline", c->gate.compare_baseline);
     cJSON_AddNumberToObject(o, "baseline_factor", c->gate.baseline_factor);
+    cJSON_AddNumberToObject(o, "min_samples", c->gate.min_samples);
+    char gms[UPK_GATE_SPEC_MAX * 2];
+    upk_gate_format_metrics(&c->gate, gms, sizeof(gms));
+    cJSON_AddStringToObject(o, "gate_metrics", gms);
     cJSON_AddNumberToObject(o, "created_ms", (double)c->created_ms);
     cJSON_AddNumberToObject(o, "updated_ms", (double)c->updated_ms);
     cJSON_AddNumberToObject(o, "finished_ms", (double)c->finished_ms);
@@ -690,6 +751,9 @@ static upk_err h_campaign_create(upk_ctl *ctl, const cJSON *args, cJSON **data, 
         !arg_str(args, "rate", &rate) || !arg_str(args, "bake", &bake) ||
         !arg_str(args, "max_unhealthy", &maxu))
         return fail(msg, UPK_E_FIELD_TYPE, "campaign arguments must be strings");
+    /* The target is shown to every operator (campaign show). */
+    if (target != NULL && upk_text_unsafe(target))
+        return fail(msg, UPK_E_TEXT_UNSAFE, "target holds control characters or invalid UTF-8");
     upk_campaign c;
     memset(&c, 0, sizeof(c));
     int r;
@@ -748,11 +812,40 @@ static upk_err h_campaign_create(upk_ctl *ctl, const cJSON *args, cJSON **data, 
             return fail(msg, UPK_E_FIELD_RANGE, "--baseline-factor must be a number >= 1");
         c.gate.baseline_factor = bf->valuedouble;
     }
-    if ((c.gate.compare_baseline || maxu != NULL || rl != NULL || bf != NULL) && c.gate.bake_s == 0)
+    const cJSON *ms = cJSON_GetObjectItemCaseSensitive(args, "min_samples");
+    if (ms != NULL) {
+        if (!cJSON_IsNumber(ms) || ms->valuedouble < 1 || ms->valuedouble > 1000000)
+            return fail(msg, UPK_E_FIELD_RANGE, "--min-samples must be a number >= 1");
+        c.gate.min_samples = (uint32_t)ms->valuedouble;
+    }
+    /* --gate-metric: only the metrics named are compared, each optionally
+     * with the range its values must lie in (health_gate.h). */
+    const char *gm;
+    if (!arg_str(args, "gate_metric", &gm))
+        return fail(msg, UPK_E_FIELD_TYPE, "gate_metric must be a string");
+    if (gm != NULL && (err = upk_gate_parse_metrics(gm, &c.gate)) != UPK_OK)
+        return fail(msg, err,
+                    "--gate-metric must be up to %d metric names, each optionally with a range,"
+                    " e.g. cpu_pct:0..100,rss_mb",
+                    UPK_GATE_NAMED_MAX);
+    if ((c.gate.compare_baseline || maxu != NULL || rl != NULL || bf != NULL || gm != NULL ||
+         ms != NULL) &&
+        c.gate.bake_s == 0)
         return fail(msg, UPK_E_FIELD_RANGE,
                     "health-gate options need --bake (the health window after commit)");
+    const cJSON *cont = cJSON_GetObjectItemCaseSensitive(args, "continuous");
+    if (cont != NULL && !cJSON_IsBool(cont))
+        return fail(msg, UPK_E_FIELD_TYPE, "continuous must be true or false");
+    const char *dfb;
+    if (!arg_str(args, "delta_fallback", &dfb) ||
+        (dfb != NULL && strcmp(dfb, "full") != 0 && strcmp(dfb, "refuse") != 0))
+        return fail(msg, UPK_E_FIELD_RANGE, "--delta-fallback takes full or refuse");
+    bool fallback_full = dfb != NULL && strcmp(dfb, "full") == 0;
     c.state = UPK_CAMP_RUNNING;
     c.created_ms = c.updated_ms = ctl->now_ms;
+    upk_campaign exists;
+    if (upk_store_campaign_get(ctl->store, c.id, &exists) == UPK_OK)
+        return fail(msg, UPK_E_EXISTS, "campaign '%s' already exists", c.id);
 
     upk_release_row rel;
     memset(&rel, 0, sizeof(rel));
@@ -773,7 +866,9 @@ static upk_err h_campaign_create(upk_ctl *ctl, const cJSON *args, cJSON **data, 
                  "SELECT id, hw, (SELECT count(*) FROM campaign_devices cd JOIN campaigns k ON"
                  " k.id = cd.campaign WHERE cd.device = devices.id AND k.state IN"
                  " ('running','paused') AND cd.state IN ('pending','assigned','in_progress'))"
-                 " AS busy FROM devices WHERE %s ORDER BY id",
+                 " + (SELECT count(*) FROM rollback_devices rb JOIN campaigns k ON"
+                 " k.id = rb.campaign WHERE rb.device = devices.id AND rb.state = 'pending' AND"
+                 " k.state = 'rolling_back') AS busy FROM devices WHERE %s ORDER BY id",
                  where);
     cJSON *rows = NULL;
     if ((err = query(ctl, sql, b, nb, &rows, msg)) != UPK_OK)
@@ -787,6 +882,10 @@ static upk_err h_campaign_create(upk_ctl *ctl, const cJSON *args, cJSON **data, 
     const char **ids = calloc(total ? total : 1, sizeof(*ids));
     uint32_t *st = calloc(total ? total : 1, sizeof(*st));
     size_t n = 0, incompatible = 0, busy = 0;
+    upk_create_check chk;
+    const char **fb = NULL;
+    size_t fbn = 0;
+    memset(&chk, 0, sizeof(chk));
     if (ids == NULL || st == NULL) {
         err = UPK_E_NOMEM;
         goto done;
@@ -808,11 +907,21 @@ static upk_err h_campaign_create(upk_ctl *ctl, const cJSON *args, cJSON **data, 
         }
         ids[n++] = cJSON_GetObjectItem(row, "id")->valuestring;
     }
+    /* Install module and delta base (campaign_ext.h). */
+    if (n > 0 && (err = upk_create_check_devices(ctl->store, release, &m, ids, &n, fallback_full,
+                                                 &chk, &fb, &fbn, msg, MSG_CAP)) != UPK_OK)
+        goto done;
     if (n == 0) {
         err = fail(msg, UPK_E_NOT_FOUND,
                    "target '%s' selects no device that can take this release (%zu matched, "
                    "%zu incompatible hardware, %zu busy in another campaign)",
                    c.target, total, incompatible, busy);
+        goto done;
+    }
+    /* Options first (rows keyed by the new id), then the campaign. */
+    if ((err = upk_campaign_opts_save(ctl->store, c.id, cJSON_IsTrue(cont), chk.full_release, fb,
+                                      fbn)) != UPK_OK) {
+        err = fail(msg, err, "campaign could not be recorded");
         goto done;
     }
     if ((err = upk_engine_assign_stages(&c, ids, n, st)) != UPK_OK)
@@ -831,11 +940,17 @@ static upk_err h_campaign_create(upk_ctl *ctl, const cJSON *args, cJSON **data, 
         cJSON_AddNumberToObject(o, "devices", (double)n);
         cJSON_AddNumberToObject(o, "incompatible", (double)incompatible);
         cJSON_AddNumberToObject(o, "busy", (double)busy);
+        cJSON_AddNumberToObject(o, "no_module", (double)chk.no_module);
+        cJSON_AddStringToObject(o, "module", m.module);
+        cJSON_AddNumberToObject(o, "full_fallback", (double)chk.full_fallback);
+        cJSON_AddStringToObject(o, "full_release", chk.full_release);
+        cJSON_AddBoolToObject(o, "continuous", cJSON_IsTrue(cont));
     }
     *data = o;
     upk_info("ctl: campaign %s created by %s release=%s devices=%zu", c.id, ctl->sender, c.release,
              n);
 done:
+    free(fb);
     free(ids);
     free(st);
     cJSON_Delete(rows);
@@ -878,6 +993,9 @@ static upk_err h_campaign_show(upk_ctl *ctl, const cJSON *args, cJSON **data, ch
         free(devs);
         return UPK_E_NOMEM;
     }
+    /* The controller's clock, for soak countdowns and the ETA. */
+    cJSON_AddNumberToObject(o, "now_ms", (double)ctl->now_ms);
+    cJSON_AddBoolToObject(o, "continuous", upk_campaign_is_continuous(ctl->store, id));
     /* Health gate of a done stage in its bake window: "bake 4m10s left: ..." */
     upk_gate_dev *health = NULL;
     size_t hn = 0;
@@ -906,9 +1024,14 @@ static upk_err h_campaign_show(upk_ctl *ctl, const cJSON *args, cJSON **data, ch
             cJSON_AddBoolToObject(d, "online", devs[i].online);
             cJSON_AddNumberToObject(d, "assigned_ms", (double)devs[i].assigned_ms);
             cJSON_AddNumberToObject(d, "done_ms", (double)devs[i].done_ms);
+            cJSON_AddStringToObject(d, "error", devs[i].error);
         }
     }
     free(devs);
+    if (upk_rollback_json(ctl->store, id, o) != UPK_OK) {
+        cJSON_Delete(o);
+        return fail(msg, UPK_E_DB, "database error reading the rollback");
+    }
     *data = o;
     return UPK_OK;
 }
@@ -921,8 +1044,13 @@ static upk_err transition(upk_ctl *ctl, const cJSON *args, upk_camp_state to, ch
         return err;
     if (!arg_str(args, "reason", &reason))
         return fail(msg, UPK_E_FIELD_TYPE, "reason must be a string");
+    /* Other operators read the reason in their terminals (clifmt.h). */
+    if (reason != NULL && upk_text_unsafe(reason))
+        return fail(msg, UPK_E_TEXT_UNSAFE,
+                    "reason holds control characters or invalid UTF-8; nothing changed");
     char why[UPK_REASON_MAX + 1];
-    int r = snprintf(why, sizeof(why), "%s by %s%s%s", upk_camp_state_str(to), ctl->op,
+    int r = snprintf(why, sizeof(why), "%s by %s%s%s",
+                     to == UPK_CAMP_ROLLING_BACK ? "rollback" : upk_camp_state_str(to), ctl->op,
                      reason != NULL ? ": " : "", reason != NULL ? reason : "");
     (void)r;
     err = upk_store_campaign_transition(ctl->store, id, to, to == UPK_CAMP_RUNNING ? "" : why,
@@ -944,7 +1072,21 @@ static upk_err transition(upk_ctl *ctl, const cJSON *args, upk_camp_state to, ch
 
 static upk_err h_campaign_pause(upk_ctl *ctl, const cJSON *args, cJSON **data, char *msg)
 {
-    (void)data;
+    /* Pausing a paused campaign is no error: the reply says it already is. */
+    const char *id;
+    upk_campaign c;
+    if (arg_str(args, "id", &id) && id != NULL && upk_id_valid(id) &&
+        upk_store_campaign_get(ctl->store, id, &c) == UPK_OK && c.state == UPK_CAMP_PAUSED) {
+        cJSON *o = cJSON_CreateObject();
+        if (o == NULL || cJSON_AddBoolToObject(o, "already", true) == NULL ||
+            cJSON_AddStringToObject(o, "state", "paused") == NULL ||
+            cJSON_AddStringToObject(o, "reason", c.reason) == NULL) {
+            cJSON_Delete(o);
+            return UPK_E_NOMEM;
+        }
+        *data = o;
+        return UPK_OK;
+    }
     return transition(ctl, args, UPK_CAMP_PAUSED, msg);
 }
 
@@ -962,8 +1104,49 @@ static upk_err h_campaign_abort(upk_ctl *ctl, const cJSON *args, cJSON **data, c
 
 static upk_err h_campaign_rollback(upk_ctl *ctl, const cJSON *args, cJSON **data, char *msg)
 {
-    (void)data;
-    return transition(ctl, args, UPK_CAMP_ROLLED_BACK, msg);
+    upk_err err = transition(ctl, args, UPK_CAMP_ROLLING_BACK, msg);
+    if (err != UPK_OK)
+        return err;
+    /* The reply is the plan: who was sent what, who cannot be rolled back. */
+    const char *id = NULL;
+    (void)arg_str(args, "id", &id);
+    cJSON *o = cJSON_CreateObject();
+    if (o == NULL || id == NULL || upk_rollback_json(ctl->store, id, o) != UPK_OK ||
+        cJSON_AddStringToObject(o, "id", id) == NULL ||
+        cJSON_AddStringToObject(o, "state", "rolling_back") == NULL) {
+        cJSON_Delete(o);
+        return UPK_OK; /* the rollback stands; `campaign show` has the plan */
+    }
+    *data = o;
+    return UPK_OK;
+}
+
+/* `campaign retry ID DEVICE|--failed` (campaign_ext.h). */
+static upk_err h_campaign_retry(upk_ctl *ctl, const cJSON *args, cJSON **data, char *msg)
+{
+    const char *id, *device;
+    upk_err err = need_id(args, "id", &id, msg);
+    if (err != UPK_OK)
+        return err;
+    if (!arg_str(args, "device", &device) || (device != NULL && !upk_id_valid(device)))
+        return fail(msg, UPK_E_ID_INVALID, "argument 'device' must be a device id");
+    bool failed = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(args, "failed"));
+    if ((device == NULL) == !failed)
+        return fail(msg, UPK_E_FIELD_MISSING, "name one device or --failed (not both)");
+    size_t count = 0;
+    err = upk_campaign_retry(ctl->store, id, device, ctl->now_ms, ctl->changed, ctl->ud, &count,
+                             msg, MSG_CAP);
+    if (err != UPK_OK)
+        return err;
+    cJSON *o = cJSON_CreateObject();
+    if (o == NULL || cJSON_AddStringToObject(o, "id", id) == NULL ||
+        cJSON_AddNumberToObject(o, "retried", (double)count) == NULL) {
+        cJSON_Delete(o);
+        return UPK_E_NOMEM;
+    }
+    upk_info("ctl: campaign %s retry of %zu devices by %s", id, count, ctl->sender);
+    *data = o;
+    return UPK_OK;
 }
 
 static upk_err h_audit_list(upk_ctl *ctl, const cJSON *args, cJSON **data, char *msg)
@@ -978,6 +1161,17 @@ static upk_err h_audit_list(upk_ctl *ctl, const cJSON *args, cJSON **data, char 
 }
 
 /* ---- posture report */
+
+/* SQL over a devices row: its end of support counts as signed only when the
+ * controller holds the signed manifest of the release the device reports
+ * (name, version, listing its hw) and that manifest states the same date;
+ * a device's own "signed" is only a claim (issue 17, label.h). */
+#define SUPPORT_VERIFIED                                                                        \
+    "(devices.support_until > 0 AND devices.support_signed AND EXISTS (SELECT 1 FROM releases"  \
+    " sr WHERE sr.name = devices.release AND sr.version = devices.version AND"                  \
+    " instr(',' || sr.hw || ',', ',' || devices.hw || ',') > 0 AND"                             \
+    " CAST(strftime('%s', json_extract(sr.manifest, '$.support.security_until')) AS INTEGER) =" \
+    " devices.support_until))"
 
 static int cmp_i64(const void *a, const void *b)
 {
@@ -1057,8 +1251,15 @@ static upk_err campaign_posture(upk_ctl *ctl, cJSON *arr, char *msg)
             }
         }
         qsort(ttp, n, sizeof(*ttp), cmp_i64);
-        cJSON_AddNumberToObject(o, "ttp_median_s", n ? percentile(ttp, n, 0.5) / 1000.0 : -1);
-        cJSON_AddNumberToObject(o, "ttp_p95_s", n ? percentile(ttp, n, 0.95) / 1000.0 : -1);
+        /* No device patched (e.g. rolled back at once): no time to patch
+         * (null), never a -1 that reads as a figure. */
+        if (n > 0) {
+            cJSON_AddNumberToObject(o, "ttp_median_s", percentile(ttp, n, 0.5) / 1000.0);
+            cJSON_AddNumberToObject(o, "ttp_p95_s", percentile(ttp, n, 0.95) / 1000.0);
+        } else {
+            cJSON_AddNullToObject(o, "ttp_median_s");
+            cJSON_AddNullToObject(o, "ttp_p95_s");
+        }
         cJSON_AddItemToObject(o, "stages", stages);
         free(ttp);
         cJSON_Delete(done);
@@ -1088,9 +1289,10 @@ static upk_err h_report_posture(upk_ctl *ctl, const cJSON *args, cJSON **data, c
     const char *bcut[] = {cutoff_ms};
     if ((err = query(ctl,
                      "SELECT count(*) AS total, COALESCE((SELECT max(security_version) FROM"
-                     " releases), 0) AS latest_security_version, (SELECT count(*) FROM devices"
-                     " WHERE security_version >= COALESCE((SELECT max(security_version) FROM"
-                     " releases), 0)) AS on_latest, (SELECT count(*) FROM devices WHERE"
+                     " releases), 0) AS latest_security_version, (SELECT count(*) FROM devices d"
+                     " WHERE d.security_version >= COALESCE((SELECT max(r.security_version) FROM"
+                     " releases r WHERE (',' || r.hw || ',') LIKE ('%,' || d.hw || ',%')), 0))"
+                     " AS on_latest, (SELECT count(*) FROM devices WHERE"
                      " support_until > 0 AND support_until < ?) AS past_support FROM devices",
                      bnow, 1, &tmp, msg)) != UPK_OK)
         goto fail;
@@ -1143,25 +1345,28 @@ static upk_err h_report_posture(upk_ctl *ctl, const cJSON *args, cJSON **data, c
     char near_s[24];
     fmt_long(near_s, sizeof(near_s), ctl->now_ms / 1000 + (long long)UPK_LABEL_NEAR_DAYS * 86400);
     const char *bnear[] = {now_s, near_s};
-    if ((err = query(ctl,
-                     "SELECT total(state_ts > 0) AS reported, total(cap_automatic) AS automatic,"
-                     " total(cap_signed) AS signed_only, total(cap_rollback) AS rollback,"
-                     " total(cap_delta) AS delta, total(support_until > 0 AND support_signed) AS"
-                     " support_signed, total(support_until > 0 AND NOT support_signed) AS"
-                     " support_config, total(support_until = 0) AS support_unstated,"
-                     " total(support_until > ?2) AS supported, total(support_until >= ?1 AND"
-                     " support_until <= ?2) AS support_ending, total(support_until > 0 AND"
-                     " support_until < ?1) AS support_ended FROM devices",
-                     bnear, 2, &tmp, msg)) != UPK_OK)
+    if ((err = query(
+             ctl,
+             "SELECT total(state_ts > 0) AS reported, total(cap_automatic) AS automatic,"
+             " total(cap_signed) AS signed_only, total(cap_rollback) AS rollback,"
+             " total(cap_delta) AS delta, total(" SUPPORT_VERIFIED ") AS"
+             " support_signed, total(support_until > 0 AND support_signed AND NOT " SUPPORT_VERIFIED
+             ") AS support_claimed, total(support_until > 0 AND NOT"
+             " support_signed) AS support_config, total(support_until = 0) AS"
+             " support_unstated,"
+             " total(support_until > ?2) AS supported, total(support_until >= ?1 AND"
+             " support_until <= ?2) AS support_ending, total(support_until > 0 AND"
+             " support_until < ?1) AS support_ended FROM devices",
+             bnear, 2, &tmp, msg)) != UPK_OK)
         goto fail;
     cJSON_AddItemToObject(o, "capability", cJSON_DetachItemFromArray(tmp, 0));
     cJSON_Delete(tmp);
     tmp = NULL;
     cJSON_AddNumberToObject(o, "near_days", UPK_LABEL_NEAR_DAYS);
     if ((err = query(ctl,
-                     "SELECT id, version, support_until, support_signed FROM devices WHERE"
-                     " support_until >= ?1 AND support_until <= ?2 ORDER BY support_until, id"
-                     " LIMIT 50",
+                     "SELECT id, version, support_until, " SUPPORT_VERIFIED " AS support_signed"
+                     " FROM devices WHERE support_until >= ?1 AND support_until <= ?2"
+                     " ORDER BY support_until, id LIMIT 50",
                      bnear, 2, &tmp, msg)) != UPK_OK)
         goto fail;
     cJSON_AddItemToObject(o, "near_support", tmp);
@@ -1182,6 +1387,7 @@ static const struct command commands[] = {
     {"campaign.list", false, h_campaign_list},
     {"campaign.pause", true, h_campaign_pause},
     {"campaign.resume", true, h_campaign_resume},
+    {"campaign.retry", true, h_campaign_retry},
     {"campaign.rollback", true, h_campaign_rollback},
     {"campaign.show", false, h_campaign_show},
     {"device.capability", false, h_device_capability},
@@ -1252,6 +1458,15 @@ static void audit(upk_ctl *ctl, const char *cmd, const cJSON *args, upk_err resu
             cJSON_DeleteItemFromObjectCaseSensitive(copy, "data");
             cJSON_DeleteItemFromObjectCaseSensitive(copy, "manifest");
             cJSON_DeleteItemFromObjectCaseSensitive(copy, "sig");
+            /* The target first ("id", then "release", "target"), so that a
+             * long reason or filter never hides what was acted on. */
+            static const char *const first[] = {"target", "release", "id"};
+            for (size_t i = 0; i < sizeof(first) / sizeof(first[0]); i++) {
+                cJSON *t = cJSON_DetachItemFromObjectCaseSensitive(copy, first[i]);
+                if (t != NULL && !cJSON_InsertItemInArray(copy, 0, t) &&
+                    !cJSON_AddItemToObject(copy, first[i], t))
+                    cJSON_Delete(t);
+            }
             text = cJSON_PrintUnformatted(copy);
             cJSON_Delete(copy);
         }
@@ -1308,6 +1523,7 @@ upk_err upk_ctl_handle(upk_ctl *ctl, const char *op, const char *sender, const u
         resp.error = UPK_E_NOT_FOUND;
         r = snprintf(resp.message, sizeof(resp.message),
                      "unknown command '%s'; this controller is upkeep %s", req.cmd, UPK_VERSION);
+        audit(ctl, req.cmd, req.args, UPK_E_NOT_FOUND); /* probing is recorded too */
         goto reply;
     }
     if (cmd->writes && !admin && readonly(ctl, op)) {

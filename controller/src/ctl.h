@@ -18,9 +18,12 @@
 #include "store.h"
 #include "upkeep/err.h"
 
-#define UPK_UPLOAD_CHUNK_MAX (36u * 1024u) /* decoded bytes per release.upload.chunk */
-#define UPK_UPLOADS_MAX      8             /* concurrent uploads */
-#define UPK_UPLOAD_IDLE_MS   (10 * 60 * 1000)
+/* Decoded bytes per release.upload.chunk: 47 KiB is 64172 bytes of base64,
+ * so a whole chunk request stays within the broker plugin's default
+ * max_payload_bytes for operators (65536). */
+#define UPK_UPLOAD_CHUNK_MAX (47u * 1024u)
+#define UPK_UPLOADS_MAX      8                /* concurrent uploads */
+#define UPK_UPLOAD_IDLE_MS   (10 * 60 * 1000) /* an upload without a chunk this long expires */
 
 typedef struct upk_ctl upk_ctl;
 /* Called after a commit for every device whose desired changed. */

@@ -10,8 +10,9 @@
 
 #include "upkeep/hash.h"
 
-static const char *const camp_state_names[UPK_CAMP__COUNT] = {"running", "paused", "completed",
-                                                              "aborted", "rolled_back"};
+static const char *const camp_state_names[UPK_CAMP__COUNT] = {
+    "running",     "paused",       "completed",          "aborted",
+    "rolled_back", "rolling_back", "rollback_incomplete"};
 static const char *const cdev_state_names[UPK_CDEV__COUNT] = {
     "pending", "assigned", "in_progress", "succeeded", "failed", "timed_out", "skipped"};
 
@@ -173,6 +174,62 @@ static size_t fmt_pct(char *buf, size_t cap, uint64_t bp)
     return r < 0 ? 0 : (size_t)r;
 }
 
+/* "stage 1: 1 of 1 device failed (HASH_MISMATCH on dev-3); 100.00% is
+ * above the threshold 0.00%": the failed devices of the current stage with
+ * the error each reported, as many as fit, then "and N more". */
+static void halt_reason(upk_campaign *nx, const upk_cdev *devs, size_t n, const upk_action *actions,
+                        const upk_step_result *res, size_t failures, size_t total, const char *pct,
+                        const char *thr)
+{
+    size_t failed = 0, timed = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (devs[i].stage != nx->stage)
+            continue;
+        upk_cdev_state s = effective(&devs[i], i, actions, res);
+        failed += s == UPK_CDEV_FAILED;
+        timed += s == UPK_CDEV_TIMED_OUT;
+    }
+    const char *verb = timed == 0 ? "failed" : failed == 0 ? "timed out" : "failed or timed out";
+    char list[UPK_REASON_MAX + 1];
+    size_t len = 0, shown = 0;
+    list[0] = '\0';
+    /* Room for the rest of the reason: about 90 chars plus the ids. */
+    size_t room = sizeof(list) > 110 ? sizeof(list) - 110 : 0;
+    for (size_t i = 0; i < n; i++) {
+        if (devs[i].stage != nx->stage)
+            continue;
+        upk_cdev_state s = effective(&devs[i], i, actions, res);
+        if (s != UPK_CDEV_FAILED && s != UPK_CDEV_TIMED_OUT)
+            continue;
+        const char *what = s == UPK_CDEV_TIMED_OUT    ? "timed out"
+                           : devs[i].error[0] != '\0' ? devs[i].error
+                                                      : "failed";
+        char item[UPK_ID_MAX + 64];
+        int r = snprintf(item, sizeof(item), "%s%s on %s", shown ? ", " : "", what, devs[i].device);
+        if (r < 0 || len + (size_t)r >= room)
+            break;
+        memcpy(list + len, item, (size_t)r + 1);
+        len += (size_t)r;
+        shown++;
+    }
+    int r;
+    if (shown == 0)
+        r = snprintf(nx->reason, sizeof(nx->reason),
+                     "stage %u: %zu of %zu device%s %s; %s is above the threshold %s",
+                     nx->stage + 1, failures, total, total == 1 ? "" : "s", verb, pct, thr);
+    else if (shown < failures)
+        r = snprintf(nx->reason, sizeof(nx->reason),
+                     "stage %u: %zu of %zu device%s %s (%s and %zu more); %s is above the "
+                     "threshold %s",
+                     nx->stage + 1, failures, total, total == 1 ? "" : "s", verb, list,
+                     failures - shown, pct, thr);
+    else
+        r = snprintf(nx->reason, sizeof(nx->reason),
+                     "stage %u: %zu of %zu device%s %s (%s); %s is above the threshold %s",
+                     nx->stage + 1, failures, total, total == 1 ? "" : "s", verb, list, pct, thr);
+    (void)r;
+}
+
 upk_err upk_engine_step(const upk_campaign *c, const upk_cdev *devs, size_t n, int64_t now_ms,
                         upk_action *actions, size_t cap, upk_step_result *res)
 {
@@ -191,8 +248,8 @@ static bool halt(const upk_campaign *c, upk_campaign *nx, const upk_cdev *devs, 
         res->verdict = UPK_VERDICT_HALT;
         return true;
     }
-    nx->state = UPK_CAMP_ROLLED_BACK;
-    nx->finished_ms = now_ms;
+    /* Rolled back only once the devices report it (rollback.h). */
+    nx->state = UPK_CAMP_ROLLING_BACK;
     res->verdict = UPK_VERDICT_ROLLBACK;
     for (size_t i = 0; i < n; i++) {
         if (effective(&devs[i], i, actions, res) == UPK_CDEV_PENDING &&
@@ -278,11 +335,7 @@ upk_err upk_engine_step_gated(const upk_campaign *c, const upk_cdev *devs, size_
         char a[24], b[24];
         fmt_pct(a, sizeof(a), (uint64_t)failures * 10000u / total);
         fmt_pct(b, sizeof(b), c->max_fail_bp);
-        int r = snprintf(nx->reason, sizeof(nx->reason),
-                         "stage %u: %zu of %zu device%s failed or timed out (%s), above the "
-                         "threshold %s",
-                         nx->stage + 1, failures, total, total == 1 ? "" : "s", a, b);
-        (void)r;
+        halt_reason(nx, devs, n, actions, res, failures, total, a, b);
         (void)halt(c, nx, devs, n, now_ms, actions, cap, res);
         return UPK_OK;
     }

@@ -5,7 +5,9 @@
  * or complete a stage, halt with a reason, roll back) and the campaign fields
  * that change. It does no I/O, touches no clock and allocates nothing, so the
  * store can apply its result in one transaction and tests can drive it
- * exhaustively. Any thread; no shared state. */
+ * exhaustively. Any thread; no shared state. (The health gate that
+ * upk_engine_step_gated calls takes one scratch array for its medians and
+ * frees it before returning; see health_gate.h.) */
 #ifndef UPKEEP_CONTROLLER_ENGINE_H
 #define UPKEEP_CONTROLLER_ENGINE_H
 
@@ -26,7 +28,13 @@ typedef enum upk_camp_state {
     UPK_CAMP_PAUSED, /* by an operator, or halted by the engine (reason says) */
     UPK_CAMP_COMPLETED,
     UPK_CAMP_ABORTED,
-    UPK_CAMP_ROLLED_BACK,
+    UPK_CAMP_ROLLED_BACK, /* every device it started reported its previous release */
+    /* Rolling back: each started device was sent a release it can install
+     * (rollback.h); the campaign stays here until each has reported it. */
+    UPK_CAMP_ROLLING_BACK,
+    /* Rolled back as far as it could: some devices failed to return or could
+     * not be given a release they can install (the reason names them). */
+    UPK_CAMP_ROLLBACK_INCOMPLETE,
     UPK_CAMP__COUNT
 } upk_camp_state;
 
@@ -77,6 +85,7 @@ typedef struct upk_cdev {
     bool online;
     int64_t assigned_ms; /* 0 until started */
     int64_t done_ms;     /* 0 until final */
+    char error[40];      /* error name the device reported ("" = none) */
 } upk_cdev;
 
 typedef enum upk_action_kind {
@@ -96,7 +105,7 @@ typedef enum upk_verdict {
     UPK_VERDICT_ADVANCE,  /* next stage began */
     UPK_VERDICT_COMPLETE, /* last stage done and soaked */
     UPK_VERDICT_HALT,     /* paused with a reason */
-    UPK_VERDICT_ROLLBACK, /* halted and auto-rollback: state is rolled_back */
+    UPK_VERDICT_ROLLBACK, /* halted and auto-rollback: state is rolling_back */
 } upk_verdict;
 
 typedef struct upk_step_result {

@@ -8,6 +8,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "clifmt.h"
 #include "upkeep/timefmt.h"
 
 static upk_err get_str(const cJSON *row, const char *key, char *out, size_t cap)
@@ -86,6 +87,7 @@ upk_err upk_label_build(const cJSON *row, int64_t now_s, upk_label *out)
      * how owners are told, whom to contact). The controller verified the
      * manifest's signature when it imported the release. */
     const cJSON *mj = cJSON_GetObjectItemCaseSensitive(row, "manifest");
+    bool verified = false;
     if (mj != NULL && !cJSON_IsNull(mj)) {
         if (!cJSON_IsString(mj))
             return UPK_E_FIELD_TYPE;
@@ -98,11 +100,21 @@ upk_err upk_label_build(const cJSON *row, int64_t now_s, upk_label *out)
             r |= snprintf(l.notice, sizeof(l.notice), "%s", m->support.notice);
             r |= snprintf(l.contact, sizeof(l.contact), "%s", m->support.contact);
             (void)r; /* same bounds as the manifest's */
+            bool hw_ok = false;
+            for (size_t i = 0; i < m->hw_count && !hw_ok; i++)
+                hw_ok = strcmp(m->hw[i], l.hw) == 0;
+            verified = hw_ok && strcmp(m->name, l.release) == 0 &&
+                       strcmp(m->version, l.version) == 0 &&
+                       m->support.security_until == l.support_until && l.support_until > 0;
         }
         free(m);
         if (err != UPK_OK)
             return err;
     }
+    /* "Signed" is the device's claim until the manifest the controller holds
+     * says the same (docs/security.md: a device cannot sign for itself). */
+    l.support_claimed = l.support_signed && !verified;
+    l.support_signed = l.support_signed && verified;
     l.now = now_s;
     if (l.support_until <= 0)
         l.support = UPK_LABEL_UNSTATED;
@@ -162,6 +174,7 @@ cJSON *upk_label_json(const upk_label *l)
         cJSON_AddStringToObject(o, "support_source",
                                 l->support_until <= 0 ? "none"
                                 : l->support_signed   ? "signed-manifest"
+                                : l->support_claimed  ? "claimed-by-device"
                                                       : "device-config") != NULL &&
         cJSON_AddStringToObject(o, "delivery", delivery_str(l)) != NULL &&
         cJSON_AddBoolToObject(o, "delivery_signed", l->delivery[0] != '\0') != NULL &&
@@ -209,33 +222,46 @@ static const char *source_str(const upk_label *l)
 {
     if (l->support_until <= 0)
         return "not stated";
-    return l->support_signed ? "signed by the manufacturer (release manifest)"
-                             : "device configuration (not signed)";
+    if (l->support_signed)
+        return "signed by the manufacturer (release manifest)";
+    return l->support_claimed ? "claimed by the device (no matching signed manifest)"
+                              : "device configuration (not signed)";
 }
 
 upk_err upk_label_text(const upk_label *l, FILE *out)
 {
     char sup[128], patched[16];
+    /* Every string is escaped for the terminal (clifmt.h): the release,
+     * version and hardware are what the device reports. */
+    char dev[4 * UPK_ID_MAX + 8], hw[4 * UPK_ID_MAX + 8], rel[4 * UPK_ID_MAX + 8],
+        ver[4 * UPK_VERSION_STR_MAX + 8], notice[4 * UPK_TEXT_MAX + 8],
+        contact[4 * UPK_TEXT_MAX + 8], deliv[4 * UPK_ID_MAX + 8];
+    bool whole = upk_term_escape(l->device, dev, sizeof(dev));
+    whole &= upk_term_escape(l->hw[0] ? l->hw : "hw unknown", hw, sizeof(hw));
+    whole &= upk_term_escape(l->release[0] ? l->release : "no release", rel, sizeof(rel));
+    whole &= upk_term_escape(l->version, ver, sizeof(ver));
+    whole &= upk_term_escape(l->notice[0] ? l->notice : "-", notice, sizeof(notice));
+    whole &= upk_term_escape(l->contact[0] ? l->contact : "-", contact, sizeof(contact));
+    whole &= upk_term_escape(delivery_str(l), deliv, sizeof(deliv));
+    (void)whole; /* 4x each field's limit always fits */
     date_fmt(l->last_patched, patched, sizeof(patched));
-    int r = fprintf(out,
-                    "Update capability of %s (%s, %s%s%s)\n"
-                    "  security updates: %s\n"
-                    "  support end from: %s\n"
-                    "  updates arrive:   %s%s\n"
-                    "  signed updates:   %s\n"
-                    "  rollback:         %s\n"
-                    "  last patched:     %s\n"
-                    "  owners are told:  %s\n"
-                    "  contact:          %s\n",
-                    l->device, l->hw[0] ? l->hw : "hw unknown",
-                    l->release[0] ? l->release : "no release", l->version[0] ? " " : "", l->version,
-                    support_sentence(l, sup, sizeof(sup)), source_str(l), delivery_str(l),
-                    l->delivery[0] != '\0' ? " (signed statement)" : "",
-                    !l->reported     ? "unknown"
-                    : l->signed_only ? "yes, installs signed releases only"
-                                     : "no",
-                    yes_no(l, l->rollback), patched, l->notice[0] ? l->notice : "-",
-                    l->contact[0] ? l->contact : "-");
+    int r =
+        fprintf(out,
+                "Update capability of %s (%s, %s%s%s)\n"
+                "  security updates: %s\n"
+                "  support end from: %s\n"
+                "  updates arrive:   %s%s\n"
+                "  signed updates:   %s\n"
+                "  rollback:         %s\n"
+                "  last patched:     %s\n"
+                "  owners are told:  %s\n"
+                "  contact:          %s\n",
+                dev, hw, rel, l->version[0] ? " " : "", ver, support_sentence(l, sup, sizeof(sup)),
+                source_str(l), deliv, l->delivery[0] != '\0' ? " (signed statement)" : "",
+                !l->reported     ? "unknown"
+                : l->signed_only ? "yes, installs signed releases only"
+                                 : "no",
+                yes_no(l, l->rollback), patched, notice, contact);
     return r < 0 || ferror(out) ? UPK_E_IO : UPK_OK;
 }
 

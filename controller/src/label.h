@@ -37,8 +37,12 @@ typedef struct upk_label {
     bool rollback;         /* has a way back */
     bool delta;            /* can apply delta releases */
     int64_t support_until; /* epoch s; 0 = not stated */
-    bool support_signed;   /* from a signed release manifest, not device config */
-    int64_t last_patched;  /* epoch s; 0 = never */
+    /* From a signed release manifest: only when the controller holds the
+     * manifest of the release the device reports (name, version, its hw)
+     * and that manifest's support.security_until equals support_until. */
+    bool support_signed;
+    bool support_claimed; /* the device says "signed" but that does not hold */
+    int64_t last_patched; /* epoch s; 0 = never */
     /* From the signed "support" object of the installed release, when any. */
     char delivery[UPK_ID_MAX + 1]; /* "automatic" / "user-approved"; "" */
     char notice[UPK_TEXT_MAX + 1];
@@ -50,7 +54,10 @@ typedef struct upk_label {
 /* Builds *out from a device row: id, hw, release, version, state_ts,
  * cap_automatic, cap_signed, cap_rollback, cap_delta, support_until,
  * support_signed, last_patched (numbers; absent = 0) and "manifest" (the
- * installed release's signed manifest JSON text, or null). UPK_E_FIELD_MISSING
+ * signed manifest JSON text the controller holds for the release name and
+ * version the device reports, or null). The device's support_signed is a
+ * claim: it becomes support_signed only when that manifest lists the
+ * device's hw and states the same end of support (else support_claimed). UPK_E_FIELD_MISSING
  * without an id; UPK_E_FIELD_TYPE on a wrong type. */
 UPK_MUST_CHECK upk_err upk_label_build(const struct cJSON *row, int64_t now_s, upk_label *out);
 

@@ -26,11 +26,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
 #include <uv.h>
 
+#include "campaign_ext.h"
 #include "ctl.h"
 #include "engine.h"
 #include "outq.h"
+#include "rollback.h"
 #include "store.h"
 #include "upkeep/hash.h"
 #include "upkeep/log.h"
@@ -75,7 +78,40 @@ typedef struct srv {
     uint64_t blob_size;
     char blob_hex[UPK_SHA256_HEX_LEN + 1];
     uint64_t events, chunks, desired_sent, chunk_dropped;
+    /* Retention (issue 17): the next prune; sooner while batches come full;
+     * the device the per-device event cap visits next. */
+    int64_t next_prune_ms;
+    char prune_cursor[UPK_ID_MAX + 1];
 } srv;
+
+#define PRUNE_EVERY_MS 10000 /* between prunes once nothing old is left */
+#define PRUNE_BATCH    500   /* rows of each kind per prune: a few ms of the loop */
+#define PRUNE_DEVICES  20    /* devices the per-device event cap visits per tick */
+
+/* Deletes device data older than the configured retention, one bounded
+ * batch per tick, so the loop never stalls on a large backlog. */
+static void prune(srv *s, int64_t now)
+{
+    if (now < s->next_prune_ms)
+        return;
+    size_t deleted = 0;
+    upk_err err =
+        upk_store_prune(s->store, now, (int64_t)s->cfg->events_keep_days * 86400000,
+                        (int64_t)s->cfg->health_keep_days * 86400000, PRUNE_BATCH, &deleted);
+    size_t capped = 0;
+    if (err == UPK_OK && s->cfg->events_per_device > 0)
+        err = upk_store_prune_device_events(s->store, s->prune_cursor, s->cfg->events_per_device,
+                                            PRUNE_DEVICES, PRUNE_BATCH, &capped);
+    if (err != UPK_OK)
+        upk_error("serve: retention prune failed err=%s", upk_err_str(err));
+    else if (deleted + capped > 0)
+        upk_debug("serve: retention pruned %zu rows (%zu over a device's event cap)",
+                  deleted + capped, capped);
+    /* Again at the next tick while there is a backlog or devices are left
+     * to visit, else after PRUNE_EVERY_MS. */
+    bool more = deleted >= PRUNE_BATCH || capped > 0 || s->prune_cursor[0] != '\0';
+    s->next_prune_ms = err == UPK_OK && more ? now : now + PRUNE_EVERY_MS;
+}
 
 struct pub_ctx {
     srv *s;
@@ -191,6 +227,20 @@ static bool send_desired(srv *s, const char *device)
         payload = s->cache_payload;
         len = s->cache_len;
     }
+    /* A retried device gets its attempt number in the message, so an agent
+     * that already answered the identical one takes it again. */
+    char *retry = NULL;
+    uint32_t attempt = release[0] != '\0' ? upk_desired_attempt(s->store, device, campaign) : 0;
+    if (attempt > 0) {
+        cJSON *j = cJSON_ParseWithLength(s->cache_payload, s->cache_len);
+        if (j != NULL && cJSON_AddNumberToObject(j, "attempt", attempt) != NULL)
+            retry = cJSON_PrintUnformatted(j);
+        cJSON_Delete(j);
+        if (retry != NULL) {
+            payload = retry;
+            len = strlen(retry);
+        }
+    }
     struct pub_ctx *p = calloc(1, sizeof(*p));
     if (p == NULL) {
         s->republish = true;
@@ -201,6 +251,7 @@ static bool send_desired(srv *s, const char *device)
     memcpy(p->release, release, sizeof(p->release));
     memcpy(p->campaign, campaign, sizeof(p->campaign));
     upk_err err = upk_mqtt_publish(s->mqtt, topic, payload, len, 1, true, desired_done, p);
+    free(retry);
     if (err != UPK_OK) {
         free(p);
         s->republish = true;
@@ -491,6 +542,8 @@ static void on_message(upk_mqtt *c, const upk_mqtt_msg *m, void *ud)
         if (upk_store_device_state(s->store, &st, now_ms()) != UPK_OK ||
             upk_store_state_outcome(s->store, &st, now_ms()) != UPK_OK)
             upk_error("serve: could not record state device=%s", t.id);
+        if (upk_store_device_image(s->store, &st) != UPK_OK)
+            upk_error("serve: could not record the image of device=%s", t.id);
         break;
     }
     case UPK_TOPIC_DEV_ONLINE: {
@@ -567,6 +620,8 @@ static void advance(srv *s, const char *id, int64_t now)
         upk_error("serve: campaign=%s step failed err=%s", id, upk_err_str(serr));
         goto done;
     }
+    /* A continuous campaign stays open after its last stage. */
+    upk_continuous_hold(s->store, &c, &res);
     if (res.verdict == UPK_VERDICT_NONE && res.action_count == 0 &&
         memcmp(&res.next, &c, sizeof(c)) == 0)
         goto done;
@@ -589,7 +644,7 @@ static void advance(srv *s, const char *id, int64_t now)
         upk_warn("serve: campaign=%s halted: %s", id, res.next.reason);
         break;
     case UPK_VERDICT_ROLLBACK:
-        upk_warn("serve: campaign=%s rolled back: %s", id, res.next.reason);
+        upk_warn("serve: campaign=%s rolling back: %s", id, res.next.reason);
         break;
     default:
         break;
@@ -607,10 +662,18 @@ static void on_tick(uv_timer_t *t)
     char(*ids)[UPK_ID_MAX + 1] = calloc(RUNNING_MAX, sizeof(*ids));
     size_t n = 0;
     if (ids != NULL && upk_store_campaigns_running(s->store, ids, RUNNING_MAX, &n) == UPK_OK) {
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < n; i++) {
+            size_t added = 0;
+            if (upk_continuous_tick(s->store, ids[i], now, publish_desired, s, &added) != UPK_OK)
+                upk_error("serve: campaign=%s continuous offers failed", ids[i]);
             advance(s, ids[i], now);
+        }
     }
     free(ids);
+    prune(s, now);
+    /* Rollbacks end when the devices report them (rollback.h). */
+    if (upk_rollback_tick(s->store, now, NULL) != UPK_OK)
+        upk_error("serve: rollback progress not recorded; retried next tick");
     upk_ctl_expire(s->ctl, now);
     if (s->inflight > 0 && now - s->last_done_ms >= WINDOW_STALL_MS) {
         upk_warn("serve: no publish completed in %d ms; releasing %u window slots", WINDOW_STALL_MS,

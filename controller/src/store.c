@@ -11,9 +11,11 @@
 #include <cjson/cJSON.h>
 #include <sqlite3.h>
 
+#include "store_int.h"
 #include "upkeep/fs.h"
 #include "upkeep/hash.h"
 #include "upkeep/log.h"
+#include "rollback.h"
 
 /* Prepared statements are kept and reused: preparing (parsing and planning
  * the SQL) was the larger part of the store's CPU at 10,000 devices. An
@@ -107,6 +109,43 @@ static const char *const migrations[] = {
      * the engine reads them every tick, and sorting 10,000 rows each time
      * was a fifth of the controller's CPU in the scale benchmark. */
     "CREATE INDEX cd_order ON campaign_devices(campaign, stage, rank, device);",
+    /* 5 -> 6 (issue 17, bounded health state): the metrics a campaign's gate
+     * compares; indexes for retention by age; health rows only for campaigns
+     * the device is in, plus one latest value per (device, metric) under
+     * campaign '' (store_health.c). */
+    "CREATE TABLE campaign_gate(campaign TEXT PRIMARY KEY, metrics TEXT NOT NULL);"
+    "CREATE INDEX events_recv ON events(recv_ms);"
+    "CREATE INDEX health_recv ON health(recv_ms);"
+    "CREATE INDEX health_metrics_recv ON health_metrics(recv_ms);"
+    "CREATE INDEX health_device ON health(device, recv_ms);"
+    "CREATE INDEX health_metrics_device ON health_metrics(device, recv_ms);"
+    "INSERT OR REPLACE INTO health_metrics(campaign, device, name, sum, n, recv_ms)"
+    " SELECT '', device, name, sum / n, 1, max(recv_ms) FROM health_metrics GROUP BY device, name;"
+    "DELETE FROM health_metrics WHERE campaign <> '' AND NOT EXISTS (SELECT 1 FROM"
+    " campaign_devices cd WHERE cd.campaign = health_metrics.campaign AND"
+    " cd.device = health_metrics.device);"
+    "DELETE FROM health WHERE campaign <> '' AND NOT EXISTS (SELECT 1 FROM campaign_devices cd"
+    " WHERE cd.campaign = health.campaign AND cd.device = health.device);",
+    /* 6 -> 7: rollbacks that end only when the devices report them
+     * (rollback.h), what each device reports it runs, and campaign options. */
+    "CREATE TABLE rollback_devices("
+    " campaign TEXT NOT NULL, device TEXT NOT NULL, release TEXT NOT NULL DEFAULT '',"
+    " name TEXT NOT NULL DEFAULT '', version TEXT NOT NULL DEFAULT '', state TEXT NOT NULL,"
+    " error TEXT NOT NULL DEFAULT '', message TEXT NOT NULL DEFAULT '',"
+    " started_ms INTEGER NOT NULL, done_ms INTEGER NOT NULL DEFAULT 0,"
+    " PRIMARY KEY(campaign, device));"
+    "CREATE TABLE device_image("
+    " device TEXT PRIMARY KEY, image_sha256 TEXT NOT NULL DEFAULT '',"
+    " modules TEXT NOT NULL DEFAULT '');"
+    "CREATE TABLE campaign_opts("
+    " campaign TEXT PRIMARY KEY, continuous INTEGER NOT NULL DEFAULT 0,"
+    " delta_full TEXT NOT NULL DEFAULT '');"
+    "CREATE TABLE campaign_release("
+    " campaign TEXT NOT NULL, device TEXT NOT NULL, release TEXT NOT NULL,"
+    " PRIMARY KEY(campaign, device));"
+    "CREATE TABLE campaign_attempts("
+    " campaign TEXT NOT NULL, device TEXT NOT NULL, attempt INTEGER NOT NULL,"
+    " PRIMARY KEY(campaign, device));",
 };
 
 #define N_MIGRATIONS (sizeof(migrations) / sizeof(migrations[0]))
@@ -866,6 +905,8 @@ upk_err upk_store_campaign_insert(upk_store *s, const upk_campaign *c, const cha
         }
     }
     unprep(s, st);
+    if ((err = upk__store_gate_save(s, c->id, &c->gate)) != UPK_OK) /* store_health.c */
+        goto fail;
     return commit(s);
 fail_st:
     unprep(s, st);
@@ -930,6 +971,8 @@ upk_err upk_store_campaign_get(upk_store *s, const char *id, upk_campaign *out)
         err = UPK_E_STATE_CORRUPT;
         goto done;
     }
+    if ((err = upk__store_gate_load(s, c.id, &c.gate)) != UPK_OK) /* store_health.c */
+        goto done;
     *out = c;
 done:
     unprep(s, st);
@@ -941,7 +984,7 @@ upk_err upk_store_campaign_devices(upk_store *s, const char *id, upk_cdev **out,
     sqlite3_stmt *st = NULL;
     upk_err err = prep(s,
                        "SELECT cd.device, cd.stage, cd.state, COALESCE(d.online, 0),"
-                       " cd.assigned_ms, cd.done_ms FROM campaign_devices cd"
+                       " cd.assigned_ms, cd.done_ms, cd.error FROM campaign_devices cd"
                        " LEFT JOIN devices d ON d.id = cd.device WHERE cd.campaign=?"
                        " ORDER BY cd.stage, cd.rank, cd.device",
                        &st);
@@ -973,6 +1016,7 @@ upk_err upk_store_campaign_devices(upk_store *s, const char *id, upk_cdev **out,
         d->online = sqlite3_column_int(st, 3) != 0;
         d->assigned_ms = sqlite3_column_int64(st, 4);
         d->done_ms = sqlite3_column_int64(st, 5);
+        col_text(st, 6, d->error, sizeof(d->error));
         count++;
     }
     if (rc != SQLITE_DONE) {
@@ -1050,10 +1094,13 @@ static upk_err restore_previous(upk_store *s, const char *id, int64_t now_ms)
     int r = snprintf(now, sizeof(now), "%lld", (long long)now_ms);
     (void)r;
     const char *b2[] = {now, id};
-    return run(s,
-               "UPDATE campaign_devices SET state='skipped', done_ms=? WHERE campaign=? AND"
-               " state='pending'",
-               b2, 2, NULL);
+    if ((err = run(s,
+                   "UPDATE campaign_devices SET state='skipped', done_ms=? WHERE campaign=? AND"
+                   " state='pending'",
+                   b2, 2, NULL)) != UPK_OK)
+        return err;
+    /* What each started device gets back, or why it cannot (rollback.h). */
+    return upk_rollback_plan(s, id, now_ms);
 }
 
 static void notify_started(upk_store *s, const char *id,
@@ -1094,8 +1141,9 @@ upk_err upk_store_campaign_apply(upk_store *s, const upk_step_result *res, const
         goto fail;
     sqlite3_stmt *desired = NULL;
     if ((err = prep(s,
-                    "UPDATE devices SET desired_release=?1, desired_campaign=?2,"
-                    " desired_acked=0 WHERE id=?3",
+                    "UPDATE devices SET desired_release=COALESCE((SELECT release FROM"
+                    " campaign_release WHERE campaign=?2 AND device=?3), ?1),"
+                    " desired_campaign=?2, desired_acked=0 WHERE id=?3",
                     &desired)) != UPK_OK)
         goto fail;
     for (size_t i = 0; i < res->action_count; i++) {
@@ -1173,6 +1221,9 @@ upk_err upk_store_campaign_transition(upk_store *s, const char *id, upk_camp_sta
     upk_campaign c;
     if ((err = upk_store_campaign_get(s, id, &c)) != UPK_OK)
         goto fail;
+    /* A rollback is rolled back only once the devices report it. */
+    if (to == UPK_CAMP_ROLLED_BACK)
+        to = UPK_CAMP_ROLLING_BACK;
     bool ok;
     switch (to) {
     case UPK_CAMP_PAUSED:
@@ -1184,8 +1235,9 @@ upk_err upk_store_campaign_transition(upk_store *s, const char *id, upk_camp_sta
     case UPK_CAMP_ABORTED:
         ok = c.state == UPK_CAMP_RUNNING || c.state == UPK_CAMP_PAUSED;
         break;
-    case UPK_CAMP_ROLLED_BACK:
-        ok = c.state != UPK_CAMP_ROLLED_BACK;
+    case UPK_CAMP_ROLLING_BACK:
+        /* Again from rollback_incomplete: the devices not back yet. */
+        ok = c.state != UPK_CAMP_ROLLED_BACK && c.state != UPK_CAMP_ROLLING_BACK;
         break;
     default:
         ok = false;
@@ -1204,12 +1256,14 @@ upk_err upk_store_campaign_transition(upk_store *s, const char *id, upk_camp_sta
          * and the soak, but not of devices already running. */
         c.tokens_at_ms = 0;
         c.stage_done_ms = 0;
-    } else if (to == UPK_CAMP_ABORTED || to == UPK_CAMP_ROLLED_BACK) {
+    } else if (to == UPK_CAMP_ABORTED) {
         c.finished_ms = now_ms;
+    } else if (to == UPK_CAMP_ROLLING_BACK) {
+        c.finished_ms = 0;
     }
     if ((err = campaign_update(s, &c)) != UPK_OK)
         goto fail;
-    if (to == UPK_CAMP_ROLLED_BACK) {
+    if (to == UPK_CAMP_ROLLING_BACK) {
         if ((err = restore_previous(s, id, now_ms)) != UPK_OK)
             goto fail;
     } else if (to == UPK_CAMP_ABORTED) {
@@ -1224,7 +1278,7 @@ upk_err upk_store_campaign_transition(upk_store *s, const char *id, upk_camp_sta
     }
     if ((err = commit(s)) != UPK_OK)
         goto fail;
-    if (to == UPK_CAMP_ROLLED_BACK)
+    if (to == UPK_CAMP_ROLLING_BACK)
         notify_started(s, id, changed, ud);
     return UPK_OK;
 fail:
@@ -1307,148 +1361,62 @@ done:
     return err;
 }
 
-upk_err upk_store_health_record(upk_store *s, const char *device, const upk_event_msg *e,
-                                int64_t now_ms)
+/* ---- internal entry points for the store's other files (store_int.h) */
+
+upk_err upk__store_prep(upk_store *s, const char *sql, sqlite3_stmt **st)
 {
-    if (s == NULL || device == NULL || e == NULL || e->health.metric_count > 8)
-        return UPK_E_INVALID_ARG;
-    if (!e->health.present)
-        return UPK_OK;
-    sqlite3_stmt *st = NULL;
-    upk_err err = begin(s);
-    if (err != UPK_OK)
-        return err;
-    if ((err = prep(s,
-                    "INSERT INTO health(campaign, device, restarts, boots, check_failed, recv_ms)"
-                    " VALUES(?1,?2,?3,?4,?5,?6) ON CONFLICT(campaign, device) DO UPDATE SET"
-                    " restarts=max(restarts, ?3), boots=max(boots, ?4),"
-                    " check_failed=max(check_failed, ?5), recv_ms=?6",
-                    &st)) != UPK_OK)
-        goto fail;
-    bind_text(st, 1, e->campaign);
-    bind_text(st, 2, device);
-    sqlite3_bind_int64(st, 3, e->health.restarts);
-    sqlite3_bind_int64(st, 4, e->health.boots);
-    sqlite3_bind_int(st, 5, e->health.check_ok == 0);
-    sqlite3_bind_int64(st, 6, now_ms);
-    if (sqlite3_step(st) != SQLITE_DONE) {
-        err = db_err(s, "health record");
-        goto fail;
-    }
+    return prep(s, sql, st);
+}
+
+void upk__store_unprep(upk_store *s, sqlite3_stmt *st)
+{
     unprep(s, st);
-    st = NULL;
-    /* Under a campaign: the mean over its bake window. Under none (an idle
-     * device's baseline report): the latest value only, so that a baseline
-     * is what the device reports now, not a mean over its whole life. */
-    if ((err = prep(s,
-                    e->campaign[0] != '\0'
-                        ? "INSERT INTO health_metrics(campaign, device, name, sum, n, recv_ms)"
-                          " VALUES(?1,?2,?3,?4,1,?5) ON CONFLICT(campaign, device, name) DO"
-                          " UPDATE SET sum=sum+?4, n=n+1, recv_ms=?5"
-                        : "INSERT INTO health_metrics(campaign, device, name, sum, n, recv_ms)"
-                          " VALUES(?1,?2,?3,?4,1,?5) ON CONFLICT(campaign, device, name) DO"
-                          " UPDATE SET sum=?4, n=1, recv_ms=?5",
-                    &st)) != UPK_OK)
-        goto fail;
-    for (size_t i = 0; i < e->health.metric_count; i++) {
-        sqlite3_reset(st);
-        bind_text(st, 1, e->campaign);
-        bind_text(st, 2, device);
-        bind_text(st, 3, e->health.metric_name[i]);
-        sqlite3_bind_double(st, 4, e->health.metric_value[i]);
-        sqlite3_bind_int64(st, 5, now_ms);
-        if (sqlite3_step(st) != SQLITE_DONE) {
-            err = db_err(s, "health metric");
-            goto fail;
-        }
-    }
-    unprep(s, st);
+}
+
+upk_err upk__store_begin(upk_store *s)
+{
+    return begin(s);
+}
+
+upk_err upk__store_commit(upk_store *s)
+{
     return commit(s);
-fail:
-    unprep(s, st);
-    rollback(s);
-    return err;
 }
 
-/* Health and metrics of one device into d: for an updated device those
- * reported under campaign id, else the most recent ones under any other
- * campaign (or none) received since the campaign's current stage started,
- * i.e. over the same window: the baseline. */
-static upk_err gate_fill(upk_store *s, const char *id, upk_gate_dev *d)
+void upk__store_rollback(upk_store *s)
+{
+    rollback(s);
+}
+
+upk_err upk__store_db_err(upk_store *s, const char *what)
+{
+    return db_err(s, what);
+}
+
+/* ---- cached statements for the modules beside the store (rollback.c,
+ * campaign_ext.c) on their per-message paths */
+
+upk_err upk_store_run(upk_store *s, const char *sql, const char *const *binds, size_t n,
+                      int *changes)
+{
+    return run(s, sql, binds, n, changes);
+}
+
+upk_err upk_store_int(upk_store *s, const char *sql, const char *const *binds, size_t n,
+                      int64_t *out, bool *found)
 {
     sqlite3_stmt *st = NULL;
-    upk_err err = prep(s, "SELECT hw FROM devices WHERE id=?", &st);
+    upk_err err = prep(s, sql, &st);
     if (err != UPK_OK)
         return err;
-    bind_text(st, 1, d->device);
-    if (sqlite3_step(st) == SQLITE_ROW)
-        col_text(st, 0, d->hw, sizeof(d->hw));
+    for (size_t i = 0; i < n; i++)
+        bind_text(st, (int)i + 1, binds[i]);
+    int rc = sqlite3_step(st);
+    *found = rc == SQLITE_ROW;
+    if (rc == SQLITE_ROW)
+        *out = sqlite3_column_int64(st, 0);
+    else if (rc != SQLITE_DONE)
+        err = db_err(s, "int query");
     unprep(s, st);
-    st = NULL;
-    if (d->updated) {
-        if ((err = prep(s,
-                        "SELECT restarts, boots, check_failed FROM health WHERE campaign=?1"
-                        " AND device=?2",
-                        &st)) != UPK_OK)
-            return err;
-        bind_text(st, 1, id);
-        bind_text(st, 2, d->device);
-        if (sqlite3_step(st) == SQLITE_ROW) {
-            d->restarts = (uint32_t)sqlite3_column_int64(st, 0);
-            d->boots = (uint32_t)sqlite3_column_int64(st, 1);
-            d->check_failed = d->check_failed || sqlite3_column_int(st, 2) != 0;
-        }
-        unprep(s, st);
-        st = NULL;
-    }
-    if ((err = prep(s,
-                    d->updated ? "SELECT name, sum / n FROM health_metrics WHERE campaign=?1 AND"
-                                 " device=?2 ORDER BY name"
-                               : "SELECT name, sum / n FROM health_metrics m WHERE campaign<>?1 AND"
-                                 " device=?2 AND recv_ms = (SELECT max(recv_ms) FROM health_metrics"
-                                 " WHERE device=m.device AND name=m.name AND campaign<>?1) AND"
-                                 " recv_ms >= coalesce((SELECT stage_started_ms FROM campaigns"
-                                 " WHERE id=?1), 0)"
-                                 " ORDER BY name",
-                    &st)) != UPK_OK)
-        return err;
-    bind_text(st, 1, id);
-    bind_text(st, 2, d->device);
-    while (sqlite3_step(st) == SQLITE_ROW && d->metric_count < UPK_GATE_METRICS_MAX) {
-        size_t k = d->metric_count;
-        col_text(st, 0, d->metric_name[k], sizeof(d->metric_name[k]));
-        if (k > 0 && strcmp(d->metric_name[k], d->metric_name[k - 1]) == 0)
-            continue;
-        d->metric_value[k] = sqlite3_column_double(st, 1);
-        d->metric_count++;
-    }
-    unprep(s, st);
-    return UPK_OK;
-}
-
-upk_err upk_store_gate_devices(upk_store *s, const char *id, const upk_cdev *devs, size_t n,
-                               upk_gate_dev **out, size_t *out_n)
-{
-    if (s == NULL || id == NULL || out == NULL || out_n == NULL || (n > 0 && devs == NULL))
-        return UPK_E_INVALID_ARG;
-    *out = NULL;
-    *out_n = 0;
-    upk_gate_dev *g = calloc(n > 0 ? n : 1, sizeof(*g));
-    if (g == NULL)
-        return UPK_E_NOMEM;
-    for (size_t i = 0; i < n; i++) {
-        upk_gate_dev *d = &g[i];
-        int r = snprintf(d->device, sizeof(d->device), "%s", devs[i].device);
-        (void)r;
-        d->updated = devs[i].state == UPK_CDEV_SUCCEEDED || devs[i].state == UPK_CDEV_FAILED;
-        d->rolled_back = devs[i].state == UPK_CDEV_FAILED;
-        upk_err err = gate_fill(s, id, d);
-        if (err != UPK_OK) {
-            free(g);
-            return err;
-        }
-    }
-    *out = g;
-    *out_n = n;
-    return UPK_OK;
+    return err;
 }

@@ -3,7 +3,8 @@
  *
  * Tables: meta (schema version), devices (registry from retained state and
  * online, and the desired release the controller last set), releases,
- * campaigns, campaign_devices, events (dedup on (device, seq)), audit.
+ * campaigns, campaign_devices, events (dedup on (device, seq)), audit;
+ * health, health_metrics and campaign_gate (store_health.c).
  * Each function that changes state runs as one transaction (BEGIN IMMEDIATE
  * ... COMMIT), so a kill -9 leaves either the old or the new state.
  * Single-threaded: a upk_store belongs to the loop thread of `upkeep serve`. */
@@ -21,7 +22,7 @@
 struct cJSON;
 struct sqlite3;
 
-#define UPK_STORE_SCHEMA_VERSION 5
+#define UPK_STORE_SCHEMA_VERSION 7
 #define UPK_PATH_MAX             4096
 
 typedef struct upk_store upk_store;
@@ -131,21 +132,68 @@ UPK_MUST_CHECK upk_err upk_store_device_desired(upk_store *s, const char *device
 UPK_MUST_CHECK upk_err upk_store_audit(upk_store *s, int64_t now_ms, const char *sender,
                                        const char *cmd, const char *args, const char *result);
 
-/* ---- generic read: runs sql with text binds (NULL binds as NULL) and
- * returns a JSON array of row objects keyed by column name (integers as
- * numbers, text as strings, NULL as null). Caller frees with cJSON_Delete. */
-/* Records the health report of event e (if present) under (e->campaign,
- * device): restarts, boots and check failure as maxima, metrics as running
- * sums for a mean. Devices outside a campaign report under campaign "". */
+/* ---- health (store_health.c). A device's health data is bounded whatever
+ * it sends (docs/security.md, issue 17): rows under a campaign only when the
+ * device is one of that campaign's devices, plus one latest value per
+ * (device, metric) under campaign ""; at most UPK_HEALTH_NAMES_MAX metric
+ * names per device; old rows leave by upk_store_prune. */
+#define UPK_HEALTH_NAMES_MAX 16   /* distinct metric names kept per device */
+#define UPK_METRIC_ABS_MAX   1e12 /* |value| of any metric the store accepts */
+
+/* Records the health report of event e (if present) of device: restarts,
+ * boots and check failure as maxima and metrics as running sums for a mean
+ * under e->campaign when the device is in that campaign (only the metrics
+ * the campaign's gate names, when it names any), and each metric's latest
+ * value under campaign "". Refused, nothing stored, UPK_E_FIELD_RANGE: a
+ * metric outside +-UPK_METRIC_ABS_MAX or outside the range the campaign's
+ * gate declares for it. UPK_E_FIELD_TOO_LONG: names beyond the device's
+ * UPK_HEALTH_NAMES_MAX were dropped (the others were stored). Each refusal
+ * is logged with the device and the code. */
 UPK_MUST_CHECK upk_err upk_store_health_record(upk_store *s, const char *device,
                                                const upk_event_msg *e, int64_t now_ms);
 
 /* Health-gate inputs for campaign id's n device rows: a device that
- * committed or failed is "updated" (its health under id); any other device
- * is a baseline candidate with its most recent metrics reported under any
- * other campaign. *out (n entries, caller frees) on success. */
+ * committed or failed is "updated" (its health and metric means under id;
+ * a committed one that is not online counts as offline), any other device
+ * is a baseline candidate with the latest values it reported since the
+ * campaign's current stage started. Every lookup is by primary key, so the
+ * cost is O(n log N) whatever the table holds. *out (n entries, caller
+ * frees) on success. */
 UPK_MUST_CHECK upk_err upk_store_gate_devices(upk_store *s, const char *id, const upk_cdev *devs,
                                               size_t n, upk_gate_dev **out, size_t *out_n);
+
+/* Retention: deletes at most batch rows of each kind that are older than
+ * their keep time: events received before now - events_keep_ms, latest
+ * metric values and idle health before now - health_keep_ms, and health rows
+ * of campaigns that finished before now - health_keep_ms (keep 0 = keep
+ * forever). Indexed, so one call costs O(batch log N); *deleted (may be
+ * NULL) gets the count. Call it again while it deletes a full batch. */
+UPK_MUST_CHECK upk_err upk_store_prune(upk_store *s, int64_t now_ms, int64_t events_keep_ms,
+                                       int64_t health_keep_ms, size_t batch, size_t *deleted);
+
+/* Per-device cap on events (retention.events_per_device): visits up to ndev
+ * devices that have events, in id order after *cursor ("" = from the first;
+ * set to the last visited, "" again after the last device), and deletes at
+ * most batch events of each whose seq is more than cap below that device's
+ * newest seq (a device's seqs grow by one per event, so that keeps its
+ * newest cap). Every step is an index lookup. *deleted (may be NULL) gets
+ * the count. */
+UPK_MUST_CHECK upk_err upk_store_prune_device_events(upk_store *s, char cursor[UPK_ID_MAX + 1],
+                                                     uint64_t cap, size_t ndev, size_t batch,
+                                                     size_t *deleted);
+
+/* ---- generic read: runs sql with text binds (NULL binds as NULL) and
+ * returns a JSON array of row objects keyed by column name (integers as
+ * numbers, text as strings, NULL as null). Caller frees with cJSON_Delete. */
+/* Runs sql (a string constant: prepared statements are cached by its
+ * address) with text binds (NULL binds as NULL); *changes (may be NULL) gets
+ * the rows changed. For the modules beside the store on per-message paths. */
+UPK_MUST_CHECK upk_err upk_store_run(upk_store *s, const char *sql, const char *const *binds,
+                                     size_t n, int *changes);
+/* Runs a cached query whose first row's first column is an integer into
+ * *out; *found is false when there is no row. */
+UPK_MUST_CHECK upk_err upk_store_int(upk_store *s, const char *sql, const char *const *binds,
+                                     size_t n, int64_t *out, bool *found);
 
 UPK_MUST_CHECK upk_err upk_store_query_json(upk_store *s, const char *sql, const char *const *binds,
                                             size_t nbinds, struct cJSON **out);

@@ -338,6 +338,8 @@ static upk_err state_build(const upk_state_msg *m, cJSON *root)
             return err;
     }
     err = add_opt_str(root, "agent", m->agent);
+    if (err == UPK_OK && m->stale)
+        err = add_bool(root, "stale", true);
     if (err == UPK_OK)
         err = add_uint(root, "ts", (uint64_t)m->ts);
     return err;
@@ -458,6 +460,8 @@ static upk_err state_parse(const cJSON *root, upk_state_msg *m)
     if (err == UPK_OK)
         err = json_version(root, "agent", m->agent);
     if (err == UPK_OK)
+        err = upk__json_bool(root, "stale", true, &m->stale);
+    if (err == UPK_OK)
         err = upk__json_i64(root, "ts", false, 0, TIME_MAX, &m->ts);
     return err;
 }
@@ -491,6 +495,14 @@ out_root:
 
 static upk_err desired_check(const upk_desired_msg *m)
 {
+    if (m->ctr > UPK_DESIRED_CTR_MAX || m->fresh_until < 0 ||
+        m->fresh_until > UPK_DESIRED_FRESH_MAX)
+        return UPK_E_FIELD_RANGE;
+    if (m->clear)
+        return m->campaign[0] == '\0' && m->key_id[0] == '\0' && m->manifest_len == 0 &&
+                       m->sig_len == 0 && m->bake_s == 0 && !m->rollback
+                   ? UPK_OK
+                   : UPK_E_INVALID_ARG;
     if (!str_fits(m->campaign, sizeof(m->campaign)) || !upk_id_valid(m->campaign))
         return UPK_E_ID_INVALID;
     if (!str_fits(m->key_id, sizeof(m->key_id)))
@@ -507,6 +519,19 @@ static upk_err desired_check(const upk_desired_msg *m)
     return UPK_OK;
 }
 
+/* The fields only the link tag covers, in wire order. */
+static upk_err desired_add_link_fields(const upk_desired_msg *m, cJSON *root)
+{
+    upk_err err = UPK_OK;
+    if (m->rollback)
+        err = add_bool(root, "rollback", true);
+    if (err == UPK_OK && m->ctr != 0)
+        err = add_uint(root, "ctr", m->ctr);
+    if (err == UPK_OK && m->fresh_until != 0)
+        err = add_uint(root, "fresh_until", (uint64_t)m->fresh_until);
+    return err;
+}
+
 upk_err upk_desired_encode(const upk_desired_msg *m, char **out, size_t *outlen)
 {
     if (m == NULL || out == NULL)
@@ -514,6 +539,17 @@ upk_err upk_desired_encode(const upk_desired_msg *m, char **out, size_t *outlen)
     upk_err err = desired_check(m);
     if (err != UPK_OK)
         return err;
+    if (m->clear) {
+        cJSON *root = NULL;
+        err = new_msg(&root);
+        if (err != UPK_OK)
+            return err;
+        err = desired_add_link_fields(m, root);
+        if (err == UPK_OK)
+            err = finish_msg(root, out, outlen);
+        cJSON_Delete(root);
+        return err;
+    }
 
     /* The manifest need not be NUL-terminated at manifest_len: copy it. */
     char *text = malloc(m->manifest_len + 1);
@@ -542,6 +578,8 @@ upk_err upk_desired_encode(const upk_desired_msg *m, char **out, size_t *outlen)
     if (err == UPK_OK && m->bake_s != 0)
         err = add_uint(root, "bake_s", m->bake_s);
     if (err == UPK_OK)
+        err = desired_add_link_fields(m, root);
+    if (err == UPK_OK)
         err = finish_msg(root, out, outlen);
     cJSON_Delete(root);
 out_text:
@@ -560,6 +598,25 @@ upk_err upk_desired_decode(const char *json, size_t len, upk_desired_msg *out)
 
     upk_desired_msg tmp;
     memset(&tmp, 0, sizeof(tmp));
+    /* The link fields first: a clear has nothing else. */
+    uint64_t ctr = 0;
+    err = upk__json_u64(root, "ctr", true, UPK_DESIRED_CTR_MAX, &ctr);
+    if (err == UPK_OK)
+        err = upk__json_i64(root, "fresh_until", true, 0, UPK_DESIRED_FRESH_MAX, &tmp.fresh_until);
+    if (err == UPK_OK)
+        err = upk__json_bool(root, "rollback", true, &tmp.rollback);
+    if (err != UPK_OK)
+        goto out_root;
+    tmp.ctr = ctr;
+    static const char *const assignment[] = {"campaign", "key_id", "manifest", "sig", "bake_s"};
+    bool any = false;
+    for (size_t i = 0; i < sizeof(assignment) / sizeof(assignment[0]); i++)
+        any = any || cJSON_GetObjectItemCaseSensitive(root, assignment[i]) != NULL;
+    if (!any && !tmp.rollback) {
+        tmp.clear = true;
+        *out = tmp;
+        goto out_root;
+    }
     err = upk__json_id(root, "campaign", false, tmp.campaign);
     if (err == UPK_OK)
         err = upk__json_str(root, "key_id", false, tmp.key_id, UPK_KEY_ID_LEN);
@@ -618,6 +675,41 @@ upk_err upk_desired_decode(const char *json, size_t len, upk_desired_msg *out)
 out_root:
     cJSON_Delete(root);
     return err;
+}
+
+/* Feeds a 4-byte big-endian length and then the bytes. */
+static void hash_field(upk_sha256 *h, const void *p, size_t n)
+{
+    uint8_t len[4] = {(uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8), (uint8_t)n};
+    upk_sha256_update(h, len, sizeof(len));
+    if (n > 0)
+        upk_sha256_update(h, p, n);
+}
+
+upk_err upk_desired_assignment_id(const upk_desired_msg *m, uint8_t out[UPK_SHA256_LEN])
+{
+    if (m == NULL || out == NULL)
+        return UPK_E_INVALID_ARG;
+    if (m->clear) {
+        memset(out, 0, UPK_SHA256_LEN);
+        return UPK_OK;
+    }
+    static const char label[] = "upkeep-assignment-v1";
+    uint8_t bake[4] = {(uint8_t)(m->bake_s >> 24), (uint8_t)(m->bake_s >> 16),
+                       (uint8_t)(m->bake_s >> 8), (uint8_t)m->bake_s};
+    uint8_t rb = m->rollback ? 1 : 0;
+    upk_sha256 h;
+    upk_sha256_init(&h);
+    hash_field(&h, label, sizeof(label) - 1);
+    hash_field(&h, m->campaign, strnlen(m->campaign, sizeof(m->campaign)));
+    hash_field(&h, m->key_id, strnlen(m->key_id, sizeof(m->key_id)));
+    hash_field(&h, m->manifest, m->manifest != NULL ? m->manifest_len : 0);
+    hash_field(&h, m->sig, m->sig_len <= sizeof(m->sig) ? m->sig_len : sizeof(m->sig));
+    hash_field(&h, bake, sizeof(bake));
+    hash_field(&h, &rb, 1);
+    upk_sha256_final(&h, out);
+    upk_sha256_cleanup(&h);
+    return UPK_OK;
 }
 
 void upk_desired_cleanup(upk_desired_msg *m)

@@ -21,6 +21,7 @@
 #include "upkeep/fs.h"
 #include "upkeep/hash.h"
 #include "upkeep/key.h"
+#include "upkeep/linkauth.h"
 #include "upkeep/log.h"
 
 #define RAMP_TICK_MS   10
@@ -243,6 +244,13 @@ static upk_err make_device(upk_sim *s, size_t i, char *err, size_t cap)
         c->module_settings == NULL || (o->topic_prefix != NULL && c->topic_prefix == NULL))
         return fail(err, cap, UPK_E_NOMEM, "out of memory");
     c->fsync = false;
+    if (o->link_secret != NULL) {
+        e = upk_link_key_derive(o->link_secret, o->link_secret_len, id, &c->link_key);
+        if (e != UPK_OK)
+            return fail(err, cap, e, "cannot derive the link key of %s: %s", id, upk_err_str(e));
+        c->has_link_key = true;
+    }
+    c->legacy_quiet = true; /* upk_sim_new warns once for the fleet */
     c->keyring = o->keyring;
     c->keyring_owned = false;
     c->reconnect_min_ms = o->reconnect_min_ms;
@@ -418,6 +426,10 @@ static upk_err check_opts(const upk_sim_opts *o, char *err, size_t cap)
         o->fleet_secret_len > UPK_SIM_SECRET_MAX)
         return fail(err, cap, UPK_E_INVALID_ARG, "fleet secret must be %d to %d bytes",
                     UPK_FLEET_SECRET_MIN, UPK_SIM_SECRET_MAX);
+    if (o->link_secret != NULL &&
+        (o->link_secret_len < UPK_LINK_SECRET_MIN || o->link_secret_len > UPK_SIM_SECRET_MAX))
+        return fail(err, cap, UPK_E_INVALID_ARG, "link secret must be %d to %d bytes",
+                    UPK_LINK_SECRET_MIN, UPK_SIM_SECRET_MAX);
     if (o->keyring == NULL || upk_keyring_count(o->keyring) == 0)
         return fail(err, cap, UPK_E_INVALID_ARG, "no pinned release key");
     if (o->module != NULL && !upk_id_valid(o->module))
@@ -442,6 +454,10 @@ upk_err upk_sim_new(uv_loop_t *loop, const upk_sim_opts *opts, upk_sim **out, ch
      * pays one verification on its own CPU; here 10,000 of them were a
      * quarter of the simulator's CPU. */
     upk_key_verify_memo_enable();
+    if (opts->link_secret == NULL)
+        upk_warn("sim: no link secret: the %zu agents take controller messages without link "
+                 "authentication (legacy mode)",
+                 opts->count);
     s->loop = loop;
     s->opts = *opts;
     memcpy(s->classes, opts->classes, opts->class_count * sizeof(s->classes[0]));

@@ -20,6 +20,7 @@
 
 #include "upkeep/err.h"
 #include "upkeep/key.h"
+#include "upkeep/linkauth.h"
 #include "upkeep/manifest.h"
 #include "upkeep/msg.h"
 
@@ -145,6 +146,14 @@ struct upk_agent_config {
     char factory_version[UPK_VERSION_STR_MAX + 1];
     uint64_t factory_security_version;
     uint8_t factory_image_sha256[UPK_SHA256_LEN];
+    /* The device's link key (docs/protocol.md 8.2), from "link_key_file".
+     * has_link_key false = legacy mode: controller messages are taken
+     * untagged, as before link keys existed (warned once at start). */
+    bool has_link_key;
+    upk_link_key link_key;
+    /* Legacy mode without the warning at start: a program running many
+     * agents (the simulator) has warned once for all of them. */
+    bool legacy_quiet;
 
     /* Set by the loader from key_paths; owned by the config. A caller that
      * builds a config by hand may point it at a shared keyring instead (then
@@ -211,6 +220,13 @@ uint32_t upk_agent_bake_restarts(const upk_agent *a);
  * the process exits without waiting for a clean disconnect. Its state is on
  * disk (journal, outbox), so this is as safe as a power cut. */
 #define UPK_AGENT_STOP_BOUND_MS 5000u
+/* Controller messages the agent dropped since it was created because of
+ * why: AUTH_INVALID (untagged or wrongly tagged), REPLAYED, DESIRED_STALE,
+ * CHUNK_INVALID, CHUNK_UNEXPECTED (unrequested, duplicate or wrongly sized
+ * chunk), MSG_TOO_LARGE, or NOT_FOUND and SIZE_MISMATCH for chunk refusals
+ * an agent without a link key did not trust yet; 0 for any other code. Each
+ * drop is also logged with its code. For tests and operators' debugging. */
+uint64_t upk_agent_dropped(const upk_agent *a, upk_err why);
 
 /* Stops everything; closed (may be NULL) runs on the loop once all handles
  * are released and the agent is freed. Work already handed to the thread

@@ -25,6 +25,10 @@
 
 #define UPK_MQTT_SENDER_PROP "upkeep-sender"
 #define UPK_MQTT_SENDER_MAX  128 /* bytes of an upkeep-sender value */
+/* The link authentication tag (proto/include/upkeep/linkauth.h), carried as
+ * one MQTT 5 user property; its value is 64 hex characters. */
+#define UPK_MQTT_AUTH_PROP "upkeep-auth"
+#define UPK_MQTT_AUTH_MAX  64 /* bytes of an upkeep-auth value */
 
 typedef struct upk_mqtt upk_mqtt;
 
@@ -39,6 +43,11 @@ typedef struct upk_mqtt_msg {
     /* The broker plugin's "upkeep-sender" user property ("role:name"), or ""
      * when absent. The only trustworthy statement of who published. */
     const char *sender;
+    /* The "upkeep-auth" user property (a link tag), "" when absent, and "?"
+     * (never a valid tag) when it is longer than UPK_MQTT_AUTH_MAX, holds a
+     * NUL or appears more than once. Whether it is right is the receiver's
+     * business (upk_link_verify). */
+    const char *auth;
 } upk_mqtt_msg;
 
 typedef struct upk_mqtt_opts {
@@ -123,6 +132,14 @@ typedef void (*upk_mqtt_done_cb)(upk_mqtt *c, upk_err err, void *cb_data);
 UPK_MUST_CHECK upk_err upk_mqtt_publish(upk_mqtt *c, const char *topic, const void *payload,
                                         size_t len, int qos, bool retain, upk_mqtt_done_cb done,
                                         void *cb_data);
+
+/* upk_mqtt_publish with one "upkeep-auth" user property whose value is auth
+ * (1..UPK_MQTT_AUTH_MAX printable ASCII bytes, copied); NULL or "" publishes
+ * without one, exactly as upk_mqtt_publish. UPK_E_INVALID_ARG for a longer or
+ * non-printable auth; otherwise the same results and callback rule. */
+UPK_MUST_CHECK upk_err upk_mqtt_publish_auth(upk_mqtt *c, const char *topic, const void *payload,
+                                             size_t len, int qos, bool retain, const char *auth,
+                                             upk_mqtt_done_cb done, void *cb_data);
 
 bool upk_mqtt_connected(const upk_mqtt *c);
 

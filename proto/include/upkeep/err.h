@@ -70,7 +70,13 @@
     X(DB, "database error")                                                                    \
     X(INTERNAL, "internal error")                                                              \
     X(TLS_UNTRUSTED, "broker TLS certificate not trusted (unknown CA, wrong name or expired)") \
-    X(TLS_FAILED, "TLS connection failed (the broker refused our certificate or TLS setup)")
+    X(TLS_FAILED, "TLS connection failed (the broker refused our certificate or TLS setup)")   \
+    X(AUTH_INVALID, "link authentication tag is missing or wrong")                             \
+    X(AUTH_REQUIRED, "message carries no link authentication tag where one is required")       \
+    X(REPLAYED, "desired counter is not newer than the last accepted one")                     \
+    X(DESIRED_STALE, "desired message is past its fresh_until time")                           \
+    X(DOWNGRADE_REJECTED, "release is older than the installed one and not a rollback")        \
+    X(TEXT_UNSAFE, "text holds control characters or is not valid UTF-8")
 
 typedef enum upk_err {
 #define UPK__ERR_ENUM(name, msg) UPK_E_##name,

@@ -79,15 +79,26 @@ typedef struct upk_state_msg {
     int64_t last_patched;                 /* epoch s of last commit; 0 = never */
     uint8_t image_sha256[UPK_SHA256_LEN]; /* installed image; all zero if unknown */
     char agent[UPK_VERSION_STR_MAX + 1];  /* agent software version */
-    int64_t ts;                           /* epoch s when reported */
+    /* The fresh_until of the last authenticated desired has passed: the
+     * device has not heard from its controller in time ("stale"). */
+    bool stale;
+    int64_t ts; /* epoch s when reported */
 } upk_state_msg;
 
 UPK_MUST_CHECK upk_err upk_state_encode(const upk_state_msg *m, char **out, size_t *outlen);
 UPK_MUST_CHECK upk_err upk_state_decode(const char *json, size_t len, upk_state_msg *out);
 
 /* ---- dev/{d}/desired (retained, controller -> device). An empty payload
- * means "no desired release" and is not passed to the decoder. */
+ * means "no desired release" and is not passed to the decoder. A desired
+ * without campaign, key_id, manifest and sig is a *clear* (clear = true):
+ * the link-authenticated form of "no desired release"
+ * ({"v":1,"ctr":N,"fresh_until":T}); one with some of them but not all is
+ * FIELD_MISSING. */
+#define UPK_DESIRED_CTR_MAX   (UINT64_C(1) << 53)   /* largest ctr */
+#define UPK_DESIRED_FRESH_MAX INT64_C(253402300799) /* 9999-12-31T23:59:59Z */
+
 typedef struct upk_desired_msg {
+    bool clear; /* true: no assignment; the five fields below are empty */
     char campaign[UPK_ID_MAX + 1];
     char key_id[UPK_KEY_ID_LEN + 1];
     char *manifest; /* exact signed bytes, NUL-terminated; owned */
@@ -95,13 +106,29 @@ typedef struct upk_desired_msg {
     uint8_t sig[UPK_SIG_MAX];
     size_t sig_len;
     uint32_t bake_s; /* post-commit health reporting window; 0 = none */
+    /* Covered by the link tag (linkauth.h), not by the release signature: */
+    bool rollback;       /* controller-authorized downgrade of the version */
+    uint64_t ctr;        /* per-device counter, strictly increasing; 0 = absent */
+    int64_t fresh_until; /* Unix s after which this desired is stale; 0 = absent */
 } upk_desired_msg;
 
-/* Encodes m (manifest bytes copied into a JSON string, sig as base64). */
+/* Encodes m (manifest bytes copied into a JSON string, sig as base64; for a
+ * clear only v, ctr and fresh_until). Omits rollback when false and ctr and
+ * fresh_until when 0. */
 UPK_MUST_CHECK upk_err upk_desired_encode(const upk_desired_msg *m, char **out, size_t *outlen);
-/* On success out->manifest is allocated; release with upk_desired_cleanup.
- * Does not verify the signature (see upk_manifest_verify). */
+/* On success out->manifest is allocated (NULL for a clear); release with
+ * upk_desired_cleanup. Does not verify the signature (see
+ * upk_manifest_verify) nor the link tag (upk_link_verify). */
 UPK_MUST_CHECK upk_err upk_desired_decode(const char *json, size_t len, upk_desired_msg *out);
+
+/* The identity of the assignment m carries: SHA-256 over its campaign,
+ * key_id, manifest bytes, signature, bake_s and rollback (each
+ * length-prefixed), but not ctr or fresh_until, so that a refreshed desired
+ * (new counter, later freshness) is the same assignment and never restarts
+ * or supersedes an update. A clear has the all-zero id. UPK_E_INVALID_ARG for
+ * NULL arguments. */
+UPK_MUST_CHECK upk_err upk_desired_assignment_id(const upk_desired_msg *m,
+                                                 uint8_t out[UPK_SHA256_LEN]);
 /* Frees what decode allocated; safe on a zeroed or cleaned struct. */
 void upk_desired_cleanup(upk_desired_msg *m);
 

@@ -174,6 +174,11 @@ typedef struct upk_sim_opts {
     size_t class_count;
     const uint8_t *fleet_secret; /* device passwords are derived from it */
     size_t fleet_secret_len;
+    /* The controller's link secret (docs/protocol.md 8.2): each device's
+     * link key is derived from it, as the controller derives it. NULL: the
+     * agents run without link keys (legacy mode). */
+    const uint8_t *link_secret;
+    size_t link_secret_len;
     upk_keyring *keyring; /* pinned release keys; borrowed, shared by all agents */
     /* Where device data lives. NULL: a fresh temporary directory under
      * tmp_base, removed by upk_sim_close. Otherwise this directory (created

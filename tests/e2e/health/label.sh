@@ -57,7 +57,7 @@ e2e_expect "$rc" 2 "label without an id"
 
 echo "\$ upkeep report posture"
 upk report posture | tee "$FL_DIR/posture.txt"
-grep -q "end of support signed: $N, from device config: 0, not stated: 0" "$FL_DIR/posture.txt" \
+grep -q "end of support signed: $N, claimed by the device (not verified): 0, from device config: 0, not stated: 0" "$FL_DIR/posture.txt" \
     || fl_die "posture support counts"
 grep -q "security updates: $N supported, 0 ending within 90 days, 0 ended" "$FL_DIR/posture.txt" \
     || fl_die "posture support states"

@@ -22,8 +22,8 @@ fl_release fw 1.3.0 8 "$FL_DIR/a1" > /dev/null
 upk campaign create --id loop --release fw-1.3.0 --stages 10%,50%,100% --soak 0 \
     --max-failures 0% --device-timeout 60s --bake ${BAKE}s --max-unhealthy 0% \
     --restart-limit 2 > /dev/null
-# watch runs until the campaign ends; a halted campaign only pauses, so it is
-# stopped (by pid) once the halt is seen.
+# watch exits 1 on the halt (docs/operator-guide.md section 9); it is still
+# stopped by pid in case it has not.
 "$FL_BIN/upkeep" campaign watch loop --interval 1 > "$FL_DIR/watch.txt" 2>&1 &
 watch_pid=$!
 fl_track "$watch_pid"

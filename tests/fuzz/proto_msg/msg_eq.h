@@ -33,15 +33,19 @@ static inline bool upk_test_state_eq(const upk_state_msg *a, const upk_state_msg
            a->support_until == b->support_until && a->support_signed == b->support_signed &&
            a->last_patched == b->last_patched &&
            memcmp(a->image_sha256, b->image_sha256, sizeof(a->image_sha256)) == 0 &&
-           strcmp(a->agent, b->agent) == 0 && a->ts == b->ts;
+           strcmp(a->agent, b->agent) == 0 && a->stale == b->stale && a->ts == b->ts;
 }
 
 static inline bool upk_test_desired_eq(const upk_desired_msg *a, const upk_desired_msg *b)
 {
+    if (a->clear || b->clear)
+        return a->clear == b->clear && a->ctr == b->ctr && a->fresh_until == b->fresh_until;
     return strcmp(a->campaign, b->campaign) == 0 && strcmp(a->key_id, b->key_id) == 0 &&
            a->manifest_len == b->manifest_len && a->manifest != NULL && b->manifest != NULL &&
            memcmp(a->manifest, b->manifest, a->manifest_len) == 0 && a->sig_len == b->sig_len &&
-           memcmp(a->sig, b->sig, a->sig_len) == 0 && a->bake_s == b->bake_s;
+           memcmp(a->sig, b->sig, a->sig_len) == 0 && a->bake_s == b->bake_s &&
+           a->clear == b->clear && a->rollback == b->rollback && a->ctr == b->ctr &&
+           a->fresh_until == b->fresh_until;
 }
 
 static inline bool upk_test_health_eq(const upk_health *a, const upk_health *b)

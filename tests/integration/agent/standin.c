@@ -26,6 +26,29 @@ static void on_disconnect(upk_mqtt *c, upk_err err, void *ud)
     s->connected = false;
 }
 
+/* Publishes on the device topic of kind, tagged under k when not NULL. */
+static upk_err pub(standin *s, upk_topic_kind kind, const char *topic, const void *payload,
+                   size_t len, int qos, bool retain, const upk_link_key *k)
+{
+    char tag[UPK_LINK_TAG_LEN + 1] = "";
+    if (k != NULL && upk_link_tag(k, s->device, kind, payload, len, tag, sizeof(tag)) != UPK_OK)
+        return UPK_E_INTERNAL;
+    return upk_mqtt_publish_auth(s->mqtt, topic, payload, len, qos, retain, tag, NULL, NULL);
+}
+
+static const upk_link_key *own_key(const standin *s)
+{
+    return s->has_key ? &s->key : NULL;
+}
+
+/* With has_key, counts device messages whose tag does not verify. */
+static void check_tag(standin *s, upk_topic_kind kind, const upk_mqtt_msg *m)
+{
+    if (s->has_key &&
+        upk_link_verify(&s->key, s->device, kind, m->payload, m->len, m->auth) != UPK_OK)
+        s->bad_tags++;
+}
+
 static void serve(standin *s, const upk_chunk_req *r)
 {
     s->req_count++;
@@ -62,7 +85,7 @@ static void serve(standin *s, const upk_chunk_req *r)
         if (r->offset + h.length > s->max_served_end)
             s->max_served_end = r->offset + h.length;
     }
-    if (upk_mqtt_publish(s->mqtt, s->t_data, buf, total, 0, false, NULL, NULL) != UPK_OK)
+    if (pub(s, UPK_TOPIC_DEV_CHUNK_DATA, s->t_data, buf, total, 0, false, own_key(s)) != UPK_OK)
         fprintf(stderr, "standin: chunk publish failed\n");
     free(buf);
 }
@@ -73,7 +96,7 @@ static void ack(standin *s, uint64_t seq)
     char *json = NULL;
     size_t len = 0;
     if (upk_ack_encode(seq, &json, &len) != UPK_OK ||
-        upk_mqtt_publish(s->mqtt, s->t_ack, json, len, 0, false, NULL, NULL) != UPK_OK)
+        pub(s, UPK_TOPIC_DEV_ACK, s->t_ack, json, len, 0, false, own_key(s)) != UPK_OK)
         fprintf(stderr, "standin: ack of seq %llu not sent\n", (unsigned long long)seq);
     else
         s->acks_sent++;
@@ -85,10 +108,12 @@ static void on_message(upk_mqtt *c, const upk_mqtt_msg *m, void *ud)
     (void)c;
     standin *s = ud;
     if (strcmp(m->topic, s->t_req) == 0) {
+        check_tag(s, UPK_TOPIC_DEV_CHUNK_REQ, m);
         upk_chunk_req r;
         if (upk_chunk_req_decode((const char *)m->payload, m->len, &r) == UPK_OK)
             serve(s, &r);
     } else if (strcmp(m->topic, s->t_events) == 0) {
+        check_tag(s, UPK_TOPIC_DEV_EVENTS, m);
         upk_event_msg ev;
         if (upk_event_decode((const char *)m->payload, m->len, &ev) != UPK_OK) {
             fprintf(stderr, "standin: undecodable event\n");
@@ -104,6 +129,8 @@ static void on_message(upk_mqtt *c, const upk_mqtt_msg *m, void *ud)
         if (!s->hold_acks)
             ack(s, ev.seq);
     } else if (strcmp(m->topic, s->t_state) == 0) {
+        if (m->len > 0)
+            check_tag(s, UPK_TOPIC_DEV_STATE, m);
         if (m->len > 0 && upk_state_decode((const char *)m->payload, m->len, &s->state) == UPK_OK)
             s->have_state = true;
     } else if (strcmp(m->topic, s->t_online) == 0) {
@@ -164,6 +191,27 @@ void standin_set_artifact(standin *s, const void *data, size_t len)
 int standin_publish_desired(standin *s, const upk_manifest *m, const char *campaign,
                             const upk_key *key, bool break_sig)
 {
+    char *out = NULL;
+    size_t outlen = 0;
+    if (standin_desired_payload(s, m, campaign, key, break_sig, &out, &outlen) != 0)
+        return -1;
+    upk_err err = pub(s, UPK_TOPIC_DEV_DESIRED, s->t_desired, out, outlen, 1, true, own_key(s));
+    free(out);
+    return err == UPK_OK ? 0 : -1;
+}
+
+int standin_publish_raw(standin *s, upk_topic_kind kind, const void *payload, size_t len,
+                        bool retain, const upk_link_key *tag_key)
+{
+    char topic[UPK_TOPIC_MAX + 1];
+    if (upk_topic_build(topic, sizeof(topic), UPK_TOPIC_PREFIX_DEFAULT, kind, s->device) != UPK_OK)
+        return -1;
+    return pub(s, kind, topic, payload, len, 1, retain, tag_key) == UPK_OK ? 0 : -1;
+}
+
+int standin_desired_payload(standin *s, const upk_manifest *m, const char *campaign,
+                            const upk_key *key, bool break_sig, char **outp, size_t *outlenp)
+{
     char *json = NULL;
     size_t len = 0;
     if (upk_manifest_encode(m, &json, &len) != UPK_OK)
@@ -175,6 +223,11 @@ int standin_publish_desired(standin *s, const upk_manifest *m, const char *campa
     d.manifest = json;
     d.manifest_len = len;
     d.bake_s = s->bake_s;
+    if (s->has_key) {
+        d.ctr = ++s->ctr;
+        d.fresh_until = s->fresh_until;
+        d.rollback = s->rollback;
+    }
     if (upk_manifest_sign(key, json, len, d.sig, &d.sig_len) != UPK_OK) {
         free(json);
         return -1;
@@ -187,14 +240,29 @@ int standin_publish_desired(standin *s, const upk_manifest *m, const char *campa
     free(json);
     if (err != UPK_OK)
         return -1;
-    err = upk_mqtt_publish(s->mqtt, s->t_desired, out, outlen, 1, true, NULL, NULL);
-    free(out);
-    return err == UPK_OK ? 0 : -1;
+    *outp = out;
+    *outlenp = outlen;
+    return 0;
 }
 
 int standin_clear_desired(standin *s)
 {
-    return upk_mqtt_publish(s->mqtt, s->t_desired, "", 0, 1, true, NULL, NULL) == UPK_OK ? 0 : -1;
+    if (!s->has_key)
+        return upk_mqtt_publish(s->mqtt, s->t_desired, "", 0, 1, true, NULL, NULL) == UPK_OK ? 0
+                                                                                             : -1;
+    /* With link keys a clear is a tagged desired without an assignment. */
+    upk_desired_msg d;
+    memset(&d, 0, sizeof(d));
+    d.clear = true;
+    d.ctr = ++s->ctr;
+    d.fresh_until = s->fresh_until;
+    char *out = NULL;
+    size_t len = 0;
+    if (upk_desired_encode(&d, &out, &len) != UPK_OK)
+        return -1;
+    upk_err err = pub(s, UPK_TOPIC_DEV_DESIRED, s->t_desired, out, len, 1, true, &s->key);
+    free(out);
+    return err == UPK_OK ? 0 : -1;
 }
 
 const upk_event_msg *standin_last_event(const standin *s)

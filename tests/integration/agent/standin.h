@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include "upkeep/key.h"
+#include "upkeep/linkauth.h"
 #include "upkeep/manifest.h"
 #include "upkeep/msg.h"
 #include "upkeep/mqtt.h"
@@ -36,6 +37,17 @@ typedef struct standin {
     uint8_t art_sha[UPK_SHA256_LEN];
 
     uint32_t bake_s; /* bake_s of the desired messages published; 0 = none */
+
+    /* Link authentication (docs/protocol.md 8.2). With has_key the stand-in
+     * tags desired, chunk data and acks with key, as the controller does,
+     * puts ctr (incremented before each desired), fresh_until and rollback
+     * into its desired messages, and checks the device's tags. */
+    bool has_key;
+    upk_link_key key;
+    uint64_t ctr;
+    int64_t fresh_until;
+    bool rollback;
+    size_t bad_tags; /* device messages whose tag was missing or wrong (has_key only) */
 
     /* faults */
     bool stall;           /* answer nothing */
@@ -65,6 +77,15 @@ void standin_set_artifact(standin *s, const void *data, size_t len);
 int standin_publish_desired(standin *s, const upk_manifest *m, const char *campaign,
                             const upk_key *key, bool break_sig);
 int standin_clear_desired(standin *s);
+/* The desired payload standin_publish_desired would publish (with the next
+ * ctr when has_key, without publishing); caller frees *out. */
+int standin_desired_payload(standin *s, const upk_manifest *m, const char *campaign,
+                            const upk_key *key, bool break_sig, char **out, size_t *len);
+/* Publishes len bytes on the device's topic of kind (QoS 1, retain as
+ * given), tagged under tag_key when it is not NULL: what an attacker with a
+ * broker account (tag_key NULL, or a wrong key) or the controller sends. */
+int standin_publish_raw(standin *s, upk_topic_kind kind, const void *payload, size_t len,
+                        bool retain, const upk_link_key *tag_key);
 /* Last event seen, or NULL. */
 const upk_event_msg *standin_last_event(const standin *s);
 /* True when an event with that step was seen (and err matches when err_match). */

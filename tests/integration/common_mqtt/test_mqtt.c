@@ -147,6 +147,7 @@ struct client_state {
     uint8_t last_payload[64];
     size_t last_len;
     int last_qos;
+    char last_auth[80];
     const char *subscribe;
     int pub_done;
     upk_err pub_err;
@@ -184,6 +185,8 @@ static void on_message(upk_mqtt *c, const upk_mqtt_msg *m, void *ud)
     if (m->len > 0)
         memcpy(s->last_payload, m->payload, s->last_len);
     s->last_qos = m->qos;
+    assert_non_null(m->auth);
+    snprintf(s->last_auth, sizeof(s->last_auth), "%s", m->auth);
 }
 
 static void on_pub_done(upk_mqtt *c, upk_err err, void *ud)
@@ -282,6 +285,59 @@ static void mqtt_delivers_qos1_bytes_and_reports_completion(void **state)
     assert_memory_equal(sub.last_payload, payload, sizeof(payload));
     /* Clear the retained message so that the broker holds nothing. */
     assert_int_equal(upk_mqtt_publish(cp, "t/x", NULL, 0, 1, true, NULL, NULL), UPK_OK);
+    close_client(&loop, cs, &sub);
+    close_client(&loop, cp, &pub);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    broker_cleanup(&b);
+}
+
+static int got_messages2(void *arg)
+{
+    return ((struct client_state *)arg)->messages >= 2;
+}
+
+/* An upkeep-auth user property set on publish arrives as msg->auth; a
+ * message without one arrives with auth "". */
+static void mqtt_carries_upkeep_auth_user_property(void **state)
+{
+    (void)state;
+    struct broker b;
+    broker_init(&b);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct client_state sub = {.subscribe = "a/#"}, pub = {0};
+    upk_mqtt *cs = client_new(&loop, b.port, "sub-a", &sub);
+    upk_mqtt *cp = client_new(&loop, b.port, "pub-a", &pub);
+    assert_int_equal(upk_mqtt_start(cs), UPK_OK);
+    assert_int_equal(upk_mqtt_start(cp), UPK_OK);
+    assert_true(run_until(&loop, connected1, &sub, 5000));
+    assert_true(run_until(&loop, connected1, &pub, 5000));
+    static const char tag[] = "4944f730f4e560a4860683739fabeac838a2d907489b9c46ff495683d885b25a";
+    /* Too long, or not printable: refused before anything is sent. */
+    char longtag[UPK_MQTT_AUTH_MAX + 2];
+    memset(longtag, 'a', sizeof(longtag) - 1);
+    longtag[sizeof(longtag) - 1] = '\0';
+    assert_int_equal(upk_mqtt_publish_auth(cp, "a/x", "p", 1, 1, true, longtag, NULL, NULL),
+                     UPK_E_INVALID_ARG);
+    assert_int_equal(upk_mqtt_publish_auth(cp, "a/x", "p", 1, 1, true, "a b", NULL, NULL),
+                     UPK_E_INVALID_ARG);
+    assert_int_equal(pub.pub_done, 0);
+    /* Retained, so that it arrives whether or not the subscription is
+     * already in place. */
+    assert_int_equal(upk_mqtt_publish_auth(cp, "a/x", "p1", 2, 1, true, tag, on_pub_done, &pub),
+                     UPK_OK);
+    assert_true(run_until(&loop, got_pub_done, &pub, 5000));
+    assert_int_equal(pub.pub_err, UPK_OK);
+    assert_true(run_until(&loop, got_message, &sub, 5000));
+    assert_string_equal(sub.last_topic, "a/x");
+    assert_string_equal(sub.last_auth, tag);
+    /* Live, without a tag ("" and NULL both mean none). */
+    assert_int_equal(upk_mqtt_publish_auth(cp, "a/y", "p2", 2, 1, false, "", NULL, NULL), UPK_OK);
+    assert_true(run_until(&loop, got_messages2, &sub, 5000));
+    assert_string_equal(sub.last_topic, "a/y");
+    assert_string_equal(sub.last_auth, "");
+    assert_int_equal(sub.messages, 2);
+    assert_int_equal(upk_mqtt_publish(cp, "a/x", NULL, 0, 1, true, NULL, NULL), UPK_OK);
     close_client(&loop, cs, &sub);
     close_client(&loop, cp, &pub);
     assert_int_equal(uv_loop_close(&loop), 0);
@@ -436,6 +492,7 @@ int main(void)
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(mqtt_delivers_qos1_bytes_and_reports_completion),
+        cmocka_unit_test(mqtt_carries_upkeep_auth_user_property),
         cmocka_unit_test(mqtt_publish_while_disconnected_is_refused),
         cmocka_unit_test(mqtt_reconnects_after_broker_restart),
         cmocka_unit_test(mqtt_refused_login_is_auth_failed_and_backs_off),

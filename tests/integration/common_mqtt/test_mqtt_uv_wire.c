@@ -225,6 +225,7 @@ struct obs {
     int connects, disconnects, messages, closed;
     upk_err last_disc;
     char sender[UPK_MQTT_SENDER_MAX + 1];
+    char auth[UPK_MQTT_AUTH_MAX + 1];
     char topic[64];
     uint8_t payload[64];
     size_t len;
@@ -255,6 +256,7 @@ static void o_message(upk_mqtt *c, const upk_mqtt_msg *m, void *u)
     struct obs *o = u;
     o->messages++;
     (void)snprintf(o->sender, sizeof(o->sender), "%s", m->sender);
+    (void)snprintf(o->auth, sizeof(o->auth), "%s", m->auth);
     (void)snprintf(o->topic, sizeof(o->topic), "%s", m->topic);
     assert_true(m->len <= sizeof(o->payload));
     if (m->len > 0)
@@ -498,6 +500,78 @@ static void wire_refused_and_silent_brokers(void **state)
     assert_int_equal(o.disconnects, d);
 }
 
+/* A QoS 0 PUBLISH on "a/b" with payload "hi" and n upkeep-auth user
+ * properties of value v (vn bytes each) into pkt; returns its length. */
+static size_t auth_publish(uint8_t *pkt, size_t cap, int n, const char *v, size_t vn)
+{
+    size_t plen = (size_t)n * (1 + 2 + 11 + 2 + vn);
+    size_t body = 2 + 3 + 1 + plen + 2;
+    assert_true(plen < 128 && body < 128 && 2 + body <= cap);
+    uint8_t *p = pkt;
+    *p++ = 0x30;
+    *p++ = (uint8_t)body;
+    *p++ = 0;
+    *p++ = 3;
+    memcpy(p, "a/b", 3);
+    p += 3;
+    *p++ = (uint8_t)plen;
+    for (int i = 0; i < n; i++) {
+        *p++ = 0x26;
+        *p++ = 0;
+        *p++ = 11;
+        memcpy(p, "upkeep-auth", 11);
+        p += 11;
+        *p++ = 0;
+        *p++ = (uint8_t)vn;
+        memcpy(p, v, vn);
+        p += vn;
+    }
+    *p++ = 'h';
+    *p++ = 'i';
+    return (size_t)(p - pkt);
+}
+
+/* One upkeep-auth arrives as msg->auth; two, or one with a NUL or longer
+ * than UPK_MQTT_AUTH_MAX, arrive as "?", which no tag equals. */
+static void wire_upkeep_auth_once_or_invalid(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    struct fake f;
+    struct obs o = {0};
+    fake_init(&f, &loop);
+    upk_mqtt *c = client_new(&loop, &f, &o, 0);
+    assert_int_equal(upk_mqtt_start(c), UPK_OK);
+    run_until(&loop, &o.connects, 1);
+    uint8_t pkt[256];
+    size_t n = auth_publish(pkt, sizeof(pkt), 1, "abc123", 6);
+    fake_send(&f, pkt, n);
+    run_until(&loop, &o.messages, 1);
+    assert_string_equal(o.auth, "abc123");
+    assert_string_equal(o.sender, "");
+    n = auth_publish(pkt, sizeof(pkt), 2, "abc123", 6);
+    fake_send(&f, pkt, n);
+    run_until(&loop, &o.messages, 2);
+    assert_string_equal(o.auth, "?");
+    n = auth_publish(pkt, sizeof(pkt), 1, "ab\0c", 4);
+    fake_send(&f, pkt, n);
+    run_until(&loop, &o.messages, 3);
+    assert_string_equal(o.auth, "?");
+    char big[UPK_MQTT_AUTH_MAX + 1];
+    memset(big, 'a', sizeof(big));
+    n = auth_publish(pkt, sizeof(pkt), 1, big, sizeof(big));
+    fake_send(&f, pkt, n);
+    run_until(&loop, &o.messages, 4);
+    assert_string_equal(o.auth, "?");
+    n = auth_publish(pkt, sizeof(pkt), 0, "", 0);
+    fake_send(&f, pkt, n);
+    run_until(&loop, &o.messages, 5);
+    assert_string_equal(o.auth, "");
+    assert_int_equal(o.len, 2);
+    close_all(&loop, c, &f, &o);
+}
+
 static void wire_rejects_what_it_cannot_do(void **state)
 {
     (void)state;
@@ -584,6 +658,7 @@ int main(void)
         cmocka_unit_test(wire_refused_and_silent_brokers),
         cmocka_unit_test(wire_rejects_what_it_cannot_do),
         cmocka_unit_test(wire_max_packet_is_announced_and_enforced),
+        cmocka_unit_test(wire_upkeep_auth_once_or_invalid),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -439,6 +439,14 @@ static int on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *
                         vl = sizeof(q->m.sender) - 1;
                     memcpy(q->m.sender, p->value.value.data, vl);
                 }
+            } else if (p->value.data.len == 11 &&
+                       memcmp(p->value.data.data, "upkeep-auth", 11) == 0) {
+                if (q->m.auth_count++ == 0) {
+                    size_t vl = (size_t)p->value.value.len;
+                    if (vl >= sizeof(q->m.auth))
+                        vl = sizeof(q->m.auth) - 1;
+                    memcpy(q->m.auth, p->value.value.data, vl);
+                }
             }
         }
     }

@@ -101,6 +101,8 @@ typedef struct upk_h_msg {
     bool retained;
     int sender_count;             /* how many upkeep-sender properties it had */
     char sender[UPK_H_TOPIC_MAX]; /* the first one's value */
+    int auth_count;               /* how many upkeep-auth (link tag) properties it had */
+    char auth[UPK_H_TOPIC_MAX];   /* the first one's value */
 } upk_h_msg;
 
 /* Connects with MQTT 5 (clean start) and waits up to 5 s. Returns 0 when

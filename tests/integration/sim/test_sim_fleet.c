@@ -22,9 +22,11 @@
 
 #include "harness.h"
 #include "upkeep/key.h"
+#include "upkeep/linkauth.h"
 
-#define SECRET "sim-test-fleet-secret-0123456789"
-#define FLEET  40
+#define SECRET      "sim-test-fleet-secret-0123456789"
+#define LINK_SECRET "sim-test-link-secret-0123456789"
+#define FLEET       40
 
 struct env {
     pid_t sim; /* process group of the running simulator, 0 when none */
@@ -72,6 +74,8 @@ static int setup(void **state)
     snprintf(e->shm, sizeof(e->shm), "%s/simtmp", e->dir);
     char *mp[] = {(char *)UPK_MOSQUITTO_PASSWD, "-c", "-b", pwfile, "root", "root-pw", NULL};
     if (mkdir(e->shm, 0700) != 0 || upk_h_write_file(e->dir, "fleet.secret", SECRET "\n") != 0 ||
+        upk_h_write_file(e->dir, "link.secret", LINK_SECRET "\n") != 0 ||
+        upk_h_write_file(e->dir, "short.secret", "too-short\n") != 0 ||
         upk_h_write_file(e->dir, "wrong.secret", "not-the-fleet-secret-at-all\n") != 0 ||
         run_wait(mp) != 0 || write_pubkey(e->dir) != 0 ||
         upk_h_write_file(e->dir, "upkeep.json",
@@ -249,6 +253,7 @@ static void fleet_connects_with_own_credentials(struct env *e, int procs)
         snprintf(want_sender, sizeof(want_sender), "device:%s", dev);
         assert_int_equal(m.sender_count, 1);
         assert_string_equal(m.sender, want_sender);
+        assert_int_equal(m.auth_count, 0); /* no link secret: legacy agents */
         assert_non_null(strstr(m.payload, "\"status\":\"idle\""));
         if (!seen[num]) {
             seen[num] = true;
@@ -281,6 +286,63 @@ static void fleet_split_over_processes(void **state)
     fleet_connects_with_own_credentials(*state, 3);
 }
 
+/* With --link-secret-file each device tags its messages with its own link
+ * key, derived as the controller derives it, and the broker plugin passes
+ * the tag through beside its upkeep-sender stamp. */
+static void link_secret_tags_each_device_with_its_own_key(void **state)
+{
+    struct env *e = *state;
+    int reason = 0;
+    assert_int_equal(
+        upk_h_client_connect(&e->client, e->b.port, "watcher", "root", "root-pw", &reason), 0);
+    upk_h_client *c = e->client;
+    assert_int_equal(upk_h_client_subscribe(c, "upkeep/v1/dev/+/state", 1, &reason), 0);
+    char status[UPK_H_PATH_MAX + 32], link[UPK_H_PATH_MAX + 32];
+    snprintf(status, sizeof(status), "%s/status.json", e->dir);
+    snprintf(link, sizeof(link), "%s/link.secret", e->dir);
+    pid_t pid =
+        start_sim(e, "fleet.secret", "--count", "6", "--id-prefix", "lk-", "--link-secret-file",
+                  link, "--status-file", status, "--quiet", (char *)NULL);
+    assert_true(pid > 0);
+    static upk_h_msg m;
+    bool seen[7] = {false};
+    int got = 0;
+    double end = upk_h_now() + 60.0;
+    while (got < 6 && upk_h_now() < end) {
+        if (upk_h_client_wait_msg(c, 1.0, &m) != 0)
+            continue;
+        char dev[64];
+        const char *id = m.topic + strlen("upkeep/v1/dev/");
+        size_t len = strcspn(id, "/");
+        assert_true(len < sizeof(dev));
+        memcpy(dev, id, len);
+        dev[len] = '\0';
+        long num = strtol(dev + 3, NULL, 10);
+        assert_true(num >= 1 && num <= 6);
+        assert_int_equal(m.auth_count, 1);
+        upk_link_key k, other;
+        assert_int_equal(upk_link_key_derive(LINK_SECRET, strlen(LINK_SECRET), dev, &k), UPK_OK);
+        assert_int_equal(upk_link_verify(&k, dev, UPK_TOPIC_DEV_STATE, m.payload, m.len, m.auth),
+                         UPK_OK);
+        /* Not valid under another device's key, nor on another topic. */
+        assert_int_equal(upk_link_key_derive(LINK_SECRET, strlen(LINK_SECRET), "lk-0", &other),
+                         UPK_OK);
+        assert_int_equal(
+            upk_link_verify(&other, dev, UPK_TOPIC_DEV_STATE, m.payload, m.len, m.auth),
+            UPK_E_AUTH_INVALID);
+        assert_int_equal(upk_link_verify(&k, dev, UPK_TOPIC_DEV_EVENTS, m.payload, m.len, m.auth),
+                         UPK_E_AUTH_INVALID);
+        if (!seen[num]) {
+            seen[num] = true;
+            got++;
+        }
+    }
+    assert_int_equal(got, 6);
+    assert_int_equal(kill(pid, SIGTERM), 0);
+    assert_int_equal(wait_exit(e, pid, 30.0), 0);
+    assert_int_equal(dir_entries(e->shm), 0);
+}
+
 static void wrong_fleet_secret_connects_nobody(void **state)
 {
     struct env *e = *state;
@@ -309,6 +371,13 @@ static void bad_arguments_exit_2(void **state)
     assert_int_equal(wait_exit(e, pid, 10.0), 2);
     pid = start_sim(e, "fleet.secret", "--count", "3", "--id-prefix", "bad/", (char *)NULL);
     assert_int_equal(wait_exit(e, pid, 10.0), 2);
+    char path[UPK_H_PATH_MAX + 32];
+    snprintf(path, sizeof(path), "%s/short.secret", e->dir);
+    pid = start_sim(e, "fleet.secret", "--count", "3", "--link-secret-file", path, (char *)NULL);
+    assert_int_equal(wait_exit(e, pid, 10.0), 2);
+    snprintf(path, sizeof(path), "%s/missing.secret", e->dir);
+    pid = start_sim(e, "fleet.secret", "--count", "3", "--link-secret-file", path, (char *)NULL);
+    assert_int_equal(wait_exit(e, pid, 10.0), 2);
     assert_int_equal(dir_entries(e->shm), 0);
 }
 
@@ -318,6 +387,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(fleet_one_process, setup, teardown),
         cmocka_unit_test_setup_teardown(fleet_split_over_processes, setup, teardown),
+        cmocka_unit_test_setup_teardown(link_secret_tags_each_device_with_its_own_key, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(wrong_fleet_secret_connects_nobody, setup, teardown),
         cmocka_unit_test_setup_teardown(bad_arguments_exit_2, setup, teardown),
     };

@@ -222,6 +222,49 @@ static void config_rejects_non_key_file(void **state)
     assert_non_null(strstr(eb, "bad.pem"));
 }
 
+/* link_key_file: 64 hex characters and an optional newline; absent means
+ * legacy mode; anything else names the field and the file. */
+static void config_link_key_file(void **state)
+{
+    fixture *f = *state;
+    upk_agent_config cfg;
+    char eb[256], extra[600];
+    static const char hex[] = "78f6e06f6b8a8e167a99b5eb34dd37e7f2e4bd00642de7f047cf131174fd2f50";
+    assert_int_equal(parse(f, "", &cfg, eb, sizeof(eb)), UPK_OK);
+    assert_false(cfg.has_link_key);
+    upk_agent_config_cleanup(&cfg);
+
+    char line[80];
+    int n = snprintf(line, sizeof(line), "%s\n", hex);
+    assert_int_equal(tu_write(f->dir, "link.key", line, (size_t)n), 0);
+    (void)snprintf(extra, sizeof(extra), "\"link_key_file\":\"%s/link.key\"", f->dir);
+    assert_int_equal(parse(f, extra, &cfg, eb, sizeof(eb)), UPK_OK);
+    assert_true(cfg.has_link_key);
+    upk_link_key want;
+    assert_int_equal(upk_link_key_from_hex(hex, strlen(hex), &want), UPK_OK);
+    assert_memory_equal(cfg.link_key.k, want.k, sizeof(want.k));
+    upk_agent_config_cleanup(&cfg);
+    assert_false(cfg.has_link_key);
+    uint8_t zero[UPK_LINK_KEY_LEN] = {0};
+    assert_memory_equal(cfg.link_key.k, zero, sizeof(zero)); /* wiped */
+
+    const char *bad[] = {"short\n",
+                         "78f6e06f6b8a8e167a99b5eb34dd37e7f2e4bd00642de7f047cf131174fd2f5z",
+                         "x78f6e06f6b8a8e167a99b5eb34dd37e7f2e4bd00642de7f047cf131174fd2f50"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(tu_write(f->dir, "bad.key", bad[i], strlen(bad[i])), 0);
+        (void)snprintf(extra, sizeof(extra), "\"link_key_file\":\"%s/bad.key\"", f->dir);
+        assert_int_equal(parse(f, extra, &cfg, eb, sizeof(eb)), UPK_E_CONFIG_INVALID);
+        assert_non_null(strstr(eb, "link_key_file"));
+        assert_non_null(strstr(eb, "bad.key"));
+    }
+    (void)snprintf(extra, sizeof(extra), "\"link_key_file\":\"%s/none.key\"", f->dir);
+    assert_int_equal(parse(f, extra, &cfg, eb, sizeof(eb)), UPK_E_CONFIG_INVALID);
+    assert_non_null(strstr(eb, "none.key"));
+    assert_int_equal(parse(f, "\"link_key_file\":7", &cfg, eb, sizeof(eb)), UPK_E_CONFIG_INVALID);
+    assert_non_null(strstr(eb, "link_key_file"));
+}
+
 static void config_load_missing_file_names_path(void **state)
 {
     (void)state;
@@ -311,6 +354,7 @@ int main(void)
         cmocka_unit_test(config_rejects_each_bad_field),
         cmocka_unit_test(config_rejects_missing_required),
         cmocka_unit_test(config_rejects_non_key_file),
+        cmocka_unit_test(config_link_key_file),
         cmocka_unit_test(config_load_missing_file_names_path),
         cmocka_unit_test(config_is_as_strict_as_the_plugin),
     };

@@ -184,6 +184,7 @@ static void installed_round_trips_and_detects_corruption(void **state)
     (void)snprintf(f.campaign, sizeof(f.campaign), "c1");
     f.last_patched = 1700000000;
     f.support_until = 1900000000;
+    f.created = 1690000000;
     assert_int_equal(upk__installed_save(path, &f), UPK_OK);
     assert_int_equal(upk__installed_load(path, &g), UPK_OK);
     assert_memory_equal(&f, &g, sizeof(f));
@@ -191,6 +192,55 @@ static void installed_round_trips_and_detects_corruption(void **state)
     upk__installed keep = g;
     assert_int_equal(upk__installed_load(path, &g), UPK_E_STATE_CORRUPT);
     assert_memory_equal(&keep, &g, sizeof(g)); /* untouched on failure */
+}
+
+/* Facts written before link keys have no "created": read as unknown (0). */
+static void installed_without_created_reads_as_unknown(void **state)
+{
+    char path[512];
+    assert_int_equal(upk__path(path, sizeof(path), *state, "installed.json"), UPK_OK);
+    static const char old[] =
+        "{\"v\":1,\"release\":\"fw\",\"version\":\"1\",\"security_version\":2,"
+        "\"image_sha256\":\"abababababababababababababababababababababababababababababababab\","
+        "\"campaign\":\"c\",\"last_patched\":5,\"support_until\":0}";
+    assert_int_equal(tu_write(*state, "installed.json", old, strlen(old)), 0);
+    upk__installed g;
+    assert_int_equal(upk__installed_load(path, &g), UPK_OK);
+    assert_int_equal(g.created, 0);
+    assert_int_equal(g.security_version, 2);
+    static const char bad[] =
+        "{\"v\":1,\"release\":\"fw\",\"version\":\"1\",\"security_version\":2,"
+        "\"image_sha256\":\"abababababababababababababababababababababababababababababababab\","
+        "\"campaign\":\"c\",\"last_patched\":5,\"support_until\":0,\"created\":\"x\"}";
+    assert_int_equal(tu_write(*state, "installed.json", bad, strlen(bad)), 0);
+    assert_int_equal(upk__installed_load(path, &g), UPK_E_STATE_CORRUPT);
+}
+
+/* link.json: the last accepted desired counter survives a restart; missing
+ * is zero; corrupt is named and zero. */
+static void link_state_round_trips(void **state)
+{
+    char path[512];
+    assert_int_equal(upk__path(path, sizeof(path), *state, "link.json"), UPK_OK);
+    upk__link a, b;
+    memset(&b, 0x5a, sizeof(b));
+    assert_int_equal(upk__link_load(path, &b), UPK_OK);
+    assert_int_equal(b.ctr, 0);
+    assert_int_equal(b.fresh_until, 0);
+    memset(&a, 0, sizeof(a));
+    a.ctr = (UINT64_C(1) << 53) - 1;
+    memset(a.sha, 0xc3, sizeof(a.sha));
+    a.fresh_until = 1900000000;
+    assert_int_equal(upk__link_save_ex(path, &a, true), UPK_OK);
+    assert_int_equal(upk__link_load(path, &b), UPK_OK);
+    assert_memory_equal(&a, &b, sizeof(a));
+    a.ctr = 7;
+    assert_int_equal(upk__link_save_ex(path, &a, false), UPK_OK);
+    assert_int_equal(upk__link_load(path, &b), UPK_OK);
+    assert_int_equal(b.ctr, 7);
+    assert_int_equal(tu_write(*state, "link.json", "{\"v\":1,\"ctr\":-1}", 16), 0);
+    assert_int_equal(upk__link_load(path, &b), UPK_E_STATE_CORRUPT);
+    assert_int_equal(b.ctr, 0);
 }
 
 int main(void)
@@ -205,6 +255,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(journal_ignores_half_written_temp, setup, teardown),
         cmocka_unit_test_setup_teardown(installed_round_trips_and_detects_corruption, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(installed_without_created_reads_as_unknown, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(link_state_round_trips, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

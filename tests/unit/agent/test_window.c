@@ -70,6 +70,56 @@ static void window_refuses_strays_duplicates_and_wrong_lengths(void **state)
     upk__window_cleanup(&w);
 }
 
+/* upk__window_expects names exactly the outstanding, unanswered requests
+ * and their lengths (the last one short), so a chunk is matched before its
+ * status is read. */
+static void window_expects_only_outstanding_requests(void **state)
+{
+    (void)state;
+    upk__window w;
+    upk__window_init(&w, 250, 100, 4, 1000, 0);
+    uint64_t off;
+    uint32_t len, want = 0;
+    assert_false(upk__window_expects(&w, 0, &want)); /* nothing asked yet */
+    while (upk__window_next(&w, 0, &off, &len))
+        ;
+    assert_true(upk__window_expects(&w, 0, &want));
+    assert_int_equal(want, 100);
+    assert_true(upk__window_expects(&w, 200, &want));
+    assert_int_equal(want, 50);
+    assert_false(upk__window_expects(&w, 300, &want));
+    assert_false(upk__window_expects(&w, 150, &want));
+    assert_false(upk__window_expects(&w, UINT64_MAX, &want));
+    assert_int_equal(upk__window_accept(&w, 100, bytes, 100), UPK_OK);
+    assert_false(upk__window_expects(&w, 100, &want)); /* answered */
+    upk__window_reset(&w);
+    assert_false(upk__window_expects(&w, 0, &want)); /* forgotten on reconnect */
+    upk__window_cleanup(&w);
+}
+
+/* A refusal counts once per try of a request: repeating it within one try
+ * (what a forger can do at will) does not bring the end nearer. */
+static void window_counts_refusals_per_try(void **state)
+{
+    (void)state;
+    upk__window w;
+    upk__window_init(&w, 1000, 100, 2, 10, 0);
+    uint64_t off;
+    uint32_t len;
+    assert_true(upk__window_next(&w, 0, &off, &len));
+    assert_true(upk__window_next(&w, 0, &off, &len));
+    assert_int_equal(upk__window_refused(&w, 500), 0); /* not outstanding */
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(upk__window_refused(&w, 0), 1);
+    assert_int_equal(upk__window_refused(&w, 100), 1); /* per request */
+    /* The first request is overdue: its second try may be refused again. */
+    assert_true(upk__window_next(&w, 1000, &off, &len));
+    assert_int_equal(off, 0);
+    assert_int_equal(upk__window_refused(&w, 0), 2);
+    assert_int_equal(upk__window_refused(&w, 0), 2);
+    upk__window_cleanup(&w);
+}
+
 static void window_rerequests_after_timeout(void **state)
 {
     (void)state;
@@ -151,6 +201,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(window_requests_up_to_limit_in_order),
         cmocka_unit_test(window_refuses_strays_duplicates_and_wrong_lengths),
+        cmocka_unit_test(window_expects_only_outstanding_requests),
+        cmocka_unit_test(window_counts_refusals_per_try),
         cmocka_unit_test(window_rerequests_after_timeout),
         cmocka_unit_test(window_rerequests_back_off_to_a_cap),
         cmocka_unit_test(window_resumes_from_written_and_resets),

@@ -505,6 +505,16 @@ static void config_names_the_bad_field(void **state)
          "topic_prefix"},
         {"{\"data_dir\":\"/tmp/x\",\"broker\":\"tcp://127.0.0.1:1\",\"readonly_operators\":[1]}",
          "readonly_operators"},
+        {"{\"data_dir\":\"/tmp/x\",\"broker\":\"tcp://127.0.0.1:1\",\"retention\":7}", "retention"},
+        {"{\"data_dir\":\"/tmp/x\",\"broker\":\"tcp://127.0.0.1:1\","
+         "\"retention\":{\"events_days\":-1}}",
+         "retention"},
+        {"{\"data_dir\":\"/tmp/x\",\"broker\":\"tcp://127.0.0.1:1\","
+         "\"retention\":{\"health_days\":1.5}}",
+         "retention"},
+        {"{\"data_dir\":\"/tmp/x\",\"broker\":\"tcp://127.0.0.1:1\","
+         "\"retention\":{\"events_per_device\":-5}}",
+         "events_per_device"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         assert_int_equal(
@@ -532,6 +542,11 @@ static void config_is_as_strict_as_the_plugin(void **state)
     assert_int_equal(upk_serve_config_parse(odd, strlen(odd), &c, why, sizeof(why)),
                      UPK_E_CONFIG_INVALID);
     assert_string_equal(why, "colour: unknown field");
+    const char *nested = "{\"data_dir\":\"/tmp/x\",\"broker\":\"tcp://127.0.0.1:1\","
+                         "\"retention\":{\"event_days\":7}}";
+    assert_int_equal(upk_serve_config_parse(nested, strlen(nested), &c, why, sizeof(why)),
+                     UPK_E_CONFIG_INVALID);
+    assert_non_null(strstr(why, "retention.event_days: unknown field"));
     const char *comma = "{\n  \"data_dir\": \"/tmp/x\"\n  \"broker\": \"tcp://h:1\"\n}\n";
     assert_int_equal(upk_serve_config_parse(comma, strlen(comma), &c, why, sizeof(why)),
                      UPK_E_CONFIG_INVALID);

@@ -411,7 +411,46 @@ static void single_device_halt_reason_is_singular(void **state)
     d[0].state = UPK_CDEV_FAILED;
     step(&c, d, 1, 2000, &res);
     assert_int_equal(res.verdict, UPK_VERDICT_HALT);
-    assert_non_null(strstr(c.reason, "stage 1: 1 of 1 device failed or timed out (100.00%)"));
+    assert_non_null(strstr(c.reason, "stage 1: 1 of 1 device failed"));
+}
+
+/* Issue 16 item 8: the halt reason names each failed device with its error
+ * ("1 of 1 device failed (HASH_MISMATCH on dev-3)"), timeouts as such. */
+static void halt_reason_names_errors_and_devices(void **state)
+{
+    (void)state;
+    upk_cdev d[1];
+    upk_campaign c = base_campaign();
+    assert_int_equal(upk_engine_parse_stages("100%", &c), UPK_OK);
+    c.max_fail_bp = 0;
+    memset(d, 0, sizeof(d));
+    int r = snprintf(d[0].device, sizeof(d[0].device), "dev-3");
+    r = snprintf(d[0].error, sizeof(d[0].error), "HASH_MISMATCH");
+    (void)r;
+    d[0].state = UPK_CDEV_FAILED;
+    d[0].online = true;
+    upk_step_result res;
+    step(&c, d, 1, 1000, &res);
+    assert_int_equal(res.verdict, UPK_VERDICT_HALT);
+    assert_string_equal(c.reason, "stage 1: 1 of 1 device failed (HASH_MISMATCH on dev-3); "
+                                  "100.00% is above the threshold 0.00%");
+    /* Many: as many as fit, then how many more; timeouts named as such. */
+    static upk_cdev m[60];
+    upk_campaign c2 = base_campaign();
+    assert_int_equal(upk_engine_parse_stages("100%", &c2), UPK_OK);
+    c2.max_fail_bp = 0;
+    memset(m, 0, sizeof(m));
+    for (int i = 0; i < 60; i++) {
+        r = snprintf(m[i].device, sizeof(m[i].device), "sensor-%04d", i);
+        m[i].state = i % 2 ? UPK_CDEV_TIMED_OUT : UPK_CDEV_FAILED;
+        r = snprintf(m[i].error, sizeof(m[i].error), "%s", i % 2 ? "" : "DELTA_BASE_MISMATCH");
+        m[i].online = true;
+    }
+    step(&c2, m, 60, 1000, &res);
+    assert_non_null(strstr(c2.reason, "stage 1: 60 of 60 devices failed or timed out ("
+                                      "DELTA_BASE_MISMATCH on sensor-0000, timed out on "
+                                      "sensor-0001"));
+    assert_non_null(strstr(c2.reason, " more); 100.00% is above the threshold 0.00%"));
 }
 
 static void auto_rollback_skips_pending(void **state)
@@ -431,7 +470,7 @@ static void auto_rollback_skips_pending(void **state)
         }
     step(&c, d, 50, 2000, &res);
     assert_int_equal(res.verdict, UPK_VERDICT_ROLLBACK);
-    assert_int_equal(c.state, UPK_CAMP_ROLLED_BACK);
+    assert_int_equal(c.state, UPK_CAMP_ROLLING_BACK);
     assert_int_equal(count_state(d, 50, UPK_CDEV_PENDING), 0);
     assert_int_equal(count_state(d, 50, UPK_CDEV_SKIPPED), 45);
 }
@@ -645,7 +684,7 @@ static void gate_halt_with_auto_rollback_skips_pending(void **state)
     upk_step_result res;
     gated(&c, d, 20, h, hn, t + 300000, &res);
     assert_int_equal(res.verdict, UPK_VERDICT_ROLLBACK);
-    assert_int_equal(c.state, UPK_CAMP_ROLLED_BACK);
+    assert_int_equal(c.state, UPK_CAMP_ROLLING_BACK);
     assert_int_equal(count_state(d, 20, UPK_CDEV_SKIPPED), 18);
 }
 
@@ -748,6 +787,7 @@ int main(void)
         cmocka_unit_test(empty_stages_pass_without_soak),
         cmocka_unit_test(failures_over_threshold_halt_with_reason),
         cmocka_unit_test(single_device_halt_reason_is_singular),
+        cmocka_unit_test(halt_reason_names_errors_and_devices),
         cmocka_unit_test(auto_rollback_skips_pending),
         cmocka_unit_test(timeouts_count_as_failures),
         cmocka_unit_test(truncated_when_actions_do_not_fit),

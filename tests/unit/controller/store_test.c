@@ -16,6 +16,7 @@
 #include <sqlite3.h>
 
 #include "engine.h"
+#include "rollback.h"
 #include "store.h"
 #include "upkeep/key.h"
 #include "upkeep/manifest.h"
@@ -225,14 +226,28 @@ static void health_reports_feed_the_gate(void **state)
     struct fx *f = *state;
     add_device(f->s, "d1", "rev-b", "1.0", true);
     add_device(f->s, "d2", "rev-b", "1.0", true);
+    /* Campaign c holds d1 only (health is kept only under campaigns the
+     * device is in). */
+    add_release(f->s, "fw-2.0", "2.0", 0xaa);
+    upk_campaign c;
+    memset(&c, 0, sizeof(c));
+    int r = snprintf(c.id, sizeof(c.id), "c");
+    r = snprintf(c.release, sizeof(c.release), "fw-2.0");
+    r = snprintf(c.target, sizeof(c.target), "all");
+    (void)r;
+    assert_int_equal(upk_engine_parse_stages("100%", &c), UPK_OK);
+    upk_gate_cfg_init(&c.gate);
+    const char *ids[] = {"d1"};
+    uint32_t st[1] = {0};
+    assert_int_equal(upk_store_campaign_insert(f->s, &c, ids, st, 1), UPK_OK);
     /* d1 updated in campaign c: restarts 2 then 5 (max kept), cpu 0.8 and 1.0. */
     health(f->s, "d1", "c", 2, -1, "cpu", 0.8, 1000);
     health(f->s, "d1", "c", 5, 1, "cpu", 1.0, 2000);
     health(f->s, "d1", "c", 1, 0, NULL, 0, 3000);
-    /* d2 not updated: older and newer baseline metrics outside c. */
+    /* d2 not updated: older and newer baseline metrics outside c (under a
+     * campaign d2 is not in: kept only as its latest value). */
     health(f->s, "d2", "", 0, -1, "cpu", 0.9, 1000);
     health(f->s, "d2", "old", 0, -1, "cpu", 0.3, 5000);
-    health(f->s, "d2", "c", 7, -1, "cpu", 9.0, 6000); /* ignored: d2 not updated */
     upk_event_msg none;
     memset(&none, 0, sizeof(none));
     assert_int_equal(upk_store_health_record(f->s, "d1", &none, 1), UPK_OK); /* no report */
@@ -243,10 +258,11 @@ static void health_reports_feed_the_gate(void **state)
 
     upk_cdev devs[2];
     memset(devs, 0, sizeof(devs));
-    int r = snprintf(devs[0].device, sizeof(devs[0].device), "d1");
+    r = snprintf(devs[0].device, sizeof(devs[0].device), "d1");
     r = snprintf(devs[1].device, sizeof(devs[1].device), "d2");
     (void)r;
     devs[0].state = UPK_CDEV_SUCCEEDED;
+    devs[0].online = true;
     devs[1].state = UPK_CDEV_PENDING;
     upk_gate_dev *g = NULL;
     size_t gn = 0;
@@ -452,6 +468,10 @@ static void rollback_restores_previous_desired(void **state)
     assert_int_equal(upk_store_device_desired(f->s, started, rel, camp), UPK_OK);
     assert_string_equal(rel, "fw-1.0");
     upk_campaign got;
+    assert_int_equal(upk_store_campaign_get(f->s, "c1", &got), UPK_OK);
+    /* Rolled back once the devices report it: here they still run 1.0. */
+    assert_int_equal(got.state, UPK_CAMP_ROLLING_BACK);
+    assert_int_equal(upk_rollback_tick(f->s, 3250, NULL), UPK_OK);
     assert_int_equal(upk_store_campaign_get(f->s, "c1", &got), UPK_OK);
     assert_int_equal(got.state, UPK_CAMP_ROLLED_BACK);
     assert_string_equal(got.reason, "bad");

@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -216,6 +217,175 @@ static void test_bad_args(void **state)
     assert_false(r.halt);
 }
 
+/* The fleet of issue 17: rev-b, 2 updated devices at cpu_pct 55 (a bad
+ * release), 6 not updated at 20; plus, when liar_v is finite, one more
+ * device (updated or not) reporting liar_v. Returns the device count. */
+static size_t fleet(upk_gate_dev *d, bool liar_updated, double liar_v)
+{
+    size_t n = 0;
+    for (int i = 0; i < 8; i++) {
+        char id[16];
+        (void)snprintf(id, sizeof(id), "b%d", i);
+        d[n] = dev(id, "rev-b", i < 2);
+        metric(&d[n++], "cpu_pct", i < 2 ? 55 : 20);
+    }
+    if (isfinite(liar_v)) {
+        d[n] = dev("liar", "rev-b", liar_updated);
+        metric(&d[n++], "cpu_pct", liar_v);
+    }
+    return n;
+}
+
+static void gate_one_liar_cannot_pass_a_bad_release(void **state)
+{
+    (void)state;
+    upk_gate_cfg cfg;
+    upk_gate_cfg_init(&cfg);
+    cfg.compare_baseline = true;
+    upk_gate_dev d[12];
+    upk_gate_result honest, r;
+    size_t n = fleet(d, false, NAN);
+    assert_int_equal(upk_gate_eval(&cfg, d, n, &honest), UPK_OK);
+    assert_true(honest.halt);
+    assert_string_equal(honest.reason, "health gate: metric cpu_pct on hw rev-b is 55 on 2 updated"
+                                       " devices vs 20 on 6 not updated (2.75x > 1.50x)");
+    /* One not-updated device reporting 1000 (the mean became ~183 and the
+     * bad release passed): the median stays 20 and the campaign halts. */
+    n = fleet(d, false, 1000);
+    assert_int_equal(upk_gate_eval(&cfg, d, n, &r), UPK_OK);
+    assert_true(r.halt);
+    assert_string_equal(r.reason, "health gate: metric cpu_pct on hw rev-b is 55 on 2 updated"
+                                  " devices vs 20 on 7 not updated (2.75x > 1.50x)");
+    /* One updated device reporting 0: the updated median moves only to the
+     * next honest value, still over the factor. */
+    n = fleet(d, true, 0);
+    assert_int_equal(upk_gate_eval(&cfg, d, n, &r), UPK_OK);
+    assert_true(r.halt);
+    assert_true(r.metric_updated == 55);
+}
+
+static void gate_one_liar_cannot_halt_a_good_release(void **state)
+{
+    (void)state;
+    upk_gate_cfg cfg;
+    upk_gate_cfg_init(&cfg);
+    cfg.compare_baseline = true;
+    upk_gate_dev d[12];
+    upk_gate_result r;
+    size_t n = fleet(d, false, NAN);
+    d[0].metric_value[0] = d[1].metric_value[0] = 21; /* a good release */
+    /* A liar among the updated reporting 1e9, and one baseline at 1e-9. */
+    d[n] = dev("liar-u", "rev-b", true);
+    metric(&d[n++], "cpu_pct", 1e9);
+    d[n] = dev("liar-b", "rev-b", false);
+    metric(&d[n++], "cpu_pct", 1e-9);
+    assert_int_equal(upk_gate_eval(&cfg, d, n, &r), UPK_OK);
+    assert_false(r.halt);
+    assert_true(r.metric_updated == 21);
+    assert_true(r.metric_baseline == 20);
+    assert_string_equal(r.reason, "");
+}
+
+static void gate_values_outside_the_declared_range_are_left_out(void **state)
+{
+    (void)state;
+    upk_gate_cfg cfg;
+    upk_gate_cfg_init(&cfg);
+    cfg.compare_baseline = true;
+    assert_int_equal(upk_gate_parse_metrics("cpu_pct:0..100", &cfg), UPK_OK);
+    upk_gate_dev d[12];
+    upk_gate_result r;
+    size_t n = fleet(d, false, 1000);
+    assert_int_equal(upk_gate_eval(&cfg, d, n, &r), UPK_OK);
+    assert_int_equal(r.out_of_range, 1);
+    assert_int_equal(r.metric_nb, 6); /* the liar is not counted at all */
+    assert_true(r.halt);
+    char line[320];
+    upk_gate_summary(&r, 5, line, sizeof(line));
+    assert_non_null(strstr(line, "; 1 values outside the declared range left out"));
+}
+
+static void gate_junk_names_cannot_crowd_out_the_real_metric(void **state)
+{
+    (void)state;
+    /* 16 updated devices, 8 of them attackers that report 8 junk names each
+     * (64 pairs: before issue 17 they filled the 64 pairs compared, so
+     * cpu_pct on the honest devices was never compared); 8 honest updated
+     * at 55 and 8 not updated at 20. */
+    static upk_gate_dev d[40];
+    size_t n = 0;
+    for (int i = 0; i < 8; i++) {
+        char id[16];
+        (void)snprintf(id, sizeof(id), "evil%d", i);
+        d[n] = dev(id, "rev-b", true);
+        for (int k = 0; k < 8; k++) {
+            char name[16];
+            (void)snprintf(name, sizeof(name), "a%d_%d", i, k);
+            metric(&d[n], name, 1);
+        }
+        n++;
+    }
+    for (int i = 0; i < 16; i++) {
+        char id[16];
+        (void)snprintf(id, sizeof(id), "b%d", i);
+        d[n] = dev(id, "rev-b", i < 8);
+        metric(&d[n++], "cpu_pct", i < 8 ? 55 : 20);
+    }
+    upk_gate_cfg cfg;
+    upk_gate_cfg_init(&cfg);
+    cfg.compare_baseline = true;
+    upk_gate_result r;
+    /* Default (no names): cpu_pct is reported by half the updated devices. */
+    assert_int_equal(upk_gate_eval(&cfg, d, n, &r), UPK_OK);
+    assert_true(r.halt);
+    assert_string_equal(r.metric, "cpu_pct");
+    /* Named: only cpu_pct is compared, whatever else devices send. */
+    assert_int_equal(upk_gate_parse_metrics("cpu_pct", &cfg), UPK_OK);
+    assert_int_equal(upk_gate_eval(&cfg, d, n, &r), UPK_OK);
+    assert_true(r.halt);
+    assert_string_equal(r.metric, "cpu_pct");
+    /* A name only a minority of the updated devices reports is not compared
+     * by default: one updated device and one baseline device agree on "rare"
+     * (1000 vs 0.001) and nothing halts. */
+    n = 0;
+    for (int i = 0; i < 20; i++) {
+        char id[16];
+        (void)snprintf(id, sizeof(id), "h%d", i);
+        d[n] = dev(id, "rev-b", i < 10);
+        metric(&d[n++], "cpu_pct", 20);
+    }
+    metric(&d[0], "rare", 1000);
+    metric(&d[19], "rare", 0.001);
+    upk_gate_cfg_init(&cfg);
+    cfg.compare_baseline = true;
+    assert_int_equal(upk_gate_eval(&cfg, d, n, &r), UPK_OK);
+    assert_false(r.halt);
+    assert_string_equal(r.metric, "cpu_pct");
+}
+
+static void gate_metric_lists_parse_and_refuse_by_name(void **state)
+{
+    (void)state;
+    upk_gate_cfg cfg;
+    upk_gate_cfg_init(&cfg);
+    assert_int_equal(upk_gate_parse_metrics("cpu_pct,rss_mb:0..4096", &cfg), UPK_OK);
+    assert_int_equal(cfg.metric_count, 2);
+    assert_true(cfg.metrics[1].ranged && cfg.metrics[1].hi == 4096);
+    char buf[UPK_GATE_SPEC_MAX + 1];
+    upk_gate_format_metrics(&cfg, buf, sizeof(buf));
+    assert_string_equal(buf, "cpu_pct,rss_mb:0..4096");
+    assert_int_equal(upk_gate_parse_metrics("cpu pct", &cfg), UPK_E_ID_INVALID);
+    assert_int_equal(upk_gate_parse_metrics("cpu,", &cfg), UPK_E_ID_INVALID);
+    assert_int_equal(upk_gate_parse_metrics("cpu:5..1", &cfg), UPK_E_FIELD_RANGE);
+    assert_int_equal(upk_gate_parse_metrics("cpu:0..inf", &cfg), UPK_E_FIELD_RANGE);
+    assert_int_equal(upk_gate_parse_metrics("cpu:0", &cfg), UPK_E_FIELD_RANGE);
+    assert_int_equal(upk_gate_parse_metrics("cpu,cpu", &cfg), UPK_E_FIELD_RANGE);
+    assert_int_equal(upk_gate_parse_metrics("a,b,c,d,e,f,g,h,i", &cfg), UPK_E_FIELD_TOO_LONG);
+    assert_int_equal(cfg.metric_count, 2); /* untouched by the failures */
+    assert_int_equal(upk_gate_parse_metrics("", &cfg), UPK_OK);
+    assert_int_equal(cfg.metric_count, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -225,6 +395,11 @@ int main(void)
         cmocka_unit_test(test_baseline_one_hw),
         cmocka_unit_test(test_summary),
         cmocka_unit_test(test_bad_args),
+        cmocka_unit_test(gate_one_liar_cannot_pass_a_bad_release),
+        cmocka_unit_test(gate_one_liar_cannot_halt_a_good_release),
+        cmocka_unit_test(gate_values_outside_the_declared_range_are_left_out),
+        cmocka_unit_test(gate_junk_names_cannot_crowd_out_the_real_metric),
+        cmocka_unit_test(gate_metric_lists_parse_and_refuse_by_name),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -191,6 +191,65 @@ static void test_html_escaped_self_contained(void **state)
     free(mj);
 }
 
+/* Issue 17 attack 5: a device claims a manufacturer-signed end of support
+ * ("support_source":"manifest", until 2099) with an empty release, or with a
+ * release whose signed manifest states another date or other hardware. The
+ * label must say "claimed by the device", never "signed". */
+static void label_device_claim_is_not_signed(void **state)
+{
+    (void)state;
+    const int64_t y2099 = 4102358400LL; /* 2099-12-31 */
+    char *mj = manifest_json(true, "security@example.org");
+    struct {
+        const char *release, *hw;
+        int64_t until;
+        const char *manifest;
+    } cases[] = {
+        {"", "rev-a", y2099, NULL},          /* no release, no manifest */
+        {"sensor-fw", "rev-a", y2099, mj},   /* the manifest says 2031 */
+        {"sensor-fw", "rev-z", T_UNTIL, mj}, /* not this hardware's */
+        {"other-fw", "rev-a", T_UNTIL, mj},  /* another release's manifest */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        cJSON *r = row(cases[i].until, true, cases[i].manifest);
+        cJSON_ReplaceItemInObject(r, "release", cJSON_CreateString(cases[i].release));
+        cJSON_ReplaceItemInObject(r, "hw", cJSON_CreateString(cases[i].hw));
+        upk_label l;
+        assert_int_equal(upk_label_build(r, NOW, &l), UPK_OK);
+        assert_false(l.support_signed);
+        assert_true(l.support_claimed);
+        char *txt = render(upk_label_text, &l);
+        assert_null(strstr(txt, "signed by the manufacturer"));
+        assert_non_null(strstr(txt, "claimed by the device (no matching signed manifest)"));
+        free(txt);
+        char *html = render(upk_label_html, &l);
+        assert_null(strstr(html, "signed by the manufacturer"));
+        free(html);
+        cJSON *j = upk_label_json(&l);
+        assert_string_equal(cJSON_GetObjectItem(j, "support_source")->valuestring,
+                            "claimed-by-device");
+        cJSON_Delete(j);
+        cJSON_Delete(r);
+    }
+    free(mj);
+}
+
+/* Device strings reach the terminal escaped (clifmt.h). */
+static void label_text_escapes_device_strings(void **state)
+{
+    (void)state;
+    cJSON *r = row(0, false, NULL);
+    cJSON_ReplaceItemInObject(r, "version", cJSON_CreateString("1.0\x1b]0;PWNED\x07\x1b[2J"));
+    upk_label l;
+    assert_int_equal(upk_label_build(r, NOW, &l), UPK_OK);
+    char *txt = render(upk_label_text, &l);
+    assert_null(strchr(txt, '\x1b'));
+    assert_null(strchr(txt, '\x07'));
+    assert_non_null(strstr(txt, "1.0\\x1B]0;PWNED\\x07\\x1B[2J"));
+    free(txt);
+    cJSON_Delete(r);
+}
+
 static void test_errors(void **state)
 {
     (void)state;
@@ -240,9 +299,13 @@ static void test_errors(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_signed_support), cmocka_unit_test(test_support_states),
-        cmocka_unit_test(test_never_reported), cmocka_unit_test(test_html_escaped_self_contained),
+        cmocka_unit_test(test_signed_support),
+        cmocka_unit_test(test_support_states),
+        cmocka_unit_test(test_never_reported),
+        cmocka_unit_test(test_html_escaped_self_contained),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(label_device_claim_is_not_signed),
+        cmocka_unit_test(label_text_escapes_device_strings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -287,6 +287,23 @@ static void state_round_trips_every_field(void **state)
     free(json);
 }
 
+static void state_stale_flag_round_trips(void **state)
+{
+    (void)state;
+    upk_state_msg m, d;
+    full_state(&m);
+    m.stale = true;
+    char *json = NULL;
+    size_t len = 0;
+    assert_int_equal(upk_state_encode(&m, &json, &len), UPK_OK);
+    assert_non_null(strstr(json, "\"stale\":true"));
+    memset(&d, 0, sizeof(d));
+    assert_int_equal(upk_state_decode(json, len, &d), UPK_OK);
+    assert_true(d.stale);
+    assert_true(upk_test_state_eq(&m, &d));
+    free(json);
+}
+
 static void state_encode_omits_empty_optional_fields(void **state)
 {
     (void)state;
@@ -300,7 +317,7 @@ static void state_encode_omits_empty_optional_fields(void **state)
     size_t len = 0;
     assert_int_equal(upk_state_encode(&m, &json, &len), UPK_OK);
     const char *absent[] = {"release", "\"version\"",  "slot",         "campaign", "error",
-                            "support", "last_patched", "image_sha256", "agent"};
+                            "support", "last_patched", "image_sha256", "agent",    "stale"};
     for (size_t i = 0; i < sizeof(absent) / sizeof(absent[0]); i++) {
         if (strstr(json, absent[i]) != NULL)
             fail_msg("%s present in %s", absent[i], json);
@@ -939,6 +956,154 @@ static void desired_encode_rejects_invalid_input(void **state)
     expect_desired_enc_err(&m, UPK_E_FIELD_TOO_LONG);
     desired_fill(&m, man, sizeof(man), 8); /* includes the NUL */
     expect_desired_enc_err(&m, UPK_E_FIELD_RANGE);
+}
+
+/* ctr, fresh_until and rollback round-trip, after bake_s, and are omitted
+ * when zero or false. */
+static void desired_round_trips_link_fields(void **state)
+{
+    (void)state;
+    char man[] = "m";
+    upk_desired_msg m, d;
+    desired_fill(&m, man, 1, 3);
+    m.ctr = UPK_DESIRED_CTR_MAX;
+    m.fresh_until = 1800000000;
+    m.rollback = true;
+    char *json = NULL;
+    size_t len = 0;
+    assert_int_equal(upk_desired_encode(&m, &json, &len), UPK_OK);
+    assert_non_null(strstr(json, "\"bake_s\":3600,\"rollback\":true,\"ctr\":9007199254740992,"
+                                 "\"fresh_until\":1800000000}"));
+    memset(&d, 0, sizeof(d));
+    assert_int_equal(upk_desired_decode(json, len, &d), UPK_OK);
+    assert_true(upk_test_desired_eq(&m, &d));
+    assert_false(d.clear);
+    upk_desired_cleanup(&d);
+    free(json);
+    m.ctr = 0;
+    m.fresh_until = 0;
+    m.rollback = false;
+    assert_int_equal(upk_desired_encode(&m, &json, &len), UPK_OK);
+    assert_null(strstr(json, "ctr"));
+    assert_null(strstr(json, "fresh_until"));
+    assert_null(strstr(json, "rollback"));
+    free(json);
+}
+
+/* A clear is {"v":1,"ctr":N,"fresh_until":T}: no assignment fields. */
+static void desired_clear_round_trips(void **state)
+{
+    (void)state;
+    upk_desired_msg m, d;
+    memset(&m, 0, sizeof(m));
+    m.clear = true;
+    m.ctr = 5;
+    m.fresh_until = 1800000000;
+    char *json = NULL;
+    size_t len = 0;
+    assert_int_equal(upk_desired_encode(&m, &json, &len), UPK_OK);
+    assert_string_equal(json, "{\"v\":1,\"ctr\":5,\"fresh_until\":1800000000}");
+    memset(&d, 0xff, sizeof(d));
+    assert_int_equal(upk_desired_decode(json, len, &d), UPK_OK);
+    assert_true(d.clear);
+    assert_int_equal(d.ctr, 5);
+    assert_int_equal(d.fresh_until, 1800000000);
+    assert_string_equal(d.campaign, "");
+    assert_null(d.manifest);
+    assert_int_equal(d.sig_len, 0);
+    assert_false(d.rollback);
+    upk_desired_cleanup(&d);
+    free(json);
+    assert_int_equal(desired_dec("{\"v\":1}", &d), UPK_OK);
+    assert_true(d.clear);
+    assert_int_equal(d.ctr, 0);
+    upk_desired_cleanup(&d);
+    /* A clear carries no assignment: the encoder refuses a mixed one. */
+    m.bake_s = 1;
+    assert_int_equal(upk_desired_encode(&m, &json, &len), UPK_E_INVALID_ARG);
+    m.bake_s = 0;
+    m.rollback = true;
+    assert_int_equal(upk_desired_encode(&m, &json, &len), UPK_E_INVALID_ARG);
+}
+
+static void desired_partial_assignment_is_field_missing(void **state)
+{
+    (void)state;
+    expect_desired_err("{\"v\":1,\"campaign\":\"c\",\"ctr\":1}", UPK_E_FIELD_MISSING);
+    expect_desired_err("{\"v\":1,\"rollback\":true,\"ctr\":1}", UPK_E_FIELD_MISSING);
+    expect_desired_err("{\"v\":1,\"bake_s\":60}", UPK_E_FIELD_MISSING);
+    expect_desired_err("{\"v\":1,\"sig\":\"AQID\"}", UPK_E_FIELD_MISSING);
+}
+
+static void desired_link_fields_are_range_and_type_checked(void **state)
+{
+    (void)state;
+    expect_desired_err("{\"v\":1,\"ctr\":9007199254740994}", UPK_E_FIELD_RANGE);
+    expect_desired_err("{\"v\":1,\"ctr\":-1}", UPK_E_FIELD_RANGE);
+    expect_desired_err("{\"v\":1,\"ctr\":1.5}", UPK_E_FIELD_RANGE);
+    expect_desired_err("{\"v\":1,\"ctr\":\"1\"}", UPK_E_FIELD_TYPE);
+    expect_desired_err("{\"v\":1,\"fresh_until\":253402300800}", UPK_E_FIELD_RANGE);
+    expect_desired_err("{\"v\":1,\"fresh_until\":-5}", UPK_E_FIELD_RANGE);
+    expect_desired_err("{\"v\":1,\"fresh_until\":true}", UPK_E_FIELD_TYPE);
+    expect_desired_err("{\"v\":1,\"campaign\":\"c\"," DS_KEY
+                       ",\"manifest\":\"m\",\"sig\":\"AQID\",\"rollback\":1}",
+                       UPK_E_FIELD_TYPE);
+    char man[] = "m";
+    upk_desired_msg m;
+    desired_fill(&m, man, 1, 3);
+    char *json = NULL;
+    size_t len = 0;
+    m.ctr = UPK_DESIRED_CTR_MAX + 1;
+    assert_int_equal(upk_desired_encode(&m, &json, &len), UPK_E_FIELD_RANGE);
+    m.ctr = 1;
+    m.fresh_until = -1;
+    assert_int_equal(upk_desired_encode(&m, &json, &len), UPK_E_FIELD_RANGE);
+    assert_null(json);
+}
+
+/* A refresh (new ctr, new fresh_until) is the same assignment; any signed
+ * or assignment field makes another one. */
+static void desired_assignment_id_ignores_only_ctr_and_freshness(void **state)
+{
+    (void)state;
+    char man[] = "manifest-bytes";
+    upk_desired_msg m;
+    desired_fill(&m, man, strlen(man), 8);
+    uint8_t a[UPK_SHA256_LEN], b[UPK_SHA256_LEN];
+    assert_int_equal(upk_desired_assignment_id(&m, a), UPK_OK);
+    m.ctr = 99;
+    m.fresh_until = 1900000000;
+    assert_int_equal(upk_desired_assignment_id(&m, b), UPK_OK);
+    assert_memory_equal(a, b, sizeof(a));
+    upk_desired_msg v = m;
+    v.bake_s++;
+    assert_int_equal(upk_desired_assignment_id(&v, b), UPK_OK);
+    assert_memory_not_equal(a, b, sizeof(a));
+    v = m;
+    v.rollback = true;
+    assert_int_equal(upk_desired_assignment_id(&v, b), UPK_OK);
+    assert_memory_not_equal(a, b, sizeof(a));
+    v = m;
+    SET(v.campaign, "camp-2");
+    assert_int_equal(upk_desired_assignment_id(&v, b), UPK_OK);
+    assert_memory_not_equal(a, b, sizeof(a));
+    v = m;
+    v.sig[0] ^= 1;
+    assert_int_equal(upk_desired_assignment_id(&v, b), UPK_OK);
+    assert_memory_not_equal(a, b, sizeof(a));
+    v = m;
+    v.manifest_len--;
+    assert_int_equal(upk_desired_assignment_id(&v, b), UPK_OK);
+    assert_memory_not_equal(a, b, sizeof(a));
+    upk_desired_msg c;
+    memset(&c, 0, sizeof(c));
+    c.clear = true;
+    c.ctr = 7;
+    assert_int_equal(upk_desired_assignment_id(&c, b), UPK_OK);
+    uint8_t zero[UPK_SHA256_LEN] = {0};
+    assert_memory_equal(b, zero, sizeof(zero));
+    assert_int_equal(upk_desired_assignment_id(NULL, b), UPK_E_INVALID_ARG);
+    assert_int_equal(upk_desired_assignment_id(&m, NULL), UPK_E_INVALID_ARG);
 }
 
 static void desired_cleanup_is_safe_on_zeroed_and_null(void **state)
@@ -1666,6 +1831,7 @@ int main(void)
         cmocka_unit_test(status_from_str_rejects_unknown_and_leaves_out),
         cmocka_unit_test(status_is_final_only_for_outcomes),
         cmocka_unit_test(state_round_trips_every_field),
+        cmocka_unit_test(state_stale_flag_round_trips),
         cmocka_unit_test(state_encode_omits_empty_optional_fields),
         cmocka_unit_test(state_config_support_source_round_trips),
         cmocka_unit_test(state_decode_accepts_minimal_and_defaults),
@@ -1697,6 +1863,11 @@ int main(void)
         cmocka_unit_test(desired_decode_rejects_bad_values),
         cmocka_unit_test(desired_decode_rejects_oversized_signature),
         cmocka_unit_test(desired_encode_rejects_invalid_input),
+        cmocka_unit_test(desired_round_trips_link_fields),
+        cmocka_unit_test(desired_clear_round_trips),
+        cmocka_unit_test(desired_partial_assignment_is_field_missing),
+        cmocka_unit_test(desired_link_fields_are_range_and_type_checked),
+        cmocka_unit_test(desired_assignment_id_ignores_only_ctr_and_freshness),
         cmocka_unit_test(desired_cleanup_is_safe_on_zeroed_and_null),
         cmocka_unit_test(event_round_trips_every_field),
         cmocka_unit_test(event_round_trips_minimal),
