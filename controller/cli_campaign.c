@@ -176,6 +176,10 @@ static int watch(const upk_client_cfg *cfg, const char *id, unsigned interval_ms
             if (r > 0 && (size_t)r < sizeof(line) && str(data, "gate")[0] != '\0')
                 r = snprintf(line + r, sizeof(line) - (size_t)r, " gate=\"%s\"",
                              esc(data, "gate", e2));
+            /* Devices running another release than this campaign's. */
+            if (r > 0 && (size_t)r < sizeof(line) && num(data, "drift") > 0)
+                r = snprintf(line + strlen(line), sizeof(line) - strlen(line), " drift=%.0f",
+                             num(data, "drift"));
             (void)r;
             if (strcmp(line, last) != 0) {
                 char ts[32];

@@ -1,7 +1,10 @@
 /* `upkeep device-key ID`: prints the broker password of a device, derived
  * from the fleet secret (see proto/include/upkeep/devkey.h), for provisioning.
  * The secret file is read exactly as the broker plugin reads it: its bytes
- * with trailing CR, LF, space and tab removed, at least 16 bytes. */
+ * with trailing CR, LF, space and tab removed, at least 16 bytes.
+ * With --link-secret-file it prints the device's link key instead
+ * (proto/include/upkeep/linkauth.h), read the same way as `upkeep serve`
+ * reads its link_secret_file. */
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -13,6 +16,7 @@
 #include "upkeep/devkey.h"
 #include "upkeep/err.h"
 #include "upkeep/id.h"
+#include "upkeep/linkauth.h"
 
 #define SECRET_MAX 1024
 
@@ -20,14 +24,20 @@ int upk_cli_device_key(int argc, char **argv);
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: upkeep device-key [--secret-file PATH] [--epoch N] DEVICE_ID\n\n"
+    fprintf(out, "usage: upkeep device-key [--secret-file PATH] [--epoch N] DEVICE_ID\n"
+                 "       upkeep device-key --link-secret-file PATH DEVICE_ID\n\n"
                  "Prints the MQTT password of DEVICE_ID, derived from the fleet secret\n"
                  "(HMAC-SHA256, hex). The broker plugin derives the same password, so\n"
-                 "devices need no entry in the broker's password file.\n\n"
-                 "  --secret-file PATH  fleet secret file (default: $UPKEEP_FLEET_SECRET_FILE)\n"
-                 "  --epoch N           the password of credential epoch N (0-999999999,\n"
-                 "                      default 0): \"e<N>.\" + hex; raising the device's\n"
-                 "                      minimum epoch at the broker revokes older ones\n");
+                 "devices need no entry in the broker's password file.\n"
+                 "With --link-secret-file, prints instead the device's link key (64 hex\n"
+                 "characters for the agent's link_key_file), derived from the controller's\n"
+                 "link secret (serve.json link_secret_file).\n\n"
+                 "  --secret-file PATH       fleet secret file (default: "
+                 "$UPKEEP_FLEET_SECRET_FILE)\n"
+                 "  --epoch N                the password of credential epoch N (0-999999999,\n"
+                 "                           default 0): \"e<N>.\" + hex; raising the device's\n"
+                 "                           minimum epoch at the broker revokes older ones\n"
+                 "  --link-secret-file PATH  the controller's link secret file\n");
 }
 
 /* Reads the secret file into buf; returns its length or -1 with a message. */
@@ -73,10 +83,14 @@ static bool parse_epoch(const char *s, uint32_t *out)
 int upk_cli_device_key(int argc, char **argv)
 {
     const char *secret_file = getenv("UPKEEP_FLEET_SECRET_FILE");
-    const char *id = NULL;
+    const char *id = NULL, *link_file = NULL;
     unsigned char secret[SECRET_MAX];
     char key[UPK_DEVKEY_MAX + 1];
     uint32_t epoch = 0;
+    upk_link_key lk;
+    char lhex[UPK_LINK_KEY_HEX_LEN + 1];
+    memset(&lk, 0, sizeof(lk));
+    memset(lhex, 0, sizeof(lhex));
     int rc = UPK_EXIT_FAIL;
 
     for (int i = 1; i < argc; i++) {
@@ -93,6 +107,8 @@ int upk_cli_device_key(int argc, char **argv)
                         argv[i], UPK_DEVKEY_EPOCH_MAX, upk_err_str(UPK_E_FIELD_RANGE));
                 return UPK_EXIT_USAGE;
             }
+        } else if (strcmp(argv[i], "--link-secret-file") == 0 && i + 1 < argc) {
+            link_file = argv[++i];
         } else if (argv[i][0] == '-' || id != NULL) {
             usage(stderr);
             return UPK_EXIT_USAGE;
@@ -100,6 +116,8 @@ int upk_cli_device_key(int argc, char **argv)
             id = argv[i];
         }
     }
+    if (link_file != NULL)
+        secret_file = link_file;
     if (id == NULL || secret_file == NULL || secret_file[0] == '\0') {
         if (id != NULL)
             fprintf(stderr, "upkeep device-key: no secret file: give --secret-file PATH or "
@@ -115,6 +133,21 @@ int upk_cli_device_key(int argc, char **argv)
     long len = read_secret(secret_file, secret, sizeof(secret));
     if (len < 0)
         goto out;
+    if (link_file != NULL) {
+        upk_err lerr = upk_link_key_derive(secret, (size_t)len, id, &lk);
+        if (lerr == UPK_OK)
+            lerr = upk_link_key_to_hex(&lk, lhex, sizeof(lhex));
+        if (lerr != UPK_OK) {
+            fprintf(stderr, "upkeep device-key: %s: %s (error=%s)\n", link_file,
+                    lerr == UPK_E_INVALID_ARG ? "link secret shorter than 16 bytes"
+                                              : upk_err_msg(lerr),
+                    upk_err_str(lerr));
+            goto out;
+        }
+        printf("%s\n", lhex);
+        rc = UPK_EXIT_OK;
+        goto out;
+    }
     upk_err err = upk_devkey_derive_epoch(secret, (size_t)len, id, epoch, key, sizeof(key));
     if (err != UPK_OK) {
         fprintf(stderr, "upkeep device-key: %s: %s (error=%s)\n", secret_file,
@@ -127,5 +160,7 @@ int upk_cli_device_key(int argc, char **argv)
 out:
     memset(secret, 0, sizeof(secret));
     memset(key, 0, sizeof(key));
+    upk_link_key_wipe(&lk);
+    memset(lhex, 0, sizeof(lhex));
     return rc;
 }

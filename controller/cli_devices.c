@@ -31,7 +31,9 @@ static const upk_col cols[] = {
     {"version", "VERSION", UPK_COL_STR}, {"security_version", "SECVER", UPK_COL_NUM},
     {"status", "STATUS", UPK_COL_STR},   {"online", "ONLINE", UPK_COL_BOOL},
     {"group", "GROUP", UPK_COL_STR},     {"campaign", "CAMPAIGN", UPK_COL_STR},
-    {"error", "ERROR", UPK_COL_STR},     {"last_seen_ms", "LAST SEEN", UPK_COL_TIME_MS}};
+    {"error", "ERROR", UPK_COL_STR},     {"last_seen_ms", "LAST SEEN", UPK_COL_TIME_MS},
+    {"drift", "DRIFT", UPK_COL_BOOL},    {"stale", "STALE", UPK_COL_BOOL},
+    {"authed", "LINK KEY", UPK_COL_BOOL}};
 
 static bool append_term(char *expr, size_t cap, const char *key, const char *value)
 {
@@ -133,6 +135,9 @@ int upk_cli_devices(int argc, char **argv)
                                          {"group", "group:", UPK_COL_STR},
                                          {"campaign", "campaign:", UPK_COL_STR},
                                          {"desired_release", "desired release:", UPK_COL_STR},
+                                         {"drift", "drift:", UPK_COL_BOOL},
+                                         {"stale", "stale:", UPK_COL_BOOL},
+                                         {"authed", "link key in use:", UPK_COL_BOOL},
                                          {"support_until", "support until:", UPK_COL_TIME_S},
                                          {"last_patched", "last patched:", UPK_COL_TIME_S},
                                          {"agent", "agent:", UPK_COL_STR},

@@ -64,6 +64,16 @@ static void text_report(const cJSON *d)
                                     {"support_until", "SUPPORT UNTIL", UPK_COL_TIME_S}};
     printf("\npast support (first 50):\n");
     upk_table_print_or_none(stdout, cJSON_GetObjectItem(d, "past_support"), pcols, 3, "  ");
+    static const upk_col dcols[] = {{"id", "DEVICE", UPK_COL_STR},
+                                    {"release", "RELEASE", UPK_COL_STR},
+                                    {"version", "VERSION", UPK_COL_STR},
+                                    {"desired_release", "DESIRED", UPK_COL_STR},
+                                    {"desired_campaign", "CAMPAIGN", UPK_COL_STR},
+                                    {"status", "STATUS", UPK_COL_STR}};
+    printf("\ndrift: %.0f devices run another release than desired, not updating "
+           "(first 50):\n",
+           num(s, "drift"));
+    upk_table_print_or_none(stdout, cJSON_GetObjectItem(d, "drift"), dcols, 6, "  ");
     const cJSON *cap = cJSON_GetObjectItem(d, "capability");
     printf("\nupdate capability (docs/update-capability.md):\n"
            "  reported state: %.0f\n  automatic updates: %.0f\n  signed updates only: %.0f\n"
@@ -242,6 +252,15 @@ static int html_report(const cJSON *d, const char *path)
                                     {"devices", "devices", UPK_COL_NUM}};
     fprintf(f, "<h2>Devices per version</h2>\n");
     html_table(f, cJSON_GetObjectItem(d, "versions"), vcols, 4);
+    static const upk_col dcols[] = {{"id", "device", UPK_COL_STR},
+                                    {"release", "release", UPK_COL_STR},
+                                    {"version", "version", UPK_COL_STR},
+                                    {"desired_release", "desired release", UPK_COL_STR},
+                                    {"desired_campaign", "campaign", UPK_COL_STR},
+                                    {"status", "status", UPK_COL_STR}};
+    fprintf(f, "<h2>Drift: another release than desired, not updating (%.0f, first 50)</h2>\n",
+            num(s, "drift"));
+    html_table(f, cJSON_GetObjectItem(d, "drift"), dcols, 6);
     static const upk_col ucols[] = {{"id", "device", UPK_COL_STR},
                                     {"version", "version", UPK_COL_STR},
                                     {"security_version", "security_version", UPK_COL_NUM},

@@ -13,6 +13,8 @@
 #                only those (needs perf): perf report -i BUILD/bench-scale-N-KIB.perf
 #   PERF_ONLY=serve|sim|broker  profile that process only; PERF_CG="--call-graph dwarf"
 #                for call graphs through code built without frame pointers
+#   LINK=1 ...   with link authentication: the controller gets a link secret and
+#                every simulated device its link key (docs/security.md)
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 build=$(cd "${1:-build}" && pwd)
@@ -69,11 +71,16 @@ one_run() {
     # shellcheck disable=SC2064 # expand shm now
     trap "fl_cleanup; rm -rf '$shm'" EXIT
     fl_broker_start
+    local link=()
+    if [ "${LINK:-0}" = 1 ]; then
+        export FL_LINK=1
+        link=(--link-secret-file "$FL_DIR/link.secret")
+    fi
     fl_serve_start 200
     local t_conn=$SECONDS
     # SIM_PROCS=K overrides the simulator's worker count (default 1 per 1,000).
     fl_sim_start fleet --count "$n" --hw rev-a:50%,rev-b:50% --install-ms 0 --activate-ms 0 \
-        --health-ms 0 --connect-rate 2000 ${SIM_PROCS:+--procs "$SIM_PROCS"}
+        --health-ms 0 --connect-rate 2000 ${SIM_PROCS:+--procs "$SIM_PROCS"} ${link[@]+"${link[@]}"}
     fl_wait_sim fleet connected "$n" 600
     t_conn=$((SECONDS - t_conn))
     fl_wait 300 "$n devices registered" fl_devices_are "$n"

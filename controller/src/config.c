@@ -10,6 +10,7 @@
 
 #include "upkeep/fs.h"
 #include "upkeep/jsoncfg.h"
+#include "upkeep/linkauth.h"
 
 #define CONFIG_FILE_MAX (256 * 1024)
 
@@ -45,7 +46,7 @@ static bool get_str(const cJSON *root, const char *name, char *out, size_t cap, 
 static const char *const serve_fields[] = {
     "data_dir",  "broker",    "username", "password_file", "client_id",          "topic_prefix",
     "ca_file",   "cert_file", "key_file", "tick_ms",       "readonly_operators", "release_keys",
-    "retention", NULL};
+    "retention", "link_secret_file", "require_device_auth", "desired_refresh_s", NULL};
 static const char *const retention_fields[] = {"events_days", "health_days", "events_per_device",
                                                NULL};
 
@@ -182,6 +183,59 @@ upk_err upk_serve_config_parse(const char *json, size_t len, upk_serve_config *o
             memcpy(c.readonly[c.readonly_count++], it->valuestring, strlen(it->valuestring) + 1);
         }
     }
+    char lsfile[UPK_PATH_MAX];
+    if (!get_str(root, "link_secret_file", lsfile, sizeof(lsfile), &present)) {
+        err = bad(why, whycap, "link_secret_file: must be a path");
+        goto done;
+    }
+    if (present) {
+        char *ls = NULL;
+        size_t lslen = 0;
+        upk_err rerr = upk_fs_read(lsfile, sizeof(c.link_secret), &ls, &lslen);
+        if (rerr != UPK_OK) {
+            err = bad(why, whycap, "link_secret_file: cannot read %s (%s; at most %d bytes)",
+                      lsfile, upk_err_str(rerr), UPK_LINK_SECRET_MAX);
+            goto done;
+        }
+        /* Read as `upkeep device-key --link-secret-file` reads it. */
+        while (lslen > 0 && (ls[lslen - 1] == '\n' || ls[lslen - 1] == '\r' ||
+                             ls[lslen - 1] == ' ' || ls[lslen - 1] == '\t'))
+            lslen--;
+        if (lslen < UPK_LINK_SECRET_MIN) {
+            memset(ls, 0, lslen);
+            free(ls);
+            err = bad(why, whycap, "link_secret_file: %s holds fewer than %d bytes", lsfile,
+                      UPK_LINK_SECRET_MIN);
+            goto done;
+        }
+        memcpy(c.link_secret, ls, lslen);
+        c.link_secret_len = lslen;
+        memset(ls, 0, lslen);
+        free(ls);
+    }
+    const cJSON *rda = cJSON_GetObjectItemCaseSensitive(root, "require_device_auth");
+    if (rda != NULL) {
+        if (!cJSON_IsBool(rda)) {
+            err = bad(why, whycap, "require_device_auth: must be true or false");
+            goto done;
+        }
+        c.require_device_auth = cJSON_IsTrue(rda);
+        if (c.require_device_auth && c.link_secret_len == 0) {
+            err = bad(why, whycap, "require_device_auth: needs link_secret_file");
+            goto done;
+        }
+    }
+    c.desired_refresh_s = UPK_DESIRED_REFRESH_S;
+    const cJSON *refresh = cJSON_GetObjectItemCaseSensitive(root, "desired_refresh_s");
+    if (refresh != NULL) {
+        if (!cJSON_IsNumber(refresh) || refresh->valuedouble < 60 ||
+            refresh->valuedouble > 2592000 ||
+            refresh->valuedouble != (double)(uint32_t)refresh->valuedouble) {
+            err = bad(why, whycap, "desired_refresh_s: must be an integer from 60 to 2592000");
+            goto done;
+        }
+        c.desired_refresh_s = (uint32_t)refresh->valuedouble;
+    }
     const cJSON *keys = cJSON_GetObjectItemCaseSensitive(root, "release_keys");
     if (keys == NULL || !cJSON_IsArray(keys) || cJSON_GetArraySize(keys) < 1) {
         err = bad(why, whycap,
@@ -230,6 +284,8 @@ upk_err upk_serve_config_parse(const char *json, size_t len, upk_serve_config *o
     c.ring = NULL;
 done:
     upk_keyring_free(c.ring);
+    memset(c.link_secret, 0, sizeof(c.link_secret));
+    memset(c.password, 0, sizeof(c.password));
     cJSON_Delete(root);
     return err;
 }
@@ -256,4 +312,6 @@ void upk_serve_config_cleanup(upk_serve_config *c)
     upk_keyring_free(c->ring);
     c->ring = NULL;
     memset(c->password, 0, sizeof(c->password));
+    memset(c->link_secret, 0, sizeof(c->link_secret));
+    c->link_secret_len = 0;
 }

@@ -15,10 +15,20 @@
  *                   device (default 100000, 0 = no cap); pruned in bounded
  *                   batches by upk_store_prune and upk_store_prune_device_events
  *   ca_file, cert_file, key_file (strings, TLS)
+ *   link_secret_file (string) the controller's link secret (>= 16 bytes after
+ *                   trailing CR/LF/space/tab are cut): every message to a
+ *                   device is tagged with its link key and tags from devices
+ *                   are checked (docs/security.md, link authentication)
+ *   require_device_auth (bool, default false; needs link_secret_file) refuse
+ *                   untagged state, events and chunk requests from every device
+ *   desired_refresh_s (integer 60..2592000, default 21600) how often a
+ *                   device's desired is re-issued with a new ctr and
+ *                   fresh_until = now + 4 x this (with a link secret only)
  * Loaded on the main thread before the loop starts. */
 #ifndef UPKEEP_CONTROLLER_CONFIG_H
 #define UPKEEP_CONTROLLER_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -28,7 +38,9 @@
 #include "upkeep/key.h"
 #include "upkeep/topic.h"
 
-#define UPK_READONLY_MAX 64
+#define UPK_READONLY_MAX      64
+#define UPK_LINK_SECRET_MAX   1024  /* bytes of a link secret file */
+#define UPK_DESIRED_REFRESH_S 21600 /* default desired_refresh_s */
 
 typedef struct upk_serve_config {
     char data_dir[UPK_PATH_MAX];
@@ -45,6 +57,11 @@ typedef struct upk_serve_config {
     uint32_t health_keep_days;  /* retention.health_days */
     uint64_t events_per_device; /* retention.events_per_device; 0 = no cap */
     upk_keyring *ring;          /* owned */
+    /* Link authentication (issue 23); link_secret_len 0 = off. */
+    uint8_t link_secret[UPK_LINK_SECRET_MAX];
+    size_t link_secret_len;
+    bool require_device_auth;
+    uint32_t desired_refresh_s;
 } upk_serve_config;
 
 /* Parses the JSON text (len bytes; path files inside are read). On failure

@@ -229,7 +229,7 @@ static upk_err h_device_list(upk_ctl *ctl, const cJSON *args, cJSON **data, char
     const char *target;
     if (!arg_str(args, "target", &target))
         return fail(msg, UPK_E_FIELD_TYPE, "argument 'target' must be a string");
-    char where[1024], copy[UPK_TARGET_MAX + 1], sql[1600], lim[24];
+    char where[1024], copy[UPK_TARGET_MAX + 1], sql[2400], lim[24];
     const char *b[10];
     size_t nb = 0;
     upk_err err = upk_ctl_target_sql(target != NULL ? target : "all", where, sizeof(where), copy,
@@ -245,12 +245,14 @@ static upk_err h_device_list(upk_ctl *ctl, const cJSON *args, cJSON **data, char
     long limit = arg_limit(args, 100);
     fmt_long(lim, sizeof(lim), limit > 100 ? 100 : limit);
     b[nb++] = lim;
-    int r = snprintf(sql, sizeof(sql),
-                     "SELECT id, hw, release, version, security_version, status, campaign,"
-                     " error, online, grp AS \"group\", support_until, last_patched, agent,"
-                     " last_seen_ms, desired_release FROM devices WHERE %s AND id > ?"
-                     " ORDER BY id LIMIT ?",
-                     where);
+    int r =
+        snprintf(sql, sizeof(sql),
+                 "SELECT id, hw, release, version, security_version, status, campaign,"
+                 " error, online, grp AS \"group\", support_until, last_patched, agent,"
+                 " last_seen_ms, desired_release, stale, authed, " UPK_STORE_DRIFT_SQL " AS drift"
+                 " FROM devices WHERE %s AND id > ?"
+                 " ORDER BY id LIMIT ?",
+                 where);
     (void)r;
     return query(ctl, sql, b, nb, data, msg);
 }
@@ -263,8 +265,10 @@ static upk_err h_device_show(upk_ctl *ctl, const cJSON *args, cJSON **data, char
         return err;
     cJSON *rows = NULL;
     const char *b[] = {id};
-    if ((err = query(ctl, "SELECT *, grp AS \"group\" FROM devices WHERE id=?", b, 1, &rows,
-                     msg)) != UPK_OK)
+    if ((err = query(ctl,
+                     "SELECT *, grp AS \"group\", " UPK_STORE_DRIFT_SQL
+                     " AS drift FROM devices WHERE id=?",
+                     b, 1, &rows, msg)) != UPK_OK)
         return err;
     if (cJSON_GetArraySize(rows) == 0) {
         cJSON_Delete(rows);
@@ -1010,6 +1014,11 @@ static upk_err h_campaign_show(upk_ctl *ctl, const cJSON *args, cJSON **data, ch
         cJSON_AddStringToObject(o, "gate", line);
     }
     free(health);
+    /* Devices of this campaign that report another release than their
+     * desired one while not updating (docs/security.md, drift). */
+    size_t drift = 0;
+    if (upk_store_campaign_drift(ctl->store, id, &drift) == UPK_OK)
+        cJSON_AddNumberToObject(o, "drift", (double)drift);
     if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(args, "devices"))) {
         cJSON *arr = cJSON_AddArrayToObject(o, "device_list");
         for (size_t i = 0; i < n && arr != NULL; i++) {
@@ -1370,6 +1379,22 @@ static upk_err h_report_posture(upk_ctl *ctl, const cJSON *args, cJSON **data, c
                      bnear, 2, &tmp, msg)) != UPK_OK)
         goto fail;
     cJSON_AddItemToObject(o, "near_support", tmp);
+    /* Drift: devices running another release than the controller desires
+     * for them while not updating (a replayed older release, or an update
+     * the controller counted that the device does not run). */
+    if ((err = query(ctl,
+                     "SELECT id, release, version, desired_release, desired_campaign, status"
+                     " FROM devices WHERE " UPK_STORE_DRIFT_SQL " ORDER BY id LIMIT 50",
+                     NULL, 0, &tmp, msg)) != UPK_OK)
+        goto fail;
+    cJSON_AddItemToObject(o, "drift", tmp);
+    if ((err = query(ctl, "SELECT count(*) AS n FROM devices WHERE " UPK_STORE_DRIFT_SQL, NULL, 0,
+                     &tmp, msg)) != UPK_OK)
+        goto fail;
+    cJSON_AddNumberToObject(summary, "drift",
+                            cJSON_GetObjectItem(cJSON_GetArrayItem(tmp, 0), "n")->valuedouble);
+    cJSON_Delete(tmp);
+    tmp = NULL;
     tmp = cJSON_AddArrayToObject(o, "campaigns");
     if (tmp == NULL || (err = campaign_posture(ctl, tmp, msg)) != UPK_OK)
         goto fail;

@@ -36,6 +36,7 @@
 #include "rollback.h"
 #include "store.h"
 #include "upkeep/hash.h"
+#include "upkeep/linkauth.h"
 #include "upkeep/log.h"
 #include "upkeep/mqtt.h"
 #include "upkeep/msg.h"
@@ -62,11 +63,17 @@ typedef struct srv {
     uv_signal_t sigint, sigterm;
     bool stopping;
     bool republish;
+    bool started; /* connected once: later connects republish only unacked desired */
     int64_t last_republish_ms;
     /* Cache of the last encoded desired payload (release, campaign). */
     char cache_release[UPK_ID_MAX + 1], cache_campaign[UPK_ID_MAX + 1];
     char *cache_payload;
     size_t cache_len;
+    /* ... and the message it encodes (its manifest is cache_manifest), from
+     * which a link-authenticated desired is made per device with its ctr. */
+    upk_desired_msg cache_msg;
+    char *cache_manifest;
+    int64_t last_refresh_ms; /* desired_refresh_s round, with a link secret */
     uint8_t *chunk_buf;
     /* Outbound flow control (see the top of this file). */
     upk_outq *chunkq, *desiredq;
@@ -137,6 +144,88 @@ static bool stamped(const char *sender, const char *role, const char *id)
 
 static void pump(srv *s);
 
+/* ---- link authentication (docs/security.md, docs/protocol.md 8.1) */
+
+static bool link_on(const srv *s)
+{
+    return s->cfg->link_secret_len > 0;
+}
+
+/* The upkeep-auth tag of payload on dev/{device}/{kind} into tag; "" when
+ * no link secret is configured. False (and logged) when it cannot be made:
+ * the caller then sends nothing, since an untagged message would be dropped
+ * by a device with a link key anyway. */
+static bool link_tag(const srv *s, const char *device, upk_topic_kind kind, const void *payload,
+                     size_t len, char tag[UPK_LINK_TAG_LEN + 1])
+{
+    tag[0] = '\0';
+    if (!link_on(s))
+        return true;
+    upk_link_key k;
+    upk_err err = upk_link_key_derive(s->cfg->link_secret, s->cfg->link_secret_len, device, &k);
+    if (err == UPK_OK)
+        err = upk_link_tag(&k, device, kind, payload, len, tag, UPK_LINK_TAG_LEN + 1);
+    upk_link_key_wipe(&k);
+    if (err != UPK_OK) {
+        upk_error("serve: cannot tag %s of device=%s err=%s", upk_topic_kind_str(kind), device,
+                  upk_err_str(err));
+        tag[0] = '\0';
+        return false;
+    }
+    return true;
+}
+
+static void desired_fresh(srv *s, const char *device);
+
+/* Whether a state, event or chunk request of device may be used: with a link
+ * secret, a present tag must be right (else AUTH_INVALID, always refused);
+ * an absent one is refused (AUTH_REQUIRED) once the device has sent a right
+ * one, or always with require_device_auth. A refusal is logged with the
+ * device and the code and changes nothing. The first right tag of a device
+ * is remembered in the store, and its desired is issued afresh (a device
+ * that just got its link key may hold a desired it cannot trust). */
+static bool device_auth_ok(srv *s, const char *device, upk_topic_kind kind, const upk_mqtt_msg *m)
+{
+    if (!link_on(s))
+        return true;
+    const char *tag = m->auth != NULL ? m->auth : "";
+    bool authed = false;
+    if (upk_store_device_authed(s->store, device, &authed) != UPK_OK) {
+        upk_error("serve: refused %s of device=%s err=DB", upk_topic_kind_str(kind), device);
+        return false;
+    }
+    if (tag[0] == '\0') {
+        if (authed || s->cfg->require_device_auth) {
+            upk_warn("serve: refused %s of device=%s err=AUTH_REQUIRED (untagged; %s)",
+                     upk_topic_kind_str(kind), device,
+                     authed ? "the device has authenticated before" : "require_device_auth");
+            return false;
+        }
+        return true; /* a device without a link key yet (docs/security.md, migration) */
+    }
+    upk_link_key k;
+    upk_err err = upk_link_key_derive(s->cfg->link_secret, s->cfg->link_secret_len, device, &k);
+    if (err == UPK_OK)
+        err = upk_link_verify(&k, device, kind, m->payload, m->len, tag);
+    upk_link_key_wipe(&k);
+    if (err != UPK_OK) {
+        upk_warn("serve: refused %s of device=%s err=%s", upk_topic_kind_str(kind), device,
+                 upk_err_str(err == UPK_E_AUTH_INVALID ? err : UPK_E_AUTH_INVALID));
+        return false;
+    }
+    if (!authed) {
+        if (upk_store_device_set_authed(s->store, device) != UPK_OK) {
+            upk_error("serve: refused %s of device=%s err=DB", upk_topic_kind_str(kind), device);
+            return false;
+        }
+        upk_info("serve: device=%s authenticated with its link key; its untagged messages are "
+                 "refused from now on",
+                 device);
+        desired_fresh(s, device);
+    }
+    return true;
+}
+
 /* A publish handed out by pump is done: its window slot is free again. */
 static void slot_done(srv *s)
 {
@@ -190,25 +279,99 @@ static upk_err desired_payload(srv *s, const char *release, const char *campaign
     memcpy(m.sig, r.sig, r.sig_len);
     m.sig_len = r.sig_len;
     upk_campaign camp;
-    if (campaign[0] != '\0' && upk_store_campaign_get(s->store, campaign, &camp) == UPK_OK)
+    if (campaign[0] != '\0' && upk_store_campaign_get(s->store, campaign, &camp) == UPK_OK) {
         m.bake_s = camp.gate.bake_s;
+        /* A campaign's id with another release than the campaign's: the
+         * previous release put back by a rollback, which the device may
+         * install even below its version (docs/protocol.md 5.3). */
+        m.rollback = strcmp(camp.release, release) != 0;
+    }
     char *out = NULL;
     size_t len = 0;
     err = upk_desired_encode(&m, &out, &len);
-    upk_release_row_cleanup(&r);
-    if (err != UPK_OK)
+    if (err != UPK_OK) {
+        upk_release_row_cleanup(&r);
         return err;
+    }
     free(s->cache_payload);
+    free(s->cache_manifest);
     s->cache_payload = out;
     s->cache_len = len;
+    s->cache_manifest = r.manifest; /* taken from r */
+    s->cache_msg = m;
+    s->cache_msg.manifest = s->cache_manifest;
     memcpy(s->cache_release, release, sizeof(s->cache_release));
     memcpy(s->cache_campaign, campaign, sizeof(s->cache_campaign));
     return UPK_OK;
 }
 
+/* The link-authenticated desired of device into *out (caller frees) and its
+ * tag: the cached assignment (release "" = a clear) with the device's ctr and
+ * fresh_until. A new ctr when fresh and the device can check it (it has
+ * authenticated, or require_device_auth), else the last one for the same
+ * assignment, so that an agent without a link key, which identifies a
+ * desired by the hash of its whole payload, sees the same bytes again. */
+static upk_err desired_linked(srv *s, const char *device, const char *release, const char *campaign,
+                              bool fresh, uint32_t attempt, char **out, size_t *len,
+                              char tag[UPK_LINK_TAG_LEN + 1])
+{
+    bool authed = false;
+    upk_err err = upk_store_device_authed(s->store, device, &authed);
+    if (err != UPK_OK)
+        return err;
+    bool checks = authed || s->cfg->require_device_auth;
+    if (release[0] == '\0' && !checks) {
+        /* An agent without a link key takes the empty payload as a clear
+         * and would refuse {"v":1,"ctr":..} as FIELD_MISSING. */
+        *out = NULL;
+        *len = 0;
+        return UPK_OK;
+    }
+    char assignment[2 * UPK_ID_MAX + 2];
+    int r = snprintf(assignment, sizeof(assignment), "%s/%s", release, campaign);
+    (void)r; /* two ids always fit */
+    uint64_t ctr = 0;
+    if ((err = upk_store_ctr_next(s->store, device, assignment, fresh && checks, now_ms(), &ctr)) !=
+        UPK_OK)
+        return err;
+    upk_desired_msg m;
+    if (release[0] == '\0') {
+        memset(&m, 0, sizeof(m));
+        m.clear = true;
+    } else {
+        m = s->cache_msg;
+    }
+    m.ctr = ctr;
+    /* From the counter (about the issue time in ms), so that the same ctr
+     * always comes with the same fresh_until. */
+    m.fresh_until = (int64_t)(ctr / 1000) + 4 * (int64_t)s->cfg->desired_refresh_s;
+    if ((err = upk_desired_encode(&m, out, len)) != UPK_OK)
+        return err;
+    if (attempt > 0 && !m.clear) {
+        /* A retry's attempt number (see send_desired), under the tag. */
+        cJSON *j = cJSON_ParseWithLength(*out, *len);
+        char *with = NULL;
+        if (j != NULL && cJSON_AddNumberToObject(j, "attempt", attempt) != NULL)
+            with = cJSON_PrintUnformatted(j);
+        cJSON_Delete(j);
+        if (with != NULL) {
+            free(*out);
+            *out = with;
+            *len = strlen(with);
+        }
+    }
+    if (!link_tag(s, device, UPK_TOPIC_DEV_DESIRED, *out, *len, tag)) {
+        free(*out);
+        *out = NULL;
+        return UPK_E_CRYPTO;
+    }
+    return UPK_OK;
+}
+
 /* Publishes the current desired of device (retained, QoS 1); the store
- * records it as acknowledged on PUBACK. True when handed to Paho. */
-static bool send_desired(srv *s, const char *device)
+ * records it as acknowledged on PUBACK. fresh: issue a new ctr (see
+ * desired_linked). True when handed to Paho. */
+static bool send_desired(srv *s, const char *device, bool fresh)
 {
     char release[UPK_ID_MAX + 1], campaign[UPK_ID_MAX + 1], topic[UPK_TOPIC_MAX + 1];
     if (upk_store_device_desired(s->store, device, release, campaign) != UPK_OK ||
@@ -217,6 +380,8 @@ static bool send_desired(srv *s, const char *device)
         return false;
     const void *payload = "";
     size_t len = 0;
+    char *linked = NULL;
+    char tag[UPK_LINK_TAG_LEN + 1] = "";
     if (release[0] != '\0') {
         upk_err err = desired_payload(s, release, campaign);
         if (err != UPK_OK) {
@@ -231,7 +396,7 @@ static bool send_desired(srv *s, const char *device)
      * that already answered the identical one takes it again. */
     char *retry = NULL;
     uint32_t attempt = release[0] != '\0' ? upk_desired_attempt(s->store, device, campaign) : 0;
-    if (attempt > 0) {
+    if (attempt > 0 && !link_on(s)) {
         cJSON *j = cJSON_ParseWithLength(s->cache_payload, s->cache_len);
         if (j != NULL && cJSON_AddNumberToObject(j, "attempt", attempt) != NULL)
             retry = cJSON_PrintUnformatted(j);
@@ -240,6 +405,16 @@ static bool send_desired(srv *s, const char *device)
             payload = retry;
             len = strlen(retry);
         }
+    }
+    if (link_on(s)) {
+        upk_err err =
+            desired_linked(s, device, release, campaign, fresh, attempt, &linked, &len, tag);
+        if (err != UPK_OK) {
+            upk_error("serve: cannot build desired device=%s release=%s err=%s", device,
+                      release[0] ? release : "(none)", upk_err_str(err));
+            return false;
+        }
+        payload = linked != NULL ? linked : "";
     }
     struct pub_ctx *p = calloc(1, sizeof(*p));
     if (p == NULL) {
@@ -250,8 +425,10 @@ static bool send_desired(srv *s, const char *device)
     memcpy(p->device, device, strlen(device) + 1);
     memcpy(p->release, release, sizeof(p->release));
     memcpy(p->campaign, campaign, sizeof(p->campaign));
-    upk_err err = upk_mqtt_publish(s->mqtt, topic, payload, len, 1, true, desired_done, p);
+    upk_err err =
+        upk_mqtt_publish_auth(s->mqtt, topic, payload, len, 1, true, tag, desired_done, p);
     free(retry);
+    free(linked); /* copied by the client */
     if (err != UPK_OK) {
         free(p);
         s->republish = true;
@@ -264,16 +441,17 @@ static bool send_desired(srv *s, const char *device)
 }
 
 /* Queues the publication of device's current desired (what the store says
- * when its turn comes; a device already queued is not queued twice). */
-static void publish_desired(const char *device, void *ud)
+ * when its turn comes; a device already queued is not queued twice). The
+ * item's offset is 1 for a fresh one (a new ctr), 0 otherwise. */
+static void queue_desired(srv *s, const char *device, bool fresh)
 {
-    srv *s = ud;
     upk_outq_item it;
     memset(&it, 0, sizeof(it));
     size_t dl = strlen(device);
     if (dl > UPK_ID_MAX)
         return;
     it.kind = OQ_DESIRED;
+    it.offset = fresh ? 1 : 0;
     memcpy(it.device, device, dl + 1);
     bool dup = false;
     upk_err err = upk_outq_push(s->desiredq, &it, &dup);
@@ -286,10 +464,38 @@ static void publish_desired(const char *device, void *ud)
     pump(s);
 }
 
+static void publish_desired(const char *device, void *ud)
+{
+    queue_desired(ud, device, false);
+}
+
+static void publish_desired_fresh(const char *device, void *ud)
+{
+    queue_desired(ud, device, true);
+}
+
+static void desired_fresh(srv *s, const char *device)
+{
+    if (link_on(s))
+        queue_desired(s, device, true);
+}
+
 static void republish_all(srv *s)
 {
     s->republish = false;
     s->last_republish_ms = now_ms();
+    if (!s->started) {
+        /* At start every desired goes out afresh (with a new counter), not
+         * only those without a PUBACK: a retained desired someone else put
+         * on the broker while we were down must not stay in place. */
+        s->started = true;
+        s->last_refresh_ms = now_ms();
+        if (upk_store_desired_all(s->store, publish_desired_fresh, s) != UPK_OK) {
+            upk_error("serve: cannot list desired releases");
+            s->started = false;
+        }
+        return;
+    }
     if (upk_store_desired_unacked(s->store, publish_desired, s) != UPK_OK)
         upk_error("serve: cannot list unacknowledged desired releases");
 }
@@ -389,10 +595,14 @@ static bool send_chunk(srv *s, const upk_outq_item *req)
         n = 0;
     h.length = (uint32_t)n;
     upk_chunk_hdr_write(&h, s->chunk_buf);
+    char tag[UPK_LINK_TAG_LEN + 1];
+    if (!link_tag(s, req->device, UPK_TOPIC_DEV_CHUNK_DATA, s->chunk_buf, UPK_CHUNK_HDR_LEN + n,
+                  tag))
+        return false;
     /* QoS 0: agents subscribe to chunk data at QoS 0 and ask again after a
      * timeout, so QoS 1 would buy nothing but Paho's tracking of every reply. */
-    if (upk_mqtt_publish(s->mqtt, topic, s->chunk_buf, UPK_CHUNK_HDR_LEN + n, 0, false, chunk_done,
-                         s) != UPK_OK) {
+    if (upk_mqtt_publish_auth(s->mqtt, topic, s->chunk_buf, UPK_CHUNK_HDR_LEN + n, 0, false, tag,
+                              chunk_done, s) != UPK_OK) {
         upk_warn("serve: chunk reply dropped device=%s (broker busy)", req->device);
         return false;
     }
@@ -414,7 +624,8 @@ static void pump_upto(srv *s, unsigned window)
         upk_outq_item it;
         if (!upk_outq_pop(first, &it) && !upk_outq_pop(second, &it))
             break;
-        bool sent = it.kind == OQ_CHUNK ? send_chunk(s, &it) : send_desired(s, it.device);
+        bool sent =
+            it.kind == OQ_CHUNK ? send_chunk(s, &it) : send_desired(s, it.device, it.offset == 1);
         if (sent) {
             if (s->inflight++ == 0)
                 s->last_done_ms = now_ms();
@@ -500,7 +711,12 @@ static void send_ack(srv *s, const char *device, uint64_t seq)
         upk_error("serve: no ack for device=%s seq=%llu", device, (unsigned long long)seq);
         return;
     }
-    if (upk_mqtt_publish(s->mqtt, topic, json, len, 0, false, NULL, NULL) != UPK_OK)
+    char tag[UPK_LINK_TAG_LEN + 1];
+    if (!link_tag(s, device, UPK_TOPIC_DEV_ACK, json, len, tag)) {
+        free(json);
+        return;
+    }
+    if (upk_mqtt_publish_auth(s->mqtt, topic, json, len, 0, false, tag, NULL, NULL) != UPK_OK)
         upk_debug("serve: ack device=%s seq=%llu not sent (the device will send the event again)",
                   device, (unsigned long long)seq);
     free(json);
@@ -528,6 +744,10 @@ static void on_message(upk_mqtt *c, const upk_mqtt_msg *m, void *ud)
                  upk_topic_kind_str(t.kind), t.id, m->sender[0] ? m->sender : "(none)");
         return;
     }
+    if ((t.kind == UPK_TOPIC_DEV_STATE || t.kind == UPK_TOPIC_DEV_EVENTS ||
+         t.kind == UPK_TOPIC_DEV_CHUNK_REQ) &&
+        !(t.kind == UPK_TOPIC_DEV_STATE && m->len == 0) && !device_auth_ok(s, t.id, t.kind, m))
+        return; /* refused: not stored, not acked, not answered */
     switch (t.kind) {
     case UPK_TOPIC_DEV_STATE: {
         if (m->len == 0)
@@ -550,6 +770,13 @@ static void on_message(upk_mqtt *c, const upk_mqtt_msg *m, void *ud)
         bool online = m->len == 1 && m->payload[0] == '1';
         if (upk_store_device_online(s->store, t.id, online, now_ms()) != UPK_OK)
             upk_error("serve: could not record online device=%s", t.id);
+        /* A device back online hears a fresh desired at once: it learns
+         * whether it missed one while away (freshness, docs/security.md). */
+        bool authed = false;
+        if (online && link_on(s) &&
+            (s->cfg->require_device_auth ||
+             (upk_store_device_authed(s->store, t.id, &authed) == UPK_OK && authed)))
+            desired_fresh(s, t.id);
         break;
     }
     case UPK_TOPIC_DEV_EVENTS: {
@@ -684,6 +911,16 @@ static void on_tick(uv_timer_t *t)
     if (s->republish && upk_mqtt_connected(s->mqtt) &&
         now - s->last_republish_ms >= REPUBLISH_EVERY_MS)
         republish_all(s);
+    /* Every desired_refresh_s every desired goes out again with a new ctr and
+     * fresh_until, so a device notices when it stops hearing from us. */
+    if (link_on(s) && s->started && upk_mqtt_connected(s->mqtt) &&
+        now - s->last_refresh_ms >= (int64_t)s->cfg->desired_refresh_s * 1000) {
+        s->last_refresh_ms = now;
+        upk_info("serve: refreshing every desired (desired_refresh_s=%u)",
+                 s->cfg->desired_refresh_s);
+        if (upk_store_desired_all(s->store, publish_desired_fresh, s) != UPK_OK)
+            upk_error("serve: cannot list desired releases");
+    }
 }
 
 static void on_closed(uv_handle_t *h)
@@ -796,6 +1033,7 @@ out_loop:
     upk_outq_free(s->chunkq);
     upk_outq_free(s->desiredq);
     free(s->cache_payload);
+    free(s->cache_manifest);
     free(s->chunk_buf);
     free(s);
     return err;

@@ -146,6 +146,17 @@ static const char *const migrations[] = {
     "CREATE TABLE campaign_attempts("
     " campaign TEXT NOT NULL, device TEXT NOT NULL, attempt INTEGER NOT NULL,"
     " PRIMARY KEY(campaign, device));",
+    /* 7 -> 8 (issue 23, wire integrity): desired_ctr is the last counter the
+     * controller put in a desired for the device (docs/protocol.md 5.3
+     * `ctr`, strictly increasing per device); authed is 1 once a message
+     * with a valid link-key tag came from the device, after which untagged
+     * ones are refused (AUTH_REQUIRED). */
+    ("ALTER TABLE devices ADD COLUMN desired_ctr INTEGER NOT NULL DEFAULT 0;"
+     "ALTER TABLE devices ADD COLUMN desired_ctr_of TEXT NOT NULL DEFAULT '';"
+     "ALTER TABLE devices ADD COLUMN authed INTEGER NOT NULL DEFAULT 0;"
+     /* stale: the device's last state said it has not heard an
+      * authenticated desired before its fresh_until (state "stale"). */
+     "ALTER TABLE devices ADD COLUMN stale INTEGER NOT NULL DEFAULT 0;"),
 };
 
 #define N_MIGRATIONS (sizeof(migrations) / sizeof(migrations[0]))
@@ -410,12 +421,12 @@ upk_err upk_store_device_state(upk_store *s, const upk_state_msg *m, int64_t now
         s,
         "INSERT INTO devices(id, hw, release, version, security_version, status, campaign, error,"
         " support_until, last_patched, agent, state_ts, last_seen_ms, support_signed,"
-        " cap_automatic, cap_signed, cap_rollback, cap_delta)"
-        " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)"
+        " cap_automatic, cap_signed, cap_rollback, cap_delta, stale)"
+        " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19)"
         " ON CONFLICT(id) DO UPDATE SET hw=?2, release=?3, version=?4, security_version=?5,"
         " status=?6, campaign=?7, error=?8, support_until=?9, last_patched=?10, agent=?11,"
         " state_ts=?12, last_seen_ms=?13, support_signed=?14, cap_automatic=?15,"
-        " cap_signed=?16, cap_rollback=?17, cap_delta=?18",
+        " cap_signed=?16, cap_rollback=?17, cap_delta=?18, stale=?19",
         &st);
     if (err != UPK_OK)
         return err;
@@ -437,6 +448,7 @@ upk_err upk_store_device_state(upk_store *s, const upk_state_msg *m, int64_t now
     sqlite3_bind_int(st, 16, m->cap.signed_only);
     sqlite3_bind_int(st, 17, m->cap.rollback);
     sqlite3_bind_int(st, 18, m->cap.delta);
+    sqlite3_bind_int(st, 19, m->stale);
     if (sqlite3_step(st) != SQLITE_DONE)
         err = db_err(s, "device state");
     unprep(s, st);
@@ -539,6 +551,110 @@ upk_err upk_store_desired_unacked(upk_store *s, void (*fn)(const char *device, v
     return err;
 }
 
+/* ---- wire integrity (issue 23): desired counters, authenticated devices, drift */
+
+upk_err upk_store_ctr_next(upk_store *s, const char *device, const char *assignment, bool fresh,
+                           int64_t now_ms, uint64_t *ctr)
+{
+    if (s == NULL || device == NULL || assignment == NULL || ctr == NULL || now_ms < 0)
+        return UPK_E_INVALID_ARG;
+    sqlite3_stmt *st = NULL;
+    upk_err err = prep(s,
+                       "UPDATE devices SET desired_ctr = CASE WHEN ?3 = 0 AND desired_ctr > 0 AND"
+                       " desired_ctr_of = ?4 THEN desired_ctr ELSE max(desired_ctr + 1, ?2) END,"
+                       " desired_ctr_of = ?4 WHERE id=?1 RETURNING desired_ctr",
+                       &st);
+    if (err != UPK_OK)
+        return err;
+    bind_text(st, 1, device);
+    sqlite3_bind_int64(st, 2, now_ms);
+    sqlite3_bind_int(st, 3, fresh ? 1 : 0);
+    bind_text(st, 4, assignment);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        sqlite3_int64 v = sqlite3_column_int64(st, 0);
+        if (v <= 0) {
+            err = UPK_E_STATE_CORRUPT;
+        } else {
+            *ctr = (uint64_t)v;
+            /* RETURNING: the change is made when the statement runs to its end. */
+            if (sqlite3_step(st) != SQLITE_DONE)
+                err = db_err(s, "ctr next");
+        }
+    } else if (rc == SQLITE_DONE) {
+        err = UPK_E_NOT_FOUND;
+    } else {
+        err = db_err(s, "ctr next");
+    }
+    unprep(s, st);
+    return err;
+}
+
+upk_err upk_store_device_authed(upk_store *s, const char *device, bool *authed)
+{
+    if (s == NULL || device == NULL || authed == NULL)
+        return UPK_E_INVALID_ARG;
+    sqlite3_stmt *st = NULL;
+    upk_err err = prep(s, "SELECT authed FROM devices WHERE id=?", &st);
+    if (err != UPK_OK)
+        return err;
+    bind_text(st, 1, device);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *authed = sqlite3_column_int(st, 0) != 0;
+    else if (rc == SQLITE_DONE)
+        *authed = false;
+    else
+        err = db_err(s, "device authed");
+    unprep(s, st);
+    return err;
+}
+
+upk_err upk_store_device_set_authed(upk_store *s, const char *device)
+{
+    if (s == NULL || device == NULL)
+        return UPK_E_INVALID_ARG;
+    const char *b[] = {device};
+    return run(s,
+               "INSERT INTO devices(id, authed) VALUES(?1, 1)"
+               " ON CONFLICT(id) DO UPDATE SET authed=1 WHERE authed=0",
+               b, 1, NULL);
+}
+
+upk_err upk_store_desired_all(upk_store *s, void (*fn)(const char *device, void *ud), void *ud)
+{
+    sqlite3_stmt *st = NULL;
+    upk_err err = prep(
+        s, "SELECT id FROM devices WHERE desired_release<>'' OR desired_ctr>0 ORDER BY id", &st);
+    if (err != UPK_OK)
+        return err;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        fn((const char *)sqlite3_column_text(st, 0), ud);
+    if (rc != SQLITE_DONE)
+        err = db_err(s, "desired all");
+    unprep(s, st);
+    return err;
+}
+
+upk_err upk_store_campaign_drift(upk_store *s, const char *campaign, size_t *n)
+{
+    if (s == NULL || campaign == NULL || n == NULL)
+        return UPK_E_INVALID_ARG;
+    sqlite3_stmt *st = NULL;
+    upk_err err = prep(
+        s, "SELECT count(*) FROM devices WHERE desired_campaign=? AND " UPK_STORE_DRIFT_SQL, &st);
+    if (err != UPK_OK)
+        return err;
+    bind_text(st, 1, campaign);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        *n = (size_t)sqlite3_column_int64(st, 0);
+    else
+        err = db_err(s, "campaign drift");
+    unprep(s, st);
+    return err;
+}
+
 /* ---- events */
 
 /* New campaign-device state for an event step, or -1 for no change. */
@@ -561,25 +677,28 @@ static int event_transition(upk_cdev_state cur, upk_status step)
 }
 
 /* Moves the campaign row of device for an outcome it reported (inside the
- * caller's transaction). Only reports about the campaign's own release
- * version count (version "" matches any): a rollback to the previous release
- * reuses the campaign id. */
+ * caller's transaction). Only a report that names the campaign and the
+ * campaign's own release, by name and version, counts: no wildcard, so a
+ * report without a release (a device refusing a forged desired that only
+ * named the campaign) changes nothing, and a rollback to the previous
+ * release, which reuses the campaign id, does not count either. */
 static upk_err apply_outcome(upk_store *s, const char *device, const char *campaign,
-                             const char *version, upk_status step, upk_err error, int64_t now_ms)
+                             const char *release, const char *version, upk_status step,
+                             upk_err error, int64_t now_ms)
 {
-    if (campaign[0] == '\0')
+    if (campaign[0] == '\0' || release[0] == '\0' || version[0] == '\0')
         return UPK_OK;
     sqlite3_stmt *st = NULL;
     upk_err err = prep(s,
                        "SELECT cd.state FROM campaign_devices cd JOIN campaigns c ON"
                        " c.id = cd.campaign JOIN releases r ON r.id = c.release"
-                       " WHERE cd.campaign=? AND cd.device=? AND (?='' OR r.version=?)",
+                       " WHERE cd.campaign=? AND cd.device=? AND r.name=? AND r.version=?",
                        &st);
     if (err != UPK_OK)
         return err;
     bind_text(st, 1, campaign);
     bind_text(st, 2, device);
-    bind_text(st, 3, version);
+    bind_text(st, 3, release);
     bind_text(st, 4, version);
     int rc = sqlite3_step(st);
     if (rc == SQLITE_DONE) {
@@ -619,15 +738,18 @@ out:
 
 upk_err upk_store_state_outcome(upk_store *s, const upk_state_msg *m, int64_t now_ms)
 {
-    if (m->campaign[0] == '\0' || !upk_status_is_final(m->status))
+    /* Only a commit: a state names the installed release, which after a
+     * failure is the old one, so a failure in a state cannot name the
+     * campaign's release (and a state that did would claim failure while
+     * running it). Failures come from events, which are acknowledged and so
+     * not lost. */
+    if (m->campaign[0] == '\0' || m->status != UPK_STATUS_COMMITTED)
         return UPK_OK;
-    /* A failure leaves the old version installed: match any version then. */
-    const char *version = m->status == UPK_STATUS_COMMITTED ? m->version : "";
     upk_err err = begin(s);
     if (err != UPK_OK)
         return err;
-    if ((err = apply_outcome(s, m->device, m->campaign, version, m->status, m->error, now_ms)) !=
-        UPK_OK) {
+    if ((err = apply_outcome(s, m->device, m->campaign, m->release, m->version, m->status, m->error,
+                             now_ms)) != UPK_OK) {
         rollback(s);
         return err;
     }
@@ -667,8 +789,8 @@ upk_err upk_store_event_apply(upk_store *s, const char *device, const upk_event_
         return commit(s);
     }
     *dup = false;
-    if ((err = apply_outcome(s, device, e->campaign, e->version, e->step, e->error, now_ms)) !=
-        UPK_OK)
+    if ((err = apply_outcome(s, device, e->campaign, e->release, e->version, e->step, e->error,
+                             now_ms)) != UPK_OK)
         goto fail;
     return commit(s);
 fail_st:

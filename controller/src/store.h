@@ -22,7 +22,7 @@
 struct cJSON;
 struct sqlite3;
 
-#define UPK_STORE_SCHEMA_VERSION 7
+#define UPK_STORE_SCHEMA_VERSION 8
 #define UPK_PATH_MAX             4096
 
 typedef struct upk_store upk_store;
@@ -127,6 +127,42 @@ UPK_MUST_CHECK upk_err upk_store_desired_unacked(upk_store *s,
 UPK_MUST_CHECK upk_err upk_store_device_desired(upk_store *s, const char *device,
                                                 char release[UPK_ID_MAX + 1],
                                                 char campaign[UPK_ID_MAX + 1]);
+
+/* ---- wire integrity (issue 23, docs/security.md) */
+
+/* The desired counter of device for assignment (the caller's key for what
+ * the desired says: release, campaign, rollback) into *ctr. A new counter,
+ * max(last + 1, now_ms), when fresh is true or the assignment differs from
+ * the one the last counter was issued for, so that counters strictly
+ * increase per device and still move forward after a database is restored
+ * from a backup; otherwise the last counter again, so that a re-publication
+ * to a device that may hash the whole payload (an agent without a link key)
+ * is byte-identical. UPK_E_NOT_FOUND for an unknown device. */
+UPK_MUST_CHECK upk_err upk_store_ctr_next(upk_store *s, const char *device, const char *assignment,
+                                          bool fresh, int64_t now_ms, uint64_t *ctr);
+/* Whether a validly tagged message ever came from device (false for an
+ * unknown device); from then on untagged ones are refused. */
+UPK_MUST_CHECK upk_err upk_store_device_authed(upk_store *s, const char *device, bool *authed);
+/* Records that a validly tagged message came from device (creating its row). */
+UPK_MUST_CHECK upk_err upk_store_device_set_authed(upk_store *s, const char *device);
+/* Calls fn for every device that has, or once had, a desired (release set or
+ * a counter issued): what `upkeep serve` publishes afresh at start. */
+UPK_MUST_CHECK upk_err upk_store_desired_all(upk_store *s, void (*fn)(const char *device, void *ud),
+                                             void *ud);
+/* Drift: an SQL condition over a row of table devices (not aliased) that is
+ * true when the device reports a release other than its desired release
+ * (name and version) while it is not updating: its state is not an update
+ * step and its row in the desired campaign is not assigned or in progress.
+ * Devices that never reported a state do not drift. */
+#define UPK_STORE_DRIFT_SQL                                                                \
+    "(devices.desired_release <> '' AND devices.state_ts > 0 AND devices.status NOT IN"    \
+    " ('downloading','verifying','installing','activating','health_check') AND NOT EXISTS" \
+    " (SELECT 1 FROM releases r WHERE r.id = devices.desired_release AND r.name ="         \
+    " devices.release AND r.version = devices.version) AND NOT EXISTS (SELECT 1 FROM"      \
+    " campaign_devices cd WHERE cd.campaign = devices.desired_campaign AND cd.device ="    \
+    " devices.id AND cd.state IN ('assigned','in_progress')))"
+/* Number of devices whose desired comes from campaign and that drift. */
+UPK_MUST_CHECK upk_err upk_store_campaign_drift(upk_store *s, const char *campaign, size_t *n);
 
 /* ---- audit */
 UPK_MUST_CHECK upk_err upk_store_audit(upk_store *s, int64_t now_ms, const char *sender,

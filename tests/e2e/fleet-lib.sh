@@ -154,8 +154,15 @@ EOF
 fl_broker_stop() { fl_stop "$FL_BROKER_PID" 20; }
 
 # fl_serve_start [TICK_MS]: the controller daemon, waiting until it answers.
+# With FL_LINK=1 it gets a link secret, $FL_DIR/link.secret (made once), for
+# simulators started with --link-secret-file "$FL_DIR/link.secret".
 fl_serve_start() {
-    local tick=${1:-200}
+    local tick=${1:-200} link=""
+    if [ "${FL_LINK:-0}" = 1 ]; then
+        [ -f "$FL_DIR/link.secret" ] || head -c 32 /dev/urandom | base64 > "$FL_DIR/link.secret"
+        link=",
+  \"link_secret_file\": \"$FL_DIR/link.secret\""
+    fi
     cat > "$FL_DIR/serve.json" <<EOF
 {
   "data_dir": "$FL_DIR/ctl",
@@ -164,7 +171,7 @@ fl_serve_start() {
   "password_file": "$FL_DIR/controller.pw",
   "client_id": "upkeep-controller",
   "release_keys": ["$FL_DIR/release.pub"],
-  "tick_ms": $tick
+  "tick_ms": $tick$link
 }
 EOF
     "$FL_BIN/upkeep" serve -c "$FL_DIR/serve.json" >> "$FL_DIR/serve.log" 2>&1 &

@@ -21,7 +21,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     upk_err err = upk_serve_config_parse((const char *)data, size, &cfg, why, sizeof(why));
     if (err == UPK_OK) {
         if (cfg.data_dir[0] == '\0' || cfg.broker[0] == '\0' || cfg.ring == NULL ||
-            cfg.tick_ms < 50 || cfg.tick_ms > 60000 || cfg.readonly_count > UPK_READONLY_MAX)
+            cfg.tick_ms < 50 || cfg.tick_ms > 60000 || cfg.readonly_count > UPK_READONLY_MAX ||
+            cfg.desired_refresh_s < 60 || cfg.desired_refresh_s > 2592000 ||
+            cfg.link_secret_len > UPK_LINK_SECRET_MAX ||
+            (cfg.link_secret_len > 0 && cfg.link_secret_len < 16) ||
+            (cfg.require_device_auth && cfg.link_secret_len == 0))
             abort();
         for (size_t i = 0; i < cfg.readonly_count; i++)
             if (!upk_id_valid(cfg.readonly[i]))

@@ -578,6 +578,13 @@ int upk_h_client_connect_will(upk_h_client **out, int port, const char *client_i
 int upk_h_client_publish(upk_h_client *c, const char *topic, const void *payload, size_t len,
                          int qos, bool retain, const char *sender, int *reason)
 {
+    return upk_h_client_publish_auth(c, topic, payload, len, qos, retain, sender, NULL, reason);
+}
+
+int upk_h_client_publish_auth(upk_h_client *c, const char *topic, const void *payload, size_t len,
+                              int qos, bool retain, const char *sender, const char *auth,
+                              int *reason)
+{
     int dummy;
     if (reason == NULL)
         reason = &dummy;
@@ -597,6 +604,20 @@ int upk_h_client_publish(upk_h_client *c, const char *topic, const void *payload
         p.value.value.data = (char *)sender;
         p.value.value.len = (int)strlen(sender);
         if (MQTTProperties_add(&props, &p) != 0) {
+            free(o);
+            return -1;
+        }
+        m.properties = props;
+    }
+    if (auth != NULL) {
+        MQTTProperty p;
+        p.identifier = MQTTPROPERTY_CODE_USER_PROPERTY;
+        p.value.data.data = (char *)"upkeep-auth";
+        p.value.data.len = 11;
+        p.value.value.data = (char *)auth;
+        p.value.value.len = (int)strlen(auth);
+        if (MQTTProperties_add(&props, &p) != 0) {
+            MQTTProperties_free(&props);
             free(o);
             return -1;
         }

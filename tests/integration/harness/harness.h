@@ -121,6 +121,11 @@ int upk_h_client_connect_will(upk_h_client **out, int port, const char *client_i
  * otherwise, with the PUBACK reason code (e.g. 0x87) or -1 in *reason. */
 int upk_h_client_publish(upk_h_client *c, const char *topic, const void *payload, size_t len,
                          int qos, bool retain, const char *sender, int *reason);
+/* upk_h_client_publish with, when auth is not NULL, one upkeep-auth user
+ * property (a link tag, docs/protocol.md 8.1) with that value. */
+int upk_h_client_publish_auth(upk_h_client *c, const char *topic, const void *payload, size_t len,
+                              int qos, bool retain, const char *sender, const char *auth,
+                              int *reason);
 /* Subscribes one filter and waits up to 5 s. 0 when granted (*reason = QoS),
  * -1 when refused (*reason = SUBACK reason code such as 0x87, or -1). */
 int upk_h_client_subscribe(upk_h_client *c, const char *filter, int qos, int *reason);

@@ -195,6 +195,9 @@ static void outcome(struct fx *f, const char *dev, const char *campaign, const c
     e.seq = ++f->seq;
     int r = snprintf(e.campaign, sizeof(e.campaign), "%s", campaign);
     r = snprintf(e.version, sizeof(e.version), "%s", version);
+    /* The release's name too: an event moves a campaign row only when it
+     * names the campaign's release by name and version (issue 23). */
+    r = snprintf(e.release, sizeof(e.release), "fw");
     (void)r;
     e.step = st;
     e.error = err;

@@ -481,6 +481,70 @@ static void target_expressions(void **state)
     }
 }
 
+/* Attack 4 (issue 23): a device the controller counts as `succeeded` that
+ * reports another release (a replayed older one) is flagged as drift in
+ * `devices` (list and show), `campaign show`/`watch` and the posture report. */
+static void drift_is_shown_in_devices_campaign_and_posture(void **state)
+{
+    struct fx *f = *state;
+    char msg[UPK_ERRMSG_MAX + 1];
+    add_device(f, "d0", "hw-a");
+    add_device(f, "d1", "hw-a");
+    assert_int_equal(upload(f, "alice", 1000, false, msg), UPK_OK);
+    assert_int_equal(call(f, "alice", "operator:alice", "campaign.create",
+                          "{\"release\":\"fw-2.0\",\"id\":\"c1\",\"stages\":\"100%\"}", NULL, msg),
+                     UPK_OK);
+    /* Both were given fw-2.0 and counted as succeeded. */
+    assert_int_equal(sqlite3_exec(upk_store_db(f->s),
+                                  "UPDATE devices SET desired_release='fw-2.0',"
+                                  " desired_campaign='c1';"
+                                  "UPDATE campaign_devices SET state='succeeded', assigned_ms=5,"
+                                  " done_ms=6 WHERE campaign='c1'",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    const char *ver[] = {"2.0", "1.0"}; /* d1 runs 1.0 again */
+    for (int i = 0; i < 2; i++) {
+        upk_state_msg m;
+        memset(&m, 0, sizeof(m));
+        int r = snprintf(m.device, sizeof(m.device), "d%d", i);
+        r = snprintf(m.hw, sizeof(m.hw), "hw-a");
+        r = snprintf(m.release, sizeof(m.release), "fw");
+        r = snprintf(m.version, sizeof(m.version), "%s", ver[i]);
+        r = snprintf(m.campaign, sizeof(m.campaign), "c1");
+        (void)r;
+        m.status = UPK_STATUS_COMMITTED;
+        m.ts = 100;
+        assert_int_equal(upk_store_device_state(f->s, &m, 2), UPK_OK);
+    }
+    cJSON *data = NULL;
+    assert_int_equal(call(f, "alice", "operator:alice", "device.list", NULL, &data, NULL), UPK_OK);
+    assert_int_equal(cJSON_GetArraySize(data), 2);
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(data, 0), "drift")->valueint, 0);
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(data, 1), "drift")->valueint, 1);
+    cJSON_Delete(data);
+    assert_int_equal(
+        call(f, "alice", "operator:alice", "device.show", "{\"id\":\"d1\"}", &data, NULL), UPK_OK);
+    assert_int_equal(cJSON_GetObjectItem(data, "drift")->valueint, 1);
+    cJSON_Delete(data);
+    assert_int_equal(
+        call(f, "alice", "operator:alice", "campaign.show", "{\"id\":\"c1\"}", &data, NULL),
+        UPK_OK);
+    assert_int_equal(cJSON_GetObjectItem(data, "drift")->valueint, 1);
+    assert_int_equal(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(data, "counts"), "succeeded")->valueint, 2);
+    cJSON_Delete(data);
+    assert_int_equal(call(f, "alice", "operator:alice", "report.posture", NULL, &data, NULL),
+                     UPK_OK);
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(data, "summary"), "drift")->valueint,
+                     1);
+    cJSON *list = cJSON_GetObjectItem(data, "drift");
+    assert_int_equal(cJSON_GetArraySize(list), 1);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(list, 0), "id")->valuestring, "d1");
+    assert_string_equal(
+        cJSON_GetObjectItem(cJSON_GetArrayItem(list, 0), "desired_release")->valuestring, "fw-2.0");
+    cJSON_Delete(data);
+}
+
 static void config_names_the_bad_field(void **state)
 {
     (void)state;
@@ -515,6 +579,20 @@ static void config_names_the_bad_field(void **state)
         {"{\"data_dir\":\"/tmp/x\",\"broker\":\"tcp://127.0.0.1:1\","
          "\"retention\":{\"events_per_device\":-5}}",
          "events_per_device"},
+        {"{\"data_dir\":\"/tmp/x\",\"broker\":\"tcp://127.0.0.1:1\",\"link_secret_file\":\"/no\"}",
+         "link_secret_file"},
+        {"{\"data_dir\":\"/tmp/x\",\"broker\":\"tcp://127.0.0.1:1\",\"link_secret_file\":7}",
+         "link_secret_file"},
+        {"{\"data_dir\":\"/tmp/x\",\"broker\":\"tcp://127.0.0.1:1\",\"require_device_auth\":1}",
+         "require_device_auth"},
+        {"{\"data_dir\":\"/tmp/x\",\"broker\":\"tcp://127.0.0.1:1\",\"require_device_auth\":true}",
+         "require_device_auth"},
+        {"{\"data_dir\":\"/tmp/x\",\"broker\":\"tcp://127.0.0.1:1\",\"desired_refresh_s\":59}",
+         "desired_refresh_s"},
+        {"{\"data_dir\":\"/tmp/x\",\"broker\":\"tcp://127.0.0.1:1\",\"desired_refresh_s\":60.5}",
+         "desired_refresh_s"},
+        {"{\"data_dir\":\"/tmp/x\",\"broker\":\"tcp://127.0.0.1:1\",\"desired_refresh_s\":\"1\"}",
+         "desired_refresh_s"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         assert_int_equal(
@@ -643,6 +721,70 @@ static void cli_json_is_as_strict_as_the_plugin(void **state)
         assert_int_equal(unsetenv("HOME"), 0);
 }
 
+/* link_secret_file is read like the broker's fleet secret (trailing
+ * newlines cut, at least 16 bytes); require_device_auth needs it. */
+static void config_reads_the_link_secret(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/upk-ctl-cfg-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char pub[300], sec[300], shortsec[300], json[1400], why[256];
+    int r = snprintf(pub, sizeof(pub), "%s/pub.pem", dir);
+    r = snprintf(sec, sizeof(sec), "%s/link.secret", dir);
+    r = snprintf(shortsec, sizeof(shortsec), "%s/short.secret", dir);
+    upk_key *k = NULL;
+    assert_int_equal(upk_key_generate(&k), UPK_OK);
+    char *pem = NULL;
+    assert_int_equal(upk_key_public_pem(k, &pem), UPK_OK);
+    upk_key_free(k);
+    FILE *fp = fopen(pub, "w");
+    assert_non_null(fp);
+    fputs(pem, fp);
+    fclose(fp);
+    free(pem);
+    fp = fopen(sec, "w");
+    assert_non_null(fp);
+    fputs("link-secret-0123456789\r\n", fp);
+    fclose(fp);
+    fp = fopen(shortsec, "w");
+    assert_non_null(fp);
+    fputs("fifteen-bytes..\n", fp);
+    fclose(fp);
+    upk_serve_config c;
+    r = snprintf(json, sizeof(json),
+                 "{\"data_dir\":\"%s\",\"broker\":\"tcp://127.0.0.1:1\",\"release_keys\":[\"%s\"],"
+                 "\"link_secret_file\":\"%s\",\"require_device_auth\":true,"
+                 "\"desired_refresh_s\":600}",
+                 dir, pub, sec);
+    assert_int_equal(upk_serve_config_parse(json, strlen(json), &c, why, sizeof(why)), UPK_OK);
+    assert_int_equal(c.link_secret_len, 22);
+    assert_memory_equal(c.link_secret, "link-secret-0123456789", 22);
+    assert_true(c.require_device_auth);
+    assert_int_equal(c.desired_refresh_s, 600);
+    upk_serve_config_cleanup(&c);
+    assert_int_equal(c.link_secret_len, 0);
+    r = snprintf(json, sizeof(json),
+                 "{\"data_dir\":\"%s\",\"broker\":\"tcp://127.0.0.1:1\",\"release_keys\":[\"%s\"]}",
+                 dir, pub);
+    assert_int_equal(upk_serve_config_parse(json, strlen(json), &c, why, sizeof(why)), UPK_OK);
+    assert_int_equal(c.link_secret_len, 0);
+    assert_false(c.require_device_auth);
+    assert_int_equal(c.desired_refresh_s, UPK_DESIRED_REFRESH_S);
+    upk_serve_config_cleanup(&c);
+    r = snprintf(json, sizeof(json),
+                 "{\"data_dir\":\"%s\",\"broker\":\"tcp://127.0.0.1:1\",\"release_keys\":[\"%s\"],"
+                 "\"link_secret_file\":\"%s\"}",
+                 dir, pub, shortsec);
+    (void)r;
+    assert_int_equal(upk_serve_config_parse(json, strlen(json), &c, why, sizeof(why)),
+                     UPK_E_CONFIG_INVALID);
+    assert_non_null(strstr(why, "link_secret_file"));
+    assert_non_null(strstr(why, "16"));
+    char cmd[400];
+    r = snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    r = system(cmd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -655,8 +797,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(release_upload_checks_signature_and_hash, setup, teardown),
         cmocka_unit_test_setup_teardown(campaign_commands_follow_state_rules, setup, teardown),
         cmocka_unit_test_setup_teardown(campaign_health_gate_options, setup, teardown),
+        cmocka_unit_test_setup_teardown(drift_is_shown_in_devices_campaign_and_posture, setup,
+                                        teardown),
         cmocka_unit_test(target_expressions),
         cmocka_unit_test(config_names_the_bad_field),
+        cmocka_unit_test(config_reads_the_link_secret),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -385,6 +385,7 @@ static void events_are_deduplicated_and_move_campaign_rows(void **state)
     e.seq = 1;
     e.ts = 2;
     int r = snprintf(e.campaign, sizeof(e.campaign), "c1");
+    r = snprintf(e.release, sizeof(e.release), "fw");
     r = snprintf(e.version, sizeof(e.version), "2.0");
     (void)r;
     e.step = UPK_STATUS_DOWNLOADING;
@@ -536,6 +537,7 @@ static void state_outcome_recovers_lost_events(void **state)
     memset(&m, 0, sizeof(m));
     int r = snprintf(m.device, sizeof(m.device), "a");
     r = snprintf(m.campaign, sizeof(m.campaign), "c1");
+    r = snprintf(m.release, sizeof(m.release), "fw");
     r = snprintf(m.version, sizeof(m.version), "1.0");
     (void)r;
     /* Committed but still the old version: not this campaign's release. */
@@ -546,15 +548,286 @@ static void state_outcome_recovers_lost_events(void **state)
     assert_int_equal(upk_store_state_outcome(f->s, &m, 3000), UPK_OK);
     m.status = UPK_STATUS_COMMITTED;
     assert_int_equal(upk_store_state_outcome(f->s, &m, 3001), UPK_OK);
+    /* A failure in a state names the old installed release, never the
+     * campaign's: it changes nothing (failures come from acked events). */
     m.device[0] = 'b';
     r = snprintf(m.version, sizeof(m.version), "1.0");
     m.status = UPK_STATUS_FAILED;
     assert_int_equal(upk_store_state_outcome(f->s, &m, 3002), UPK_OK);
+    /* Nor does a failure claimed while running the campaign's release. */
+    r = snprintf(m.version, sizeof(m.version), "2.0");
+    m.status = UPK_STATUS_REJECTED;
+    assert_int_equal(upk_store_state_outcome(f->s, &m, 3003), UPK_OK);
     assert_int_equal(upk_store_campaign_devices(f->s, "c1", &devs, &n), UPK_OK);
     for (size_t i = 0; i < n; i++)
         assert_int_equal(devs[i].state,
-                         strcmp(devs[i].device, "a") == 0 ? UPK_CDEV_SUCCEEDED : UPK_CDEV_FAILED);
+                         strcmp(devs[i].device, "a") == 0 ? UPK_CDEV_SUCCEEDED : UPK_CDEV_ASSIGNED);
     free(devs);
+}
+
+/* Starts campaign id of release over ids (one stage, everyone assigned). */
+static void start_all(upk_store *s, const char *id, const char *release, const char *const *ids,
+                      size_t n)
+{
+    upk_campaign c = make_campaign(s, id, release, ids, n);
+    c.stage = 1;
+    upk_cdev *devs = NULL;
+    size_t dn = 0;
+    upk_action acts[16];
+    upk_step_result res;
+    assert_int_equal(upk_store_campaign_devices(s, id, &devs, &dn), UPK_OK);
+    assert_int_equal(upk_engine_step(&c, devs, dn, 2000, acts, 16, &res), UPK_OK);
+    assert_int_equal(res.action_count, n);
+    assert_int_equal(upk_store_campaign_apply(s, &res, devs, acts, 2000, NULL, NULL), UPK_OK);
+    free(devs);
+}
+
+static const char *cdev_state(upk_store *s, const char *campaign, const char *device)
+{
+    upk_cdev *devs = NULL;
+    size_t n = 0;
+    static char out[32];
+    out[0] = '\0';
+    assert_int_equal(upk_store_campaign_devices(s, campaign, &devs, &n), UPK_OK);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(devs[i].device, device) == 0) {
+            int r = snprintf(out, sizeof(out), "%s", upk_cdev_state_str(devs[i].state));
+            (void)r;
+        }
+    free(devs);
+    return out;
+}
+
+static upk_event_msg event(uint64_t seq, const char *campaign, const char *release,
+                           const char *version, upk_status step, upk_err error)
+{
+    upk_event_msg e;
+    memset(&e, 0, sizeof(e));
+    e.seq = seq;
+    e.ts = 5;
+    int r = snprintf(e.campaign, sizeof(e.campaign), "%s", campaign);
+    r = snprintf(e.release, sizeof(e.release), "%s", release);
+    r = snprintf(e.version, sizeof(e.version), "%s", version);
+    (void)r;
+    e.step = step;
+    e.error = error;
+    return e;
+}
+
+/* Attack 2 (issue 23): a forged desired naming a campaign made the device
+ * report `rejected SIG_INVALID` without a release, which matched any
+ * release and turned a success into a failure. Only a report naming the
+ * campaign and its release's name and version moves the row. */
+static void events_move_rows_only_when_naming_the_campaign_release(void **state)
+{
+    struct fx *f = *state;
+    add_release(f->s, "fw-2.0", "2.0", 0x22);
+    const char *ids[] = {"d1"};
+    add_device(f->s, "d1", "hw-a", "1.0", true);
+    start_all(f->s, "c1", "fw-2.0", ids, 1);
+    bool dup = false;
+    upk_event_msg e = event(1, "c1", "fw", "2.0", UPK_STATUS_COMMITTED, UPK_OK);
+    assert_int_equal(upk_store_event_apply(f->s, "d1", &e, 3000, &dup), UPK_OK);
+    assert_string_equal(cdev_state(f->s, "c1", "d1"), "succeeded");
+    /* No release, no version: the forged-desired rejection. */
+    e = event(2, "c1", "", "", UPK_STATUS_REJECTED, UPK_E_SIG_INVALID);
+    assert_int_equal(upk_store_event_apply(f->s, "d1", &e, 3001, &dup), UPK_OK);
+    assert_false(dup); /* stored, so `devices show` lists it */
+    /* A version without a release name, a release name of another series
+     * at the same version, and the right name at another version. */
+    e = event(3, "c1", "", "2.0", UPK_STATUS_FAILED, UPK_E_HASH_MISMATCH);
+    assert_int_equal(upk_store_event_apply(f->s, "d1", &e, 3002, &dup), UPK_OK);
+    e = event(4, "c1", "other", "2.0", UPK_STATUS_ROLLED_BACK, UPK_E_HEALTH_FAILED);
+    assert_int_equal(upk_store_event_apply(f->s, "d1", &e, 3003, &dup), UPK_OK);
+    e = event(5, "c1", "fw", "1.0", UPK_STATUS_REJECTED, UPK_E_ROLLBACK_REJECTED);
+    assert_int_equal(upk_store_event_apply(f->s, "d1", &e, 3004, &dup), UPK_OK);
+    /* Another campaign's id with the right release: not this row either. */
+    e = event(6, "c2", "fw", "2.0", UPK_STATUS_FAILED, UPK_E_HASH_MISMATCH);
+    assert_int_equal(upk_store_event_apply(f->s, "d1", &e, 3005, &dup), UPK_OK);
+    assert_string_equal(cdev_state(f->s, "c1", "d1"), "succeeded");
+    cJSON *rows = NULL;
+    assert_int_equal(upk_store_query_json(f->s,
+                                          "SELECT done_ms, error FROM campaign_devices WHERE"
+                                          " campaign='c1' AND device='d1'",
+                                          NULL, 0, &rows),
+                     UPK_OK);
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(rows, 0), "done_ms")->valuedouble,
+                     3000);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(rows, 0), "error")->valuestring, "");
+    cJSON_Delete(rows);
+    /* The real failure of the campaign's release (rolled back in its bake)
+     * still counts. */
+    e = event(7, "c1", "fw", "2.0", UPK_STATUS_ROLLED_BACK, UPK_E_HEALTH_FAILED);
+    assert_int_equal(upk_store_event_apply(f->s, "d1", &e, 3006, &dup), UPK_OK);
+    assert_string_equal(cdev_state(f->s, "c1", "d1"), "failed");
+}
+
+static void ctr_strictly_increases_and_follows_the_clock(void **state)
+{
+    struct fx *f = *state;
+    add_device(f->s, "d1", "hw-a", "1.0", true);
+    uint64_t a = 0, b = 0, c = 0;
+    assert_int_equal(upk_store_ctr_next(f->s, "d1", "fw-2.0/c1", true, 5000, &a), UPK_OK);
+    assert_int_equal(a, 5000);
+    /* The clock went back (or stood still): still one more. */
+    assert_int_equal(upk_store_ctr_next(f->s, "d1", "fw-2.0/c1", true, 4000, &b), UPK_OK);
+    assert_int_equal(b, 5001);
+    /* Not fresh, same assignment: the same counter (byte-identical desired). */
+    assert_int_equal(upk_store_ctr_next(f->s, "d1", "fw-2.0/c1", false, 9000, &c), UPK_OK);
+    assert_int_equal(c, 5001);
+    /* Not fresh but another assignment: a new one. */
+    assert_int_equal(upk_store_ctr_next(f->s, "d1", "fw-3.0/c2", false, 9000, &c), UPK_OK);
+    assert_int_equal(c, 9000);
+    /* Kept across a reopen. */
+    upk_store_close(f->s);
+    assert_int_equal(upk_store_open(f->dir, &f->s), UPK_OK);
+    assert_int_equal(upk_store_ctr_next(f->s, "d1", "fw-3.0/c2", false, 1, &c), UPK_OK);
+    assert_int_equal(c, 9000);
+    assert_int_equal(upk_store_ctr_next(f->s, "d1", "fw-3.0/c2", true, 1, &c), UPK_OK);
+    assert_int_equal(c, 9001);
+    uint64_t untouched = 77;
+    assert_int_equal(upk_store_ctr_next(f->s, "nobody", "x", true, 1, &untouched), UPK_E_NOT_FOUND);
+    assert_int_equal(untouched, 77);
+}
+
+static void authed_flag_is_remembered(void **state)
+{
+    struct fx *f = *state;
+    bool authed = true;
+    assert_int_equal(upk_store_device_authed(f->s, "d1", &authed), UPK_OK);
+    assert_false(authed); /* unknown device */
+    add_device(f->s, "d1", "hw-a", "1.0", true);
+    assert_int_equal(upk_store_device_authed(f->s, "d1", &authed), UPK_OK);
+    assert_false(authed);
+    assert_int_equal(upk_store_device_set_authed(f->s, "d1"), UPK_OK);
+    assert_int_equal(upk_store_device_set_authed(f->s, "d1"), UPK_OK);
+    /* A later state does not reset it. */
+    add_device(f->s, "d1", "hw-a", "1.1", false);
+    upk_store_close(f->s);
+    assert_int_equal(upk_store_open(f->dir, &f->s), UPK_OK);
+    assert_int_equal(upk_store_device_authed(f->s, "d1", &authed), UPK_OK);
+    assert_true(authed);
+    /* A device first seen through a tagged message gets a row. */
+    assert_int_equal(upk_store_device_set_authed(f->s, "d9"), UPK_OK);
+    assert_int_equal(upk_store_device_authed(f->s, "d9", &authed), UPK_OK);
+    assert_true(authed);
+}
+
+/* A state saying "stale" (no authenticated desired before its fresh_until)
+ * is kept for `upkeep devices`, and cleared by the next state without it. */
+static void stale_state_is_recorded(void **state)
+{
+    struct fx *f = *state;
+    upk_state_msg m;
+    memset(&m, 0, sizeof(m));
+    int r = snprintf(m.device, sizeof(m.device), "d1");
+    r = snprintf(m.hw, sizeof(m.hw), "hw-a");
+    (void)r;
+    m.stale = true;
+    assert_int_equal(upk_store_device_state(f->s, &m, 1000), UPK_OK);
+    cJSON *rows = NULL;
+    assert_int_equal(upk_store_query_json(f->s, "SELECT stale FROM devices", NULL, 0, &rows),
+                     UPK_OK);
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(rows, 0), "stale")->valueint, 1);
+    cJSON_Delete(rows);
+    m.stale = false;
+    assert_int_equal(upk_store_device_state(f->s, &m, 1001), UPK_OK);
+    assert_int_equal(upk_store_query_json(f->s, "SELECT stale FROM devices", NULL, 0, &rows),
+                     UPK_OK);
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(rows, 0), "stale")->valueint, 0);
+    cJSON_Delete(rows);
+}
+
+static void report_state(upk_store *s, const char *dev, const char *campaign, const char *version,
+                         upk_status status)
+{
+    upk_state_msg m;
+    memset(&m, 0, sizeof(m));
+    int r = snprintf(m.device, sizeof(m.device), "%s", dev);
+    r = snprintf(m.hw, sizeof(m.hw), "hw-a");
+    r = snprintf(m.release, sizeof(m.release), "fw");
+    r = snprintf(m.version, sizeof(m.version), "%s", version);
+    r = snprintf(m.campaign, sizeof(m.campaign), "%s", campaign);
+    (void)r;
+    m.security_version = 2;
+    m.status = status;
+    m.ts = 10;
+    assert_int_equal(upk_store_device_state(s, &m, 4000), UPK_OK);
+}
+
+static int drift_count(upk_store *s)
+{
+    cJSON *rows = NULL;
+    assert_int_equal(
+        upk_store_query_json(s, "SELECT count(*) AS n FROM devices WHERE " UPK_STORE_DRIFT_SQL,
+                             NULL, 0, &rows),
+        UPK_OK);
+    int n = cJSON_GetObjectItem(cJSON_GetArrayItem(rows, 0), "n")->valueint;
+    cJSON_Delete(rows);
+    return n;
+}
+
+/* Attack 4 (issue 23): a device that committed fw 2.0 and then installed a
+ * replayed fw 1.0 stayed `succeeded` with nothing flagged. Drift flags a
+ * device reporting another release than its desired while not updating. */
+static void drift_flags_a_device_running_another_release(void **state)
+{
+    struct fx *f = *state;
+    add_release(f->s, "fw-2.0", "2.0", 0x22);
+    const char *ids[] = {"d1", "d2"};
+    add_device(f->s, "d1", "hw-a", "1.0", true);
+    add_device(f->s, "d2", "hw-a", "1.0", true);
+    add_device(f->s, "d3", "hw-a", "1.0", true); /* no desired: never drifts */
+    assert_int_equal(drift_count(f->s), 0);
+    start_all(f->s, "c1", "fw-2.0", ids, 2);
+    /* Assigned but not started: updating, not drift. */
+    assert_int_equal(drift_count(f->s), 0);
+    report_state(f->s, "d1", "c1", "1.0", UPK_STATUS_DOWNLOADING);
+    assert_int_equal(drift_count(f->s), 0);
+    bool dup = false;
+    upk_event_msg e = event(1, "c1", "fw", "2.0", UPK_STATUS_COMMITTED, UPK_OK);
+    assert_int_equal(upk_store_event_apply(f->s, "d1", &e, 3000, &dup), UPK_OK);
+    assert_int_equal(upk_store_event_apply(f->s, "d2", &e, 3000, &dup), UPK_OK);
+    report_state(f->s, "d1", "c1", "2.0", UPK_STATUS_COMMITTED);
+    report_state(f->s, "d2", "c1", "2.0", UPK_STATUS_COMMITTED);
+    assert_int_equal(drift_count(f->s), 0);
+    size_t n = 99;
+    assert_int_equal(upk_store_campaign_drift(f->s, "c1", &n), UPK_OK);
+    assert_int_equal(n, 0);
+    /* d2 now runs 1.0 again under the campaign's id (a replayed desired). */
+    report_state(f->s, "d2", "c1", "1.0", UPK_STATUS_COMMITTED);
+    assert_int_equal(drift_count(f->s), 1);
+    assert_int_equal(upk_store_campaign_drift(f->s, "c1", &n), UPK_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(upk_store_campaign_drift(f->s, "c-other", &n), UPK_OK);
+    assert_int_equal(n, 0);
+    /* The campaign row is not moved by that state, but drift shows it. */
+    assert_string_equal(cdev_state(f->s, "c1", "d2"), "succeeded");
+    /* While it updates again it is not drift. */
+    report_state(f->s, "d2", "c1", "1.0", UPK_STATUS_VERIFYING);
+    assert_int_equal(drift_count(f->s), 0);
+}
+
+static void desired_all_lists_every_device_ever_given_one(void **state)
+{
+    struct fx *f = *state;
+    add_release(f->s, "fw-2.0", "2.0", 0x22);
+    const char *ids[] = {"d1"};
+    add_device(f->s, "d1", "hw-a", "1.0", true);
+    add_device(f->s, "d2", "hw-a", "1.0", true);
+    add_device(f->s, "d3", "hw-a", "1.0", true);
+    start_all(f->s, "c1", "fw-2.0", ids, 1);
+    uint64_t ctr = 0;
+    /* d2 got a clear once (no release, but a counter). */
+    assert_int_equal(upk_store_ctr_next(f->s, "d2", "", true, 100, &ctr), UPK_OK);
+    changed_count = 0;
+    assert_int_equal(upk_store_desired_all(f->s, on_changed, NULL), UPK_OK);
+    assert_int_equal(changed_count, 2);
+    /* Acknowledged desired are listed too (unlike desired_unacked). */
+    assert_int_equal(upk_store_desired_acked(f->s, "d1", "fw-2.0", "c1"), UPK_OK);
+    changed_count = 0;
+    assert_int_equal(upk_store_desired_all(f->s, on_changed, NULL), UPK_OK);
+    assert_int_equal(changed_count, 2);
 }
 
 static void release_round_trips(void **state)
@@ -630,6 +903,16 @@ int main(void)
         cmocka_unit_test_setup_teardown(rollback_restores_previous_desired, setup, teardown),
         cmocka_unit_test_setup_teardown(campaign_survives_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(state_outcome_recovers_lost_events, setup, teardown),
+        cmocka_unit_test_setup_teardown(events_move_rows_only_when_naming_the_campaign_release,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(ctr_strictly_increases_and_follows_the_clock, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(authed_flag_is_remembered, setup, teardown),
+        cmocka_unit_test_setup_teardown(stale_state_is_recorded, setup, teardown),
+        cmocka_unit_test_setup_teardown(drift_flags_a_device_running_another_release, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(desired_all_lists_every_device_ever_given_one, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(release_round_trips, setup, teardown),
         cmocka_unit_test_setup_teardown(audit_is_recorded, setup, teardown),
         cmocka_unit_test_setup_teardown(statement_cache_keys_on_text_and_overflows, setup,
