@@ -253,8 +253,9 @@ int upk_campaign_render(FILE *out, const cJSON *c, int width)
     }
     emit(&v, "devices:%s (offline waiting %.0f)", line, num(c, "offline_waiting"));
     if (num(c, "drift") > 0)
-        emit(&v, "DRIFT: %.0f devices run another release than this campaign's "
-                 "(upkeep devices: DRIFT)",
+        emit(&v,
+             "DRIFT: %.0f devices run another release than this campaign's "
+             "(upkeep devices: DRIFT)",
              num(c, "drift"));
     const cJSON *rb = cJSON_GetObjectItem(c, "rollback");
     if (rb != NULL) {

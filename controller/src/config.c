@@ -43,10 +43,23 @@ static bool get_str(const cJSON *root, const char *name, char *out, size_t cap, 
 /* Every field parse below reads; anything else is a typo and refused by
  * name (as the broker plugin does), never silently ignored. A new field
  * must be added here. */
-static const char *const serve_fields[] = {
-    "data_dir",  "broker",    "username", "password_file", "client_id",          "topic_prefix",
-    "ca_file",   "cert_file", "key_file", "tick_ms",       "readonly_operators", "release_keys",
-    "retention", "link_secret_file", "require_device_auth", "desired_refresh_s", NULL};
+static const char *const serve_fields[] = {"data_dir",
+                                           "broker",
+                                           "username",
+                                           "password_file",
+                                           "client_id",
+                                           "topic_prefix",
+                                           "ca_file",
+                                           "cert_file",
+                                           "key_file",
+                                           "tick_ms",
+                                           "readonly_operators",
+                                           "release_keys",
+                                           "retention",
+                                           "link_secret_file",
+                                           "require_device_auth",
+                                           "desired_refresh_s",
+                                           NULL};
 static const char *const retention_fields[] = {"events_days", "health_days", "events_per_device",
                                                NULL};
 
