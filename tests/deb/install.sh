@@ -66,7 +66,7 @@ plugin=$(ls /usr/lib/*/mosquitto/upkeep_broker.so)
 mkdir -p /tmp/dev /opt/pump
 upkeep keygen --out /tmp/dev/release >/dev/null
 printf 'pw\n' >/tmp/dev/password
-sed -e 's|/etc/upkeep/release-pub.pem|/tmp/dev/release.pub|' \
+sed -e 's|/etc/upkeep/release.pub|/tmp/dev/release.pub|' \
     -e 's|/etc/upkeep/agent.password|/tmp/dev/password|' /etc/upkeep/agent.json >/tmp/dev/agent.json
 upkeep-agent --check-config -c /tmp/dev/agent.json
 # mosquitto loads the installed plugin (upkeep accounts file, fleet secret).
